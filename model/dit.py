@@ -1,0 +1,399 @@
+"""The unified diffusion transformer (Seedream-4.0-style), readable top to bottom.
+
+One token sequence per sample:  [reference tokens ; text tokens ; output tokens]
+                                 \________ context ________/
+- N >= 0 reference images (clean latents + a mask channel, their own input projection),
+  the prompt's MiniLM token states, and M >= 1 noisy output latents.
+- 3D RoPE over (image index, row, col). Outputs take indices 0..M-1, references
+  `ref_index_offset + j`, so nothing about the references depends on M.
+- Structured attention: context tokens are read-only (they attend to context only);
+  outputs attend to everything, other outputs included (storyboard consistency).
+- AdaLN conditioning c = timestep + step size (shortcut) + task + pooled text. Context tokens are
+  modulated with t fixed at 0 and no step size, so nothing they compute depends on the step.
+- Reference K/V cache: since context never sees outputs or the timestep, its per-layer keys and
+  values are the same at every denoising step. `encode_context` computes them once; `forward_cached`
+  then runs the blocks on output tokens only. `forward` (no cache) runs everything every step and
+  is the reference the cache is tested against.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from kernels.attention import attention, cached_context_attention
+from model.rope import Rope3D, apply_rope, image_positions, text_positions
+
+TASKS = ("t2i", "edit", "inpaint", "compose", "storyboard", "style")
+
+
+@dataclass
+class DiTConfig:
+    width: int = 256  # ~10M parameters at depth 8: ~30 samples/s of training on two CPU cores
+    depth: int = 8
+    heads: int = 4  # head_dim 64: the 3D RoPE needs enough channels per axis
+    mlp_ratio: float = 4.0
+    latent_channels: int = 8  # must match the autoencoder
+    patch: int = 2  # f8 autoencoder x patch 2: a 128x128 image is 8x8 = 64 tokens
+    text_dim: int = 384  # MiniLM-L6 hidden size
+    text_len: int = 32
+    rope_axes: tuple[int, int, int] = (16, 24, 24)  # head_dim split over (index, row, col)
+    rope_theta: float = 10000.0
+    ref_index_offset: int = 16  # references live at image indices 16, 17, ...: disjoint from outputs
+    num_tasks: int = 8  # 6 used (TASKS) + room to extend without reshaping the embedding
+    attention_backend: str = "split"
+    tasks: tuple[str, ...] = TASKS
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["rope_axes"] = list(self.rope_axes)
+        d["tasks"] = list(self.tasks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DiTConfig":
+        d = dict(d)
+        d["rope_axes"] = tuple(d["rope_axes"])
+        d["tasks"] = tuple(d["tasks"])
+        return cls(**d)
+
+
+def DiT_tiny() -> DiTConfig:
+    return DiTConfig(width=64, depth=2, heads=2, latent_channels=4, rope_axes=(8, 12, 12), text_len=16)
+
+
+def DiT_default() -> DiTConfig:
+    return DiTConfig()
+
+
+def DiT_large() -> DiTConfig:
+    # ~1.1B parameters: the same code at scale (build on the "meta" device to inspect it).
+    return DiTConfig(width=2048, depth=20, heads=16, latent_channels=16, rope_axes=(32, 48, 48), text_len=128)
+
+
+DiT_configs = {"tiny": DiT_tiny, "default": DiT_default, "large": DiT_large}
+
+
+# --------------------------------------------------------------------------------------------
+# Embedders
+# --------------------------------------------------------------------------------------------
+class TimestepEmbedder(nn.Module):
+    """Scalar in [0, 1] -> (B, D) via sinusoidal features and an MLP (DiT's recipe)."""
+
+    def __init__(self, width: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        args = (t.float() * 1000.0)[:, None] * freqs[None]  # (B, half)
+        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1).to(self.mlp[0].weight.dtype))
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, (H/p)*(W/p), C*p*p), raster order."""
+    B, C, H, W = x.shape
+    x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(B, (H // p) * (W // p), C * p * p)
+
+
+def unpatchify(x: torch.Tensor, p: int, C: int, h: int, w: int) -> torch.Tensor:
+    """(B, h*w, C*p*p) -> (B, C, h*p, w*p)."""
+    B = x.shape[0]
+    x = x.reshape(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(B, C, h * p, w * p)
+
+
+# --------------------------------------------------------------------------------------------
+# Transformer block
+# --------------------------------------------------------------------------------------------
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class DiTBlock(nn.Module):
+    """Pre-norm attention + MLP with adaLN-Zero, applied with one modulation for context tokens
+    and another for output tokens (same weights: a single-stream block)."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        D = cfg.width
+        self.heads = cfg.heads
+        self.norm1 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(D, 3 * D)
+        self.q_norm = RMSNorm(cfg.head_dim)  # QK-norm keeps attention logits bounded
+        self.k_norm = RMSNorm(cfg.head_dim)
+        self.proj = nn.Linear(D, D)
+        self.norm2 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        hidden = int(D * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, D))
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
+
+    def modulation(self, c: torch.Tensor) -> list[torch.Tensor]:
+        """(B, D) -> six (B, 1, D): shift/scale/gate for attention, then for the MLP."""
+        return [m.unsqueeze(1) for m in self.adaLN(c).chunk(6, dim=-1)]
+
+    def _qkv(self, h: torch.Tensor, cos, sin):
+        B, L, D = h.shape
+        q, k, v = self.qkv(h).reshape(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        q = apply_rope(self.q_norm(q), cos, sin)  # (B, H, L, Dh)
+        k = apply_rope(self.k_norm(k), cos, sin)
+        return q, k, v
+
+    @staticmethod
+    def _split_modulate(h, n_ctx, mc, mo, i):
+        """Modulate context rows with mc[i], mc[i+1] and output rows with mo[i], mo[i+1]."""
+        return torch.cat([modulate(h[:, :n_ctx], mc[i], mc[i + 1]), modulate(h[:, n_ctx:], mo[i], mo[i + 1])], 1)
+
+    def forward(self, x, n_ctx: int, mod_ctx, mod_out, cos, sin, backend: str):
+        """Full sequence. x: (B, Nc + No, D)."""
+        B, L, D = x.shape
+        h = self._split_modulate(self.norm1(x), n_ctx, mod_ctx, mod_out, 0)
+        q, k, v = self._qkv(h, cos, sin)
+        a = attention(q, k, v, n_ctx, backend).transpose(1, 2).reshape(B, L, D)
+        a = self.proj(a)
+        x = x + torch.cat([mod_ctx[2] * a[:, :n_ctx], mod_out[2] * a[:, n_ctx:]], 1)
+        h = self._split_modulate(self.norm2(x), n_ctx, mod_ctx, mod_out, 3)
+        m = self.mlp(h)
+        return x + torch.cat([mod_ctx[5] * m[:, :n_ctx], mod_out[5] * m[:, n_ctx:]], 1)
+
+    def context_kv(self, x_ctx, mod_ctx, cos, sin):
+        """Context tokens alone (they attend only to themselves). Returns (new x_ctx, k, v)."""
+        B, L, D = x_ctx.shape
+        h = modulate(self.norm1(x_ctx), mod_ctx[0], mod_ctx[1])
+        q, k, v = self._qkv(h, cos, sin)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, L, D)
+        x_ctx = x_ctx + mod_ctx[2] * self.proj(a)
+        x_ctx = x_ctx + mod_ctx[5] * self.mlp(modulate(self.norm2(x_ctx), mod_ctx[3], mod_ctx[4]))
+        return x_ctx, k, v
+
+    def forward_outputs(self, x_out, k_ctx, v_ctx, mod_out, cos, sin):
+        """Output tokens only, attending to [cached context K/V ; their own K/V]."""
+        B, L, D = x_out.shape
+        h = modulate(self.norm1(x_out), mod_out[0], mod_out[1])
+        q, k, v = self._qkv(h, cos, sin)
+        a = cached_context_attention(q, k_ctx, v_ctx, k, v).transpose(1, 2).reshape(B, L, D)
+        x_out = x_out + mod_out[2] * self.proj(a)
+        return x_out + mod_out[5] * self.mlp(modulate(self.norm2(x_out), mod_out[3], mod_out[4]))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        D = cfg.width
+        self.norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
+        self.linear = nn.Linear(D, cfg.patch * cfg.patch * cfg.latent_channels)
+
+    def forward(self, x, c):
+        shift, scale = self.adaLN(c).unsqueeze(1).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ContextCache:
+    """Per-layer context K/V of one generation and guidance branch, plus what the outputs need."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # depth x (B, H, Nc, Dh)
+    cond: torch.Tensor  # (B, D) task + pooled text, shared by context and output modulation
+    n_ctx: int
+    hidden: torch.Tensor | None = field(default=None, repr=False)  # (B, Nc, D) final context states
+
+
+class UnifiedDiT(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        if sum(cfg.rope_axes) != cfg.head_dim:
+            raise ValueError(f"rope_axes {cfg.rope_axes} must sum to head_dim {cfg.head_dim}")
+        self.config = cfg
+        D, C, p = cfg.width, cfg.latent_channels, cfg.patch
+        self.out_embed = nn.Linear(C * p * p, D)  # noisy output latents
+        self.ref_embed = nn.Linear((C + 1) * p * p, D)  # clean reference latents + mask channel
+        self.text_embed = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, D))
+        self.t_embed = TimestepEmbedder(D)
+        self.d_embed = TimestepEmbedder(D)  # shortcut step size (0 = instantaneous flow)
+        self.task_embed = nn.Embedding(cfg.num_tasks, D)
+        self.pooled_embed = nn.Sequential(nn.Linear(cfg.text_dim, D), nn.SiLU(), nn.Linear(D, D))
+        self.rope = Rope3D(cfg.rope_axes, cfg.rope_theta)
+        self.blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.depth)])
+        self.final = FinalLayer(cfg)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        # Xavier-uniform for every linear layer (DiT), zero biases.
+        def _basic(m):
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+        self.apply(_basic)
+        # Timestep/step-size MLPs: small normal init, as in DiT.
+        for emb in (self.t_embed, self.d_embed):
+            nn.init.normal_(emb.mlp[0].weight, std=0.02)
+            nn.init.normal_(emb.mlp[2].weight, std=0.02)
+        nn.init.normal_(self.task_embed.weight, std=0.02)
+        # Zero-out adaLN modulation: every block starts as the identity.
+        for b in self.blocks:
+            nn.init.zeros_(b.adaLN[-1].weight)
+            nn.init.zeros_(b.adaLN[-1].bias)
+        # Zero-out the output layer: the initial prediction is 0 everywhere.
+        nn.init.zeros_(self.final.adaLN[-1].weight)
+        nn.init.zeros_(self.final.adaLN[-1].bias)
+        nn.init.zeros_(self.final.linear.weight)
+        nn.init.zeros_(self.final.linear.bias)
+
+    # -- token assembly -------------------------------------------------------------------
+    def task_ids(self, task, batch: int, device) -> torch.Tensor:
+        if isinstance(task, torch.Tensor):
+            return task.to(device).long().reshape(-1).expand(batch) if task.numel() == 1 else task.to(device).long()
+        if isinstance(task, str):
+            task = [task] * batch
+        ids = []
+        for name in task:
+            if name not in self.config.tasks:
+                raise ValueError(f"unknown task {name!r}; the model knows {list(self.config.tasks)}")
+            ids.append(self.config.tasks.index(name))
+        return torch.tensor(ids, device=device, dtype=torch.long)
+
+    def _context_tokens(self, refs, ref_masks, text_states, ref_indices):
+        """refs: list of (B, C, h, w); ref_masks: list of (B, 1, h, w) or None; text: (B, Lt, 384).
+        Returns tokens (B, Nc, D) and positions (Nc, 3)."""
+        p = self.config.patch
+        device = text_states.device
+        tokens, pos = [], []
+        if ref_indices is None:
+            ref_indices = [self.config.ref_index_offset + j for j in range(len(refs))]
+        for j, r in enumerate(refs):
+            m = ref_masks[j] if ref_masks is not None and ref_masks[j] is not None else torch.zeros_like(r[:, :1])
+            tokens.append(self.ref_embed(patchify(torch.cat([r, m.to(r.dtype)], 1), p)))  # (B, hw, D)
+            pos.append(image_positions(ref_indices[j], r.shape[-2] // p, r.shape[-1] // p, device))
+        tokens.append(self.text_embed(text_states.to(self.out_embed.weight.dtype)))  # (B, Lt, D)
+        pos.append(text_positions(text_states.shape[1], device))
+        return torch.cat(tokens, 1), torch.cat(pos, 0)
+
+    def _output_tokens(self, x_out):
+        """x_out: (B, M, C, h, w) -> tokens (B, M*hw/p^2, D), positions."""
+        B, M, C, h, w = x_out.shape
+        p = self.config.patch
+        tokens = self.out_embed(patchify(x_out.reshape(B * M, C, h, w), p))  # (B*M, hw/p^2, D)
+        tokens = tokens.reshape(B, M * tokens.shape[1], -1)
+        pos = torch.cat([image_positions(i, h // p, w // p, x_out.device) for i in range(M)], 0)
+        return tokens, pos
+
+    def _unpatchify_outputs(self, y, shape):
+        B, M, C, h, w = shape
+        p = self.config.patch
+        y = y.reshape(B * M, (h // p) * (w // p), -1)
+        return unpatchify(y, p, C, h // p, w // p).reshape(B, M, C, h, w)
+
+    def _check_refs(self, refs, ref_masks):
+        if ref_masks is not None and len(ref_masks) != len(refs):
+            raise ValueError(f"got {len(ref_masks)} reference masks for {len(refs)} reference images")
+
+    def conditions(self, task, pooled, t, d):
+        """cond (B, D) shared part; c_ctx with t=0 and no step size; c_out with t and d."""
+        B = pooled.shape[0]
+        cond = self.task_embed(self.task_ids(task, B, pooled.device)) + self.pooled_embed(
+            pooled.to(self.out_embed.weight.dtype))
+        zero = torch.zeros(B, device=pooled.device)
+        c_ctx = cond + self.t_embed(zero) + self.d_embed(zero)
+        c_out = None
+        if t is not None:
+            d = torch.zeros_like(t) if d is None else d
+            c_out = cond + self.t_embed(t.reshape(B)) + self.d_embed(d.reshape(B))
+        return cond, c_ctx, c_out
+
+    # -- uncached: everything every step (the reference path) ----------------------------------
+    def forward(self, x_out, t, text_states, pooled, task, refs=(), ref_masks=None, d=None,
+                ref_indices=None, return_context: bool = False, backend: str | None = None):
+        """Predict the flow velocity for the output latents.
+
+        x_out: (B, M, C, h, w) noisy output latents; t, d: (B,) in [0, 1];
+        text_states: (B, Lt, 384); pooled: (B, 384); task: name, list of names or (B,) ids;
+        refs: list of N (B, C, h', w') clean latents; ref_masks: list of N (B, 1, h', w') or None.
+        Returns v: (B, M, C, h, w) (and the final context hidden states if asked).
+        """
+        refs = list(refs)
+        self._check_refs(refs, ref_masks)
+        _, c_ctx, c_out = self.conditions(task, pooled, t, d)
+        ctx, pos_ctx = self._context_tokens(refs, ref_masks, text_states, ref_indices)
+        out, pos_out = self._output_tokens(x_out)
+        n_ctx = ctx.shape[1]
+        x = torch.cat([ctx, out], 1)  # (B, Nc + No, D)
+        cos, sin = self.rope(torch.cat([pos_ctx, pos_out], 0))
+        backend = backend or self.config.attention_backend
+        for blk in self.blocks:
+            x = blk(x, n_ctx, blk.modulation(c_ctx), blk.modulation(c_out), cos, sin, backend)
+        v = self._unpatchify_outputs(self.final(x[:, n_ctx:], c_out), x_out.shape)
+        return (v, x[:, :n_ctx]) if return_context else v
+
+    # -- cached: context once, outputs per step ---------------------------------------------
+    def encode_context(self, text_states, pooled, task, refs=(), ref_masks=None, ref_indices=None) -> ContextCache:
+        refs = list(refs)
+        self._check_refs(refs, ref_masks)
+        cond, c_ctx, _ = self.conditions(task, pooled, None, None)
+        x, pos = self._context_tokens(refs, ref_masks, text_states, ref_indices)
+        cos, sin = self.rope(pos)
+        kv = []
+        for blk in self.blocks:
+            x, k, v = blk.context_kv(x, blk.modulation(c_ctx), cos, sin)
+            kv.append((k, v))
+        return ContextCache(kv=kv, cond=cond, n_ctx=x.shape[1], hidden=x)
+
+    def forward_cached(self, x_out, t, cache: ContextCache, d=None):
+        """Same result as `forward` with the cache's context, running blocks on outputs only."""
+        B = x_out.shape[0]
+        d = torch.zeros_like(t) if d is None else d
+        c_out = cache.cond + self.t_embed(t.reshape(B)) + self.d_embed(d.reshape(B))
+        x, pos = self._output_tokens(x_out)
+        cos, sin = self.rope(pos)
+        for blk, (k_ctx, v_ctx) in zip(self.blocks, cache.kv):
+            x = blk.forward_outputs(x, k_ctx, v_ctx, blk.modulation(c_out), cos, sin)
+        return self._unpatchify_outputs(self.final(x, c_out), x_out.shape)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, folder: str | Path, dtype: torch.dtype = torch.float32) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        save_file({k: v.detach().to(dtype).contiguous() for k, v in self.state_dict().items()},
+                  str(folder / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device="cpu") -> "UnifiedDiT":
+        folder = Path(folder)
+        cfg = DiTConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        model = cls(cfg)
+        state = {k: v.float() for k, v in load_file(str(folder / "model.safetensors"), device=str(device)).items()}
+        model.load_state_dict(state)
+        return model.to(device).eval()

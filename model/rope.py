@@ -1,0 +1,53 @@
+"""Factored 3D rotary position embedding over (image index, row, column).
+
+Each attention head's dimension is split into three parts, one per axis; each part rotates its
+pairs of channels by angles proportional to that axis' coordinate. Because rotations compose,
+<R(p) q, R(p') k> = <q, R(p' - p) k>: attention scores depend on positions only through their
+differences (tested). Rows and columns are each image's own grid, so a reference and an output
+share spatial coordinates and only the image-index axis tells them apart.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def image_positions(index: int, rows: int, cols: int, device=None) -> torch.Tensor:
+    """(rows*cols, 3) float positions (index, row, col) in raster order."""
+    r = torch.arange(rows, device=device, dtype=torch.float32)
+    c = torch.arange(cols, device=device, dtype=torch.float32)
+    rr, cc = torch.meshgrid(r, c, indexing="ij")
+    ii = torch.full_like(rr, float(index))
+    return torch.stack([ii, rr, cc], dim=-1).reshape(-1, 3)
+
+
+def text_positions(length: int, device=None) -> torch.Tensor:
+    """Text tokens all sit at the origin (as in FLUX): MiniLM states already encode word order."""
+    return torch.zeros(length, 3, device=device)
+
+
+class Rope3D(torch.nn.Module):
+    """Computes (cos, sin) tables of shape (L, head_dim/2) for given (L, 3) positions."""
+
+    def __init__(self, axes_dim: tuple[int, int, int], theta: float = 10000.0):
+        super().__init__()
+        if any(d % 2 for d in axes_dim):
+            raise ValueError(f"every RoPE axis needs an even number of channels, got {axes_dim}")
+        self.axes_dim = tuple(axes_dim)
+        for a, d in enumerate(axes_dim):
+            freqs = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+            self.register_buffer(f"freqs{a}", freqs.float(), persistent=False)
+
+    def forward(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = torch.cat(
+            [pos[:, a, None].float() * getattr(self, f"freqs{a}")[None, :] for a in range(3)], dim=-1
+        )  # (L, head_dim/2)
+        return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (2i, 2i+1). x: (B, H, L, Dh); cos/sin: (L, Dh/2)."""
+    x2 = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, H, L, Dh/2, 2)
+    x0, x1 = x2[..., 0], x2[..., 1]
+    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
+    return out.flatten(-2).type_as(x)
