@@ -1,0 +1,140 @@
+"""Benchmark the quantization modes of kernels/quant.py against fp32 on CPU.
+
+A stack of DiT-shaped linears (per block: qkv 256->768, MLP up 256->1024, down 1024->256)
+runs on batch 1-3 x 64-400 tokens. Every mode is timed in the same loop, one forward each in
+turn (interleaved, so background load hits all modes alike), and the median is reported.
+
+    python bench/bench_quant.py [--out runs/bench_quant.json] [--depth 4] [--repeats 30]
+
+Prints a markdown table (mode, weight MB, ratio, batch x tokens, ms, speed vs fp32, relative
+error) and writes the same rows as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, import from the root
+
+from kernels.quant import QUANT_MODES, quantize, weight_bytes
+
+WIDTH, MLP_WIDTH = 256, 1024
+CASES = [(1, 64), (1, 400), (3, 64), (3, 400)]  # (batch, tokens)
+
+
+class LinearStack(nn.Module):
+    """`depth` blocks of our linear shapes; x (B, T, 256) -> (B, T, 256)."""
+
+    def __init__(self, depth: int):
+        super().__init__()
+        self.qkv = nn.ModuleList(nn.Linear(WIDTH, 3 * WIDTH) for _ in range(depth))
+        self.up = nn.ModuleList(nn.Linear(WIDTH, MLP_WIDTH) for _ in range(depth))
+        self.down = nn.ModuleList(nn.Linear(MLP_WIDTH, WIDTH) for _ in range(depth))
+        for lin in [*self.qkv, *self.up, *self.down]:
+            # Trained transformer weights are roughly Gaussian; NF4's grid assumes that.
+            nn.init.normal_(lin.weight, std=lin.in_features**-0.5)
+            nn.init.normal_(lin.bias, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for qkv, up, down in zip(self.qkv, self.up, self.down):
+            # 0.1: a residual gate (AdaLN-style) that keeps the stream's scale steady over depth
+            x = x + qkv(x)[..., :WIDTH] * 0.1  # (B, T, 768): its q part stands in for attention
+            x = x + down(F.gelu(up(x))) * 0.1  # (B, T, 1024) -> (B, T, 256)
+        return x
+
+
+def build(mode: str, depth: int) -> nn.Module:
+    torch.manual_seed(0)  # the same fp weights for every mode
+    return quantize(LinearStack(depth).eval(), mode)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/bench_quant.json")
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--modes", default=",".join(QUANT_MODES), help="comma-separated subset")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    # bitsandbytes' LLM.int8 logs a warning on every call that it casts fp32 inputs to fp16.
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+
+    modes = ["none"] + [m for m in args.modes.split(",") if m and m != "none"]
+    models, skipped = {}, {}
+    for mode in modes:
+        try:
+            models[mode] = build(mode, args.depth)
+        except RuntimeError as exc:  # a bnb mode that cannot run here: report it, bench the rest
+            skipped[mode] = str(exc)
+    inputs = {case: torch.randn(*case, WIDTH, generator=torch.Generator().manual_seed(1)) for case in CASES}
+
+    rows = []
+    with torch.inference_mode():
+        for case, x in inputs.items():
+            ref = models["none"](x)
+            outputs = {mode: model(x) for mode, model in models.items()}  # warm-up (bnb repacks NF4 here)
+            times = {mode: [] for mode in models}
+            for _ in range(args.repeats):
+                for mode, model in models.items():
+                    start = time.perf_counter()
+                    model(x)
+                    times[mode].append(time.perf_counter() - start)
+            fp_ms = statistics.median(times["none"]) * 1e3
+            for mode, model in models.items():
+                ms = statistics.median(times[mode]) * 1e3
+                rows.append(
+                    {
+                        "mode": mode,
+                        "batch": case[0],
+                        "tokens": case[1],
+                        # measured after the warm-up: NF4 on CPU changes layout on first use
+                        "weight_mb": weight_bytes(model) / 2**20,
+                        "weight_ratio": weight_bytes(model) / weight_bytes(models["none"]),
+                        "ms": ms,
+                        "speed_ratio": ms / fp_ms,
+                        # on the residual updates (out - x): x itself would hide the error
+                        "rel_error": ((outputs[mode] - ref).norm() / (ref - x).norm()).item(),
+                    }
+                )
+
+    print("| mode | weight MB | ratio | B x T | ms | time vs fp32 | rel. error |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['mode']} | {r['weight_mb']:.2f} | {r['weight_ratio']:.3f} | {r['batch']} x {r['tokens']} "
+            f"| {r['ms']:.2f} | {r['speed_ratio']:.2f}x | {r['rel_error']:.1e} |"
+        )
+    for mode, why in skipped.items():
+        print(f"\nskipped {mode}: {why}")
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+        "threads": args.threads,
+        "depth": args.depth,
+        "repeats": args.repeats,
+        # timings are only comparable on an idle machine; this says how idle it was
+        "loadavg_1min": os.getloadavg()[0],
+    }
+    out.write_text(json.dumps({"meta": meta, "rows": rows, "skipped": skipped}, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""Quantized linear layers behind one switch: `quantize(model, mode)`.
+
+Modes (`QUANT_MODES`):
+  "none"      full precision, the model is returned untouched.
+  "int8"      weight-only int8 (`Int8WeightLinear`): per-output-channel symmetric scales, the
+              weight is dequantized to the activation dtype inside forward. ~0.25x the fp32
+              weight bytes, the same maths as fp32 up to the weight rounding.
+  "w8a8"      int8 weights and dynamic per-token int8 activations (`W8A8Linear`), int32
+              matmul through `torch._int_mm`; the fastest CPU path on AVX512-VNNI machines.
+  "bnb-int8"  bitsandbytes `Linear8bitLt` (LLM.int8 with outlier threshold 6.0).
+  "bnb-nf4"   bitsandbytes `Linear4bit`, quant_type="nf4" (QLoRA NF4, double-quantized stats).
+
+Only modules whose type is exactly `nn.Linear` are replaced: subclasses such as
+`nn.MultiheadAttention.out_proj` are read through `.weight` by their owner and must stay.
+
+Quantization is an inference transform applied *after* loading full-precision weights: the
+pipeline loads the fp checkpoint, then calls `quantize`. The quantized modules survive
+`model.to(device)`, but their `state_dict` has other keys than `nn.Linear` and is not meant to
+be saved or loaded; a quantized model is never written back as a checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+QUANT_MODES = ("none", "int8", "w8a8", "bnb-int8", "bnb-nf4")
+
+# Layers smaller than this stay in full precision by default: their saving is negligible and
+# they are the sensitive ones (timestep/task embedders, per-channel heads).
+MIN_QUANT_WEIGHTS = 4096
+
+# LLM.int8's default: activation columns with a value above this run in fp16.
+BNB_INT8_THRESHOLD = 6.0
+
+SkipFn = Callable[[str, nn.Module], bool]
+
+
+def default_skip(name: str, module: nn.Module) -> bool:
+    """Keep `module` in full precision when its weight has fewer than MIN_QUANT_WEIGHTS entries."""
+    return module.weight.numel() < MIN_QUANT_WEIGHTS
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8: weight (N, K) -> (q (N, K) int8 in [-127, 127], scale (N,) fp32).
+
+    weight ≈ q * scale[:, None]. -128 is left out so that the grid is symmetric around 0.
+    """
+    w = weight.detach().float()
+    # clamp: an all-zero row would give 0/0; any positive scale maps it to zeros.
+    scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+class Int8WeightLinear(nn.Module):
+    """Weight-only int8 linear: y = x @ (q * scale[:, None]).T + bias.
+
+    Buffers: `weight_int8` (N, K) int8, `weight_scale` (N,) fp32; `bias` (N,) stays a float
+    parameter. forward takes x (..., K) in any float dtype and returns (..., N) in that dtype.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.register_buffer(
+            "weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
+        )
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
+        self.bias = (
+            nn.Parameter(torch.zeros(out_features, device=device), requires_grad=False) if bias else None
+        )
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8WeightLinear:
+        """Quantize an fp `nn.Linear` (its device is kept, its training flag too)."""
+        module = cls(
+            linear.in_features, linear.out_features, linear.bias is not None, device=linear.weight.device
+        )
+        q, scale = quantize_rows(linear.weight)
+        module.weight_int8.copy_(q)
+        module.weight_scale.copy_(scale)
+        if linear.bias is not None:
+            module.bias.data = linear.bias.detach().clone()
+        return module.train(linear.training)
+
+    def dequantize(self) -> torch.Tensor:
+        """The fp32 weight (N, K) this layer computes with."""
+        return self.weight_int8.float() * self.weight_scale.float()[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The only (N, K) temporary is the int8 -> float copy of the weight. aten's fused CPU
+        # kernel _weight_int8pack_mm was measured 25-50x slower than this on our shapes.
+        scale = self.weight_scale.to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        if x.dtype == torch.float16:
+            # fp16's range (65504) can't hold unscaled int8 products: scale the weight first.
+            return F.linear(x, self.weight_int8.to(x.dtype).mul_(scale[:, None]), bias)
+        # x @ (q * s).T == (x @ q.T) * s: scaling the (..., N) output instead of the weight saves
+        # a pass over the weight (single-thread microbenchmark: 0.75-1.0x fp32 vs 0.9-1.1x).
+        y = F.linear(x, self.weight_int8.to(x.dtype)).mul_(scale)
+        return y if bias is None else y.add_(bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        )
+
+
+@functools.cache
+def int_mm_available(device_type: str) -> bool:
+    """Whether torch._int_mm (int8 @ int8 -> int32) runs on this device type (probed once)."""
+    a = torch.ones(32, 32, dtype=torch.int8, device=device_type)
+    try:
+        torch._int_mm(a, a)
+    except (RuntimeError, NotImplementedError):
+        return False
+    return True
+
+
+def _int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a (M, K) int8 @ b (K, N) int8 -> (M, N) int32 exact, or fp32 emulation where _int_mm is missing."""
+    if not int_mm_available(a.device.type):
+        warnings.warn(
+            f"torch._int_mm is not available on {a.device.type}; W8A8Linear emulates the int8 matmul "
+            "in float32 (same result for K <= 1040, no speed-up)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return a.float() @ b.float()
+    m = a.shape[0]
+    if a.is_cuda and m <= 16:
+        # The CUDA kernel rejects M <= 16; zero rows are free to add and drop.
+        return torch._int_mm(F.pad(a, (0, 0, 0, 17 - m)), b)[:m]
+    # Without AVX512-VNNI the CPU kernel is a slow scalar loop: correct, just not faster.
+    return torch._int_mm(a, b)
+
+
+class W8A8Linear(Int8WeightLinear):
+    """int8 weights and dynamic per-token int8 activations, int32 accumulation.
+
+    forward: x (..., K) -> per-row scale sx (M, 1) with M = prod(...), xq (M, K) int8,
+    y = (xq @ q.T) * sx * scale + bias, returned as (..., N) in x's dtype.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).float()  # (M, K)
+        sx = x2.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0  # (M, 1)
+        xq = torch.round(x2 / sx).clamp_(-127, 127).to(torch.int8)  # (M, K)
+        y = _int_mm(xq, self.weight_int8.t()).float()  # (M, N) exact integer dot products
+        y.mul_(sx).mul_(self.weight_scale.float())
+        if self.bias is not None:
+            y.add_(self.bias.float())
+        return y.to(x.dtype).reshape(*shape[:-1], self.out_features)
+
+
+def _import_bnb(mode: str):
+    try:
+        import bitsandbytes
+    except ImportError as exc:
+        raise RuntimeError(
+            f"quantize mode {mode!r} needs bitsandbytes, which is not importable: {exc}"
+        ) from exc
+    return bitsandbytes
+
+
+def _bnb_linear(linear: nn.Linear, mode: str, bnb) -> nn.Module:
+    """The bitsandbytes replacement of `linear`, quantized on `linear`'s device."""
+    device = linear.weight.device
+    weight = linear.weight.detach().cpu()  # Int8Params only quantizes when moved off the CPU copy
+    has_bias = linear.bias is not None
+    if mode == "bnb-int8":
+        module = bnb.nn.Linear8bitLt(
+            linear.in_features,
+            linear.out_features,
+            has_bias,
+            has_fp16_weights=False,
+            threshold=BNB_INT8_THRESHOLD,
+        )
+        module.weight = bnb.nn.Int8Params(weight.clone(), requires_grad=False, has_fp16_weights=False)
+    else:
+        module = bnb.nn.Linear4bit(
+            linear.in_features,
+            linear.out_features,
+            has_bias,
+            compute_dtype=linear.weight.dtype,
+            quant_type="nf4",
+        )
+        module.weight = bnb.nn.Params4bit(weight.clone(), requires_grad=False, quant_type="nf4")
+    if has_bias:
+        module.bias = nn.Parameter(linear.bias.detach().cpu().clone(), requires_grad=False)
+    return module.to(device).train(linear.training)  # .to() is where bitsandbytes quantizes
+
+
+def _check_bnb_runs(mode: str, device: torch.device, bnb) -> None:
+    """Run one small layer of `mode` on `device`; raise RuntimeError if bitsandbytes can't."""
+    gen = torch.Generator().manual_seed(0)
+    ref = nn.Linear(128, 128)
+    with torch.no_grad():
+        ref.weight.copy_(torch.randn(128, 128, generator=gen) * 0.05)
+    x = torch.randn(4, 128, generator=gen)
+    ref, x = ref.to(device).eval(), x.to(device)
+    # Why so broad: any failure here (missing backend op, missing native library, unsupported
+    # device) means the mode cannot run on this device; it is re-raised, never swallowed.
+    try:
+        probe = _bnb_linear(ref, mode, bnb).eval()
+        with torch.no_grad():
+            y = probe(x).float()
+    except Exception as exc:
+        raise RuntimeError(
+            f"quantize mode {mode!r} cannot run on device {device} with bitsandbytes "
+            f"{bnb.__version__}: {type(exc).__name__}: {exc}"
+        ) from exc
+    with torch.no_grad():
+        expected = ref(x).float()
+    rel = ((y - expected).norm() / expected.norm()).item()
+    if not rel < 0.5:  # NF4 is ~0.1 here; anything near 1 means garbage, not rounding
+        raise RuntimeError(
+            f"quantize mode {mode!r} runs on device {device} but gives wrong results "
+            f"(relative error {rel:.3g} on a probe layer)"
+        )
+
+
+def is_quantized_module(module: nn.Module) -> bool:
+    """Whether `module` is one of our quantized layers or a bitsandbytes layer."""
+    return isinstance(module, Int8WeightLinear) or type(module).__module__.startswith("bitsandbytes")
+
+
+def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None) -> nn.Module:
+    """Replace every `nn.Linear` of `model` (not skipped) by its `mode` counterpart, in place.
+
+    Args:
+        model: any module; its linears may live on any device, they are quantized where they are.
+        mode: one of QUANT_MODES (None means "none").
+        skip: `skip(qualified_name, linear) -> True` keeps that layer in full precision.
+            Defaults to `default_skip` (fewer than MIN_QUANT_WEIGHTS weights); to add rules
+            to it, pass `lambda n, m: default_skip(n, m) or n.startswith("final")`.
+
+    Returns `model` itself, or the new layer when `model` is itself an `nn.Linear`.
+    Raises ValueError on an unknown mode, RuntimeError if `model` already holds quantized
+    layers (quantize the fp model instead) or if a bitsandbytes mode cannot run on the device.
+    """
+    mode = "none" if mode is None else mode
+    if mode not in QUANT_MODES:
+        raise ValueError(f"unknown quantization mode {mode!r}; valid modes: {', '.join(QUANT_MODES)}")
+    if mode == "none":
+        return model
+    already = [name or "<root>" for name, m in model.named_modules() if is_quantized_module(m)]
+    if already:
+        raise RuntimeError(
+            f"model is already quantized ({len(already)} layers, e.g. {already[0]!r}); "
+            "quantize a full-precision model, not a quantized one"
+        )
+    skip = default_skip if skip is None else skip
+    # remove_duplicate=False: a linear shared by two parents is replaced in both, by one module.
+    targets = [
+        (name, m)
+        for name, m in model.named_modules(remove_duplicate=False)
+        if type(m) is nn.Linear and not skip(name, m)
+    ]
+    bnb = None
+    if mode.startswith("bnb-"):
+        bnb = _import_bnb(mode)
+        for device in {m.weight.device for _, m in targets}:
+            _check_bnb_runs(mode, device, bnb)
+
+    replaced: dict[int, nn.Module] = {}
+    for name, linear in targets:
+        new = replaced.get(id(linear))
+        if new is None:
+            if mode == "int8":
+                new = Int8WeightLinear.from_linear(linear)
+            elif mode == "w8a8":
+                new = W8A8Linear.from_linear(linear)
+            else:
+                new = _bnb_linear(linear, mode, bnb)
+            replaced[id(linear)] = new
+        if name == "":
+            return new
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, new)
+    return model
+
+
+def _linear_like(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, Int8WeightLinear)) or is_quantized_module(module)
+
+
+def _quant_side_tensors(weight) -> list[torch.Tensor]:
+    """Tensors bitsandbytes keeps on a weight outside params/buffers (int8 row scales, NF4 state)."""
+    tensors = [getattr(weight, "SCB", None)]
+    state = getattr(weight, "quant_state", None)
+    while state is not None:  # NF4 double quantization nests a second state for the absmax
+        tensors += [state.absmax, state.code, getattr(state, "offset", None)]
+        state = getattr(state, "state2", None)
+    return [t for t in tensors if isinstance(t, torch.Tensor)]
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes held by the linear-like layers of `model`: parameters, buffers and quantization state.
+
+    Storage shared between tensors (views, a codebook common to all NF4 layers) counts once.
+    """
+    storages: dict[int, int] = {}
+    for module in model.modules():
+        if not _linear_like(module):
+            continue
+        tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        tensors += _quant_side_tensors(getattr(module, "weight", None))
+        for t in tensors:
+            storage = t.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())

@@ -1,0 +1,129 @@
+"""SeedlingPipeline on the tiny random-weight config: API, determinism, masks, errors, persistence."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.pipeline import GenerationCancelled, SeedlingPipeline, feather_mask
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    p = SeedlingPipeline.from_config("tiny", seed=0)
+    for prm in p.dit.parameters():  # leave the zero init so outputs depend on the inputs
+        with torch.no_grad():
+            prm.add_(torch.randn_like(prm) * 0.05)
+    return p
+
+
+def rgb(seed, size=(64, 64)):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def arr(im):
+    return np.asarray(im, dtype=np.int16)
+
+
+def test_same_seed_same_images_and_different_seed_differs(pipe):
+    a = pipe(prompt="a fox", seed=3, height=64, width=64, num_outputs=2)
+    b = pipe(prompt="a fox", seed=3, height=64, width=64, num_outputs=2)
+    c = pipe(prompt="a fox", seed=4, height=64, width=64, num_outputs=2)
+    assert len(a.images) == 2 and a.images[0].size == (64, 64)
+    assert all(np.array_equal(arr(x), arr(y)) for x, y in zip(a.images, b.images))
+    assert not np.array_equal(arr(a.images[0]), arr(c.images[0]))
+    assert a.seed == 3 and a.parameters["steps"] == pipe.default_steps
+
+
+def test_cache_and_no_cache_give_the_same_images(pipe):
+    refs = [rgb(i) for i in range(3)]
+    kw = dict(prompt="put them together", task="compose", images=refs, seed=1, height=64, width=64,
+              guidance=2.0, image_guidance=1.5, steps=3)
+    a = pipe(use_ref_cache=True, **kw).images[0]
+    b = pipe(use_ref_cache=False, **kw).images[0]
+    assert np.abs(arr(a) - arr(b)).max() <= 1  # uint8 rounding of a <=1e-4 relative latent difference
+
+
+def test_inpaint_keeps_unmasked_pixels_exactly(pipe):
+    src = rgb(7)
+    m = np.zeros((64, 64), np.uint8)
+    m[16:40, 20:50] = 255
+    out = pipe(prompt="a blue square", task="inpaint", images=[src], mask=Image.fromarray(m), seed=0).images[0]
+    assert out.size == src.size
+    assert np.array_equal(arr(out)[m == 0], arr(src)[m == 0])
+    assert not np.array_equal(arr(out)[m > 0], arr(src)[m > 0])
+
+
+def test_feather_is_zero_outside_and_one_deep_inside():
+    m = np.zeros((32, 32), bool)
+    m[8:24, 8:24] = True
+    f = feather_mask(m, 3)
+    assert f[~m].max() == 0.0
+    assert f[14:18, 14:18].min() == 1.0
+    assert 0 < f[8, 16] < 1
+
+
+def test_storyboard_panels_and_callback_previews(pipe):
+    seen = []
+    res = pipe(prompt="a fox: at the beach; in the snow; at night", task="storyboard", num_outputs=3, seed=0,
+               height=64, width=64, steps=2, callback=lambda i, n, prev: seen.append((i, n, prev.size)))
+    assert len(res.images) == 3
+    assert seen == [(1, 2, (64, 64)), (2, 2, (64, 64))]
+
+
+def test_callback_can_cancel(pipe):
+    with pytest.raises(GenerationCancelled):
+        pipe(prompt="x", steps=4, height=64, width=64, callback=lambda i, n, p: i < 2)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(task="edit"), "takes exactly 1 input image"),
+    (dict(task="compose", images=[rgb(i) for i in range(5)]), "1 to 4"),
+    (dict(task="t2i", images=[rgb(0)]), "exactly 0"),
+    (dict(task="inpaint", images=[rgb(0)]), "needs a mask"),
+    (dict(task="inpaint", images=[rgb(0)], mask=Image.new("L", (32, 32))), "same size"),
+    (dict(task="edit", images=[rgb(0)], mask=Image.new("L", (64, 64))), "only used by the 'inpaint'"),
+    (dict(height=100), "multiple of 16"),
+    (dict(width=0), "multiple of 16"),
+    (dict(steps=0), "steps must be"),
+    (dict(steps=2.5), "steps must be"),
+    (dict(guidance=float("nan")), "guidance must be a finite"),
+    (dict(image_guidance=-1.0), "image_guidance must be"),
+    (dict(num_outputs=0), "num_outputs"),
+    (dict(task="paint"), "unknown task"),
+])
+def test_bad_input_raises_readable_value_error(pipe, kwargs, match):
+    kwargs = {"height": 64, "width": 64, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        pipe(prompt="a", **kwargs)
+
+
+def test_save_load_roundtrip_gives_identical_images(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "m")
+    p2 = SeedlingPipeline.from_pretrained(tmp_path / "m", text_encoder=pipe.text_encoder)
+    for (k, a), (_, b) in zip(pipe.dit.state_dict().items(), p2.dit.state_dict().items()):
+        assert torch.equal(a, b), k
+    a = pipe(prompt="a cat", seed=5, height=64, width=64).images[0]
+    b = p2(prompt="a cat", seed=5, height=64, width=64).images[0]
+    assert np.array_equal(arr(a), arr(b))
+
+
+def test_from_pretrained_missing_folder_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a Seedling model folder"):
+        SeedlingPipeline.from_pretrained(tmp_path)
+
+
+def test_edit_defaults_to_source_size(pipe):
+    res = pipe(prompt="make it red", task="edit", images=[rgb(1, (96, 48))], seed=0)
+    assert res.images[0].size == (96, 48)
+
+
+def test_guidance_branches_change_the_result(pipe):
+    kw = dict(prompt="a cat", task="edit", images=[rgb(2)], seed=0, height=64, width=64)
+    a = pipe(guidance=1.0, image_guidance=1.0, **kw).images[0]
+    b = pipe(guidance=3.0, image_guidance=1.0, **kw).images[0]
+    c = pipe(guidance=3.0, image_guidance=2.0, **kw).images[0]
+    assert not np.array_equal(arr(a), arr(b)) and not np.array_equal(arr(b), arr(c))
+    assert math.isfinite(float(arr(c).mean()))

@@ -1,0 +1,375 @@
+"""kernels/quant.py: every mode stays close to fp32, saves memory, and honours its contract.
+
+Also checks the name clash between our `kernels/` package and the Hugging Face `kernels`
+package that bitsandbytes imports (see kernels/__init__.py).
+"""
+
+import copy
+import importlib.metadata
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels.quant import (
+    MIN_QUANT_WEIGHTS,
+    QUANT_MODES,
+    Int8WeightLinear,
+    W8A8Linear,
+    default_skip,
+    quantize,
+    weight_bytes,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Relative Frobenius error against fp32, (one 256->1024 layer, the whole TinyBlock).
+# One layer: per-row int8 of Gaussian rows has step max|w|/127 ~ 2.9 sigma/127, so the error is
+# ~ step/sqrt(12)/sigma = 6.6e-3 (measured 7e-3; w8a8 adds as much for the activations: 1e-2;
+# NF4's 16 levels give 9e-2). The block chains 4 quantized layers through an attention whose
+# near-uniform average shrinks the signal more than the error (measured int8 1.6e-2, w8a8 and
+# bnb-int8 2.5e-2, NF4 0.19). Bounds are ~1.5x the measurements.
+TOLERANCE = {
+    "int8": (1e-2, 2.5e-2),
+    "w8a8": (1.5e-2, 4e-2),
+    "bnb-int8": (1.5e-2, 4e-2),
+    "bnb-nf4": (0.13, 0.3),
+}
+# bytes(quantized linears) / bytes(fp32 linears), with the small head kept in fp32.
+MEMORY_RATIO = {"int8": 0.3, "w8a8": 0.3, "bnb-int8": 0.3, "bnb-nf4": 0.2}
+
+
+def bnb_or_skip():
+    return pytest.importorskip("bitsandbytes", reason="bitsandbytes not installed")
+
+
+class TinyBlock(nn.Module):
+    """A DiT-like block without norms/residuals, so that every layer's error shows.
+
+    x (B, T, 256) -> (B, T, 8). Layer shapes are ours: qkv 256->768, mlp 256->1024->256, plus
+    an output head of 2048 weights that the default skip keeps in fp32.
+    """
+
+    def __init__(self, width: int = 256, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.up = nn.Linear(width, 4 * width)
+        self.down = nn.Linear(4 * width, width)
+        self.head = nn.Linear(width, 8)
+        for lin in (self.qkv, self.proj, self.up, self.down, self.head):
+            # Gaussian like trained weights (nn.Linear's uniform init is NF4's worst case).
+            nn.init.normal_(lin.weight, std=lin.in_features**-0.5)
+            nn.init.normal_(lin.bias, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = (
+            self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        )  # (B, H, T, Dh)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d)  # (B, T, D)
+        h = self.proj(a)
+        h = self.down(F.gelu(self.up(h)))
+        return self.head(h)
+
+
+def make_block() -> TinyBlock:
+    torch.manual_seed(0)
+    return TinyBlock().eval()
+
+
+def make_input(batch: int = 2, tokens: int = 64) -> torch.Tensor:
+    return torch.randn(batch, tokens, 256, generator=torch.Generator().manual_seed(1))
+
+
+def rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((y.float() - ref.float()).norm() / ref.float().norm()).item()
+
+
+@pytest.mark.parametrize("mode", ["int8", "w8a8", "bnb-int8", "bnb-nf4"])
+def test_mode_close_to_fp32_and_smaller(mode):
+    if mode.startswith("bnb-"):
+        bnb_or_skip()
+    x = make_input()
+    fp = make_block()
+    with torch.no_grad():
+        ref = fp(x)
+    q = quantize(make_block(), mode)
+    with torch.no_grad():
+        y = q(x)
+    assert y.shape == ref.shape and y.dtype == ref.dtype
+    layer_tol, block_tol = TOLERANCE[mode]
+    assert rel_error(y, ref) <= block_tol
+    with torch.no_grad():
+        assert rel_error(q.up(x), fp.up(x)) <= layer_tol
+    assert weight_bytes(q) / weight_bytes(fp) <= MEMORY_RATIO[mode]
+
+
+def test_none_mode_is_the_identity():
+    model = make_block()
+    before = copy.deepcopy(model.state_dict())
+    assert quantize(model, "none") is model
+    assert quantize(model, None) is model
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_unknown_mode_lists_the_valid_modes():
+    with pytest.raises(ValueError) as info:
+        quantize(make_block(), "int4")
+    assert all(mode in str(info.value) for mode in QUANT_MODES)
+
+
+def test_int8_computes_with_its_dequantized_weight():
+    lin = make_block().up
+    q = Int8WeightLinear.from_linear(lin)
+    x = make_input()
+    w = q.dequantize()  # (N, K) = int8 * per-row scale
+    assert q.weight_int8.dtype == torch.int8 and q.weight_scale.shape == (lin.out_features,)
+    # Per-row symmetric int8: every weight within half a step of its row's grid.
+    assert ((w - lin.weight).abs() <= q.weight_scale[:, None] / 2 + 1e-7).all()
+    torch.testing.assert_close(q(x), F.linear(x, w, lin.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_int8_in_float16_does_not_overflow():
+    """Unscaled int8 products of these activations (~1e5) overflow fp16; the fp16 path scales the weight."""
+    lin = make_block().up
+    x = make_input() * 50
+    y = Int8WeightLinear.from_linear(lin).half()(x.half())
+    assert torch.isfinite(y).all()
+    assert rel_error(y, lin(x)) < 1e-2
+
+
+def test_w8a8_int32_matmul_is_exact():
+    """The int8 @ int8 product equals the float product of the same integers (exact for K <= 1040)."""
+    lin = make_block().down  # K = 1024
+    q = W8A8Linear.from_linear(lin)
+    x = make_input(1, 16).reshape(16, 256).repeat(1, 4)  # (16, 1024)
+    sx = x.abs().amax(1, keepdim=True) / 127
+    xq = torch.round(x / sx)
+    expected = (
+        xq.double() @ q.weight_int8.double().t()
+    ) * sx.double() * q.weight_scale.double() + lin.bias.double()
+    torch.testing.assert_close(q(x).double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_w8a8_without_int_mm_warns_and_emulates(monkeypatch):
+    from kernels import quant
+
+    q = W8A8Linear.from_linear(make_block().up)
+    x = make_input()
+    ref = q(x)
+    monkeypatch.setattr(quant, "int_mm_available", lambda device_type: False)
+    with pytest.warns(RuntimeWarning, match="_int_mm is not available"):
+        y = q(x)
+    torch.testing.assert_close(y, ref)  # K = 256: the float sums of int8 products are exact
+
+
+def test_default_skip_keeps_small_layers():
+    model = quantize(make_block(), "int8")
+    assert type(model.head) is nn.Linear  # 2048 weights < MIN_QUANT_WEIGHTS
+    assert all(isinstance(getattr(model, n), Int8WeightLinear) for n in ("qkv", "proj", "up", "down"))
+    boundary = nn.Sequential(
+        nn.Linear(64, MIN_QUANT_WEIGHTS // 64), nn.Linear(64, MIN_QUANT_WEIGHTS // 64 - 1)
+    )
+    quantize(boundary, "int8")
+    assert isinstance(boundary[0], Int8WeightLinear) and type(boundary[1]) is nn.Linear
+
+
+def test_custom_skip_is_honoured_and_sees_qualified_names():
+    seen = []
+
+    def skip(name, module):
+        seen.append(name)
+        return name == "inner.up" or default_skip(name, module)
+
+    model = nn.Module()
+    model.inner = make_block()
+    quantize(model, "w8a8", skip=skip)
+    assert set(seen) == {"inner.qkv", "inner.proj", "inner.up", "inner.down", "inner.head"}
+    assert type(model.inner.up) is nn.Linear and type(model.inner.head) is nn.Linear
+    assert isinstance(model.inner.down, W8A8Linear)
+
+
+def test_linear_subclasses_are_left_alone():
+    """nn.MultiheadAttention reads out_proj.weight itself; replacing it would break the module."""
+    mha = nn.MultiheadAttention(256, 4, batch_first=True).eval()
+    x = make_input()
+    with torch.no_grad():
+        ref = mha(x, x, x)[0]
+    quantize(mha, "int8")
+    assert type(mha.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    with torch.no_grad():
+        torch.testing.assert_close(mha(x, x, x)[0], ref)
+
+
+def test_shared_linear_becomes_one_shared_module():
+    lin = nn.Linear(256, 256)
+    model = nn.Sequential(lin, nn.GELU(), lin)
+    quantize(model, "int8")
+    assert isinstance(model[0], Int8WeightLinear) and model[0] is model[2]
+
+
+def test_root_linear_returns_the_replacement():
+    lin = nn.Linear(256, 256)
+    q = quantize(lin, "int8")
+    assert isinstance(q, Int8WeightLinear)
+
+
+@pytest.mark.parametrize("first", ["int8", "w8a8", "bnb-int8"])
+def test_quantizing_twice_is_a_clear_error(first):
+    if first.startswith("bnb-"):
+        bnb_or_skip()
+    model = quantize(make_block(), first)
+    for again in ("int8", "w8a8"):
+        with pytest.raises(RuntimeError, match="already quantized"):
+            quantize(model, again)
+    assert quantize(model, "none") is model  # "none" on a quantized model changes nothing
+
+
+@pytest.mark.parametrize("mode", ["int8", "w8a8"])
+def test_quantized_model_survives_to(mode):
+    x = make_input()
+    model = quantize(make_block(), mode)
+    with torch.no_grad():
+        ref = model(x)
+    weight, scale = model.up.weight_int8.clone(), model.up.weight_scale.clone()
+
+    model = model.to("cpu")
+    with torch.no_grad():
+        assert torch.equal(model(x), ref)
+    # A dtype cast treats the scales like any float tensor and leaves the int8 weight alone.
+    model = model.to(torch.bfloat16)
+    assert torch.equal(model.up.weight_int8, weight)
+    assert torch.equal(model.up.weight_scale, scale.bfloat16())
+    with torch.no_grad():
+        y = model(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    # bf16's 8-bit mantissa: the fp32 model cast to bf16 is as far from ref (1.7e-2 to 2.6e-2).
+    assert rel_error(y, ref) < 4e-2
+
+
+@pytest.mark.parametrize("mode", ["bnb-int8", "bnb-nf4"])
+def test_bnb_modes_use_bitsandbytes_layers(mode):
+    bnb = bnb_or_skip()
+    model = quantize(make_block(), mode)
+    expected = bnb.nn.Linear8bitLt if mode == "bnb-int8" else bnb.nn.Linear4bit
+    assert isinstance(model.up, expected) and type(model.head) is nn.Linear
+    if mode == "bnb-nf4":
+        assert model.up.weight.quant_state.quant_type == "nf4"
+    model = model.to("cpu")
+    with torch.no_grad():
+        assert torch.isfinite(model(make_input())).all()
+
+
+def test_bnb_mode_that_cannot_run_is_a_runtime_error(monkeypatch):
+    bnb = bnb_or_skip()
+
+    def broken(*args, **kwargs):
+        raise NotImplementedError("no kernel for this device")
+
+    monkeypatch.setattr(bnb.nn.Linear4bit, "forward", broken)
+    with pytest.raises(RuntimeError, match="cannot run on device cpu"):
+        quantize(make_block(), "bnb-nf4")
+
+
+# ---- the `kernels` name clash ------------------------------------------------------------
+
+
+def test_hf_kernels_api_raises_module_not_found_from_our_package():
+    import kernels
+
+    assert Path(kernels.__file__).resolve().parent == REPO / "kernels"
+    # What bitsandbytes does (backends/cpu/ops.py): same error type as a missing package.
+    with pytest.raises(ModuleNotFoundError):
+        from kernels import get_kernel  # noqa: F401
+    with pytest.raises(ModuleNotFoundError):
+        from kernels import LayerRepository  # noqa: F401
+    # Our own submodules still import, other missing names are plain AttributeErrors.
+    from kernels import quant
+
+    assert quant.quantize is quantize
+    assert not hasattr(kernels, "no_such_name")
+
+
+def test_transformers_and_diffusers_do_not_see_our_kernels():
+    """They look the package up by distribution metadata, which our folder has none of."""
+    assert importlib.util.find_spec("kernels") is not None  # our folder is importable...
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.version("kernels")  # ...but is no installed distribution
+    from diffusers.utils.import_utils import is_kernels_available as diffusers_sees
+    from transformers.utils.import_utils import is_kernels_available as transformers_sees
+
+    assert not transformers_sees() and not diffusers_sees()
+
+
+# Runs bitsandbytes' NF4 CPU inference path in a fresh interpreter and reports what it saw.
+_NF4_PROBE = """
+import json, sys
+import torch
+import bitsandbytes as bnb
+from bitsandbytes.backends.cpu import ops as cpu_ops
+from bitsandbytes.functional import has_avx512bf16
+
+torch.manual_seed(0)
+layer = bnb.nn.Linear4bit(256, 512, compute_dtype=torch.float32, quant_type="nf4")
+layer.weight = bnb.nn.Params4bit(torch.randn(512, 256) * 0.05, requires_grad=False, quant_type="nf4")
+layer = layer.to("cpu").eval()
+x = torch.randn(3, 64, 256)
+with torch.no_grad():
+    y = layer(x)
+try:
+    from kernels import get_kernel
+    error = None
+except Exception as exc:
+    error = type(exc).__name__
+torch.save(y, sys.argv[1])
+print(json.dumps({
+    "kernels_file": getattr(sys.modules.get("kernels"), "__file__", None),
+    "import_error": error,
+    "hub_kernel": getattr(cpu_ops, "gemm_4bit_forward_kernel", "not defined"),
+    "avx512bf16": has_avx512bf16(),
+    "cpu_packed": bool(getattr(layer.weight.quant_state, "packing_format_for_cpu", False)),
+}, default=str))
+"""
+
+
+def _run_nf4_probe(cwd: Path, out: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # `python -c` puts the working directory first on sys.path, like running from the repo root.
+    proc = subprocess.run(
+        [sys.executable, "-c", _NF4_PROBE, str(out)],
+        check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_bnb_nf4_cpu_path_is_the_same_with_our_kernels_importable(tmp_path):
+    bnb_or_skip()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    without = _run_nf4_probe(outside, tmp_path / "without.pt")
+    if without["import_error"] is None:
+        pytest.skip("the Hugging Face `kernels` package is installed; nothing to compare against")
+    with_ours = _run_nf4_probe(REPO, tmp_path / "with.pt")
+
+    assert without["kernels_file"] is None
+    assert Path(with_ours["kernels_file"]).resolve() == REPO / "kernels" / "__init__.py"  # bnb reached ours
+    assert with_ours["import_error"] == without["import_error"] == "ModuleNotFoundError"
+    assert with_ours["hub_kernel"] == without["hub_kernel"]  # None where the CPU has AVX512-BF16
+    assert with_ours["cpu_packed"] == without["cpu_packed"]
+    assert torch.equal(torch.load(tmp_path / "with.pt"), torch.load(tmp_path / "without.pt"))
