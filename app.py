@@ -1,0 +1,121 @@
+"""Seedling Studio: `python app.py` starts the job worker and the Gradio UI on 127.0.0.1:7860.
+
+The worker (a Huey consumer, `python -m backend.worker`) runs as a child process that this
+process supervises: restarted if it dies, stopped when the app stops. See docs/app.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from backend.settings import QUANTIZE_MODES, Settings
+
+log = logging.getLogger("seedling")
+SHARE_USER = "seedling"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Seedling Studio: a local image generation studio")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="history database, images, queue")
+    p.add_argument(
+        "--model", type=Path, default=Path("assets/default"), help="model folder (safetensors + JSON)"
+    )
+    p.add_argument("--device", default="cpu", help='torch device for the worker, e.g. "cpu" or "cuda"')
+    p.add_argument("--quantize", default="none", choices=QUANTIZE_MODES)
+    p.add_argument(
+        "--share", action="store_true", help="public Gradio link; requires --auth or makes a password"
+    )
+    p.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
+    p.add_argument(
+        "--redis", default=None, metavar="URL", help="Huey on Redis (several workers) instead of SQLite"
+    )
+    p.add_argument("--max-queue", type=int, default=32, help="jobs waiting or running before 'queue full'")
+    p.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not start a worker here (workers run elsewhere, with --redis)",
+    )
+    return p.parse_args(argv)
+
+
+def resolve_auth(auth: str | None, share: bool) -> tuple[str, str] | None:
+    """--auth user:pass, or for --share without it a generated password printed once."""
+    if auth:
+        user, sep, password = auth.partition(":")
+        if not sep or not user or not password:
+            raise SystemExit("--auth must look like user:password")
+        return user, password
+    if share:
+        password = secrets.token_urlsafe(12)
+        print(f"--share without --auth: log in as '{SHARE_USER}' with password: {password}", flush=True)
+        return SHARE_USER, password
+    return None
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the app like Ctrl-C, so the worker is stopped on the way out."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s app %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    auth = resolve_auth(args.auth, args.share)
+    settings = Settings(
+        data_dir=args.data_dir,
+        model_path=args.model,
+        device=args.device,
+        quantize=args.quantize,
+        redis_url=args.redis,
+        max_queue=args.max_queue,
+    )
+    if not settings.model_path.is_dir():
+        log.warning("model folder %s does not exist: jobs will fail until it does", settings.model_path)
+
+    from backend.services import build_services
+    from backend.supervisor import WorkerSupervisor
+    from ui.blocks import build_ui
+
+    services = build_services(settings)
+    services.jobs.requeue_interrupted()
+    supervisor = None
+    if not args.no_worker:
+        supervisor = WorkerSupervisor(settings.worker_args(), on_restart=services.jobs.requeue_interrupted)
+        supervisor.start()
+    _stop_on_sigterm()
+    try:
+        demo = build_ui(services)
+        demo.queue(default_concurrency_limit=settings.max_queue)
+        demo.launch(
+            server_name=args.host,
+            server_port=args.port,
+            share=args.share,
+            auth=auth,
+            allowed_paths=[str(settings.files_dir.resolve())],
+            ssr_mode=False,
+            footer_links=["api", "settings"],
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+        services.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Errors the backend raises for a person to read (the UI shows them as gr.Error)."""
+
+
+class JobError(Exception):
+    """Base of errors whose message is meant for the user."""
+
+
+class InvalidJob(JobError, ValueError):
+    """A job spec failed validation before it was queued."""
+
+
+class QueueFull(JobError):
+    """Too many jobs are waiting; try again later."""
+
+
+class JobCancelled(Exception):
+    """The job stopped because someone asked it to (raised inside the worker only)."""

@@ -1,0 +1,83 @@
+"""Job runners: the code that does a job, given its context and spec. One per job family,
+looked up by the spec's kind in RUNNERS (a fine-tune runner registers here later)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from backend.context import JobContext, OutputImage, Stopwatch
+from backend.errors import JobCancelled
+from backend.model_host import ModelHost
+from backend.parameters import parameters_text
+from backend.specs import IMAGE_JOB_KINDS, ImageJobSpec
+from storage.images_common import ParentLink
+
+# (context, spec, model host) -> timings in seconds
+Runner = Callable[[JobContext, Any, ModelHost], dict[str, float]]
+
+
+def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict[str, float]:
+    pipe = model.get()
+    inputs = spec.inputs()
+    images = [ctx.load_image(image_id) for image_id, _ in inputs] or None
+    mask = ctx.load_image(spec.mask_id, mode="L") if spec.mask_id is not None else None
+    steps = spec.steps or pipe.default_steps
+    stop_asked = False
+
+    def on_step(step: int, total: int, preview) -> bool | None:
+        nonlocal stop_asked
+        ctx.progress(step, total, preview)
+        if ctx.cancel_requested():
+            stop_asked = True
+            return False
+        return None
+
+    try:
+        result = pipe(
+            prompt=spec.prompt,
+            task=spec.task,
+            images=images,
+            mask=mask,
+            num_outputs=spec.num_outputs,
+            steps=spec.steps,
+            guidance=spec.guidance,
+            image_guidance=getattr(spec, "image_guidance", None),
+            seed=spec.seed,
+            height=spec.height,
+            width=spec.width,
+            callback=on_step,
+        )
+    except Exception:
+        if stop_asked:  # the pipeline raised GenerationCancelled because we asked it to stop
+            raise JobCancelled() from None
+        raise
+
+    save = Stopwatch()
+    input_ids = [image_id for image_id, _ in inputs]
+    params = spec.model_dump(mode="json") | {"steps": steps, "model": model.name}
+    outputs = [
+        OutputImage(
+            image=image,
+            output_index=i,
+            parameters=parameters_text(
+                spec, output_index=i, steps=steps, model=model.name, job_id=ctx.job_id, input_ids=input_ids
+            ),
+            seed=spec.seed,
+            task=spec.task,
+            prompt=spec.prompt,
+            params=params,
+            adapter_id=spec.adapter_id,
+            timings=dict(result.timings),
+        )
+        for i, image in enumerate(result.images)
+    ]
+    parents = [ParentLink(image_id, role, position) for position, (image_id, role) in enumerate(inputs)]
+    if spec.mask_id is not None:
+        parents.append(ParentLink(spec.mask_id, "mask", 0))
+    ctx.save_outputs(outputs, parents, link_siblings=spec.task == "storyboard")
+    ctx.progress(steps, steps)
+    return {**{k: float(v) for k, v in result.timings.items()}, "save": save.elapsed()}
+
+
+RUNNERS: dict[str, Runner] = {kind: run_image_job for kind in IMAGE_JOB_KINDS}

@@ -1,0 +1,51 @@
+"""Settings shared by the app process and the worker process (passed to the worker as flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+QUANTIZE_MODES = ("none", "int8", "w8a8", "bnb-int8", "bnb-nf4")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    model_path: Path = Path("assets/default")
+    device: str = "cpu"
+    quantize: str = "none"
+    redis_url: str | None = None  # Huey on Redis instead of SQLite (several workers)
+    max_queue: int = 32  # jobs queued or running before submit answers "queue full"
+    max_attempts: int = 3  # a job that kept killing its worker is failed after this many starts
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, not {self.quantize!r}")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "history.db"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.data_dir / "queue.db"
+
+    def worker_args(self) -> list[str]:
+        """The same settings as command-line flags of `python -m backend.worker`."""
+        args = [
+            "--data-dir",
+            str(self.data_dir),
+            "--model",
+            str(self.model_path),
+            "--device",
+            self.device,
+            "--quantize",
+            self.quantize,
+        ]
+        if self.redis_url:
+            args += ["--redis", self.redis_url]
+        return args

@@ -1,0 +1,171 @@
+"""Shared fixtures for the app tests: temporary settings, in-memory Huey, services, a tiny model."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # imports are absolute from the repo root, also under plain `pytest`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from backend.huey_app import make_memory_huey
+from backend.services import Services, build_services
+from backend.settings import Settings
+
+
+def execute_next(huey):
+    """Run the next queued task in this process (huey's tests/base.py idiom); None if none."""
+    task = huey.dequeue()
+    return huey.execute(task) if task is not None else None
+
+
+def drain(huey) -> int:
+    """Run queued tasks until the queue is empty; returns how many ran."""
+    ran = 0
+    while (task := huey.dequeue()) is not None:
+        huey.execute(task)
+        ran += 1
+    return ran
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-weight tiny model saved to a folder, as the app loads it."""
+    from model.pipeline import SeedlingPipeline
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    SeedlingPipeline.from_config("tiny", seed=0).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path, tiny_model_dir) -> Settings:
+    return Settings(data_dir=tmp_path / "data", model_path=tiny_model_dir, max_queue=3)
+
+
+@pytest.fixture(scope="session")
+def shared_model_host_loader(tiny_model_dir):
+    """Load the tiny model once per test session; every test's ModelHost shares it (read-only)."""
+    from backend.model_host import load_pipeline
+
+    cache: dict = {}
+
+    def loader(path, device, quantize):
+        key = (str(path), device, quantize)
+        if key not in cache:
+            cache[key] = load_pipeline(path, device, quantize)
+        return cache[key]
+
+    return loader
+
+
+@pytest.fixture
+def services(settings, shared_model_host_loader) -> Services:
+    """Services on a temporary data folder with a MemoryHuey: run jobs with execute_next/drain."""
+    svc = build_services(settings, huey=make_memory_huey(), loader=shared_model_host_loader)
+    yield svc
+    svc.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppProcess:
+    """`python app.py` as a child process on a free localhost port (start, wait until it answers,
+    stop with SIGTERM as a user's Ctrl-C would)."""
+
+    def __init__(self, data_dir: Path, model_dir: Path, *extra: str):
+        self.data_dir = data_dir
+        self.model_dir = model_dir
+        self.extra = extra
+        self.proc = None
+        self.port = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-app.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self, timeout_s: float = 120.0) -> AppProcess:
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        self.port = free_port()
+        cmd = [
+            sys.executable,
+            "app.py",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--model",
+            str(self.model_dir),
+            *self.extra,
+        ]
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"},
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"app exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "gradio_api/info", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"app did not answer in {timeout_s} s:\n{self.log()}")
+
+    def worker_pids(self) -> list[int]:
+        """Live worker processes this app started (found by their --parent-pid flag)."""
+        if self.proc is None:
+            return []
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().split(") ")[-1][:1]
+            except OSError:
+                continue
+            if b"backend.worker" in args and str(self.proc.pid).encode() in args and state != "Z":
+                pids.append(int(entry.name))
+        return pids
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        import signal
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""

@@ -1,0 +1,89 @@
+"""UI pieces without a browser: the Blocks build with its named endpoints, the job watcher, and the
+helpers that turn widget values into specs."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from backend.specs import make_spec
+from tests.conftest import execute_next
+from ui import generate_tab, storyboard_tab
+from ui.blocks import build_ui
+from ui.common import MODEL_CONCURRENCY_ID, watch
+from ui.edit_tab import mask_from_layers
+from ui.history_tab import image_query
+
+MODEL_ENDPOINTS = {"generate", "edit", "compose", "storyboard"}
+
+
+def test_blocks_expose_named_endpoints_and_share_one_model_concurrency_group(services):
+    demo = build_ui(services)
+    fns = list(demo.fns.values())
+    public = {fn.api_name for fn in fns if fn.api_visibility == "public"}
+    assert MODEL_ENDPOINTS | {"history_search", "job_status", "cancel_job", "rerun_job"} <= public
+    model_fns = [fn for fn in fns if fn.api_name in MODEL_ENDPOINTS]
+    assert {fn.concurrency_id for fn in model_fns} == {MODEL_CONCURRENCY_ID}
+
+
+def test_watch_streams_until_done_and_returns_the_images(services):
+    job = services.jobs.submit(make_spec("generate", prompt="fox", steps=1))
+    first = next(watch(services, job.id))
+    assert not first.done and "position 1" in first.status
+    execute_next(services.huey)
+    updates = list(watch(services, job.id))
+    assert updates[-1].done and [im.job_id for im in updates[-1].images] == [job.id]
+
+
+def test_watch_turns_a_failed_job_into_a_readable_gr_error(services):
+    source = services.history.store_input(Image.new("RGB", (128, 128), "teal"))
+    job = services.jobs.submit(make_spec("edit", prompt="x", source_image_id=source.id))
+    services.history.delete(source.id)
+    execute_next(services.huey)
+    with pytest.raises(gr.Error, match="does not exist"):
+        list(watch(services, job.id))
+
+
+def test_watch_ends_quietly_on_cancel(services):
+    job = services.jobs.submit(make_spec("generate", prompt="fox"))
+    services.jobs.cancel(job.id)
+    (last,) = list(watch(services, job.id))
+    assert last.done and last.images is None and "cancelled" in last.status
+
+
+def test_painted_layers_become_the_inpaint_mask():
+    assert mask_from_layers([], (64, 64)) is None
+    assert mask_from_layers([Image.new("RGBA", (64, 64), (0, 0, 0, 0))], (64, 64)) is None
+    layer = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    layer.paste((255, 0, 255, 255), (8, 8, 24, 24))
+    mask = mask_from_layers([layer], (64, 64))
+    assert mask.mode == "L" and mask.getpixel((10, 10)) == 255 and mask.getpixel((40, 40)) == 0
+
+
+def test_story_lines_become_panels():
+    assert storyboard_tab.story_prompt("a fox wakes\n\na fox runs\na fox sleeps\n", 4) == (
+        "a fox wakes; a fox runs; a fox sleeps",
+        3,
+    )
+    assert storyboard_tab.story_prompt("one long story", 5) == ("one long story", 5)
+    story, panels, *_ = storyboard_tab.values_from_params({"prompt": "a; b", "num_outputs": 2})
+    assert (story, panels) == ("a\nb", 2)
+
+
+def test_history_filters_map_to_a_query():
+    q = image_query("  fox ", "edit", "last 7 days", "3")
+    assert (q.text, q.task, q.adapter_id) == ("fox", "edit", 3) and q.created_after is not None
+    q = image_query("", "all", "any time", "all adapters")
+    assert (q.text, q.task, q.adapter_id, q.created_after) == (None, None, None, None)
+
+
+def test_dropped_png_parameters_fill_the_generate_tab(services):
+    job = services.jobs.submit(
+        make_spec("generate", prompt="an owl", seed=42, steps=2, width=160, num_outputs=2)
+    )
+    execute_next(services.huey)
+    image = services.jobs.view(job.id).images[0]
+    restored = services.history.parameters_from_png(services.history.path(image))
+    assert generate_tab.values_from_params(vars(restored)) == ["an owl", 160, 128, 2, 0, 42, 2]
+    assert generate_tab.values_from_params(image.params) == ["an owl", 160, 128, 2, 0, 42, 2]

@@ -1,0 +1,109 @@
+"""Compose tab: 1-4 reference images and a prompt (or one image as a style reference)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from backend.services import Services
+from ui.common import (
+    PRIVATE,
+    build_spec,
+    cancel_handler,
+    guidance_input,
+    model_event,
+    optional,
+    resolve_seed,
+    run_and_watch,
+    seed_input,
+    steps_input,
+)
+
+SLOTS = 4
+
+
+@dataclass
+class ComposeTab:
+    refs: list[gr.Image]
+    prompt: gr.Textbox
+    guidance: gr.Slider
+    steps: gr.Slider
+    seed: gr.Number
+
+    @property
+    def param_outputs(self) -> list:
+        return [self.prompt, self.guidance, self.steps, self.seed]
+
+
+def values_from_params(params: dict) -> list:
+    return [
+        params.get("prompt", ""),
+        params.get("guidance") or 0,
+        params.get("steps") or 0,
+        params.get("seed") if params.get("seed") is not None else -1,
+    ]
+
+
+def build(services: Services) -> ComposeTab:
+    with gr.Row():
+        with gr.Column(scale=1):
+            with gr.Row():
+                refs = [
+                    gr.Image(type="pil", label=f"Reference {i + 1}", height=140, elem_id=f"compose-ref-{i}")
+                    for i in range(SLOTS)
+                ]
+            mode = gr.Radio(
+                ["compose", "style"],
+                value="compose",
+                label="Mode",
+                info="style: restyle the prompt after one reference image",
+            )
+            prompt = gr.Textbox(
+                label="Prompt",
+                lines=2,
+                placeholder="the cat from 1 sitting on the sofa from 2",
+                elem_id="compose-prompt",
+            )
+            with gr.Row():
+                guidance = guidance_input()
+                steps = steps_input()
+                seed = seed_input()
+            with gr.Row():
+                run = gr.Button("Compose", variant="primary", elem_id="compose-run")
+                cancel = gr.Button("Cancel", elem_id="compose-cancel")
+        with gr.Column(scale=1):
+            status = gr.Markdown("", elem_id="compose-status")
+            preview = gr.Image(label="Preview", interactive=False, height=160)
+            gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id="compose-gallery")
+    job_id = gr.State(None)
+
+    def compose(mode, prompt, guidance, steps, seed, ref1, ref2, ref3, ref4, progress=gr.Progress()):  # noqa: B008 - the Gradio idiom
+        """Compose 1-4 reference images as the prompt describes (mode "style": exactly one image)."""
+        images = [im for im in (ref1, ref2, ref3, ref4) if im is not None]
+        if not images:
+            raise gr.Error("Add at least one reference image.")
+        ids = [services.history.store_input(im).id for im in images]
+        common = {
+            "prompt": prompt or "",
+            "guidance": optional(guidance),
+            "steps": optional(steps),
+            "seed": resolve_seed(seed),
+        }
+        if mode == "style":
+            if len(ids) != 1:
+                raise gr.Error("Style mode takes exactly one reference image.")
+            spec = build_spec("style", style_image_id=ids[0], **common)
+        else:
+            spec = build_spec("compose", reference_image_ids=ids, **common)
+        yield from run_and_watch(services, spec, progress)
+
+    run.click(
+        compose,
+        [mode, prompt, guidance, steps, seed, *refs],
+        [job_id, status, preview, gallery],
+        api_name="compose",
+        **model_event(services),
+    )
+    cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)
+    return ComposeTab(refs, prompt, guidance, steps, seed)

@@ -1,0 +1,138 @@
+"""Edit tab: instruction edit of a source image, or a masked edit where the user painted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from backend.services import Services
+from backend.specs import MAX_SIDE
+from ui.common import (
+    PRIVATE,
+    build_spec,
+    cancel_handler,
+    guidance_input,
+    model_event,
+    optional,
+    resolve_seed,
+    run_and_watch,
+    seed_input,
+    steps_input,
+)
+
+
+@dataclass
+class EditTab:
+    editor: gr.ImageEditor
+    instruction: gr.Textbox
+    image_guidance: gr.Slider
+    guidance: gr.Slider
+    steps: gr.Slider
+    seed: gr.Number
+
+    @property
+    def param_outputs(self) -> list:
+        return [self.instruction, self.image_guidance, self.guidance, self.steps, self.seed]
+
+
+def values_from_params(params: dict) -> list:
+    return [
+        params.get("prompt", ""),
+        params.get("image_guidance") or 0,
+        params.get("guidance") or 0,
+        params.get("steps") or 0,
+        params.get("seed") if params.get("seed") is not None else -1,
+    ]
+
+
+def mask_from_layers(layers: list[Image.Image | None], size: tuple[int, int]) -> Image.Image | None:
+    """255 wherever any painted layer is not transparent; None when nothing was painted."""
+    mask = np.zeros((size[1], size[0]), dtype=bool)
+    for layer in layers:
+        if layer is None:
+            continue
+        rgba = np.asarray(layer.convert("RGBA").resize(size, Image.NEAREST))
+        mask |= rgba[..., 3] > 0
+    return Image.fromarray(mask.astype(np.uint8) * 255, mode="L") if mask.any() else None
+
+
+def check_size(image: Image.Image) -> None:
+    w, h = image.size
+    if w % 16 or h % 16 or max(w, h) > MAX_SIDE:
+        raise gr.Error(
+            f"The source image is {w}x{h}; sides must be multiples of 16 and at most {MAX_SIDE} "
+            "(results from this app, 128x128, always fit)."
+        )
+
+
+def build(services: Services) -> EditTab:
+    with gr.Row():
+        with gr.Column(scale=1):
+            editor = gr.ImageEditor(
+                label="Source: paint over the part to change (leave unpainted to edit the whole image)",
+                type="pil",
+                image_mode="RGBA",
+                sources=("upload", "clipboard"),
+                layers=False,
+                brush=gr.Brush(colors=["#ff00ff"], default_size=12),
+                transforms=(),
+                height=360,
+                elem_id="edit-editor",
+            )
+            instruction = gr.Textbox(
+                label="Instruction", lines=2, placeholder="make the sky purple", elem_id="edit-instruction"
+            )
+            with gr.Row():
+                image_guidance = guidance_input("Image guidance (0 = model default)")
+                guidance = guidance_input("Text guidance (0 = model default)")
+            with gr.Row():
+                steps = steps_input()
+                seed = seed_input()
+            with gr.Row():
+                run = gr.Button("Edit", variant="primary", elem_id="edit-run")
+                cancel = gr.Button("Cancel", elem_id="edit-cancel")
+        with gr.Column(scale=1):
+            status = gr.Markdown("", elem_id="edit-status")
+            preview = gr.Image(label="Preview", interactive=False, height=160)
+            gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id="edit-gallery")
+    job_id = gr.State(None)
+
+    def edit(editor_value, instruction, image_guidance, guidance, steps, seed, progress=gr.Progress()):  # noqa: B008 - the Gradio idiom
+        """Edit a source image by instruction; a painted mask makes it a masked (inpaint) edit."""
+        background = (editor_value or {}).get("background")
+        if background is None:
+            raise gr.Error("Add a source image first (upload one, or use 'Send to edit' in History).")
+        source = background.convert("RGB")
+        check_size(source)
+        mask = mask_from_layers((editor_value or {}).get("layers") or [], source.size)
+        source_row = services.history.store_input(source)
+        common = {
+            "prompt": instruction or "",
+            "image_guidance": optional(image_guidance),
+            "guidance": optional(guidance),
+            "steps": optional(steps),
+            "seed": resolve_seed(seed),
+            "width": source.width,
+            "height": source.height,
+            "source_image_id": source_row.id,
+        }
+        if mask is None:
+            spec = build_spec("edit", **common)
+        else:
+            spec = build_spec(
+                "inpaint", mask_image_id=services.history.store_input(mask, "mask").id, **common
+            )
+        yield from run_and_watch(services, spec, progress)
+
+    run.click(
+        edit,
+        [editor, instruction, image_guidance, guidance, steps, seed],
+        [job_id, status, preview, gallery],
+        api_name="edit",
+        **model_event(services),
+    )
+    cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)
+    return EditTab(editor, instruction, image_guidance, guidance, steps, seed)

@@ -1,0 +1,130 @@
+"""Generate tab: text to image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from backend.services import Services
+from ui.common import (
+    PRIVATE,
+    build_spec,
+    cancel_handler,
+    guidance_input,
+    model_event,
+    optional,
+    resolve_seed,
+    run_and_watch,
+    seed_input,
+    steps_input,
+)
+
+ASPECTS = {
+    "1:1": (128, 128),
+    "4:3": (160, 128),
+    "3:4": (128, 160),
+    "3:2": (192, 128),
+    "2:3": (128, 192),
+    "16:9": (224, 128),
+    "9:16": (128, 224),
+}
+
+
+@dataclass
+class GenerateTab:
+    prompt: gr.Textbox
+    width: gr.Slider
+    height: gr.Slider
+    steps: gr.Slider
+    guidance: gr.Slider
+    seed: gr.Number
+    num_outputs: gr.Slider
+    gallery: gr.Gallery
+
+    @property
+    def param_outputs(self) -> list:
+        return [self.prompt, self.width, self.height, self.steps, self.guidance, self.seed, self.num_outputs]
+
+
+def values_from_params(params: dict) -> list:
+    """Field values for `param_outputs` from a stored spec (or restored PNG parameters)."""
+    return [
+        params.get("prompt", ""),
+        params.get("width") or 128,
+        params.get("height") or 128,
+        params.get("steps") or 0,
+        params.get("guidance") or 0,
+        params.get("seed") if params.get("seed") is not None else -1,
+        min(params.get("num_outputs") or 1, 4),
+    ]
+
+
+def build(services: Services) -> GenerateTab:
+    with gr.Row():
+        with gr.Column(scale=1):
+            prompt = gr.Textbox(
+                label="Prompt", lines=3, placeholder="a red fox in the snow", elem_id="gen-prompt"
+            )
+            aspect = gr.Radio(list(ASPECTS), value="1:1", label="Aspect")
+            with gr.Row():
+                width = gr.Slider(64, 512, value=128, step=16, label="Width")
+                height = gr.Slider(64, 512, value=128, step=16, label="Height")
+            with gr.Row():
+                steps = steps_input()
+                guidance = guidance_input()
+            with gr.Row():
+                seed = seed_input()
+                num_outputs = gr.Slider(1, 4, value=1, step=1, label="Images")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", elem_id="gen-run")
+                cancel = gr.Button("Cancel", elem_id="gen-cancel")
+            png_drop = gr.File(
+                label="Drop a PNG here to restore its parameters",
+                file_types=[".png"],
+                type="filepath",
+                elem_id="gen-png-drop",
+            )
+        with gr.Column(scale=1):
+            status = gr.Markdown("", elem_id="gen-status")
+            preview = gr.Image(label="Preview", interactive=False, height=160)
+            gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id="gen-gallery")
+    job_id = gr.State(None)
+    tab = GenerateTab(prompt, width, height, steps, guidance, seed, num_outputs, gallery)
+
+    aspect.change(lambda a: ASPECTS[a], aspect, [width, height], api_visibility=PRIVATE, queue=False)
+
+    def generate(prompt, width, height, steps, guidance, seed, num_outputs, progress=gr.Progress()):  # noqa: B008 - the Gradio idiom
+        """Text to image. Returns the status line, the last preview and the result gallery."""
+        spec = build_spec(
+            "generate",
+            prompt=prompt or "",
+            width=int(width),
+            height=int(height),
+            steps=optional(steps),
+            guidance=optional(guidance),
+            seed=resolve_seed(seed),
+            num_outputs=int(num_outputs),
+        )
+        yield from run_and_watch(services, spec, progress)
+
+    run.click(
+        generate,
+        [prompt, width, height, steps, guidance, seed, num_outputs],
+        [job_id, status, preview, gallery],
+        api_name="generate",
+        **model_event(services),
+    )
+    cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)
+
+    def restore(path):
+        if not path:
+            return [gr.skip()] * len(tab.param_outputs) + [gr.skip()]
+        try:
+            restored = services.history.parameters_from_png(path)
+        except (ValueError, OSError) as err:
+            raise gr.Error(f"Could not read parameters: {err}") from None
+        return values_from_params(vars(restored)) + [f"Restored parameters of a {restored.kind} image"]
+
+    png_drop.upload(restore, png_drop, tab.param_outputs + [status], api_visibility=PRIVATE)
+    return tab

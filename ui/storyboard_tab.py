@@ -1,0 +1,107 @@
+"""Storyboard tab: M consistent panels from one story prompt or one line per panel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from backend.services import Services
+from ui.common import (
+    PRIVATE,
+    build_spec,
+    cancel_handler,
+    guidance_input,
+    model_event,
+    optional,
+    resolve_seed,
+    run_and_watch,
+    seed_input,
+    steps_input,
+)
+
+
+@dataclass
+class StoryboardTab:
+    story: gr.Textbox
+    panels: gr.Slider
+    guidance: gr.Slider
+    steps: gr.Slider
+    seed: gr.Number
+
+    @property
+    def param_outputs(self) -> list:
+        return [self.story, self.panels, self.guidance, self.steps, self.seed]
+
+
+def values_from_params(params: dict) -> list:
+    story = "\n".join(line.strip() for line in params.get("prompt", "").split(";"))
+    return [
+        story,
+        params.get("num_outputs") or 4,
+        params.get("guidance") or 0,
+        params.get("steps") or 0,
+        params.get("seed") if params.get("seed") is not None else -1,
+    ]
+
+
+def story_prompt(text: str, panels: int) -> tuple[str, int]:
+    """Several lines are one panel each (joined with "; "); a single line is the whole story."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if len(lines) > 1:
+        return "; ".join(lines), len(lines)
+    return (lines[0] if lines else ""), int(panels)
+
+
+def build(services: Services) -> StoryboardTab:
+    with gr.Row():
+        with gr.Column(scale=1):
+            story = gr.Textbox(
+                label="Story (one line per panel, or one line for the whole story)",
+                lines=5,
+                placeholder="a fox wakes up\na fox runs through the forest\na fox sleeps",
+                elem_id="story-prompt",
+            )
+            panels = gr.Slider(2, 6, value=4, step=1, label="Panels (when the story is one line)")
+            character = gr.Image(type="pil", label="Character reference (optional)", height=140)
+            with gr.Row():
+                guidance = guidance_input()
+                steps = steps_input()
+                seed = seed_input()
+            with gr.Row():
+                run = gr.Button("Make storyboard", variant="primary", elem_id="story-run")
+                cancel = gr.Button("Cancel", elem_id="story-cancel")
+        with gr.Column(scale=1):
+            status = gr.Markdown("", elem_id="story-status")
+            preview = gr.Image(label="Preview", interactive=False, height=160)
+    strip = gr.Gallery(
+        label="Storyboard", columns=6, rows=1, height=220, object_fit="contain", elem_id="story-strip"
+    )
+    job_id = gr.State(None)
+
+    def storyboard(story, panels, character, guidance, steps, seed, progress=gr.Progress()):  # noqa: B008 - the Gradio idiom
+        """A storyboard of 2-6 panels; lines of the story become panels."""
+        prompt, count = story_prompt(story, panels)
+        if not 2 <= count <= 6:
+            raise gr.Error(f"A storyboard has 2 to 6 panels; the story has {count} lines.")
+        character_id = services.history.store_input(character).id if character is not None else None
+        spec = build_spec(
+            "storyboard",
+            prompt=prompt,
+            num_outputs=count,
+            character_image_id=character_id,
+            guidance=optional(guidance),
+            steps=optional(steps),
+            seed=resolve_seed(seed),
+        )
+        yield from run_and_watch(services, spec, progress)
+
+    run.click(
+        storyboard,
+        [story, panels, character, guidance, steps, seed],
+        [job_id, status, preview, strip],
+        api_name="storyboard",
+        **model_event(services),
+    )
+    cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)
+    return StoryboardTab(story, panels, guidance, steps, seed)
