@@ -1,0 +1,263 @@
+"""Invariants of the generated training data (model/data/knowledge.py, captions.py, tasks.py)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from model.data import knowledge as kn
+from model.data.icons import load_icons
+from model.data.tasks import EDIT_KINDS, LAYOUTS, STYLES, TASKS, Sample, TaskSampler
+
+N_REFS_OUTPUTS = {  # task -> (allowed ref counts, allowed output counts)
+    "t2i": ({0}, {1}),
+    "edit": ({1}, {1}),
+    "inpaint": ({1}, {1}),
+    "compose": ({2, 3, 4}, {1}),
+    "storyboard": ({0}, {2, 3, 4}),
+    "style": ({1}, {1}),
+}
+
+
+@pytest.fixture(scope="module")
+def icons():
+    return load_icons()
+
+
+@pytest.fixture(scope="module")
+def sampler(icons):
+    return TaskSampler(icons, seed=0)
+
+
+def _same(a: Sample, b: Sample) -> bool:
+    return (
+        a.task == b.task
+        and a.prompt == b.prompt
+        and len(a.refs) == len(b.refs)
+        and all(np.array_equal(x, y) for x, y in zip(a.refs, b.refs))
+        and len(a.outputs) == len(b.outputs)
+        and all(np.array_equal(x, y) for x, y in zip(a.outputs, b.outputs))
+        and ((a.mask is None and b.mask is None) or np.array_equal(a.mask, b.mask))
+    )
+
+
+# -- determinism --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_same_seed_same_samples(icons, task):
+    a, b = TaskSampler(icons, seed=3), TaskSampler(icons, seed=3)
+    for _ in range(5):
+        assert _same(a.sample(task), b.sample(task))
+    ra, rb = np.random.default_rng(11), np.random.default_rng(11)
+    for _ in range(5):
+        assert _same(a.sample(task, ra), b.sample(task, rb))
+
+
+def test_different_seeds_differ(icons):
+    a, b = TaskSampler(icons, seed=1), TaskSampler(icons, seed=2)
+    assert [a.sample("t2i").prompt for _ in range(8)] != [b.sample("t2i").prompt for _ in range(8)]
+
+
+# -- shapes of every task -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_sample_shapes(sampler, task):
+    rng = np.random.default_rng(0)
+    refs_ok, outs_ok = N_REFS_OUTPUTS[task]
+    for _ in range(30):
+        s = sampler.sample(task, rng)
+        assert s.task == task and s.prompt
+        assert len(s.refs) in refs_ok and len(s.outputs) in outs_ok
+        for im in s.refs + s.outputs:
+            assert im.shape == (128, 128, 3) and im.dtype == np.uint8
+        if task == "inpaint":
+            assert s.mask.shape == (128, 128) and s.mask.dtype == np.uint8
+            assert set(np.unique(s.mask)) <= {0, 255} and s.mask.any()
+        else:
+            assert s.mask is None
+
+
+def test_storyboard_panel_count_parameter(icons):
+    s = TaskSampler(icons, seed=0, max_panels=6)
+    counts = {len(s.sample("storyboard").outputs) for _ in range(60)}
+    assert counts == {2, 3, 4, 5, 6}
+    with pytest.raises(ValueError):
+        TaskSampler(icons, seed=0, max_panels=7)
+
+
+def test_t2i_mix_weights(icons):
+    only_words = TaskSampler(icons, seed=0, t2i_mix={"word": 1.0})
+    assert {only_words.sample("t2i").meta["kind"] for _ in range(20)} == {"word"}
+    mixed = TaskSampler(icons, seed=0)
+    kinds = [mixed.sample("t2i").meta["kind"] for _ in range(400)]
+    assert 0.4 < kinds.count("icon") / 400 < 0.6 and kinds.count("chart") > 10
+    with pytest.raises(ValueError):
+        TaskSampler(icons, seed=0, t2i_mix={"video": 1.0})
+
+
+def test_unknown_task_is_an_error(sampler):
+    with pytest.raises(ValueError, match="unknown task"):
+        sampler.sample("upscale")
+
+
+# -- edits and masks ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", EDIT_KINDS)
+def test_edit_changes_only_the_region(sampler, kind):
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        s = sampler.edit(rng, kind)
+        src, tgt, region = s.refs[0], s.outputs[0], s.meta["region"]
+        assert region.shape == (128, 128) and region.dtype == bool
+        changed = (src != tgt).any(-1)
+        assert changed.any(), f"{kind}: the edit changed nothing ({s.prompt!r})"
+        assert not (changed & ~region).any(), f"{kind}: pixels outside the region changed ({s.prompt!r})"
+        assert region.mean() < 0.6 or kind == "background"
+
+
+def test_edit_prompts_name_the_change(sampler):
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        s = sampler.edit(rng, "recolor")
+        src, tgt = s.meta["source"], s.meta["target"]
+        (cell,) = [o.cell for o in src.objects if tgt.object_at(o.cell).color != o.color]
+        assert f"{src.object_at(cell).color} {src.object_at(cell).shape}" in s.prompt
+        assert s.prompt.rstrip().endswith(tgt.object_at(cell).color)
+        s = sampler.edit(rng, "word")
+        assert f'"{s.meta["target"].text}"' in s.prompt
+        s = sampler.edit(rng, "background")
+        assert s.meta["target_background"] in s.prompt
+
+
+def test_inpaint_changes_only_inside_the_mask(sampler):
+    rng = np.random.default_rng(3)
+    kinds = set()
+    for _ in range(60):
+        s = sampler.inpaint(rng)
+        kinds.add(s.meta["kind"])
+        inside = s.mask == 255
+        changed = (s.refs[0] != s.outputs[0]).any(-1)
+        assert changed.any() and not (changed & ~inside).any()
+        assert np.array_equal(inside, s.meta["region"])
+        new = s.meta["target"].object_at(s.meta["cell"])
+        assert new.color in s.prompt and new.shape in s.prompt
+    assert kinds == {"cell", "blob"}
+
+
+# -- knowledge images ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", kn.CELLS)
+def test_objects_stay_inside_their_cell(cell):
+    x0, y0, x1, y1 = kn.cell_box(cell)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        o = kn.random_object(rng, cell)
+        bx0, by0, bx1, by1 = o.box()
+        assert x0 <= bx0 and bx1 < x1 and y0 <= by0 and by1 < y1
+        assert 30 <= o.size <= 36
+
+
+def test_scene_pixels_are_exact_palette_colours():
+    rng = np.random.default_rng(4)
+    allowed = {kn.WHITE, *kn.PALETTE.values()}
+    for _ in range(20):
+        img = kn.render_scene(kn.random_scene(rng))
+        assert {tuple(p) for p in np.unique(img.reshape(-1, 3), axis=0)} <= allowed
+
+
+def test_scene_caption_mentions_every_object():
+    rng = np.random.default_rng(5)
+    from model.data.captions import scene_caption
+
+    for _ in range(50):
+        scene = kn.random_scene(rng)
+        text = scene_caption(scene, rng)
+        for o in scene.objects:
+            assert o.color in text and o.shape in text
+
+
+@pytest.mark.parametrize("text", ["HELLO", "ELEPHANT", "Window", "MMMMMM"])
+def test_words_are_large_and_fit(text):
+    for font in kn.available_fonts():
+        spec = kn.WordSpec(text, font=font, cap_height=36)
+        x0, y0, x1, y1 = kn.word_box(spec)
+        assert y1 - y0 >= kn.MIN_CAP_HEIGHT  # all caps or an ascender: ink height >= cap height
+        assert 0 <= x0 and x1 <= 128 and x1 - x0 <= kn.MAX_TEXT_WIDTH
+        img = kn.render_word(spec)
+        ink = (img < 200).any(-1)
+        assert ink[y0:y1, x0:x1].any() and not ink[:, :x0].any() and not ink[:, x1:].any()
+
+
+def test_word_list_is_short_words():
+    assert len(kn.WORDS) >= 300 and len(set(kn.WORDS)) == len(kn.WORDS)
+    assert all(w.isalpha() and w.islower() and len(w) <= 8 for w in kn.WORDS)
+
+
+def test_chart_bars_match_values():
+    rng = np.random.default_rng(6)
+    for _ in range(30):
+        spec = kn.random_chart(rng)
+        assert 2 <= len(spec.values) <= 5 and all(1 <= v <= 9 for v in spec.values)
+        img = kn.render_chart(spec)
+        for (x0, y0, x1, y1), v, c in zip(kn.bar_boxes(spec), spec.values, spec.colors):
+            assert y1 - y0 + 1 == v * kn.CHART_UNIT
+            assert tuple(img[(y0 + y1) // 2, (x0 + x1) // 2]) == kn.PALETTE[c]
+            assert tuple(img[y0 - 1, (x0 + x1) // 2]) == kn.WHITE
+
+
+# -- compose, storyboard, style -----------------------------------------------------------------
+
+
+def test_compose_layout(sampler):
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        s = sampler.compose(rng)
+        n = len(s.refs)
+        boxes, _ = LAYOUTS[s.meta["layout"]]
+        assert len(s.meta["slots"]) == n == len(boxes) == len(set(s.meta["names"]))
+        assert sorted(r for r, _ in s.meta["slots"]) == list(range(n))  # each reference placed once
+        for _, (x0, y0, x1, y1) in s.meta["slots"]:
+            assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 128 and x1 - x0 == y1 - y0
+            assert (s.outputs[0][y0:y1, x0:x1] < 200).any()  # something is drawn in every slot
+    with pytest.raises(ValueError):
+        sampler.compose(rng, n_refs=5)
+
+
+def test_compose_prompt_follows_the_slots(sampler):
+    rng = np.random.default_rng(8)
+    s = sampler.compose(rng, n_refs=2, phrasing=0)
+    left = s.meta["names"][s.meta["slots"][0][0]]
+    assert s.prompt.startswith(f"the {left} on the left") or s.prompt.startswith("the flag of")
+
+
+def test_storyboard_scenes_change(sampler):
+    rng = np.random.default_rng(9)
+    for _ in range(30):
+        s = sampler.storyboard(rng)
+        panels = s.meta["panels"]
+        assert len(panels) == len(s.outputs)
+        for a, b in itertools.pairwise(panels):
+            assert a["background"] != b["background"]
+        for p, img in zip(panels, s.outputs):
+            assert p["background"] in s.prompt
+            assert tuple(img[0, 0]) == kn.BACKGROUNDS[p["background"]] or p["position"] != "center"
+
+
+def test_style_pairs_share_the_style(sampler):
+    rng = np.random.default_rng(10)
+    seen = set()
+    for _ in range(60):
+        s = sampler.style(rng)
+        seen.add(s.meta["style"])
+        assert s.meta["content"] != s.meta["ref_content"]
+        assert not np.array_equal(s.refs[0], s.outputs[0])
+        if s.meta["style"] == "grayscale":
+            for im in (s.refs[0], s.outputs[0]):
+                assert (im[..., 0] == im[..., 1]).all() and (im[..., 1] == im[..., 2]).all()
+    assert seen == set(STYLES)
