@@ -1,0 +1,251 @@
+"""Train the unified DiT on generated task tuples:
+
+    python -m model.train --ae runs/ae/final --out runs/dit --minutes 80 --export assets/default
+
+accelerate drives it (CPU, one GPU, or `accelerate launch` on several). Data is generated on the
+fly from the seed (OpenMoji icons + knowledge images -> tuples for every task) and encoded by the
+frozen autoencoder, so there is no dataset on disk and every sample is fresh.
+
+- Task mixing with a floor probability per task and a curriculum: t2i -> +edit/inpaint -> all.
+- Batches are homogeneous in (task, #refs, #outputs) and sized by a token budget.
+- Objective: flow matching + shortcut self-consistency (model/flow.py), so the model is trained
+  few-step from the start. Text dropped 10% (text guidance), references dropped 10% of batches
+  of reference tasks (image guidance).
+- EMA of the weights; checkpoint (model, EMA, optimiser, step, all RNG states) every
+  `--ckpt-every` steps; rerunning the command resumes exactly where it stopped.
+- Loss log in `<out>/loss.csv`; tqdm progress bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from model.autoencoder import Autoencoder
+from model.dit import DiT_configs, DiTConfig, UnifiedDiT
+from model.flow import shortcut_flow_loss
+
+TASK_WEIGHTS = {"t2i": 0.34, "edit": 0.2, "inpaint": 0.1, "compose": 0.12, "storyboard": 0.12, "style": 0.12}
+CURRICULUM = (  # (fraction of training at which the phase starts, tasks enabled)
+    (0.0, ("t2i",)),
+    (0.15, ("t2i", "edit", "inpaint")),
+    (0.35, tuple(TASK_WEIGHTS)),
+)
+TASK_FLOOR = 0.06  # every enabled task keeps at least this probability
+
+
+def task_probs(progress: float) -> dict[str, float]:
+    enabled = [tasks for start, tasks in CURRICULUM if progress >= start][-1]
+    w = {t: TASK_WEIGHTS[t] for t in enabled}
+    total = sum(w.values())
+    p = {t: max(v / total, TASK_FLOOR) for t, v in w.items()}
+    s = sum(p.values())
+    return {t: v / s for t, v in p.items()}
+
+
+class BatchMaker:
+    """Draws samples task by task and groups them into homogeneous (task, N, M) batches."""
+
+    def __init__(self, sampler, rng: np.random.Generator, token_budget: int, text_len: int, tokens_per_image: int):
+        self.sampler = sampler
+        self.rng = rng
+        self.token_budget = token_budget
+        self.text_len = text_len
+        self.tpi = tokens_per_image
+        self.buckets: dict[tuple, list] = defaultdict(list)
+
+    def batch_size(self, n_refs: int, n_out: int) -> int:
+        tokens = (n_refs + n_out) * self.tpi + self.text_len
+        return int(max(2, min(48, self.token_budget // tokens)))
+
+    def next(self, task: str):
+        while True:
+            s = self.sampler.sample(task, self.rng)
+            key = (task, len(s.refs), len(s.outputs))
+            b = self.buckets[key]
+            b.append(s)
+            if len(b) >= self.batch_size(key[1], key[2]):
+                self.buckets[key] = []
+                return b
+
+
+def to_tensor(arrs: list[np.ndarray], device) -> torch.Tensor:
+    t = torch.from_numpy(np.stack(arrs)).to(device)
+    return t.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+@torch.no_grad()
+def encode_batch(samples, ae: Autoencoder, device):
+    """-> refs: list of N (B, C, h, w); masks: list of N (B, 1, h, w) or None; x0: (B, M, C, h, w)."""
+    B, N, M = len(samples), len(samples[0].refs), len(samples[0].outputs)
+    imgs = [im for s in samples for im in s.refs] + [im for s in samples for im in s.outputs]
+    lat = torch.cat([ae.encode(to_tensor(imgs[i : i + 64], device)) for i in range(0, len(imgs), 64)])
+    C, h, w = lat.shape[1:]
+    ref_lat = lat[: B * N].reshape(B, N, C, h, w)
+    x0 = lat[B * N :].reshape(B, M, C, h, w)
+    refs = [ref_lat[:, j] for j in range(N)]
+    masks = None
+    if N and samples[0].mask is not None:
+        pm = torch.from_numpy(np.stack([s.mask for s in samples]) >= 128).float()[:, None].to(device)
+        masks = [F.max_pool2d(pm, ae.factor)] + [torch.zeros(B, 1, h, w, device=device)] * (N - 1)
+    return refs, masks, x0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ae", default="runs/ae/final", help="trained autoencoder folder")
+    p.add_argument("--out", default="runs/dit")
+    p.add_argument("--config", default="default", choices=sorted(DiT_configs))
+    p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget for this invocation")
+    p.add_argument("--max-steps", type=int, default=20000, help="planned steps (sets curriculum and lr decay)")
+    p.add_argument("--token-budget", type=int, default=3072, help="tokens per batch (sets batch size per task)")
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--shortcut-fraction", type=float, default=0.25)
+    p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AVX512-BF16 and on GPUs)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--export", default="", help="write a pipeline folder (EMA weights, fp16) here at the end")
+    args = p.parse_args(argv)
+
+    from accelerate import Accelerator
+
+    from model.data.icons import load_icons
+    from model.data.tasks import TaskSampler
+    from model.text_encoder import TextEncoder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    acc = Accelerator()
+    dev = acc.device
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    ae = Autoencoder.from_pretrained(args.ae).to(dev).requires_grad_(False)
+    ck = out / "checkpoint"
+    if (ck / "config.json").exists():
+        cfg = DiTConfig.from_dict(json.loads((ck / "config.json").read_text()))
+    else:
+        cfg = DiT_configs[args.config]()
+        cfg.latent_channels = ae.config.latent_channels
+    torch.manual_seed(args.seed)
+    model = UnifiedDiT(cfg).to(dev)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    rng = np.random.default_rng(args.seed + 1000 * acc.process_index)
+    step, samples_seen = 0, 0
+    if (ck / "model.safetensors").exists():
+        model.load_state_dict(load_file(str(ck / "model.safetensors")))
+        ema.load_state_dict(load_file(str(ck / "ema.safetensors")))
+        opt.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True))
+        meta = torch.load(ck / "state.pt", weights_only=False)
+        step, samples_seen = meta["step"], meta["samples"]
+        rng.bit_generator.state = meta["rng"]
+        torch.set_rng_state(meta["torch_rng"])
+        acc.print(f"resumed from step {step} ({samples_seen} samples)")
+    acc.print(f"DiT {cfg.width}x{cfg.depth}: {model.num_parameters() / 1e6:.2f}M parameters")
+    model, opt = acc.prepare(model, opt)
+    raw = acc.unwrap_model(model)
+
+    icons = load_icons()
+    sampler = TaskSampler(icons, seed=args.seed)
+    te = TextEncoder(max_length=cfg.text_len, device=dev, cache_size=200000)
+    tpi = (128 // ae.factor // cfg.patch) ** 2
+    maker = BatchMaker(sampler, rng, args.token_budget, cfg.text_len, tpi)
+
+    def save_ckpt():
+        if not acc.is_main_process:
+            return
+        ck.mkdir(parents=True, exist_ok=True)
+        (ck / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        save_file({k: v.contiguous() for k, v in raw.state_dict().items()}, str(ck / "model.safetensors.tmp"))
+        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(ck / "ema.safetensors.tmp"))
+        torch.save(opt.state_dict(), ck / "optimizer.pt.tmp")
+        torch.save({"step": step, "samples": samples_seen, "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state()}, ck / "state.pt.tmp")
+        for n in ("model.safetensors", "ema.safetensors", "optimizer.pt", "state.pt"):
+            (ck / f"{n}.tmp").replace(ck / n)
+
+    log = open(out / "loss.csv", "a", newline="")
+    writer = csv.writer(log)
+    if log.tell() == 0:
+        writer.writerow(["step", "task", "n_refs", "n_out", "batch", "loss", "loss_fm", "loss_sc", "lr", "samples_per_s"])
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
+    t_end = time.time() + args.minutes * 60
+    bar = tqdm(total=args.max_steps, initial=step, desc="dit", disable=not acc.is_main_process)
+    model.train()
+    t_last, n_last = time.time(), samples_seen
+    while step < args.max_steps and time.time() < t_end:
+        progress = step / args.max_steps
+        warm = min(1.0, (step + 1) / 200)
+        decay = 1.0 if progress < 0.7 else 0.5 * (1 + math.cos(math.pi * (progress - 0.7) / 0.3))
+        lr = args.lr * warm * (0.05 + 0.95 * decay)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        probs = task_probs(progress)
+        task = str(rng.choice(list(probs), p=list(probs.values())))
+        samples = maker.next(task)
+        B = len(samples)
+        refs, masks, x0 = encode_batch(samples, ae, dev)
+        prompts = [("" if rng.random() < 0.1 else s.prompt) for s in samples]
+        if refs and task != "inpaint" and rng.random() < 0.1:
+            refs, masks = [], None  # image-guidance "none" branch
+        states, pooled = te.encode(prompts)
+
+        def model_fn(x, t, d, sl):
+            rm = [m[sl] for m in masks] if masks is not None else None
+            return model(x, t, states[sl], pooled[sl], task, [r[sl] for r in refs], rm, d=d)
+
+        with amp:
+            loss, stats = shortcut_flow_loss(model_fn, x0, args.shortcut_fraction)
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), raw.parameters()):
+                pe.lerp_(pm, 1 - args.ema)
+        step += 1
+        samples_seen += B
+        bar.update(1)
+        if step % 10 == 0:
+            now = time.time()
+            sps = (samples_seen - n_last) / max(now - t_last, 1e-6)
+            t_last, n_last = now, samples_seen
+            bar.set_postfix(loss=f"{loss.item():.3f}", task=task, sps=f"{sps:.1f}")
+            writer.writerow([step, task, len(refs), x0.shape[1], B, f"{loss.item():.5f}",
+                             f"{stats.get('loss_fm', float('nan')):.5f}", f"{stats.get('loss_sc', float('nan')):.5f}",
+                             f"{lr:.2e}", f"{sps:.1f}"])
+            log.flush()
+        if step % args.ckpt_every == 0:
+            save_ckpt()
+    save_ckpt()
+    bar.close()
+    acc.print(f"stopped at step {step} ({samples_seen} samples)")
+
+    if args.export and acc.is_main_process:
+        from model.pipeline import PipelineConfig, SeedlingPipeline
+
+        pipe = SeedlingPipeline(ema.eval(), ae, te, PipelineConfig(text_len=cfg.text_len))
+        pipe.save_pretrained(args.export, dtype=torch.float16)
+        info = {"steps": step, "samples": samples_seen, "config": cfg.to_dict(), "args": vars(args)}
+        (Path(args.export) / "training.json").write_text(json.dumps(info, indent=2))
+        acc.print(f"exported pipeline to {args.export}")
+
+
+if __name__ == "__main__":
+    main()
