@@ -119,6 +119,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AVX512-BF16 and on GPUs)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="stop this invocation after N steps (the schedule still follows --max-steps)")
     p.add_argument("--export", default="", help="write a pipeline folder (EMA weights, fp16) here at the end")
     args = p.parse_args(argv)
 
@@ -189,7 +191,9 @@ def main(argv=None):
     bar = tqdm(total=args.max_steps, initial=step, desc="dit", disable=not acc.is_main_process)
     model.train()
     t_last, n_last = time.time(), samples_seen
-    while step < args.max_steps and time.time() < t_end:
+    start_step = step
+    while step < args.max_steps and time.time() < t_end and not (
+            args.stop_after and step - start_step >= args.stop_after):
         progress = step / args.max_steps
         warm = min(1.0, (step + 1) / 200)
         decay = 1.0 if progress < 0.7 else 0.5 * (1 + math.cos(math.pi * (progress - 0.7) / 0.3))
@@ -217,8 +221,10 @@ def main(argv=None):
         acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
+            # warm-up: a short run must not keep a large share of its random initial weights
+            decay = min(args.ema, (1 + step) / (10 + step))
             for pe, pm in zip(ema.parameters(), raw.parameters()):
-                pe.lerp_(pm, 1 - args.ema)
+                pe.lerp_(pm, 1 - decay)
         step += 1
         samples_seen += B
         bar.update(1)

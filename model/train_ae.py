@@ -54,6 +54,8 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="stop this invocation after N steps (the schedule still follows --max-steps)")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -95,7 +97,9 @@ def main(argv=None):
     t_end = time.time() + args.minutes * 60
     bar = tqdm(total=args.max_steps, initial=step, desc="autoencoder", disable=not acc.is_main_process)
     model.train()
-    while step < args.max_steps and time.time() < t_end:
+    start_step = step
+    while step < args.max_steps and time.time() < t_end and not (
+            args.stop_after and step - start_step >= args.stop_after):
         # cosine decay over the planned steps, short warm-up
         lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / args.max_steps, 1.0))))
         for g in opt.param_groups:
