@@ -6,14 +6,18 @@ import torch
 
 from model.dit import DiT_configs, DiT_tiny, UnifiedDiT
 
-torch.set_grad_enabled(False)
+@pytest.fixture(autouse=True)
+def no_grad():
+    with torch.no_grad():  # scoped: a global switch would leak into other test files
+        yield
 
 
 def perturbed_model(seed=0):
     torch.manual_seed(seed)
-    m = UnifiedDiT(DiT_tiny()).eval()
-    for p in m.parameters():  # zero-init adaLN/output layers would make outputs trivially equal
-        p.add_(torch.randn_like(p) * 0.05)
+    m = UnifiedDiT(DiT_tiny()).eval().requires_grad_(False)
+    with torch.no_grad():
+        for p in m.parameters():  # zero-init adaLN/output layers would make outputs trivially equal
+            p.add_(torch.randn_like(p) * 0.05)
     return m
 
 
