@@ -96,11 +96,11 @@ class TimestepEmbedder(nn.Module):
         self.freq_dim = freq_dim
         self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         half = self.freq_dim // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
         args = (t.float() * 1000.0)[:, None] * freqs[None]  # (B, half)
-        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1).to(self.mlp[0].weight.dtype))
+        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1).to(dtype))
 
 
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -269,6 +269,12 @@ class UnifiedDiT(nn.Module):
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        # Read from the task embedding: quantize() replaces linear layers (no float .weight then)
+        # but never embeddings.
+        return self.task_embed.weight.dtype
+
     # -- token assembly -------------------------------------------------------------------
     def task_ids(self, task, batch: int, device) -> torch.Tensor:
         if isinstance(task, torch.Tensor):
@@ -294,7 +300,7 @@ class UnifiedDiT(nn.Module):
             m = ref_masks[j] if ref_masks is not None and ref_masks[j] is not None else torch.zeros_like(r[:, :1])
             tokens.append(self.ref_embed(patchify(torch.cat([r, m.to(r.dtype)], 1), p)))  # (B, hw, D)
             pos.append(image_positions(ref_indices[j], r.shape[-2] // p, r.shape[-1] // p, device))
-        tokens.append(self.text_embed(text_states.to(self.out_embed.weight.dtype)))  # (B, Lt, D)
+        tokens.append(self.text_embed(text_states.to(self.compute_dtype)))  # (B, Lt, D)
         pos.append(text_positions(text_states.shape[1], device))
         return torch.cat(tokens, 1), torch.cat(pos, 0)
 
@@ -321,13 +327,14 @@ class UnifiedDiT(nn.Module):
         """cond (B, D) shared part; c_ctx with t=0 and no step size; c_out with t and d."""
         B = pooled.shape[0]
         cond = self.task_embed(self.task_ids(task, B, pooled.device)) + self.pooled_embed(
-            pooled.to(self.out_embed.weight.dtype))
+            pooled.to(self.compute_dtype))
         zero = torch.zeros(B, device=pooled.device)
-        c_ctx = cond + self.t_embed(zero) + self.d_embed(zero)
+        dt = self.compute_dtype
+        c_ctx = cond + self.t_embed(zero, dt) + self.d_embed(zero, dt)
         c_out = None
         if t is not None:
             d = torch.zeros_like(t) if d is None else d
-            c_out = cond + self.t_embed(t.reshape(B)) + self.d_embed(d.reshape(B))
+            c_out = cond + self.t_embed(t.reshape(B), dt) + self.d_embed(d.reshape(B), dt)
         return cond, c_ctx, c_out
 
     # -- uncached: everything every step (the reference path) ----------------------------------
@@ -371,7 +378,8 @@ class UnifiedDiT(nn.Module):
         """Same result as `forward` with the cache's context, running blocks on outputs only."""
         B = x_out.shape[0]
         d = torch.zeros_like(t) if d is None else d
-        c_out = cache.cond + self.t_embed(t.reshape(B)) + self.d_embed(d.reshape(B))
+        dt = self.compute_dtype
+        c_out = cache.cond + self.t_embed(t.reshape(B), dt) + self.d_embed(d.reshape(B), dt)
         x, pos = self._output_tokens(x_out)
         cos, sin = self.rope(pos)
         for blk, (k_ctx, v_ctx) in zip(self.blocks, cache.kv):

@@ -127,3 +127,20 @@ def test_guidance_branches_change_the_result(pipe):
     c = pipe(guidance=3.0, image_guidance=2.0, **kw).images[0]
     assert not np.array_equal(arr(a), arr(b)) and not np.array_equal(arr(b), arr(c))
     assert math.isfinite(float(arr(c).mean()))
+
+
+@pytest.mark.parametrize("mode", ["int8", "w8a8"])
+def test_quantized_pipeline_generates_close_to_fp32(mode):
+    """quantize() replaces the DiT's linear layers, embedders included; generation must still run
+    (regression: the DiT read .weight.dtype from layers that quantization replaces)."""
+    p = SeedlingPipeline.from_config("tiny", seed=0)
+    with torch.no_grad():
+        for prm in p.dit.parameters():
+            prm.add_(torch.randn_like(prm) * 0.05)
+    kw = dict(prompt="a fox", task="compose", images=[rgb(1), rgb(2)], seed=0, height=64, width=64, steps=2)
+    ref = arr(p(**kw).images[0]).astype(float)
+    p.quantize(mode)
+    out = arr(p(**kw).images[0]).astype(float)
+    assert np.abs(out - ref).mean() < 8.0  # mean absolute pixel difference out of 255
+    with pytest.raises(ValueError, match="already quantized"):
+        p.quantize("w8a8" if mode == "int8" else "int8")
