@@ -43,6 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="do not start a worker here (workers run elsewhere, with --redis)",
     )
+    p.add_argument(
+        "--pe-model",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="a local causal LM folder (transformers) for prompt expansion; default: the grounded expander",
+    )
     return p.parse_args(argv)
 
 
@@ -81,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         quantize=args.quantize,
         redis_url=args.redis,
         max_queue=args.max_queue,
+        pe_model=args.pe_model,
     )
     if not settings.model_path.is_dir():
         log.warning("model folder %s does not exist: jobs will fail until it does", settings.model_path)

@@ -3,13 +3,18 @@ reads its input images and saves its outputs (as InvokeAI's invocation context).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
+from storage.adapters_base import AdapterStoreBase
+from storage.adapters_common import AdapterNameTaken, AdapterRecord, NewAdapter
 from storage.files import FileStore
 from storage.images_base import ImageStoreBase
 from storage.images_common import ImageRecord, NewImage, ParentLink
@@ -42,11 +47,21 @@ class OutputImage:
 
 
 class JobContext:
-    def __init__(self, job_id: int, jobs: JobStoreBase, images: ImageStoreBase, files: FileStore):
+    def __init__(
+        self,
+        job_id: int,
+        jobs: JobStoreBase,
+        images: ImageStoreBase,
+        files: FileStore,
+        adapters: AdapterStoreBase | None = None,
+        can_yield: bool = False,
+    ):
         self.job_id = job_id
         self._jobs = jobs
         self._images = images
         self._files = files
+        self._adapters = adapters
+        self.can_yield = can_yield  # raising JobYielded requeues the job (the runtime can enqueue)
 
     def progress(self, step: int, total: int, preview: Image.Image | None = None) -> None:
         self._jobs.set_progress(
@@ -92,6 +107,73 @@ class JobContext:
             for new in new_images:  # no row points at these files: do not leave them behind
                 self._files.delete(new.file_path)
             raise
+
+    # -- long jobs (fine-tuning) ---------------------------------------------------------------
+    def others_waiting(self, exclude_kind: str | None = None) -> bool:
+        """Some other job (not of `exclude_kind`) waits in the queue: a long job may yield to it."""
+        return self._jobs.count_queued(exclude_kind) > 0
+
+    def report_metrics(self, metrics: dict[str, Any]) -> None:
+        self._jobs.set_metrics(self.job_id, metrics)
+
+    def sweep_work_dirs(self) -> None:
+        """Remove the scratch folders of jobs that finished without cleaning up (cancelled while
+        waiting between chunks, failed, deleted)."""
+        import shutil
+
+        from storage.jobs_common import JobNotFound
+
+        for path in (self._files.root / "work").glob("job-*"):
+            try:
+                job_id = int(path.name.removeprefix("job-"))
+                finished = job_id != self.job_id and self._jobs.get(job_id).status.finished
+            except (ValueError, JobNotFound):
+                finished = True
+            if finished:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def work_dir(self) -> Path:
+        """This job's scratch folder (checkpoints); it survives restarts, the job removes it."""
+        path = self._files.root / "work" / f"job-{self.job_id}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- adapters --------------------------------------------------------------------------------
+    def _adapter_store(self) -> AdapterStoreBase:
+        if self._adapters is None:
+            raise LookupError("this worker has no adapter store")
+        return self._adapters
+
+    def adapter(self, adapter_id: int) -> tuple[AdapterRecord, Path]:
+        """An adapter's row and file; LookupError / FileNotFoundError with a readable message."""
+        record = self._adapter_store().get(adapter_id)
+        if not record.file_path or not self._files.exists(record.file_path):
+            raise FileNotFoundError(f"the file of adapter {record.name!r} (#{record.id}) is missing")
+        return record, self._files.path(record.file_path)
+
+    def save_adapter(self, write: Callable[[Path], None], new: NewAdapter) -> AdapterRecord:
+        """`write(path)` writes the adapter file (atomically) at a path fixed by this job, then the
+        row is added. A rerun after a crash overwrites the same file and finds its row."""
+        existing = self._adapter_store().by_job(self.job_id)
+        if existing is not None:
+            return existing
+        rel_path = f"adapters/job-{self.job_id}.safetensors"
+        path = self._files.path(rel_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        new = replace(new, file_path=rel_path, sha256=digest, job_id=self.job_id)
+        base, n = new.name, 2
+        while True:
+            try:
+                return self._adapter_store().add(new)
+            except AdapterNameTaken:  # taken since submit (two jobs raced for it): keep both
+                new = replace(new, name=f"{base}-{n}")
+                n += 1
+            except Exception:
+                for p in (path, path.with_suffix(".json")):
+                    p.unlink(missing_ok=True)
+                raise
 
 
 class Stopwatch:

@@ -15,3 +15,8 @@ class QueueFull(JobError):
 
 class JobCancelled(Exception):
     """The job stopped because someone asked it to (raised inside the worker only)."""
+
+
+class JobYielded(Exception):
+    """The job checkpointed and stopped so that queued jobs can run; it goes to the back of the
+    queue and continues from its checkpoint (raised inside the worker only: fine-tune chunks)."""

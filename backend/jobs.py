@@ -7,11 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from backend.errors import InvalidJob, QueueFull
-from backend.specs import ImageJobSpec, JobSpec, parse_spec, spec_json
+from backend.specs import FinetuneSpec, ImageJobSpec, JobSpec, parse_spec, spec_json
+from model.finetune_data import MIN_SIDE
+from storage.adapters_base import AdapterStoreBase
+from storage.adapters_common import AdapterNotFound
 from storage.images_base import ImageStoreBase
 from storage.images_common import ImageNotFound, ImageRecord
 from storage.jobs_base import JobStoreBase
-from storage.jobs_common import JobRecord, JobStatus
+from storage.jobs_common import ACTIVE_STATUSES, JobRecord, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +36,50 @@ class JobService:
         enqueue: Callable[[int], None],
         max_queue: int,
         max_attempts: int = 3,
+        adapters: AdapterStoreBase | None = None,
     ):
         self._jobs = jobs
         self._images = images
         self._enqueue = enqueue
         self.max_queue = max_queue
         self.max_attempts = max_attempts
+        self._adapters = adapters
 
-    def _check_inputs(self, spec: ImageJobSpec) -> None:
+    def _check_inputs(self, spec: ImageJobSpec | FinetuneSpec) -> None:
         """Inputs must exist now; a size mismatch is caught here, not after a wait in the queue."""
         try:
             inputs = [self._images.get(image_id) for image_id, _ in spec.inputs()]
             mask = self._images.get(spec.mask_id) if spec.mask_id is not None else None
         except ImageNotFound as err:
             raise InvalidJob(f"input {err}") from None
+        if self._adapters is not None:
+            for use in spec.adapters:
+                try:
+                    self._adapters.get(use.adapter_id)
+                except AdapterNotFound as err:
+                    raise InvalidJob(str(err)) from None
+        if isinstance(spec, FinetuneSpec):
+            self._check_finetune(spec, inputs)
+            return
         if mask is not None and inputs and (mask.width, mask.height) != (inputs[0].width, inputs[0].height):
             raise InvalidJob(
                 f"the mask is {mask.width}x{mask.height} but the source image is "
                 f"{inputs[0].width}x{inputs[0].height}"
+            )
+
+    def _check_finetune(self, spec: FinetuneSpec, inputs: list[ImageRecord]) -> None:
+        """The adapter name is free and every picture is big enough to crop to the model's grid."""
+        if self._adapters is not None and self._adapters.by_name(spec.name) is not None:
+            raise InvalidJob(f"an adapter named {spec.name!r} already exists: pick another name or delete it")
+        for job in self._jobs.list(ACTIVE_STATUSES):
+            if job.kind == "finetune" and job.spec.get("name") == spec.name:
+                raise InvalidJob(f"fine-tune job {job.id} is already training an adapter named {spec.name!r}")
+        small = [im for im in inputs if min(im.width, im.height) < MIN_SIDE]
+        if small:
+            im = small[0]
+            raise InvalidJob(
+                f"training image #{im.id} is {im.width}x{im.height} pixels; each side needs at least "
+                f"{MIN_SIDE} px ({len(small)} image(s) too small)"
             )
 
     def submit(self, spec: JobSpec, rerun_of: int | None = None) -> JobRecord:

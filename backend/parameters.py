@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from backend.specs import ImageJobSpec
 from storage.pngmeta import format_parameters, parse_parameters
 
+_ADAPTER_ITEM = re.compile(r"\(#(\d+)\):\s*(-?[\d.]+(?:e-?\d+)?)")
+
+
+def adapters_text(spec: ImageJobSpec, names: list[str] | None) -> str | None:
+    """ "pastel (#5): 0.8, ink (#7): 1" (names are plain: letters, digits, space _ . -)."""
+    if not spec.adapters:
+        return None
+    names = names or [""] * len(spec.adapters)
+    return ", ".join(
+        f"{name} (#{use.adapter_id}): {use.strength:g}".lstrip() for use, name in zip(spec.adapters, names)
+    )
+
+
+def parse_adapters(text: str | None) -> list[tuple[int, float]]:
+    return [(int(i), float(s)) for i, s in _ADAPTER_ITEM.findall(text or "")]
+
 
 def parameters_text(
-    spec: ImageJobSpec, *, output_index: int, steps: int, model: str, job_id: int, input_ids: list[int]
+    spec: ImageJobSpec,
+    *,
+    output_index: int,
+    steps: int,
+    model: str,
+    job_id: int,
+    input_ids: list[int],
+    adapter_names: list[str] | None = None,
 ) -> str:
     fields: dict[str, object] = {
         "Steps": steps,
@@ -22,9 +46,10 @@ def parameters_text(
         "Outputs": spec.num_outputs,
         "Output": output_index,
         "Model": model,
-        "Adapter": spec.adapter_id,
+        "Adapters": adapters_text(spec, adapter_names),
         "Job": job_id,
         "Inputs": " ".join(str(i) for i in input_ids) or None,
+        "Typed prompt": spec.typed_prompt,  # prompt expansion on: the prompt line is the expanded one
     }
     return format_parameters(spec.prompt, fields)
 
@@ -40,6 +65,8 @@ class RestoredParameters:
     width: int | None = None
     height: int | None = None
     num_outputs: int | None = None
+    adapters: tuple[tuple[int, float], ...] = ()  # (adapter id, strength)
+    typed_prompt: str | None = None  # set when prompt expansion rewrote `prompt`
 
 
 def _int(fields: dict[str, str], key: str) -> int | None:
@@ -75,4 +102,6 @@ def restore_parameters(text: str) -> RestoredParameters:
         width=width,
         height=height,
         num_outputs=_int(fields, "Outputs"),
+        adapters=tuple(parse_adapters(fields.get("Adapters"))),
+        typed_prompt=fields.get("Typed prompt"),
     )

@@ -1,11 +1,12 @@
 """Job runners: the code that does a job, given its context and spec. One per job family,
-looked up by the spec's kind in RUNNERS (a fine-tune runner registers here later)."""
+looked up by the spec's kind in RUNNERS."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from backend.adapter_cache import AdapterCache
 from backend.context import JobContext, OutputImage, Stopwatch
 from backend.errors import JobCancelled
 from backend.model_host import ModelHost
@@ -16,9 +17,24 @@ from storage.images_common import ParentLink
 # (context, spec, model host) -> timings in seconds
 Runner = Callable[[JobContext, Any, ModelHost], dict[str, float]]
 
+_adapters = AdapterCache()
+
+
+def load_adapters(ctx: JobContext, spec: ImageJobSpec) -> tuple[list[tuple[Any, float]], list[str]]:
+    """The spec's adapters, loaded, with their strengths; and their names (for PNG text and history)."""
+    loaded, names = [], []
+    for use in spec.adapters:
+        record, path = ctx.adapter(use.adapter_id)
+        loaded.append((_adapters.load(path, record.sha256), use.strength))
+        names.append(record.name)
+    return loaded, names
+
 
 def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict[str, float]:
+    from model.adapters import remove_adapters, set_adapters
+
     pipe = model.get()
+    adapters, adapter_names = load_adapters(ctx, spec)
     inputs = spec.inputs()
     images = [ctx.load_image(image_id) for image_id, _ in inputs] or None
     mask = ctx.load_image(spec.mask_id, mode="L") if spec.mask_id is not None else None
@@ -33,6 +49,7 @@ def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict
             return False
         return None
 
+    set_adapters(pipe.dit, adapters)  # merged for this job only; the exact weights come back after
     try:
         result = pipe(
             prompt=spec.prompt,
@@ -52,16 +69,28 @@ def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict
         if stop_asked:  # the pipeline raised GenerationCancelled because we asked it to stop
             raise JobCancelled() from None
         raise
+    finally:
+        remove_adapters(pipe.dit)
 
     save = Stopwatch()
     input_ids = [image_id for image_id, _ in inputs]
-    params = spec.model_dump(mode="json") | {"steps": steps, "model": model.name}
+    params = spec.model_dump(mode="json") | {
+        "steps": steps,
+        "model": model.name,
+        "adapter_names": adapter_names,
+    }
     outputs = [
         OutputImage(
             image=image,
             output_index=i,
             parameters=parameters_text(
-                spec, output_index=i, steps=steps, model=model.name, job_id=ctx.job_id, input_ids=input_ids
+                spec,
+                output_index=i,
+                steps=steps,
+                model=model.name,
+                job_id=ctx.job_id,
+                input_ids=input_ids,
+                adapter_names=adapter_names,
             ),
             seed=spec.seed,
             task=spec.task,
@@ -80,4 +109,10 @@ def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict
     return {**{k: float(v) for k, v in result.timings.items()}, "save": save.elapsed()}
 
 
-RUNNERS: dict[str, Runner] = {kind: run_image_job for kind in IMAGE_JOB_KINDS}
+def _run_finetune(ctx: JobContext, spec: Any, model: ModelHost) -> dict[str, float]:
+    from backend.finetune_runner import run_finetune_job  # torch, peft, accelerate: worker only
+
+    return run_finetune_job(ctx, spec, model)
+
+
+RUNNERS: dict[str, Runner] = {kind: run_image_job for kind in IMAGE_JOB_KINDS} | {"finetune": _run_finetune}

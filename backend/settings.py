@@ -17,6 +17,7 @@ class Settings:
     redis_url: str | None = None  # Huey on Redis instead of SQLite (several workers)
     max_queue: int = 32  # jobs queued or running before submit answers "queue full"
     max_attempts: int = 3  # a job that kept killing its worker is failed after this many starts
+    pe_model: Path | None = None  # a local causal LM folder for prompt expansion (None: grounded expander)
 
     def __post_init__(self) -> None:
         if self.quantize not in QUANTIZE_MODES:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from backend.context import JobContext
-from backend.errors import JobCancelled
+from backend.errors import JobCancelled, JobYielded
 from backend.model_host import ModelHost
 from backend.runners import RUNNERS
 from backend.specs import parse_spec
+from storage.adapters_base import AdapterStoreBase
 from storage.files import FileStore
 from storage.images_base import ImageStoreBase
 from storage.jobs_base import JobStoreBase
@@ -19,11 +21,22 @@ log = logging.getLogger(__name__)
 
 
 class WorkerRuntime:
-    def __init__(self, jobs: JobStoreBase, images: ImageStoreBase, files: FileStore, model: ModelHost):
+    def __init__(
+        self,
+        jobs: JobStoreBase,
+        images: ImageStoreBase,
+        files: FileStore,
+        model: ModelHost,
+        adapters: AdapterStoreBase | None = None,
+    ):
         self.jobs = jobs
         self.images = images
         self.files = files
         self.model = model
+        self.adapters = adapters
+        # Puts a job id on the queue; set once the Huey tasks exist (services.build_services).
+        # Without it a long job never yields the worker to others.
+        self.enqueue: Callable[[int], None] | None = None
 
     def warm_up(self) -> None:
         """Load the model before the first job arrives (called when the consumer starts)."""
@@ -38,11 +51,17 @@ class WorkerRuntime:
             log.info("job %d is not queued any more; skipping", job_id)
             return self.jobs.get(job_id).status
         job = self.jobs.get(job_id)
-        ctx = JobContext(job_id, self.jobs, self.images, self.files)
+        ctx = JobContext(
+            job_id, self.jobs, self.images, self.files, self.adapters, can_yield=self.enqueue is not None
+        )
         timings: dict[str, float] = {"queue_wait": (job.started_at or time.time()) - job.created_at}
         try:
             spec = parse_spec(job.spec)
             timings |= RUNNERS[spec.kind](ctx, spec, self.model)
+        except JobYielded:  # checkpointed; back of the queue so the jobs waiting behind it run first
+            if self.jobs.requeue(job_id):
+                self.enqueue(job_id)  # type: ignore[misc] - can_yield guarantees it is set
+            return self.jobs.get(job_id).status
         except JobCancelled:
             self.jobs.finish(job_id, JobStatus.CANCELLED, "cancelled", timings)
             return JobStatus.CANCELLED

@@ -61,6 +61,19 @@ class JobStoreBase(ABC):
         """1 for the next queued job to run; None when the job is not queued."""
 
     @abstractmethod
+    def requeue(self, job_id: int) -> bool:
+        """RUNNING -> QUEUED at the back of the queue, attempts reset: a job that stopped cleanly
+        to let others run (a fine-tune chunk). False when the job was not running."""
+
+    @abstractmethod
+    def count_queued(self, exclude_kind: str | None = None) -> int:
+        """Jobs waiting to run (not counting those of `exclude_kind`)."""
+
+    @abstractmethod
+    def set_metrics(self, job_id: int, metrics: dict[str, Any]) -> None:
+        """Replace a job's live metrics (a fine-tune job's loss curve)."""
+
+    @abstractmethod
     def reset_interrupted(self, max_attempts: int) -> tuple[list[int], list[int]]:
         """After a crash: RUNNING jobs go back to QUEUED (or FAILED once they used max_attempts).
         Returns (ids to enqueue again, oldest first; ids failed)."""

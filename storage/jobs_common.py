@@ -43,3 +43,4 @@ class JobRecord:
     cancel_requested: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     attempts: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)  # live training metrics (fine-tune jobs)

@@ -31,6 +31,7 @@ def _record(row: Job) -> JobRecord:
         cancel_requested=bool(row.cancel_requested),
         timings=dict(row.timings or {}),
         attempts=row.attempts,
+        metrics=dict(row.metrics or {}),
     )
 
 
@@ -41,6 +42,7 @@ class SqliteJobStore(JobStoreBase):
     def create(
         self, kind: str, spec: dict[str, Any], rerun_of: int | None = None, adapter_id: int | None = None
     ) -> JobRecord:
+        now = time.time()
         with self._db.write() as s:
             row = Job(
                 kind=kind,
@@ -48,7 +50,9 @@ class SqliteJobStore(JobStoreBase):
                 spec=spec,
                 rerun_of=rerun_of,
                 adapter_id=adapter_id,
-                created_at=time.time(),
+                created_at=now,
+                queued_at=now,
+                metrics={},
                 progress_step=0,
                 progress_total=0,
                 cancel_requested=0,
@@ -141,15 +145,41 @@ class SqliteJobStore(JobStoreBase):
 
     def queue_position(self, job_id: int) -> int | None:
         with self._db.read() as s:
-            status = s.scalar(select(Job.status).where(Job.id == job_id))
-            if status != JobStatus.QUEUED.value:
+            row = s.execute(select(Job.status, Job.queued_at).where(Job.id == job_id)).first()
+            if row is None or row.status != JobStatus.QUEUED.value:
                 return None
+            # queue order is (queued_at, id): a requeued fine-tune job goes behind later jobs
+            queued_at = row.queued_at if row.queued_at is not None else 0.0
             ahead = s.scalar(
                 select(func.count())
                 .select_from(Job)
-                .where(Job.status == JobStatus.QUEUED.value, Job.id < job_id)
+                .where(
+                    Job.status == JobStatus.QUEUED.value,
+                    (func.coalesce(Job.queued_at, 0.0) < queued_at)
+                    | ((func.coalesce(Job.queued_at, 0.0) == queued_at) & (Job.id < job_id)),
+                )
             )
             return int(ahead) + 1
+
+    def requeue(self, job_id: int) -> bool:
+        with self._db.write() as s:
+            result = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+                .values(status=JobStatus.QUEUED.value, queued_at=time.time(), attempts=0)
+            )
+            return result.rowcount == 1
+
+    def count_queued(self, exclude_kind: str | None = None) -> int:
+        query = select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED.value)
+        if exclude_kind is not None:
+            query = query.where(Job.kind != exclude_kind)
+        with self._db.read() as s:
+            return s.scalar(query)
+
+    def set_metrics(self, job_id: int, metrics: dict[str, Any]) -> None:
+        with self._db.write() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(metrics=metrics))
 
     def reset_interrupted(self, max_attempts: int) -> tuple[list[int], list[int]]:
         requeued: list[int] = []

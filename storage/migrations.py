@@ -130,10 +130,30 @@ def _v2_prompt_search(conn: Connection) -> None:
     )
 
 
+def _v3_finetune(conn: Connection) -> None:
+    """Fine-tuning: a job's live metrics (loss curve), the time it (re-)entered the queue (a
+    fine-tune job that yields to other jobs goes to the back), and what an adapter was trained on."""
+    _exec(
+        conn,
+        """
+        ALTER TABLE jobs ADD COLUMN queued_at FLOAT
+        --
+        UPDATE jobs SET queued_at = created_at
+        --
+        ALTER TABLE jobs ADD COLUMN metrics JSON NOT NULL DEFAULT '{}'
+        --
+        ALTER TABLE adapters ADD COLUMN data JSON NOT NULL DEFAULT '[]'
+        --
+        ALTER TABLE adapters ADD COLUMN metrics JSON NOT NULL DEFAULT '{}'
+        """,
+    )
+
+
 # (version, migration), in order. The version a database is at is the last one applied.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1_core_tables),
     (2, _v2_prompt_search),
+    (3, _v3_finetune),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -17,7 +17,7 @@ class Base(DeclarativeBase):
 
 
 class Adapter(Base):
-    """A fine-tuned adapter (LoRA or full weights) produced by a fine-tune job (a later issue)."""
+    """A fine-tuned adapter (LoRA or full weights) produced by a fine-tune job."""
 
     __tablename__ = "adapters"
 
@@ -27,9 +27,11 @@ class Adapter(Base):
     file_path: Mapped[str | None] = mapped_column(String, nullable=True)  # relative to the data dir
     sha256: Mapped[str | None] = mapped_column(String, nullable=True)
     base_model: Mapped[str] = mapped_column(String, default="")
-    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # training hyperparameters
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+    data: Mapped[list[Any]] = mapped_column(JSON, default=list)  # training set: image ids + captions
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # final loss, loss curve, time
 
 
 class Job(Base):
@@ -53,6 +55,8 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Integer, default=0)
     timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    queued_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # orders the queue
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # live training metrics
 
     images: Mapped[list[Image]] = relationship(back_populates="job", passive_deletes=True)
 

@@ -169,3 +169,37 @@ class AppProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def trainable_model_dir(tmp_path_factory) -> Path:
+    """A tiny model whose every weight is random: the zero-initialised output layer of a fresh
+    DiT would give a LoRA zero gradients, so fine-tuning tests could not see any change."""
+    import torch
+
+    from model.pipeline import SeedlingPipeline
+
+    pipe = SeedlingPipeline.from_config("tiny", seed=0)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in pipe.dit.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    folder = tmp_path_factory.mktemp("tiny-trainable")
+    pipe.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trainable_loader(trainable_model_dir):
+    """Loads each model once per session (shared, as a warm worker keeps it)."""
+    from backend.model_host import load_pipeline
+
+    cache: dict = {}
+
+    def loader(path, device, quantize):
+        key = (str(path), device, quantize)
+        if key not in cache:
+            cache[key] = load_pipeline(path, device, quantize)
+        return cache[key]
+
+    return loader

@@ -85,5 +85,6 @@ def test_dropped_png_parameters_fill_the_generate_tab(services):
     execute_next(services.huey)
     image = services.jobs.view(job.id).images[0]
     restored = services.history.parameters_from_png(services.history.path(image))
-    assert generate_tab.values_from_params(vars(restored)) == ["an owl", 160, 128, 2, 0, 42, 2]
-    assert generate_tab.values_from_params(image.params) == ["an owl", 160, 128, 2, 0, 42, 2]
+    # ..., prompt expansion off, no expanded prompt
+    assert generate_tab.values_from_params(vars(restored)) == ["an owl", 160, 128, 2, 0, 42, 2, False, ""]
+    assert generate_tab.values_from_params(image.params) == ["an owl", 160, 128, 2, 0, 42, 2, False, ""]

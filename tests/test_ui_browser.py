@@ -117,3 +117,74 @@ def test_generate_history_send_to_edit_lineage(tmp_path, tiny_model_dir):
     edit = next(im for im in images.all() if im.task == "edit")
     assert [(r.image.id, r.role) for r in images.parents(edit.id)] == [(1, "source")]
     db.dispose()
+
+
+def test_finetune_tab_trains_an_adapter_that_generate_can_use(tmp_path, tiny_model_dir):
+    """Upload pictures with .txt sidecars, train a few steps, watch the loss curve and samples,
+    then pick the new adapter on the Generate tab."""
+    import re
+
+    from PIL import Image, ImageDraw
+    from playwright.sync_api import sync_playwright
+
+    from storage.adapters_sqlite import SqliteAdapterStore
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    upload = []
+    for i in range(4):
+        im = Image.new("RGB", (96, 96), (250, 210, 20 + 40 * i))
+        ImageDraw.Draw(im).ellipse((16, 16, 80, 80), fill=(20, 30, 60), outline=(0, 0, 0), width=6)
+        im.save(tmp_path / f"stamp{i}.png")
+        (tmp_path / f"stamp{i}.txt").write_text(f"a navy dot number {i}")
+        upload += [str(tmp_path / f"stamp{i}.png"), str(tmp_path / f"stamp{i}.txt")]
+    app = AppProcess(tmp_path / "data", tiny_model_dir).start()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(app.url)
+
+            # 1. upload: the table fills with the sidecar captions
+            page.get_by_role("tab", name="Fine-tune").click()
+            page.locator("#ft-files input[type=file]").set_input_files(upload)
+            _wait_text(page, "ft-table", "a navy dot number 3")
+            page.locator("#ft-name input, #ft-name textarea").first.fill("browser-style")
+
+            # 2. a short run: 6 steps, samples every 3
+            page.get_by_text("Training settings").click()
+            page.locator("#ft-steps input[type=number]").wait_for(state="visible")
+            page.wait_for_timeout(500)  # the accordion finishes opening before its inputs take values
+            for elem_id, value in (("ft-steps", "10"), ("ft-batch", "2"), ("ft-sample-every", "5")):
+                box = page.locator(f"#{elem_id} input[type=number]")
+                box.fill(value)
+                box.press("Enter")
+                page.wait_for_function(
+                    "([id, v]) => document.querySelector('#' + id + ' input[type=number]').value === v",
+                    arg=[elem_id, value],
+                )
+            page.locator("#ft-run").click()
+            _wait_text(page, "ft-status", "done")
+            _wait_text(page, "ft-sample-caption", "Samples at step 10")
+            page.locator("#ft-samples img").first.wait_for()
+            page.screenshot(path=ARTIFACTS / "6-finetune.png", full_page=True)
+
+            # 3. the adapter is offered on the Generate tab
+            page.get_by_role("tab", name="Generate").click()
+            page.locator("#gen-prompt textarea").fill("a navy dot")
+            page.locator("#gen-adapters input").click()
+            page.get_by_role("option", name=re.compile("browser-style")).click()
+            page.locator("#gen-prompt textarea").click()  # close the dropdown
+            page.locator("#gen-run").click()
+            _wait_text(page, "gen-status", "done")
+            _shot(page, "7-generate-with-adapter.png", "gen-gallery")
+            browser.close()
+    finally:
+        app.stop()
+
+    db = Database(app.data_dir / "history.db")
+    (adapter,) = SqliteAdapterStore(db).list()
+    assert adapter.name == "browser-style" and len(adapter.data) == 4 and adapter.metrics["steps"] == 10
+    (image,) = [im for im in SqliteImageStore(db).all() if im.origin == "output"]
+    assert image.adapter_id == adapter.id and image.params["adapter_names"] == ["browser-style"]
+    db.dispose()

@@ -1,6 +1,7 @@
 """The whole UI: the tabs, the History actions that reach into other tabs, and API-only endpoints.
 
-Fine-tuning (a later issue) adds its tab module here and its job kind in backend/specs.py.
+The Fine-tune tab's adapters appear in every generation tab's Adapters list (and History's
+adapter filter): they reload on page load, after a training run, after a delete, and on Refresh.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import gradio as gr
 
 from backend.services import Services
 from storage.images_common import ImageNotFound, ImageRecord
-from ui import compose_tab, edit_tab, generate_tab, history_tab, storyboard_tab
+from ui import compose_tab, edit_tab, finetune_tab, generate_tab, history_tab, storyboard_tab
 from ui.common import PRIVATE, model_event, run_and_watch
 
 TAB_FOR_KIND = {
@@ -34,13 +35,33 @@ def build_ui(services: Services) -> gr.Blocks:
                 compose = compose_tab.build(services)
             with gr.Tab("Storyboard", id="storyboard", elem_id="tab-storyboard"):
                 story = storyboard_tab.build(services)
+            with gr.Tab("Fine-tune", id="finetune", elem_id="tab-finetune"):
+                finetune = finetune_tab.build(services)
             with gr.Tab("History", id="history", elem_id="tab-history") as history_item:
                 hist = history_tab.build(services)
         _wire_history_actions(services, tabs, hist, gen, edit, compose, story)
         history_item.select(hist.search, hist.query, [hist.gallery, hist.ids], api_visibility=PRIVATE)
         demo.load(hist.adapter_choices, None, hist.adapter, api_visibility=PRIVATE)
+        _wire_adapter_lists(services, demo, finetune, hist, [gen, edit, compose, story])
         _api_endpoints(services)
     return demo
+
+
+def _wire_adapter_lists(services: Services, demo, finetune, hist, tabs) -> None:
+    pickers = [tab.adapter_picker.adapters for tab in tabs if tab.adapter_picker is not None]
+    lists = [*pickers, finetune.adapter_list]
+
+    def reload(*selected):
+        return (
+            *[finetune_tab.adapter_dropdown_update(services, keep) for keep in selected],
+            hist.adapter_choices(),
+        )
+
+    kwargs = {"fn": reload, "inputs": lists, "outputs": [*lists, hist.adapter], "api_visibility": PRIVATE}
+    demo.load(**kwargs)
+    finetune.refresh.click(**kwargs)
+    finetune.deleted.success(**kwargs)
+    finetune.trained.then(**kwargs)
 
 
 def _selected(services: Services, image_id) -> ImageRecord:

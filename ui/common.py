@@ -155,3 +155,59 @@ def guidance_input(label: str = "Guidance (0 = model default)") -> gr.Slider:
 def optional(value: float | None) -> float | None:
     """Sliders have no "unset": 0 means "let the model choose"."""
     return None if value is None or value == 0 else value
+
+
+@dataclass
+class AdapterPicker:
+    """Fine-tuned adapters for a generation tab: any number of them, one strength for all."""
+
+    adapters: gr.Dropdown
+    strength: gr.Slider
+
+    @property
+    def inputs(self) -> list:
+        return [self.adapters, self.strength]
+
+
+def adapter_choices(services: Services) -> list[tuple[str, str]]:
+    """(label, value) pairs; the value is the adapter id as text (Dropdown values are strings)."""
+    return [(f"{a.name} ({a.kind}, #{a.id})", str(a.id)) for a in services.adapters.list()]
+
+
+def adapter_picker(services: Services, elem_prefix: str) -> AdapterPicker:
+    with gr.Row():
+        adapters = gr.Dropdown(
+            choices=adapter_choices(services),
+            value=[],
+            multiselect=True,
+            label="Adapters (from the Fine-tune tab)",
+            scale=3,
+            allow_custom_value=True,  # API callers may pass ids; unknown ones get the backend's message
+            elem_id=f"{elem_prefix}-adapters",
+        )
+        strength = gr.Slider(
+            -1.0,
+            2.0,
+            value=1.0,
+            step=0.05,
+            label="Adapter strength",
+            scale=2,
+            elem_id=f"{elem_prefix}-strength",
+        )
+    return AdapterPicker(adapters, strength)
+
+
+def adapter_uses(selected: list | str | None, strength: float | None) -> list[tuple[int, float]]:
+    """Dropdown values (adapter ids as text) and the strength slider -> spec `adapters`."""
+    if selected is None or selected == "":
+        return []
+    if isinstance(selected, (str, int)):
+        selected = [selected]
+    s = 1.0 if strength is None else float(strength)
+    uses = []
+    for value in selected:
+        try:
+            uses.append((int(value), s))
+        except (TypeError, ValueError):
+            raise gr.Error(f"Unknown adapter {value!r}: pick one from the list.") from None
+    return uses

@@ -7,8 +7,12 @@ from dataclasses import dataclass
 import gradio as gr
 
 from backend.services import Services
+from ui import prompt_expansion as pe_ui
 from ui.common import (
     PRIVATE,
+    AdapterPicker,
+    adapter_picker,
+    adapter_uses,
     build_spec,
     cancel_handler,
     guidance_input,
@@ -30,18 +34,23 @@ class ComposeTab:
     guidance: gr.Slider
     steps: gr.Slider
     seed: gr.Number
+    adapter_picker: AdapterPicker | None = None
+    expansion: pe_ui.ExpansionBox | None = None
 
     @property
     def param_outputs(self) -> list:
-        return [self.prompt, self.guidance, self.steps, self.seed]
+        fields = [self.prompt, self.guidance, self.steps, self.seed]
+        return fields + (self.expansion.param_outputs if self.expansion else [])
 
 
 def values_from_params(params: dict) -> list:
+    typed, expansion = pe_ui.values_from_params(params)
     return [
-        params.get("prompt", ""),
+        typed,
         params.get("guidance") or 0,
         params.get("steps") or 0,
         params.get("seed") if params.get("seed") is not None else -1,
+        *expansion,
     ]
 
 
@@ -65,10 +74,12 @@ def build(services: Services) -> ComposeTab:
                 placeholder="the cat from 1 sitting on the sofa from 2",
                 elem_id="compose-prompt",
             )
+            expansion = pe_ui.expansion_box("compose")
             with gr.Row():
                 guidance = guidance_input()
                 steps = steps_input()
                 seed = seed_input()
+            picker = adapter_picker(services, "compose")
             with gr.Row():
                 run = gr.Button("Compose", variant="primary", elem_id="compose-run")
                 cancel = gr.Button("Cancel", elem_id="compose-cancel")
@@ -78,17 +89,40 @@ def build(services: Services) -> ComposeTab:
             gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id="compose-gallery")
     job_id = gr.State(None)
 
-    def compose(mode, prompt, guidance, steps, seed, ref1, ref2, ref3, ref4, progress=gr.Progress()):  # noqa: B008 - the Gradio idiom
-        """Compose 1-4 reference images as the prompt describes (mode "style": exactly one image)."""
+    def compose(
+        mode,
+        prompt,
+        guidance,
+        steps,
+        seed,
+        ref1,
+        ref2,
+        ref3,
+        ref4,
+        adapters=None,
+        adapter_strength=1.0,
+        prompt_expansion=False,
+        expanded_prompt="",
+        progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
+    ):
+        """Compose 1-4 reference images as the prompt describes (mode "style": exactly one image).
+
+        With `prompt_expansion`, runs `expanded_prompt` (or expands `prompt` when it is empty)."""
         images = [im for im in (ref1, ref2, ref3, ref4) if im is not None]
         if not images:
             raise gr.Error("Add at least one reference image.")
+        task = "style" if mode == "style" else "compose"
+        run_prompt = pe_ui.resolve(
+            services, prompt, prompt_expansion, expanded_prompt, task, n_refs=len(images)
+        )
         ids = [services.history.store_input(im).id for im in images]
         common = {
-            "prompt": prompt or "",
+            "prompt": run_prompt.prompt,
+            "typed_prompt": run_prompt.typed_prompt,
             "guidance": optional(guidance),
             "steps": optional(steps),
             "seed": resolve_seed(seed),
+            "adapters": adapter_uses(adapters, adapter_strength),
         }
         if mode == "style":
             if len(ids) != 1:
@@ -96,14 +130,20 @@ def build(services: Services) -> ComposeTab:
             spec = build_spec("style", style_image_id=ids[0], **common)
         else:
             spec = build_spec("compose", reference_image_ids=ids, **common)
-        yield from run_and_watch(services, spec, progress)
+        for job, status, *rest in run_and_watch(services, spec, progress):
+            yield job, pe_ui.status_with(run_prompt, status), *rest
+
+    def task_of(text, mode, *ref_images):
+        n = sum(im is not None for im in ref_images)
+        return text or "", "style" if mode == "style" else "compose", None, n or None
 
     run.click(
         compose,
-        [mode, prompt, guidance, steps, seed, *refs],
+        [mode, prompt, guidance, steps, seed, *refs, *picker.inputs, *expansion.inputs],
         [job_id, status, preview, gallery],
         api_name="compose",
         **model_event(services),
     )
     cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)
-    return ComposeTab(refs, prompt, guidance, steps, seed)
+    pe_ui.wire(services, expansion, prompt, task_of, [mode, *refs])
+    return ComposeTab(refs, prompt, guidance, steps, seed, picker, expansion)

@@ -10,8 +10,12 @@ from PIL import Image
 
 from backend.services import Services
 from backend.specs import MAX_SIDE
+from ui import prompt_expansion as pe_ui
 from ui.common import (
     PRIVATE,
+    AdapterPicker,
+    adapter_picker,
+    adapter_uses,
     build_spec,
     cancel_handler,
     guidance_input,
@@ -32,19 +36,24 @@ class EditTab:
     guidance: gr.Slider
     steps: gr.Slider
     seed: gr.Number
+    adapter_picker: AdapterPicker | None = None
+    expansion: pe_ui.ExpansionBox | None = None
 
     @property
     def param_outputs(self) -> list:
-        return [self.instruction, self.image_guidance, self.guidance, self.steps, self.seed]
+        fields = [self.instruction, self.image_guidance, self.guidance, self.steps, self.seed]
+        return fields + (self.expansion.param_outputs if self.expansion else [])
 
 
 def values_from_params(params: dict) -> list:
+    typed, expansion = pe_ui.values_from_params(params)
     return [
-        params.get("prompt", ""),
+        typed,
         params.get("image_guidance") or 0,
         params.get("guidance") or 0,
         params.get("steps") or 0,
         params.get("seed") if params.get("seed") is not None else -1,
+        *expansion,
     ]
 
 
@@ -85,12 +94,14 @@ def build(services: Services) -> EditTab:
             instruction = gr.Textbox(
                 label="Instruction", lines=2, placeholder="make the sky purple", elem_id="edit-instruction"
             )
+            expansion = pe_ui.expansion_box("edit")
             with gr.Row():
                 image_guidance = guidance_input("Image guidance (0 = model default)")
                 guidance = guidance_input("Text guidance (0 = model default)")
             with gr.Row():
                 steps = steps_input()
                 seed = seed_input()
+            picker = adapter_picker(services, "edit")
             with gr.Row():
                 run = gr.Button("Edit", variant="primary", elem_id="edit-run")
                 cancel = gr.Button("Cancel", elem_id="edit-cancel")
@@ -100,17 +111,35 @@ def build(services: Services) -> EditTab:
             gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id="edit-gallery")
     job_id = gr.State(None)
 
-    def edit(editor_value, instruction, image_guidance, guidance, steps, seed, progress=gr.Progress()):  # noqa: B008 - the Gradio idiom
-        """Edit a source image by instruction; a painted mask makes it a masked (inpaint) edit."""
+    def edit(
+        editor_value,
+        instruction,
+        image_guidance,
+        guidance,
+        steps,
+        seed,
+        adapters=None,
+        adapter_strength=1.0,
+        prompt_expansion=False,
+        expanded_prompt="",
+        progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
+    ):
+        """Edit a source image by instruction; a painted mask makes it a masked (inpaint) edit.
+
+        With `prompt_expansion`, runs `expanded_prompt` (or expands the instruction when it is empty)."""
         background = (editor_value or {}).get("background")
         if background is None:
             raise gr.Error("Add a source image first (upload one, or use 'Send to edit' in History).")
         source = background.convert("RGB")
         check_size(source)
         mask = mask_from_layers((editor_value or {}).get("layers") or [], source.size)
+        run_prompt = pe_ui.resolve(
+            services, instruction, prompt_expansion, expanded_prompt, "edit" if mask is None else "inpaint"
+        )
         source_row = services.history.store_input(source)
         common = {
-            "prompt": instruction or "",
+            "prompt": run_prompt.prompt,
+            "typed_prompt": run_prompt.typed_prompt,
             "image_guidance": optional(image_guidance),
             "guidance": optional(guidance),
             "steps": optional(steps),
@@ -118,6 +147,7 @@ def build(services: Services) -> EditTab:
             "width": source.width,
             "height": source.height,
             "source_image_id": source_row.id,
+            "adapters": adapter_uses(adapters, adapter_strength),
         }
         if mask is None:
             spec = build_spec("edit", **common)
@@ -125,14 +155,23 @@ def build(services: Services) -> EditTab:
             spec = build_spec(
                 "inpaint", mask_image_id=services.history.store_input(mask, "mask").id, **common
             )
-        yield from run_and_watch(services, spec, progress)
+        for job, status, *rest in run_and_watch(services, spec, progress):
+            yield job, pe_ui.status_with(run_prompt, status), *rest
+
+    def task_of(text, editor_value):
+        """An instruction edit, or a masked edit when something is painted."""
+        value = editor_value or {}
+        background = value.get("background")
+        painted = background is not None and mask_from_layers(value.get("layers") or [], background.size)
+        return text or "", "inpaint" if painted else "edit", None, None
 
     run.click(
         edit,
-        [editor, instruction, image_guidance, guidance, steps, seed],
+        [editor, instruction, image_guidance, guidance, steps, seed, *picker.inputs, *expansion.inputs],
         [job_id, status, preview, gallery],
         api_name="edit",
         **model_event(services),
     )
     cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)
-    return EditTab(editor, instruction, image_guidance, guidance, steps, seed)
+    pe_ui.wire(services, expansion, instruction, task_of, [editor])
+    return EditTab(editor, instruction, image_guidance, guidance, steps, seed, picker, expansion)

@@ -7,8 +7,12 @@ from dataclasses import dataclass
 import gradio as gr
 
 from backend.services import Services
+from ui import prompt_expansion as pe_ui
 from ui.common import (
     PRIVATE,
+    AdapterPicker,
+    adapter_picker,
+    adapter_uses,
     build_spec,
     cancel_handler,
     guidance_input,
@@ -41,22 +45,35 @@ class GenerateTab:
     seed: gr.Number
     num_outputs: gr.Slider
     gallery: gr.Gallery
+    adapter_picker: AdapterPicker | None = None
+    expansion: pe_ui.ExpansionBox | None = None
 
     @property
     def param_outputs(self) -> list:
-        return [self.prompt, self.width, self.height, self.steps, self.guidance, self.seed, self.num_outputs]
+        fields = [
+            self.prompt,
+            self.width,
+            self.height,
+            self.steps,
+            self.guidance,
+            self.seed,
+            self.num_outputs,
+        ]
+        return fields + (self.expansion.param_outputs if self.expansion else [])
 
 
 def values_from_params(params: dict) -> list:
     """Field values for `param_outputs` from a stored spec (or restored PNG parameters)."""
+    typed, expansion = pe_ui.values_from_params(params)
     return [
-        params.get("prompt", ""),
+        typed,
         params.get("width") or 128,
         params.get("height") or 128,
         params.get("steps") or 0,
         params.get("guidance") or 0,
         params.get("seed") if params.get("seed") is not None else -1,
         min(params.get("num_outputs") or 1, 4),
+        *expansion,
     ]
 
 
@@ -66,6 +83,7 @@ def build(services: Services) -> GenerateTab:
             prompt = gr.Textbox(
                 label="Prompt", lines=3, placeholder="a red fox in the snow", elem_id="gen-prompt"
             )
+            expansion = pe_ui.expansion_box("gen")
             aspect = gr.Radio(list(ASPECTS), value="1:1", label="Aspect")
             with gr.Row():
                 width = gr.Slider(64, 512, value=128, step=16, label="Width")
@@ -76,6 +94,7 @@ def build(services: Services) -> GenerateTab:
             with gr.Row():
                 seed = seed_input()
                 num_outputs = gr.Slider(1, 4, value=1, step=1, label="Images")
+            picker = adapter_picker(services, "gen")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="gen-run")
                 cancel = gr.Button("Cancel", elem_id="gen-cancel")
@@ -90,32 +109,53 @@ def build(services: Services) -> GenerateTab:
             preview = gr.Image(label="Preview", interactive=False, height=160)
             gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id="gen-gallery")
     job_id = gr.State(None)
-    tab = GenerateTab(prompt, width, height, steps, guidance, seed, num_outputs, gallery)
+    tab = GenerateTab(prompt, width, height, steps, guidance, seed, num_outputs, gallery, picker, expansion)
 
     aspect.change(lambda a: ASPECTS[a], aspect, [width, height], api_visibility=PRIVATE, queue=False)
 
-    def generate(prompt, width, height, steps, guidance, seed, num_outputs, progress=gr.Progress()):  # noqa: B008 - the Gradio idiom
-        """Text to image. Returns the status line, the last preview and the result gallery."""
+    def generate(
+        prompt,
+        width,
+        height,
+        steps,
+        guidance,
+        seed,
+        num_outputs,
+        adapters=None,
+        adapter_strength=1.0,
+        prompt_expansion=False,
+        expanded_prompt="",
+        progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
+    ):
+        """Text to image. Returns the status line, the last preview and the result gallery.
+
+        With `prompt_expansion`, runs `expanded_prompt` (or expands `prompt` when it is empty)."""
+        run_prompt = pe_ui.resolve(services, prompt, prompt_expansion, expanded_prompt, "t2i")
         spec = build_spec(
             "generate",
-            prompt=prompt or "",
+            prompt=run_prompt.prompt,
+            typed_prompt=run_prompt.typed_prompt,
             width=int(width),
             height=int(height),
             steps=optional(steps),
             guidance=optional(guidance),
             seed=resolve_seed(seed),
             num_outputs=int(num_outputs),
+            adapters=adapter_uses(adapters, adapter_strength),
         )
-        yield from run_and_watch(services, spec, progress)
+        for job, status, *rest in run_and_watch(services, spec, progress):
+            yield job, pe_ui.status_with(run_prompt, status), *rest
 
     run.click(
         generate,
-        [prompt, width, height, steps, guidance, seed, num_outputs],
+        [prompt, width, height, steps, guidance, seed, num_outputs, *picker.inputs, *expansion.inputs],
         [job_id, status, preview, gallery],
         api_name="generate",
         **model_event(services),
     )
     cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)
+    pe_ui.wire(services, expansion, prompt, lambda text: (text or "", "t2i", None, None))
+    pe_ui.register_api(services)
 
     def restore(path):
         if not path:

@@ -69,6 +69,8 @@ def describe(image: ImageRecord) -> str:
     ]
     if image.prompt:
         lines.append(f"> {image.prompt}")
+    if p.get("typed_prompt") is not None and p["typed_prompt"] != image.prompt:
+        lines.append(f"typed (before prompt expansion): {p['typed_prompt']}")
     fields = [
         f"{label}: {p[key]}"
         for key, label in (

@@ -7,8 +7,12 @@ from dataclasses import dataclass
 import gradio as gr
 
 from backend.services import Services
+from ui import prompt_expansion as pe_ui
 from ui.common import (
     PRIVATE,
+    AdapterPicker,
+    adapter_picker,
+    adapter_uses,
     build_spec,
     cancel_handler,
     guidance_input,
@@ -28,20 +32,25 @@ class StoryboardTab:
     guidance: gr.Slider
     steps: gr.Slider
     seed: gr.Number
+    adapter_picker: AdapterPicker | None = None
+    expansion: pe_ui.ExpansionBox | None = None
 
     @property
     def param_outputs(self) -> list:
-        return [self.story, self.panels, self.guidance, self.steps, self.seed]
+        fields = [self.story, self.panels, self.guidance, self.steps, self.seed]
+        return fields + (self.expansion.param_outputs if self.expansion else [])
 
 
 def values_from_params(params: dict) -> list:
-    story = "\n".join(line.strip() for line in params.get("prompt", "").split(";"))
+    typed, expansion = pe_ui.values_from_params(params)
+    story = "\n".join(line.strip() for line in typed.split(";"))
     return [
         story,
         params.get("num_outputs") or 4,
         params.get("guidance") or 0,
         params.get("steps") or 0,
         params.get("seed") if params.get("seed") is not None else -1,
+        *expansion,
     ]
 
 
@@ -62,12 +71,14 @@ def build(services: Services) -> StoryboardTab:
                 placeholder="a fox wakes up\na fox runs through the forest\na fox sleeps",
                 elem_id="story-prompt",
             )
+            expansion = pe_ui.expansion_box("story")
             panels = gr.Slider(2, 6, value=4, step=1, label="Panels (when the story is one line)")
             character = gr.Image(type="pil", label="Character reference (optional)", height=140)
             with gr.Row():
                 guidance = guidance_input()
                 steps = steps_input()
                 seed = seed_input()
+            picker = adapter_picker(services, "story")
             with gr.Row():
                 run = gr.Button("Make storyboard", variant="primary", elem_id="story-run")
                 cancel = gr.Button("Cancel", elem_id="story-cancel")
@@ -79,29 +90,56 @@ def build(services: Services) -> StoryboardTab:
     )
     job_id = gr.State(None)
 
-    def storyboard(story, panels, character, guidance, steps, seed, progress=gr.Progress()):  # noqa: B008 - the Gradio idiom
-        """A storyboard of 2-6 panels; lines of the story become panels."""
-        prompt, count = story_prompt(story, panels)
+    def storyboard(
+        story,
+        panels,
+        character,
+        guidance,
+        steps,
+        seed,
+        adapters=None,
+        adapter_strength=1.0,
+        prompt_expansion=False,
+        expanded_prompt="",
+        progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
+    ):
+        """A storyboard of 2-6 panels; lines of the story become panels.
+
+        With `prompt_expansion`, runs `expanded_prompt` (or expands the story when it is empty); the
+        expanded storyboard prompt sets the number of panels."""
+        typed, count = story_prompt(story, panels)
+        run_prompt = pe_ui.resolve(services, typed, prompt_expansion, expanded_prompt, "storyboard", count)
+        prompt = run_prompt.prompt
+        if run_prompt.typed_prompt is not None:
+            count = run_prompt.num_outputs or pe_ui.storyboard_panels(prompt) or count
         if not 2 <= count <= 6:
             raise gr.Error(f"A storyboard has 2 to 6 panels; the story has {count} lines.")
         character_id = services.history.store_input(character).id if character is not None else None
         spec = build_spec(
             "storyboard",
             prompt=prompt,
+            typed_prompt=run_prompt.typed_prompt,
             num_outputs=count,
             character_image_id=character_id,
             guidance=optional(guidance),
             steps=optional(steps),
             seed=resolve_seed(seed),
+            adapters=adapter_uses(adapters, adapter_strength),
         )
-        yield from run_and_watch(services, spec, progress)
+        for job, status, *rest in run_and_watch(services, spec, progress):
+            yield job, pe_ui.status_with(run_prompt, status), *rest
+
+    def task_of(text, panels):
+        typed, count = story_prompt(text, panels)
+        return typed, "storyboard", count, None
 
     run.click(
         storyboard,
-        [story, panels, character, guidance, steps, seed],
+        [story, panels, character, guidance, steps, seed, *picker.inputs, *expansion.inputs],
         [job_id, status, preview, strip],
         api_name="storyboard",
         **model_event(services),
     )
     cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)
-    return StoryboardTab(story, panels, guidance, steps, seed)
+    pe_ui.wire(services, expansion, story, task_of, [panels])
+    return StoryboardTab(story, panels, guidance, steps, seed, picker, expansion)

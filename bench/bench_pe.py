@@ -1,0 +1,350 @@
+"""Benchmark prompt expansion (PE): grounding accuracy, passthrough, speed, and images from raw vs
+expanded prompts scored by the DreamEval-lite judges.
+
+    python bench/bench_pe.py                                # assets/default, every free-form prompt
+    python bench/bench_pe.py --model runs/export --limit 3  # a quick look: 3 prompts per kind
+    python bench/bench_pe.py --config tiny --limit 2        # random weights: a smoke run of the code path
+    python bench/bench_pe.py --no-images                    # expansion metrics only (no model needed)
+
+1. Expansion (no image model): accuracy of the grounded expander on tests/data/pe_prompts.jsonl
+   per kind, passthrough rate on training captions of every task, and ms per prompt (warm
+   vocabulary cache, each prompt's text encoded for the first time).
+2. Images: every prompt of a kind the judges can score is generated twice with the same seed,
+   from the raw prompt and from the expanded one, and judged: icon retrieval among all OpenMoji
+   icons (top-1, aliases count), exact shape scenes, Tesseract OCR for words, chart values,
+   per-panel identity for storyboards, per-slot retrieval for compositions (references rendered
+   from the expected icons).
+
+Prints markdown tables and writes everything (per-case rows too) as JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, import from the root
+
+from model.data import knowledge as kn
+from model.data import tasks as tk
+from model.prompt_expansion.evaluation import is_correct, load_prompt_set
+from model.prompt_expansion.grounded import GroundedExpander
+from model.prompt_expansion.result import PASSTHROUGH
+
+IMAGE_KINDS = ("icon", "several", "shapes", "word", "chart", "story", "compose")
+DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "tests" / "data" / "pe_prompts.jsonl"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--model", default="assets/default", help="model folder (SeedlingPipeline.from_pretrained)"
+    )
+    p.add_argument("--config", default=None, help="random weights from a named config instead (smoke runs)")
+    p.add_argument("--prompts", default=str(DEFAULT_PROMPTS))
+    p.add_argument("--limit", type=int, default=None, help="at most this many prompts per kind for images")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--captions-per-task", type=int, default=300, help="training captions per task (passthrough)"
+    )
+    p.add_argument("--no-images", action="store_true", help="expansion metrics only")
+    p.add_argument("--out", default="runs/bench_pe.json")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------------------------
+# Expansion metrics
+# --------------------------------------------------------------------------------------------
+
+
+def training_captions(icons, per_task: int, seed: int) -> list[tuple[str, str]]:
+    """(prompt, task): every icon in its 4 phrasings, and `per_task` sampled captions per task."""
+    from model.data import captions as cap
+
+    rng = np.random.default_rng(seed)
+    out = [(cap.icon_caption(i.name, i.group, rng, k), "t2i") for i in icons for k in range(4)]
+    sampler = tk.TaskSampler(icons, seed)
+    for task in tk.TASKS:
+        out += [(sampler.sample(task, rng).prompt, task) for _ in range(per_task)]
+    return out
+
+
+def expansion_metrics(pe: GroundedExpander, rows: list[dict], captions: list[tuple[str, str]]) -> dict:
+    for r in rows[:5]:  # warm up the encoder (first calls allocate)
+        pe.expand(r["prompt"], r["task"])
+    per_kind: dict[str, list[bool]] = {}
+    ms, cases = [], []
+    for r in rows:
+        pe.encoder._cache.clear()  # time each prompt as if it were new
+        res = pe.expand(r["prompt"], r["task"], n_refs=len(r.get("refs", [])) or None)
+        ok = is_correct(r, res, pe.vocab)
+        per_kind.setdefault(r["kind"], []).append(ok)
+        ms.append(res.seconds * 1000)
+        cases.append(
+            {
+                "prompt": r["prompt"],
+                "task": r["task"],
+                "kind": r["kind"],
+                "expanded": res.prompt,
+                "grounded": res.grounded,
+                "budget": res.budget,
+                "correct": ok,
+                "ms": round(ms[-1], 3),
+            }
+        )
+    passthrough = [pe.expand(p, t) for p, t in captions]
+    unchanged = sum(
+        res.prompt == p and res.budget == PASSTHROUGH for (p, _), res in zip(captions, passthrough)
+    )
+    all_ok = [ok for oks in per_kind.values() for ok in oks]
+    return {
+        "accuracy": round(float(np.mean(all_ok)), 4),
+        "n_prompts": len(rows),
+        "per_kind": {k: {"n": len(v), "accuracy": round(float(np.mean(v)), 4)} for k, v in per_kind.items()},
+        "passthrough_rate": round(unchanged / len(captions), 6),
+        "n_training_captions": len(captions),
+        "ms_per_prompt": {
+            "median": round(statistics.median(ms), 2),
+            "p90": round(float(np.percentile(ms, 90)), 2),
+            "max": round(max(ms), 2),
+        },
+        "ms_passthrough_median": round(statistics.median(r.seconds * 1000 for r in passthrough), 3),
+        "cases": cases,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------
+
+
+class Judge:
+    def __init__(self, icons, rows):
+        from model.eval import detectors as det
+        from model.eval.harness import select_eval_icons
+
+        self.det = det
+        self.icons = {i.name: i for i in icons}
+        self.index = det.IconIndex(icons)
+        characters = {n for r in rows if r["kind"] == "story" for n in r["character"]}
+        pool = {i.name for i in select_eval_icons(icons, 200, 0, self.index)} | characters
+        self.index_crop = det.IconIndex(
+            [self.icons[n] for n in sorted(pool)], framing="crop", angles=(-10, -5, 0, 5, 10)
+        )
+        self.ocr_missing = det.tesseract_missing_reason()
+
+    def _is_any(self, index, retrieved: str, names: list[str]) -> bool:
+        return any(index.is_match(retrieved, n) for n in names)
+
+    def score(self, row: dict, images: list[np.ndarray]) -> float | None:
+        det, kind = self.det, row["kind"]
+        if kind == "icon":
+            return float(self._is_any(self.index, self.index.rank(images[0], k=1)[0], row["icons"]))
+        if kind == "several":
+            names = [n for s in row["subjects"] for n in s]
+            return float(self._is_any(self.index, self.index.rank(images[0], k=1)[0], names))
+        if kind == "shapes":
+            scene = kn.ShapeScene(tuple(kn.ShapeObject(c, s, cell) for c, s, cell in row["objects"]))
+            return float(det.match_scene(images[0], scene)["exact"])
+        if kind == "word":
+            if self.ocr_missing:
+                return None
+            return float(det.normalize_text(det.ocr_word(images[0]) or "") == det.normalize_text(row["text"]))
+        if kind == "chart":
+            return float(det.parse_chart(images[0]) == list(row["values"]))
+        if kind == "story":
+            ok = [
+                self._is_any(self.index_crop, self.index_crop.rank(p, k=1)[0], row["character"])
+                for p in images
+            ]
+            return float(np.mean(ok))
+        if kind == "compose":
+            slots = compose_slots(row)
+            ok = det.check_compose(images[0], slots, row["refs"], self.index)
+            return float(all(ok))
+        return None
+
+    def references(self, row: dict) -> list[np.ndarray]:
+        return [tk.composite(self.icons[n].rgba) for n in row.get("refs", [])]
+
+
+def compose_slots(row: dict) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """(reference index, box) per slot of the row's expected composition."""
+    import re
+
+    from model.prompt_expansion.vocab import SLOT_PHRASES
+
+    expected = row["expect"][0]
+    slot_alt = "|".join(sorted(SLOT_PHRASES, key=len, reverse=True))
+    ordinals = {"first": 0, "second": 1, "third": 2, "fourth": 3}
+    pairs = []  # (reference index, slot phrase)
+    if expected.startswith("put "):
+        for m in re.finditer(rf"the (first|second|third|fourth) image ({slot_alt})", expected):
+            pairs.append((ordinals[m[1]], m[2]))
+    else:
+        for m in re.finditer(rf"the (.+?) ({slot_alt})(?:, | and |$)", expected):
+            pairs.append((row["refs"].index(m[1]), m[2]))
+    layout = next(
+        name for name in tk.LAYOUTS_BY_COUNT[len(pairs)] if set(tk.LAYOUTS[name][1]) == {s for _, s in pairs}
+    )
+    boxes, phrases = tk.LAYOUTS[layout]
+    return [(r, boxes[phrases.index(s)]) for r, s in pairs]
+
+
+def task_of(row: dict) -> tuple[str, int]:
+    if row["kind"] == "story":
+        return "storyboard", row["panels"]
+    return row["task"], 1
+
+
+def generate(pipe, prompt: str, task: str, refs, n: int, seed: int, steps: int | None) -> list[np.ndarray]:
+    from PIL import Image
+
+    res = pipe(
+        prompt=prompt,
+        task=task,
+        images=[Image.fromarray(r) for r in refs] or None,
+        num_outputs=n,
+        steps=steps,
+        seed=seed,
+        height=tk.SIZE,
+        width=tk.SIZE,
+    )
+    return [np.asarray(im.convert("RGB")) for im in res.images]
+
+
+def image_metrics(pipe, pe: GroundedExpander, judge: Judge, rows: list[dict], args) -> dict:
+    per_kind: dict[str, dict[str, list[float]]] = {}
+    cases = []
+    for k, row in enumerate(rows):
+        task, n = task_of(row)
+        refs = judge.references(row)
+        res = pe.expand(
+            row["prompt"], task, num_outputs=n if task == "storyboard" else None, n_refs=len(refs) or None
+        )
+        seed = args.seed * 100_003 + k
+        t0 = time.perf_counter()
+        raw = judge.score(row, generate(pipe, row["prompt"], task, refs, n, seed, args.steps))
+        n_expanded = (res.num_outputs or n) if task == "storyboard" else n
+        expanded = judge.score(row, generate(pipe, res.prompt, task, refs, n_expanded, seed, args.steps))
+        if raw is None or expanded is None:
+            continue
+        d = per_kind.setdefault(row["kind"], {"raw": [], "expanded": []})
+        d["raw"].append(raw)
+        d["expanded"].append(expanded)
+        cases.append(
+            {
+                "prompt": row["prompt"],
+                "kind": row["kind"],
+                "task": task,
+                "expanded": res.prompt,
+                "raw_score": raw,
+                "expanded_score": expanded,
+                "seed": seed,
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
+        print(
+            f"  [{k + 1}/{len(rows)}] {row['kind']:8s} raw {raw:.2f} expanded {expanded:.2f}  {row['prompt']!r}",
+            flush=True,
+        )
+    summary = {
+        k: {
+            "n": len(v["raw"]),
+            "raw": round(float(np.mean(v["raw"])), 4),
+            "expanded": round(float(np.mean(v["expanded"])), 4),
+        }
+        for k, v in per_kind.items()
+    }
+    all_raw = [x for v in per_kind.values() for x in v["raw"]]
+    all_exp = [x for v in per_kind.values() for x in v["expanded"]]
+    overall = {
+        "n": len(all_raw),
+        "raw": round(float(np.mean(all_raw)), 4) if all_raw else None,
+        "expanded": round(float(np.mean(all_exp)), 4) if all_exp else None,
+    }
+    return {"per_kind": summary, "overall": overall, "ocr": judge.ocr_missing or "available", "cases": cases}
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from model.data.icons import load_icons
+
+    rows = load_prompt_set(args.prompts)
+    icons = load_icons()
+    pipe = None
+    if not args.no_images:
+        from model.pipeline import SeedlingPipeline
+
+        if args.config:
+            pipe = SeedlingPipeline.from_config(args.config)
+        elif Path(args.model, "pipeline.json").exists():
+            pipe = SeedlingPipeline.from_pretrained(args.model)
+        else:
+            print(
+                f"no model at {args.model} (no pipeline.json): expansion metrics only "
+                "(pass --model FOLDER, or --config tiny for a smoke run)"
+            )
+    t0 = time.perf_counter()
+    pe = GroundedExpander(text_encoder=pipe.text_encoder if pipe is not None else None)
+    init_s = time.perf_counter() - t0
+    exp = expansion_metrics(pe, rows, training_captions(icons, args.captions_per_task, args.seed))
+    print("\n## Prompt expansion (grounded expander)\n")
+    print("| kind | n | grounding accuracy |\n| --- | --- | --- |")
+    for kind, m in exp["per_kind"].items():
+        print(f"| {kind} | {m['n']} | {m['accuracy']:.3f} |")
+    print(f"| **all** | {exp['n_prompts']} | **{exp['accuracy']:.3f}** |\n")
+    t = exp["ms_per_prompt"]
+    print(
+        f"passthrough of training captions: {exp['passthrough_rate']:.4%} of {exp['n_training_captions']}"
+        f" (median {exp['ms_passthrough_median']} ms)"
+    )
+    print(
+        f"ms per free-form prompt (warm vocabulary cache, new text): median {t['median']}, p90 {t['p90']}, "
+        f"max {t['max']}; expander start-up {init_s:.1f} s"
+    )
+    out = {
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "expander_init_s": round(init_s, 2),
+        "expansion": exp,
+    }
+    if pipe is not None:
+        judge = Judge(icons, rows)
+        chosen: list[dict] = []
+        for kind in IMAGE_KINDS:
+            of_kind = [r for r in rows if r["kind"] == kind]
+            chosen += of_kind[: args.limit] if args.limit else of_kind
+        print(
+            f"\n## Images from raw vs expanded prompts ({len(chosen)} prompts, model "
+            f"{args.config or args.model})\n"
+        )
+        img = image_metrics(pipe, pe, judge, chosen, args)
+        print("\n| kind | n | raw | expanded |\n| --- | --- | --- | --- |")
+        for kind, m in img["per_kind"].items():
+            print(f"| {kind} | {m['n']} | {m['raw']:.3f} | {m['expanded']:.3f} |")
+        o = img["overall"]
+        if o["n"]:
+            print(f"| **all** | {o['n']} | **{o['raw']:.3f}** | **{o['expanded']:.3f}** |")
+        if judge.ocr_missing:
+            print(f"\nwords not scored: {judge.ocr_missing}")
+        out["images"] = {"model": args.config or args.model, "steps": args.steps, "seed": args.seed, **img}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
