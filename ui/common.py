@@ -152,6 +152,23 @@ def guidance_input(label: str = "Guidance (0 = model default)") -> gr.Slider:
     return gr.Slider(0.0, 15.0, value=0.0, step=0.5, label=label)
 
 
+def run_buttons(label: str, elem_prefix: str) -> tuple[gr.Button, gr.Button]:
+    """The primary action and its Cancel button, side by side."""
+    with gr.Row():
+        run = gr.Button(label, variant="primary", elem_id=f"{elem_prefix}-run")
+        cancel = gr.Button("Cancel", elem_id=f"{elem_prefix}-cancel")
+    return run, cancel
+
+
+def results_column(elem_prefix: str) -> tuple[gr.Markdown, gr.Image, gr.Gallery]:
+    """The right-hand column every model tab shows: job status, live preview, results."""
+    with gr.Column(scale=1):
+        status = gr.Markdown("", elem_id=f"{elem_prefix}-status")
+        preview = gr.Image(label="Preview", interactive=False, height=160)
+        gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id=f"{elem_prefix}-gallery")
+    return status, preview, gallery
+
+
 def optional(value: float | None) -> float | None:
     """Sliders have no "unset": 0 means "let the model choose"."""
     return None if value is None or value == 0 else value

@@ -19,7 +19,9 @@ from ui.common import (
     model_event,
     optional,
     resolve_seed,
+    results_column,
     run_and_watch,
+    run_buttons,
     seed_input,
     steps_input,
 )
@@ -80,13 +82,8 @@ def build(services: Services) -> ComposeTab:
                 steps = steps_input()
                 seed = seed_input()
             picker = adapter_picker(services, "compose")
-            with gr.Row():
-                run = gr.Button("Compose", variant="primary", elem_id="compose-run")
-                cancel = gr.Button("Cancel", elem_id="compose-cancel")
-        with gr.Column(scale=1):
-            status = gr.Markdown("", elem_id="compose-status")
-            preview = gr.Image(label="Preview", interactive=False, height=160)
-            gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id="compose-gallery")
+            run, cancel = run_buttons("Compose", "compose")
+        status, preview, gallery = results_column("compose")
     job_id = gr.State(None)
 
     def compose(

@@ -22,7 +22,9 @@ from ui.common import (
     model_event,
     optional,
     resolve_seed,
+    results_column,
     run_and_watch,
+    run_buttons,
     seed_input,
     steps_input,
 )
@@ -102,13 +104,8 @@ def build(services: Services) -> EditTab:
                 steps = steps_input()
                 seed = seed_input()
             picker = adapter_picker(services, "edit")
-            with gr.Row():
-                run = gr.Button("Edit", variant="primary", elem_id="edit-run")
-                cancel = gr.Button("Cancel", elem_id="edit-cancel")
-        with gr.Column(scale=1):
-            status = gr.Markdown("", elem_id="edit-status")
-            preview = gr.Image(label="Preview", interactive=False, height=160)
-            gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id="edit-gallery")
+            run, cancel = run_buttons("Edit", "edit")
+        status, preview, gallery = results_column("edit")
     job_id = gr.State(None)
 
     def edit(

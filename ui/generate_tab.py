@@ -19,7 +19,9 @@ from ui.common import (
     model_event,
     optional,
     resolve_seed,
+    results_column,
     run_and_watch,
+    run_buttons,
     seed_input,
     steps_input,
 )
@@ -95,19 +97,14 @@ def build(services: Services) -> GenerateTab:
                 seed = seed_input()
                 num_outputs = gr.Slider(1, 4, value=1, step=1, label="Images")
             picker = adapter_picker(services, "gen")
-            with gr.Row():
-                run = gr.Button("Generate", variant="primary", elem_id="gen-run")
-                cancel = gr.Button("Cancel", elem_id="gen-cancel")
+            run, cancel = run_buttons("Generate", "gen")
             png_drop = gr.File(
                 label="Drop a PNG here to restore its parameters",
                 file_types=[".png"],
                 type="filepath",
                 elem_id="gen-png-drop",
             )
-        with gr.Column(scale=1):
-            status = gr.Markdown("", elem_id="gen-status")
-            preview = gr.Image(label="Preview", interactive=False, height=160)
-            gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id="gen-gallery")
+        status, preview, gallery = results_column("gen")
     job_id = gr.State(None)
     tab = GenerateTab(prompt, width, height, steps, guidance, seed, num_outputs, gallery, picker, expansion)
 

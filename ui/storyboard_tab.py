@@ -20,6 +20,7 @@ from ui.common import (
     optional,
     resolve_seed,
     run_and_watch,
+    run_buttons,
     seed_input,
     steps_input,
 )
@@ -79,9 +80,7 @@ def build(services: Services) -> StoryboardTab:
                 steps = steps_input()
                 seed = seed_input()
             picker = adapter_picker(services, "story")
-            with gr.Row():
-                run = gr.Button("Make storyboard", variant="primary", elem_id="story-run")
-                cancel = gr.Button("Cancel", elem_id="story-cancel")
+            run, cancel = run_buttons("Make storyboard", "story")
         with gr.Column(scale=1):
             status = gr.Markdown("", elem_id="story-status")
             preview = gr.Image(label="Preview", interactive=False, height=160)
