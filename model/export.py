@@ -19,8 +19,15 @@ from model.dit import DiTConfig, UnifiedDiT
 from model.pipeline import PipelineConfig, SeedlingPipeline
 
 
-def export(checkpoint: str | Path, ae: str | Path, out: str | Path, fp16: bool = True, ema: bool = True,
-           pipeline_config: dict | None = None) -> SeedlingPipeline:
+def export(
+    checkpoint: str | Path,
+    ae: str | Path,
+    out: str | Path,
+    fp16: bool = True,
+    ema: bool = True,
+    pipeline_config: dict | None = None,
+    extra_info: dict | None = None,
+) -> SeedlingPipeline:
     ck = Path(checkpoint)
     cfg = DiTConfig.from_dict(json.loads((ck / "config.json").read_text()))
     dit = UnifiedDiT(cfg)
@@ -31,7 +38,8 @@ def export(checkpoint: str | Path, ae: str | Path, out: str | Path, fp16: bool =
     state = ck / "state.pt"
     if state.exists():
         meta = torch.load(state, weights_only=False)
-        (Path(out) / "training.json").write_text(json.dumps({"steps": meta["step"], "samples": meta["samples"]}))
+        info = {"steps": meta["step"], "samples": meta["samples"], **(extra_info or {})}
+        (Path(out) / "training.json").write_text(json.dumps(info, indent=2))
     return pipe
 
 
@@ -44,7 +52,14 @@ def main(argv=None):
     p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
     p.add_argument("--pipeline-config", default="{}", help="JSON overrides, e.g. '{\"guidance\": 2.0}'")
     a = p.parse_args(argv)
-    export(a.checkpoint, a.ae, a.out, fp16=not a.fp32, ema=not a.raw, pipeline_config=json.loads(a.pipeline_config))
+    export(
+        a.checkpoint,
+        a.ae,
+        a.out,
+        fp16=not a.fp32,
+        ema=not a.raw,
+        pipeline_config=json.loads(a.pipeline_config),
+    )
     print(f"exported {a.out}")
 
 

@@ -59,7 +59,9 @@ def task_probs(progress: float) -> dict[str, float]:
 class BatchMaker:
     """Draws samples task by task and groups them into homogeneous (task, N, M) batches."""
 
-    def __init__(self, sampler, rng: np.random.Generator, token_budget: int, text_len: int, tokens_per_image: int):
+    def __init__(
+        self, sampler, rng: np.random.Generator, token_budget: int, text_len: int, tokens_per_image: int
+    ):
         self.sampler = sampler
         self.rng = rng
         self.token_budget = token_budget
@@ -110,17 +112,27 @@ def main(argv=None):
     p.add_argument("--out", default="runs/dit")
     p.add_argument("--config", default="default", choices=sorted(DiT_configs))
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget for this invocation")
-    p.add_argument("--max-steps", type=int, default=20000, help="planned steps (sets curriculum and lr decay)")
-    p.add_argument("--token-budget", type=int, default=3072, help="tokens per batch (sets batch size per task)")
+    p.add_argument(
+        "--max-steps", type=int, default=20000, help="planned steps (sets curriculum and lr decay)"
+    )
+    p.add_argument(
+        "--token-budget", type=int, default=3072, help="tokens per batch (sets batch size per task)"
+    )
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--shortcut-fraction", type=float, default=0.25)
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AVX512-BF16 and on GPUs)")
+    p.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AVX512-BF16 and on GPUs)"
+    )
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--stop-after", type=int, default=0,
-                   help="stop this invocation after N steps (the schedule still follows --max-steps)")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="stop this invocation after N steps (the schedule still follows --max-steps)",
+    )
     p.add_argument("--export", default="", help="write a pipeline folder (EMA weights, fp16) here at the end")
     args = p.parse_args(argv)
 
@@ -177,23 +189,35 @@ def main(argv=None):
         save_file({k: v.contiguous() for k, v in raw.state_dict().items()}, str(ck / "model.safetensors.tmp"))
         save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(ck / "ema.safetensors.tmp"))
         torch.save(opt.state_dict(), ck / "optimizer.pt.tmp")
-        torch.save({"step": step, "samples": samples_seen, "rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state()}, ck / "state.pt.tmp")
+        torch.save(
+            {
+                "step": step,
+                "samples": samples_seen,
+                "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+            },
+            ck / "state.pt.tmp",
+        )
         for n in ("model.safetensors", "ema.safetensors", "optimizer.pt", "state.pt"):
             (ck / f"{n}.tmp").replace(ck / n)
 
     log = open(out / "loss.csv", "a", newline="")
     writer = csv.writer(log)
     if log.tell() == 0:
-        writer.writerow(["step", "task", "n_refs", "n_out", "batch", "loss", "loss_fm", "loss_sc", "lr", "samples_per_s"])
+        writer.writerow(
+            ["step", "task", "n_refs", "n_out", "batch", "loss", "loss_fm", "loss_sc", "lr", "samples_per_s"]
+        )
     amp = torch.autocast(dev.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
     t_end = time.time() + args.minutes * 60
     bar = tqdm(total=args.max_steps, initial=step, desc="dit", disable=not acc.is_main_process)
     model.train()
     t_last, n_last = time.time(), samples_seen
     start_step = step
-    while step < args.max_steps and time.time() < t_end and not (
-            args.stop_after and step - start_step >= args.stop_after):
+    while (
+        step < args.max_steps
+        and time.time() < t_end
+        and not (args.stop_after and step - start_step >= args.stop_after)
+    ):
         progress = step / args.max_steps
         warm = min(1.0, (step + 1) / 200)
         decay = 1.0 if progress < 0.7 else 0.5 * (1 + math.cos(math.pi * (progress - 0.7) / 0.3))
@@ -233,9 +257,20 @@ def main(argv=None):
             sps = (samples_seen - n_last) / max(now - t_last, 1e-6)
             t_last, n_last = now, samples_seen
             bar.set_postfix(loss=f"{loss.item():.3f}", task=task, sps=f"{sps:.1f}")
-            writer.writerow([step, task, len(refs), x0.shape[1], B, f"{loss.item():.5f}",
-                             f"{stats.get('loss_fm', float('nan')):.5f}", f"{stats.get('loss_sc', float('nan')):.5f}",
-                             f"{lr:.2e}", f"{sps:.1f}"])
+            writer.writerow(
+                [
+                    step,
+                    task,
+                    len(refs),
+                    x0.shape[1],
+                    B,
+                    f"{loss.item():.5f}",
+                    f"{stats.get('loss_fm', float('nan')):.5f}",
+                    f"{stats.get('loss_sc', float('nan')):.5f}",
+                    f"{lr:.2e}",
+                    f"{sps:.1f}",
+                ]
+            )
             log.flush()
         if step % args.ckpt_every == 0:
             save_ckpt()
@@ -244,12 +279,16 @@ def main(argv=None):
     acc.print(f"stopped at step {step} ({samples_seen} samples)")
 
     if args.export and acc.is_main_process:
-        from model.pipeline import PipelineConfig, SeedlingPipeline
+        from model.export import export
 
-        pipe = SeedlingPipeline(ema.eval(), ae, te, PipelineConfig(text_len=cfg.text_len))
-        pipe.save_pretrained(args.export, dtype=torch.float16)
-        info = {"steps": step, "samples": samples_seen, "config": cfg.to_dict(), "args": vars(args)}
-        (Path(args.export) / "training.json").write_text(json.dumps(info, indent=2))
+        export(
+            ck,
+            args.ae,
+            args.export,
+            fp16=True,
+            ema=True,
+            extra_info={"config": cfg.to_dict(), "args": vars(args)},
+        )
         acc.print(f"exported pipeline to {args.export}")
 
 
