@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from model.autoencoder import Autoencoder
+from model.autoencoder import Autoencoder, images_to_tensor
 from model.dit import DiT_configs, DiTConfig, UnifiedDiT
 from model.flow import shortcut_flow_loss
 
@@ -84,17 +84,12 @@ class BatchMaker:
                 return b
 
 
-def to_tensor(arrs: list[np.ndarray], device) -> torch.Tensor:
-    t = torch.from_numpy(np.stack(arrs)).to(device)
-    return t.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
 @torch.no_grad()
 def encode_batch(samples, ae: Autoencoder, device):
     """-> refs: list of N (B, C, h, w); masks: list of N (B, 1, h, w) or None; x0: (B, M, C, h, w)."""
     B, N, M = len(samples), len(samples[0].refs), len(samples[0].outputs)
     imgs = [im for s in samples for im in s.refs] + [im for s in samples for im in s.outputs]
-    lat = torch.cat([ae.encode(to_tensor(imgs[i : i + 64], device)) for i in range(0, len(imgs), 64)])
+    lat = torch.cat([ae.encode(images_to_tensor(imgs[i : i + 64], device)) for i in range(0, len(imgs), 64)])
     C, h, w = lat.shape[1:]
     ref_lat = lat[: B * N].reshape(B, N, C, h, w)
     x0 = lat[B * N :].reshape(B, M, C, h, w)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from model.autoencoder import AE_CONFIGS, Autoencoder
+from model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor
 from model.data.ae_images import random_training_image
 from model.data.icons import load_icons
 
@@ -34,8 +34,7 @@ def batch_of_crops(rng: np.random.Generator, icons, n: int, crop: int) -> torch.
         for _ in range(per_image):
             y, x = (int(v) for v in rng.integers(0, 128 - crop + 1, 2))
             out.append(img[y : y + crop, x : x + crop])
-    arr = np.stack(out[:n])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return images_to_tensor(out[:n])
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -54,8 +53,12 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stop-after", type=int, default=0,
-                   help="stop this invocation after N steps (the schedule still follows --max-steps)")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="stop this invocation after N steps (the schedule still follows --max-steps)",
+    )
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -88,7 +91,10 @@ def main(argv=None):
         m = acc.unwrap_model(model)
         save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(ck / "model.safetensors.tmp"))
         torch.save(opt.state_dict(), ck / "optimizer.pt.tmp")
-        torch.save({"step": step, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, ck / "state.pt.tmp")
+        torch.save(
+            {"step": step, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+            ck / "state.pt.tmp",
+        )
         for n in ("model.safetensors", "optimizer.pt", "state.pt"):
             (ck / f"{n}.tmp").replace(ck / n)
 
@@ -98,16 +104,25 @@ def main(argv=None):
     bar = tqdm(total=args.max_steps, initial=step, desc="autoencoder", disable=not acc.is_main_process)
     model.train()
     start_step = step
-    while step < args.max_steps and time.time() < t_end and not (
-            args.stop_after and step - start_step >= args.stop_after):
+    while (
+        step < args.max_steps
+        and time.time() < t_end
+        and not (args.stop_after and step - start_step >= args.stop_after)
+    ):
         # cosine decay over the planned steps, short warm-up
-        lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / args.max_steps, 1.0))))
+        lr = (
+            args.lr
+            * min(1.0, (step + 1) / 100)
+            * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / args.max_steps, 1.0))))
+        )
         for g in opt.param_groups:
             g["lr"] = lr
         x = batch_of_crops(rng, icons, args.batch, args.crop).to(acc.device)
         z = acc.unwrap_model(model).encode_raw(x)
         # latent noise makes the decoder tolerant of the imperfect latents diffusion produces
-        z_in = z + 0.1 * z.detach().std() * torch.randn_like(z) * (torch.rand(z.shape[0], 1, 1, 1, device=z.device) < 0.5)
+        z_in = z + 0.1 * z.detach().std() * torch.randn_like(z) * (
+            torch.rand(z.shape[0], 1, 1, 1, device=z.device) < 0.5
+        )
         rec = acc.unwrap_model(model).decode_raw(z_in)
         loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-4 * z.pow(2).mean()
         opt.zero_grad(set_to_none=True)
@@ -137,7 +152,9 @@ def main(argv=None):
         recs = torch.cat([m.decode(m.encode(xs[i : i + 32])) for i in range(0, len(xs), 32)])
     val_psnr = psnr(recs, xs)
     m.save_pretrained(out / "final")
-    acc.print(f"step {step}: validation PSNR {val_psnr:.2f} dB on 128 fresh 128x128 images; saved {out / 'final'}")
+    acc.print(
+        f"step {step}: validation PSNR {val_psnr:.2f} dB on 128 fresh 128x128 images; saved {out / 'final'}"
+    )
     (out / "final" / "val.json").write_text(f'{{"step": {step}, "psnr": {val_psnr:.3f}}}\n')
 
 
