@@ -2,11 +2,13 @@
 
     python bench/bench_cache.py [--model assets/default] [--steps 8] [--repeats 7] [--out runs/bench_cache.json]
 
-For compose with N = 1, 2, 4 references (128x128, one output, one guidance branch) it times the
-whole 8-step denoising loop with the reference cache (context encoded once, blocks run on the 64
-output tokens per step) and without it (the full [refs ; text ; outputs] sequence every step),
-checks the two give the same latents (fp32, max relative difference), and reports the per-step
-cost. It also times one uncached forward with the dense masked SDPA against the split backend.
+For compose with N = 1, 2, 4 references (128x128, one output) it times the whole 8-step
+denoising loop with the reference cache (context encoded once, blocks run on the 64 output tokens
+per step) and without it (the full [refs ; text ; outputs] sequence every step), checks the two
+give the same latents (fp32, max relative difference), and reports the per-step cost. The loop is
+the pipeline's own (`SeedlingPipeline.make_branches` + `euler_sample`), at two settings: one
+branch (guidance 1) and the model's default compose guidance, where the prompt and empty-prompt
+branches run as one batch of two. It also times one uncached forward with the dense masked SDPA against the split backend.
 Runs are interleaved (cache, no cache, cache, ...) and the median is reported, so a busy machine
 slows both sides alike. Prints a markdown table and writes JSON.
 """
@@ -18,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+from functools import partial
 import sys
 import time
 from pathlib import Path
@@ -26,31 +29,32 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.dit import DiT_configs, UnifiedDiT  # noqa: E402
-from model.sampler import make_schedule  # noqa: E402
+from model.dit import UnifiedDiT  # noqa: E402
+from model.pipeline import SeedlingPipeline  # noqa: E402
+from model.sampler import euler_sample, make_schedule  # noqa: E402
+
+
+def load_pipe(model: str | None) -> SeedlingPipeline:
+    if model and Path(model, "pipeline.json").exists():
+        return SeedlingPipeline.from_pretrained(model)
+    pipe = SeedlingPipeline.from_config("default", seed=0)
+    for p in pipe.dit.parameters():  # random weights off the zero init, so every path does real work
+        with torch.no_grad():
+            p.add_(torch.randn_like(p) * 0.02)
+    return pipe
 
 
 def load_dit(model: str | None) -> UnifiedDiT:
-    if model and Path(model, "dit").exists():
-        return UnifiedDiT.from_pretrained(Path(model) / "dit")
-    torch.manual_seed(0)
-    m = UnifiedDiT(DiT_configs["default"]()).eval()
-    for p in m.parameters():  # random weights off the zero init, so every path does real work
-        with torch.no_grad():
-            p.add_(torch.randn_like(p) * 0.02)
-    return m
+    return load_pipe(model).dit.eval()
 
 
 @torch.no_grad()
-def sample(dit, x, st, po, refs, steps, cached: bool):
+def sample(pipe, x, states, pooled, refs, steps, cached: bool, guidance: float = 1.0):
+    """The pipeline's compose denoising loop (no image guidance), from the given noise."""
+    masks = [torch.zeros_like(r[:, :1]) for r in refs]
+    branches = pipe.make_branches("compose", states, pooled, refs, masks, x.shape[0], guidance, 1.0, cached)
     times = make_schedule(steps)
-    cache = dit.encode_context(st, po, "compose", refs) if cached else None
-    for i in range(steps):
-        t = torch.full((1,), float(times[i]))
-        d = torch.full((1,), float(times[i] - times[i + 1]))
-        v = dit.forward_cached(x, t, cache, d) if cached else dit(x, t, st, po, "compose", refs, d=d)
-        x = x - (times[i] - times[i + 1]) * v
-    return x
+    return euler_sample(branches, x.clone(), times, guidance, 1.0, shortcut=pipe.config.shortcut)
 
 
 def timed(fn, repeats):
@@ -72,28 +76,38 @@ def main(argv=None):
     ap.add_argument("--out", default="runs/bench_cache.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    dit = load_dit(args.model)
+    pipe = load_pipe(args.model)
+    pipe.dit.eval()
+    dit = pipe.dit
     cfg = dit.config
     C, L = cfg.latent_channels, cfg.text_len
     g = torch.Generator().manual_seed(0)
-    st, po = torch.randn(1, L, 384, generator=g), torch.randn(1, 384, generator=g)
+    states, pooled = torch.randn(2, L, 384, generator=g), torch.randn(2, 384, generator=g)
+    st, po = states[:1], pooled[:1]
     x = torch.randn(1, 1, C, 16, 16, generator=g)
     rows = []
+    settings = [(1.0, "1 branch (guidance 1)")]
+    if pipe.config.guidance != 1.0:
+        settings.append((pipe.config.guidance, f"default guidance {pipe.config.guidance:g}: cond + no_text batched"))
     for n in [int(v) for v in args.refs.split(",")]:
         refs = [torch.randn(1, C, 16, 16, generator=g) for _ in range(n)]
-        a = sample(dit, x, st, po, refs, args.steps, True)
-        b = sample(dit, x, st, po, refs, args.steps, False)
-        rel = ((a - b).abs().max() / b.abs().max()).item()
-        t_c, t_u = [], []
-        for _ in range(args.repeats):  # interleaved
-            t_c += timed(lambda: sample(dit, x, st, po, refs, args.steps, True), 1)
-            t_u += timed(lambda: sample(dit, x, st, po, refs, args.steps, False), 1)
-        mc, mu = statistics.median(t_c), statistics.median(t_u)
-        tokens_ctx = n * 64 + L
-        limit = args.steps * (tokens_ctx + 64) / (tokens_ctx + args.steps * 64)
-        rows.append(dict(refs=n, tokens=tokens_ctx + 64, cached_ms=mc * 1e3, uncached_ms=mu * 1e3,
-                         cached_ms_per_step=mc * 1e3 / args.steps, uncached_ms_per_step=mu * 1e3 / args.steps,
-                         speedup=mu / mc, token_limit=limit, max_rel_diff=rel))
+        for guidance, label in settings:
+            def run(cached, refs=refs, guidance=guidance):
+                return sample(pipe, x, states, pooled, refs, args.steps, cached, guidance)
+
+            a, b = run(True), run(False)
+            rel = ((a - b).abs().max() / b.abs().max()).item()
+            t_c, t_u = [], []
+            for _ in range(args.repeats):  # interleaved
+                t_c += timed(partial(run, True), 1)
+                t_u += timed(partial(run, False), 1)
+            mc, mu = statistics.median(t_c), statistics.median(t_u)
+            tokens_ctx = n * 64 + L
+            limit = args.steps * (tokens_ctx + 64) / (tokens_ctx + args.steps * 64)
+            rows.append(dict(refs=n, setting=label, guidance=guidance, tokens=tokens_ctx + 64,
+                             cached_ms=mc * 1e3, uncached_ms=mu * 1e3,
+                             cached_ms_per_step=mc * 1e3 / args.steps, uncached_ms_per_step=mu * 1e3 / args.steps,
+                             speedup=mu / mc, token_limit=limit, max_rel_diff=rel))
     # dense vs split attention on one uncached forward with 4 references
     refs = [torch.randn(1, C, 16, 16, generator=g) for _ in range(4)]
     t = torch.full((1,), 0.5)
@@ -108,12 +122,12 @@ def main(argv=None):
     attn = dict(refs=4, dense_ms=statistics.median(td) * 1e3, split_ms=statistics.median(ts) * 1e3,
                 max_rel_diff=attn_rel)
 
-    print(f"\nReference K/V cache, compose 128x128, {args.steps} steps, one branch, "
+    print(f"\nReference K/V cache, compose 128x128, {args.steps} steps, "
           f"{args.threads} threads, load {os.getloadavg()[0]:.1f}\n")
-    print("| refs | tokens | cached ms (per step) | uncached ms (per step) | speedup | token limit | max rel diff |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| refs | branches | tokens | cached ms (per step) | uncached ms (per step) | speedup | token limit | max rel diff |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['refs']} | {r['tokens']} | {r['cached_ms']:.1f} ({r['cached_ms_per_step']:.2f}) | "
+        print(f"| {r['refs']} | {r['setting']} | {r['tokens']} | {r['cached_ms']:.1f} ({r['cached_ms_per_step']:.2f}) | "
               f"{r['uncached_ms']:.1f} ({r['uncached_ms_per_step']:.2f}) | {r['speedup']:.2f}x | "
               f"{r['token_limit']:.2f}x | {r['max_rel_diff']:.1e} |")
     print(f"\nAttention backends, one uncached forward, 4 refs: dense {attn['dense_ms']:.2f} ms, "

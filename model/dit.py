@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from kernels.attention import attention, cached_context_attention
-from model.rope import Rope3D, apply_rope, image_positions, text_positions
+from model.rope import Rope3D, apply_rope_complex, image_positions, text_positions
 
 TASKS = ("t2i", "edit", "inpaint", "compose", "storyboard", "style")
 
@@ -156,23 +156,27 @@ class DiTBlock(nn.Module):
         """(B, D) -> six (B, 1, D): shift/scale/gate for attention, then for the MLP."""
         return [m.unsqueeze(1) for m in self.adaLN(c).chunk(6, dim=-1)]
 
-    def _qkv(self, h: torch.Tensor, cos, sin):
+    def _qkv(self, h: torch.Tensor, rot: torch.Tensor):
+        """q, k, v (B, H, L, Dh): QK-norm and RoPE applied to q and k together (one RMS norm and one
+        complex rotation over a (2, B, H, L, Dh) view instead of two of each: at the 64 tokens of a
+        cached step the cost is mostly per-kernel overhead)."""
         B, L, D = h.shape
-        q, k, v = self.qkv(h).reshape(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        q = apply_rope(self.q_norm(q), cos, sin)  # (B, H, L, Dh)
-        k = apply_rope(self.k_norm(k), cos, sin)
-        return q, k, v
+        qkv = self.qkv(h).reshape(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        qk = F.rms_norm(qkv[:2].float(), (qkv.shape[-1],), eps=self.q_norm.eps).type_as(h)
+        qk = qk * torch.stack([self.q_norm.weight, self.k_norm.weight])[:, None, None, None]
+        q, k = apply_rope_complex(qk, rot)
+        return q, k, qkv[2]
 
     @staticmethod
     def _split_modulate(h, n_ctx, mc, mo, i):
         """Modulate context rows with mc[i], mc[i+1] and output rows with mo[i], mo[i+1]."""
         return torch.cat([modulate(h[:, :n_ctx], mc[i], mc[i + 1]), modulate(h[:, n_ctx:], mo[i], mo[i + 1])], 1)
 
-    def forward(self, x, n_ctx: int, mod_ctx, mod_out, cos, sin, backend: str):
+    def forward(self, x, n_ctx: int, mod_ctx, mod_out, rot, backend: str):
         """Full sequence. x: (B, Nc + No, D)."""
         B, L, D = x.shape
         h = self._split_modulate(self.norm1(x), n_ctx, mod_ctx, mod_out, 0)
-        q, k, v = self._qkv(h, cos, sin)
+        q, k, v = self._qkv(h, rot)
         a = attention(q, k, v, n_ctx, backend).transpose(1, 2).reshape(B, L, D)
         a = self.proj(a)
         x = x + torch.cat([mod_ctx[2] * a[:, :n_ctx], mod_out[2] * a[:, n_ctx:]], 1)
@@ -180,21 +184,25 @@ class DiTBlock(nn.Module):
         m = self.mlp(h)
         return x + torch.cat([mod_ctx[5] * m[:, :n_ctx], mod_out[5] * m[:, n_ctx:]], 1)
 
-    def context_kv(self, x_ctx, mod_ctx, cos, sin):
-        """Context tokens alone (they attend only to themselves). Returns (new x_ctx, k, v)."""
+    def context_kv(self, x_ctx, mod_ctx, rot, last: bool = False):
+        """Context tokens alone (they attend only to themselves). Returns (new x_ctx, k, v).
+        `last`: only K/V are needed (no later block reads the context states): x_ctx comes back
+        unchanged and the attention output and MLP are skipped."""
         B, L, D = x_ctx.shape
         h = modulate(self.norm1(x_ctx), mod_ctx[0], mod_ctx[1])
-        q, k, v = self._qkv(h, cos, sin)
+        q, k, v = self._qkv(h, rot)
+        if last:
+            return x_ctx, k, v
         a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, L, D)
         x_ctx = x_ctx + mod_ctx[2] * self.proj(a)
         x_ctx = x_ctx + mod_ctx[5] * self.mlp(modulate(self.norm2(x_ctx), mod_ctx[3], mod_ctx[4]))
         return x_ctx, k, v
 
-    def forward_outputs(self, x_out, k_ctx, v_ctx, mod_out, cos, sin):
+    def forward_outputs(self, x_out, k_ctx, v_ctx, mod_out, rot):
         """Output tokens only, attending to [cached context K/V ; their own K/V]."""
         B, L, D = x_out.shape
         h = modulate(self.norm1(x_out), mod_out[0], mod_out[1])
-        q, k, v = self._qkv(h, cos, sin)
+        q, k, v = self._qkv(h, rot)
         a = cached_context_attention(q, k_ctx, v_ctx, k, v).transpose(1, 2).reshape(B, L, D)
         x_out = x_out + mod_out[2] * self.proj(a)
         return x_out + mod_out[5] * self.mlp(modulate(self.norm2(x_out), mod_out[3], mod_out[4]))
@@ -223,7 +231,6 @@ class ContextCache:
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # depth x (B, H, Nc, Dh)
     cond: torch.Tensor  # (B, D) task + pooled text, shared by context and output modulation
     n_ctx: int
-    hidden: torch.Tensor | None = field(default=None, repr=False)  # (B, Nc, D) final context states
 
 
 class UnifiedDiT(nn.Module):
@@ -354,10 +361,10 @@ class UnifiedDiT(nn.Module):
         out, pos_out = self._output_tokens(x_out)
         n_ctx = ctx.shape[1]
         x = torch.cat([ctx, out], 1)  # (B, Nc + No, D)
-        cos, sin = self.rope(torch.cat([pos_ctx, pos_out], 0))
+        rot = self.rope.complex(torch.cat([pos_ctx, pos_out], 0))
         backend = backend or self.config.attention_backend
         for blk in self.blocks:
-            x = blk(x, n_ctx, blk.modulation(c_ctx), blk.modulation(c_out), cos, sin, backend)
+            x = blk(x, n_ctx, blk.modulation(c_ctx), blk.modulation(c_out), rot, backend)
         v = self._unpatchify_outputs(self.final(x[:, n_ctx:], c_out), x_out.shape)
         return (v, x[:, :n_ctx]) if return_context else v
 
@@ -367,12 +374,12 @@ class UnifiedDiT(nn.Module):
         self._check_refs(refs, ref_masks)
         cond, c_ctx, _ = self.conditions(task, pooled, None, None)
         x, pos = self._context_tokens(refs, ref_masks, text_states, ref_indices)
-        cos, sin = self.rope(pos)
+        rot = self.rope.complex(pos)
         kv = []
-        for blk in self.blocks:
-            x, k, v = blk.context_kv(x, blk.modulation(c_ctx), cos, sin)
+        for i, blk in enumerate(self.blocks):
+            x, k, v = blk.context_kv(x, blk.modulation(c_ctx), rot, last=i == len(self.blocks) - 1)
             kv.append((k, v))
-        return ContextCache(kv=kv, cond=cond, n_ctx=x.shape[1], hidden=x)
+        return ContextCache(kv=kv, cond=cond, n_ctx=x.shape[1])
 
     def forward_cached(self, x_out, t, cache: ContextCache, d=None):
         """Same result as `forward` with the cache's context, running blocks on outputs only."""
@@ -381,9 +388,9 @@ class UnifiedDiT(nn.Module):
         dt = self.compute_dtype
         c_out = cache.cond + self.t_embed(t.reshape(B), dt) + self.d_embed(d.reshape(B), dt)
         x, pos = self._output_tokens(x_out)
-        cos, sin = self.rope(pos)
+        rot = self.rope.complex(pos)
         for blk, (k_ctx, v_ctx) in zip(self.blocks, cache.kv):
-            x = blk.forward_outputs(x, k_ctx, v_ctx, blk.modulation(c_out), cos, sin)
+            x = blk.forward_outputs(x, k_ctx, v_ctx, blk.modulation(c_out), rot)
         return self._unpatchify_outputs(self.final(x, c_out), x_out.shape)
 
     # -- helpers ------------------------------------------------------------------------------

@@ -185,6 +185,44 @@ class SeedlingPipeline:
                              f"{images[0].size[0]}x{images[0].size[1]}; they must be the same size")
 
     # -- generation ---------------------------------------------------------------------------
+    def make_branches(self, task: str, states: torch.Tensor, pooled: torch.Tensor, refs: list, ref_masks,
+                      batch: int, guidance: float, image_guidance: float, use_ref_cache: bool = True,
+                      batch_branches: bool = True) -> list[Branch]:
+        """The guidance branches of one generation, ready for `euler_sample`.
+
+        states/pooled: (2, ...) encodings of [prompt, ""]. Branches: "cond" (prompt, refs),
+        "no_text" (empty prompt, refs) when guidance != 1, "none" (empty prompt, no refs) when
+        there are refs and image_guidance != 1. "cond" and "no_text" share the references, so with
+        `batch_branches` they run as one batch of 2 x `batch` (the weights are read once a step).
+        With `use_ref_cache` each branch's context K/V is computed here, once."""
+        names = ["cond"]
+        if guidance != 1.0 or (refs and image_guidance != 1.0):
+            names.append("no_text")
+        groups = [tuple(names)] if batch_branches else [(n,) for n in names]
+        if refs and image_guidance != 1.0:
+            groups.append(("none",))
+        text_row = {"cond": 0, "no_text": 1, "none": 1}
+        branches = []
+        for group in groups:
+            k, rf = len(group), ([] if group == ("none",) else refs)
+            rows = torch.tensor([text_row[n] for n in group], device=states.device)
+            st, po = states[rows], pooled[rows]  # (k, ...): one row per branch
+            rm = ref_masks if rf else None
+            if use_ref_cache:
+                cache = self.dit.encode_context(st, po, task, [r.expand(k, -1, -1, -1) for r in rf],
+                                                [m.expand(k, -1, -1, -1) for m in rm] if rm else None)
+                cache.kv = [(kk.repeat_interleave(batch, 0), vv.repeat_interleave(batch, 0)) for kk, vv in cache.kv]
+                cache.cond = cache.cond.repeat_interleave(batch, 0)
+                fn = (lambda x, t, d, c=cache: self.dit.forward_cached(x, t, c, d))
+            else:
+                n = k * batch
+                stb, pob = st.repeat_interleave(batch, 0), po.repeat_interleave(batch, 0)
+                rfb = [r.expand(n, -1, -1, -1) for r in rf]
+                rmb = [m.expand(n, -1, -1, -1) for m in rm] if rm else None
+                fn = (lambda x, t, d, s=stb, p=pob, r=rfb, m=rmb: self.dit(x, t, s, p, task, r, m, d=d))
+            branches.append(Branch(group[0] if k == 1 else group, fn))
+        return branches
+
     @torch.no_grad()
     def __call__(self, prompt: str = "", task: str = "t2i", images: Sequence[Image.Image] | None = None,
                  mask: Image.Image | None = None, num_outputs: int = 1, steps: int | None = None,
@@ -239,30 +277,9 @@ class SeedlingPipeline:
                 src_latent = refs[0]
         timings["encode_images"] = time.perf_counter() - t0
 
-        task_name = task
-        empty = (states[1:2], pooled[1:2])
-        branch_specs = {"cond": ((states[0:1], pooled[0:1]), refs)}
-        if guidance != 1.0:
-            branch_specs["no_text"] = (empty, refs)
-        if refs and image_guidance != 1.0:
-            branch_specs["none"] = (empty, [])
-            branch_specs.setdefault("no_text", (empty, refs))
-
         t0 = time.perf_counter()
-        branches = {}
-        for name, ((st, po), rf) in branch_specs.items():
-            rm = ref_masks if rf else None
-            if use_ref_cache:
-                cache = self.dit.encode_context(st, po, task_name, rf, rm)
-                cache.kv = [(k.expand(B, *k.shape[1:]), v.expand(B, *v.shape[1:])) for k, v in cache.kv]
-                cache.cond = cache.cond.expand(B, -1)
-                branches[name] = Branch(name, lambda x, t, d, c=cache: self.dit.forward_cached(x, t, c, d))
-            else:
-                stb, pob = st.expand(B, -1, -1), po.expand(B, -1)
-                rfb = [r.expand(B, -1, -1, -1) for r in rf]
-                rmb = [m.expand(B, -1, -1, -1) for m in rm] if rm else None
-                branches[name] = Branch(
-                    name, lambda x, t, d, s=stb, p=pob, r=rfb, m=rmb: self.dit(x, t, s, p, task_name, r, m, d=d))
+        branches = self.make_branches(task, states, pooled, refs, ref_masks, B, guidance, image_guidance,
+                                      use_ref_cache)
         timings["encode_context"] = time.perf_counter() - t0
 
         noise = torch.randn((B, M, C, h, w), generator=gen).to(dev)

@@ -44,6 +44,11 @@ class Rope3D(torch.nn.Module):
         )  # (L, head_dim/2)
         return angles.cos(), angles.sin()
 
+    def complex(self, pos: torch.Tensor) -> torch.Tensor:
+        """The same rotations as one complex table (L, head_dim/2): cos + i sin."""
+        cos, sin = self(pos)
+        return torch.complex(cos, sin)
+
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs (2i, 2i+1). x: (B, H, L, Dh); cos/sin: (L, Dh/2)."""
@@ -51,3 +56,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     x0, x1 = x2[..., 0], x2[..., 1]
     out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
     return out.flatten(-2).type_as(x)
+
+
+def apply_rope_complex(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """`apply_rope` as a single complex multiply (fewer kernels: the per-step cost of small token
+    counts is mostly kernel launches). x: (..., L, Dh); freqs: (L, Dh/2) complex."""
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(xc * freqs).flatten(-2).type_as(x)
