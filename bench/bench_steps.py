@@ -2,10 +2,14 @@
 
     python bench/bench_steps.py --model assets/default --steps 1 2 4 8 32 --limit 20 [--out runs/bench_steps.json]
     python bench/bench_steps.py --model runs/export --steps 4 --guidance 1 1.5 2.5 --schedules uniform shift:3
+    python bench/bench_steps.py --model assets/default --steps 4 --quantize none int8 w8a8 bnb-int8 bnb-nf4
+    python bench/bench_steps.py --model assets/default runs/distill/export --steps 1 2 4 --guidance 5 1
 
-Every setting runs the same cases (same seeds) through the evaluation harness; the table shows
-each suite's primary score, their mean ("score") and seconds per case. Prints a markdown table
-and writes JSON.
+Every setting (model x quantization x steps x guidance x schedule) runs the same cases (same
+seeds) through the evaluation harness; the table shows each suite's primary score, their mean
+("score"), the score relative to the same model and mode at the most steps measured ("vs max
+steps"), the difference from fp32 in points (score x 100, same model and steps), the DiT's weight
+memory and seconds per case. Prints a markdown table and writes JSON.
 """
 
 from __future__ import annotations
@@ -23,14 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="assets/default")
+    ap.add_argument("--model", nargs="+", default=["assets/default"])
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 32])
     ap.add_argument("--guidance", type=float, nargs="+", default=[None])
     ap.add_argument("--schedules", nargs="+", default=[None], help="uniform, cosine, shift:S")
     ap.add_argument("--limit", type=int, default=20, help="cases per suite")
     ap.add_argument("--n-icons", type=int, default=200)
     ap.add_argument("--suites", nargs="+", default=None)
-    ap.add_argument("--quantize", default=None)
+    ap.add_argument("--quantize", nargs="+", default=["none"], help="modes of kernels/quant.py")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="runs/bench_steps.json")
     args = ap.parse_args(argv)
@@ -41,45 +45,61 @@ def main(argv=None):
     from model.eval import harness as hs
     from model.pipeline import SeedlingPipeline
 
+    from kernels.quant import weight_bytes
+
     torch.set_num_threads(args.threads)
-    pipe = SeedlingPipeline.from_pretrained(args.model)
-    if args.quantize:
-        pipe.quantize(args.quantize)
     icons = load_icons()
     rows = []
-    base_schedule, base_shift = pipe.config.schedule, pipe.config.shift
-    for steps, guidance, sched in itertools.product(args.steps, args.guidance, args.schedules):
-        if sched and sched.startswith("shift:"):
-            pipe.config.schedule, pipe.config.shift = "shift", float(sched.split(":")[1])
-        else:
-            pipe.config.schedule, pipe.config.shift = (sched or base_schedule), base_shift
-        cfg = hs.EvalConfig(n_icons=args.n_icons, limit=args.limit,
-                            suites=tuple(args.suites) if args.suites else None)
-        gen = hs.PipelineGenerator(pipe, steps=steps, guidance=guidance)
-        t0 = time.perf_counter()
-        res = hs.evaluate(icons, gen, cfg)
-        wall = time.perf_counter() - t0
-        primary = {name: res.metrics["suites"][name].get(hs.SUITES[name].primary)
-                   for name in res.metrics["suites"]}
-        secs = [m["gen_seconds_per_case"] for m in res.metrics["suites"].values() if "gen_seconds_per_case" in m]
-        row = dict(steps=steps, guidance=guidance if guidance is not None else pipe.config.guidance,
-                   schedule=sched or base_schedule, primary=primary,
-                   score=sum(primary.values()) / max(len(primary), 1),
-                   seconds_per_case=sum(secs) / max(len(secs), 1), wall_s=wall)
-        rows.append(row)
-        print(f"steps={steps} guidance={row['guidance']} schedule={row['schedule']}: score {row['score']:.3f} "
-              f"({wall:.0f}s)", flush=True)
+    for model, mode in itertools.product(args.model, args.quantize):
+        pipe = SeedlingPipeline.from_pretrained(model)
+        if mode != "none":
+            pipe.quantize(mode)
+        mb = weight_bytes(pipe.dit) / 2**20
+        base_schedule, base_shift = pipe.config.schedule, pipe.config.shift
+        for steps, guidance, sched in itertools.product(args.steps, args.guidance, args.schedules):
+            if sched and sched.startswith("shift:"):
+                pipe.config.schedule, pipe.config.shift = "shift", float(sched.split(":")[1])
+            else:
+                pipe.config.schedule, pipe.config.shift = (sched or base_schedule), base_shift
+            cfg = hs.EvalConfig(n_icons=args.n_icons, limit=args.limit,
+                                suites=tuple(args.suites) if args.suites else None)
+            gen = hs.PipelineGenerator(pipe, steps=steps, guidance=guidance)
+            t0 = time.perf_counter()
+            res = hs.evaluate(icons, gen, cfg)
+            wall = time.perf_counter() - t0
+            primary = {name: res.metrics["suites"][name].get(hs.SUITES[name].primary)
+                       for name in res.metrics["suites"]}
+            secs = [m["gen_seconds_per_case"] for m in res.metrics["suites"].values() if "gen_seconds_per_case" in m]
+            row = dict(model=model, quantize=mode, dit_weight_mb=mb, steps=steps,
+                       guidance=guidance if guidance is not None else pipe.config.guidance,
+                       schedule=sched or base_schedule, primary=primary,
+                       score=sum(primary.values()) / max(len(primary), 1),
+                       seconds_per_case=sum(secs) / max(len(secs), 1), wall_s=wall)
+            rows.append(row)
+            print(f"{model} {mode} steps={steps} guidance={row['guidance']} schedule={row['schedule']}: "
+                  f"score {row['score']:.3f} ({wall:.0f}s)", flush=True)
+    for r in rows:
+        same = [o for o in rows if (o["model"], o["quantize"], o["guidance"], o["schedule"])
+                == (r["model"], r["quantize"], r["guidance"], r["schedule"])]
+        top = max(same, key=lambda o: o["steps"])
+        r["vs_max_steps"] = r["score"] / top["score"] if top["score"] > 0 else float("nan")
+        r["max_steps"] = top["steps"]
+        fp = [o for o in rows if o["quantize"] == "none" and (o["model"], o["steps"], o["guidance"], o["schedule"])
+              == (r["model"], r["steps"], r["guidance"], r["schedule"])]
+        r["points_vs_fp32"] = 100 * (r["score"] - fp[0]["score"]) if fp else float("nan")
     names = list(rows[0]["primary"])
-    print(f"\nDreamEval-lite primary scores, {args.limit} cases per suite, model {args.model}, "
+    print(f"\nDreamEval-lite primary scores, {args.limit} cases per suite, {args.threads} threads, "
           f"load {os.getloadavg()[0]:.1f}\n")
-    print("| steps | guidance | schedule | " + " | ".join(names) + " | score | s/case |")
-    print("|" + "---:|" * (len(names) + 5))
+    print("| model | quant | DiT MB | steps | guidance | schedule | " + " | ".join(names)
+          + " | score | vs max steps | pts vs fp32 | s/case |")
+    print("|---|---|" + "---:|" * (len(names) + 8))
     for r in rows:
         cells = " | ".join(f"{r['primary'][n]:.2f}" for n in names)
-        print(f"| {r['steps']} | {r['guidance']} | {r['schedule']} | {cells} | {r['score']:.3f} | "
-              f"{r['seconds_per_case']:.3f} |")
+        print(f"| {r['model']} | {r['quantize']} | {r['dit_weight_mb']:.1f} | {r['steps']} | {r['guidance']} | "
+              f"{r['schedule']} | {cells} | {r['score']:.3f} | {r['vs_max_steps']:.2f} (of {r['max_steps']}) | "
+              f"{r['points_vs_fp32']:+.1f} | {r['seconds_per_case']:.3f} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(dict(model=args.model, limit=args.limit, rows=rows), indent=2))
+    Path(args.out).write_text(json.dumps(dict(models=args.model, limit=args.limit, threads=args.threads, rows=rows), indent=2))
     print(f"\nwrote {args.out}")
 
 

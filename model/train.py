@@ -84,6 +84,27 @@ class BatchMaker:
                 return b
 
 
+class Throughput:
+    """Samples per second since the previous call of `rate`."""
+
+    def __init__(self, samples: int = 0):
+        self.t, self.n = time.time(), samples
+
+    def rate(self, samples: int) -> float:
+        now = time.time()
+        r = (samples - self.n) / max(now - self.t, 1e-6)
+        self.t, self.n = now, samples
+        return r
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, max_decay: float) -> None:
+    """EMA with warm-up: a short run must not keep a large share of its random initial weights."""
+    decay = min(max_decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm, 1 - decay)
+
+
 @torch.no_grad()
 def encode_batch(samples, ae: Autoencoder, device):
     """-> refs: list of N (B, C, h, w); masks: list of N (B, 1, h, w) or None; x0: (B, M, C, h, w)."""
@@ -206,7 +227,7 @@ def main(argv=None):
     t_end = time.time() + args.minutes * 60
     bar = tqdm(total=args.max_steps, initial=step, desc="dit", disable=not acc.is_main_process)
     model.train()
-    t_last, n_last = time.time(), samples_seen
+    meter = Throughput(samples_seen)
     start_step = step
     while (
         step < args.max_steps
@@ -239,18 +260,12 @@ def main(argv=None):
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        with torch.no_grad():
-            # warm-up: a short run must not keep a large share of its random initial weights
-            decay = min(args.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), raw.parameters()):
-                pe.lerp_(pm, 1 - decay)
+        ema_update(ema, raw, step, args.ema)
         step += 1
         samples_seen += B
         bar.update(1)
         if step % 10 == 0:
-            now = time.time()
-            sps = (samples_seen - n_last) / max(now - t_last, 1e-6)
-            t_last, n_last = now, samples_seen
+            sps = meter.rate(samples_seen)
             bar.set_postfix(loss=f"{loss.item():.3f}", task=task, sps=f"{sps:.1f}")
             writer.writerow(
                 [
