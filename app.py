@@ -18,6 +18,16 @@ from backend.settings import QUANTIZE_MODES, Settings
 
 log = logging.getLogger("seedling")
 SHARE_USER = "seedling"
+MAX_UPLOAD_MB = 50.0  # pictures, or a zip of a training set
+
+
+def serve_only_from(data_dir: Path) -> Path:
+    """Gradio keeps uploads and copies of results in its temp folder and serves files from there:
+    put that folder inside the data folder, so every file the app serves lies in it."""
+    temp = (data_dir / "gradio").resolve()  # gradio creates it on the first upload
+    os.environ["GRADIO_TEMP_DIR"] = str(temp)  # read when gradio is imported, so set it first
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(temp / "examples")  # also served; none cached today
+    return temp
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,6 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--share", action="store_true", help="public Gradio link; requires --auth or makes a password"
     )
     p.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=MAX_UPLOAD_MB,
+        help=f"largest file an upload may be, in MB (default {MAX_UPLOAD_MB:g})",
+    )
     p.add_argument(
         "--redis", default=None, metavar="URL", help="Huey on Redis (several workers) instead of SQLite"
     )
@@ -93,10 +109,21 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.model_path.is_dir():
         log.warning("model folder %s does not exist: jobs will fail until it does", settings.model_path)
 
+    if not args.max_upload_mb > 0:
+        raise SystemExit("--max-upload-mb must be a positive number")
+    serve_only_from(settings.data_dir)
     from backend.services import build_services
-    from backend.supervisor import WorkerSupervisor
+    from backend.supervisor import WorkerSupervisor, wait_for_previous_worker
+    from storage.files import StorageError, ensure_writable
     from ui.blocks import build_ui
 
+    try:  # a read-only or full data folder: say so and stop, rather than fail on every job
+        ensure_writable(settings.data_dir, settings.files_dir)
+    except StorageError as err:
+        print(f"Seedling Studio cannot start. {err}", file=sys.stderr, flush=True)
+        return os.EX_CANTCREAT
+    if not args.no_worker and not settings.redis_url:
+        wait_for_previous_worker(settings.data_dir)  # a killed app's worker finishes its job first
     services = build_services(settings)
     services.jobs.requeue_interrupted()
     supervisor = None
@@ -113,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             share=args.share,
             auth=auth,
             allowed_paths=[str(settings.files_dir.resolve())],
+            max_file_size=int(args.max_upload_mb * 1024 * 1024),
             ssr_mode=False,
             footer_links=["api", "settings"],
         )

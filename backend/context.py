@@ -15,7 +15,7 @@ from PIL import Image
 
 from storage.adapters_base import AdapterStoreBase
 from storage.adapters_common import AdapterNameTaken, AdapterRecord, NewAdapter
-from storage.files import FileStore
+from storage.files import FileStore, StoredFile
 from storage.images_base import ImageStoreBase
 from storage.images_common import ImageRecord, NewImage, ParentLink
 from storage.jobs_base import JobStoreBase
@@ -78,35 +78,38 @@ class JobContext:
     def save_outputs(
         self, outputs: Sequence[OutputImage], parents: Sequence[ParentLink], link_siblings: bool
     ) -> list[ImageRecord]:
-        """Write every file (atomically, hashed), then commit all rows and edges in one transaction."""
-        new_images = []
-        for out in outputs:
-            stored = self._files.save_png(out.image.convert("RGB"), "images", out.parameters)
-            new_images.append(
-                NewImage(
-                    origin="output",
-                    file_path=stored.rel_path,
-                    sha256=stored.sha256,
-                    pixel_hash=stored.pixel_hash,
-                    file_size=stored.size,
-                    width=stored.width,
-                    height=stored.height,
-                    job_id=self.job_id,
-                    output_index=out.output_index,
-                    seed=out.seed,
-                    task=out.task,
-                    prompt=out.prompt,
-                    params=out.params,
-                    timings=out.timings,
-                    adapter_id=out.adapter_id,
-                )
-            )
+        """Write every file (atomically, hashed), then commit all rows and edges in one transaction;
+        if anything fails, remove the files already written (no row points at them)."""
+        new_images: list[NewImage] = []
         try:
+            for out in outputs:
+                stored = self._files.save_png(out.image.convert("RGB"), "images", out.parameters)
+                new_images.append(self._new_image(out, stored))
             return self._images.add(new_images, parents, link_siblings=link_siblings)
         except Exception:
-            for new in new_images:  # no row points at these files: do not leave them behind
-                self._files.delete(new.file_path)
+            self._discard(new_images)  # no row points at these files: do not leave them behind
             raise
+
+    def _discard(self, new_images: Sequence[NewImage]) -> None:
+        for new in new_images:
+            try:
+                self._files.delete(new.file_path)
+            except OSError:  # a read-only folder: the original error is what the user needs
+                pass
+
+    def _new_image(self, out: OutputImage, stored: StoredFile) -> NewImage:
+        return NewImage.from_stored(
+            stored,
+            "output",
+            job_id=self.job_id,
+            output_index=out.output_index,
+            seed=out.seed,
+            task=out.task,
+            prompt=out.prompt,
+            params=out.params,
+            timings=out.timings,
+            adapter_id=out.adapter_id,
+        )
 
     # -- long jobs (fine-tuning) ---------------------------------------------------------------
     def others_waiting(self, exclude_kind: str | None = None) -> bool:

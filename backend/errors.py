@@ -9,6 +9,10 @@ class InvalidJob(JobError, ValueError):
     """A job spec failed validation before it was queued."""
 
 
+class NotFound(JobError, LookupError):
+    """A job, image or adapter id that names no row (never existed, or was deleted)."""
+
+
 class QueueFull(JobError):
     """Too many jobs are waiting; try again later."""
 

@@ -30,10 +30,17 @@ class FinetuneService:
     def read_upload(paths: Iterable[str | Path]) -> list[Example]:
         """Examples from uploaded files; InvalidJob naming unreadable files or unmatched pairs.
         Missing captions are allowed here (the UI asks for them) and refused at submit."""
+        paths = list(paths) if isinstance(paths, (list, tuple)) else paths
+        for p in paths if isinstance(paths, list) else []:
+            if not isinstance(p, (str, Path)) or "\x00" in str(p):
+                raise InvalidJob(f"{str(p)[:40]!r} is not the name of an uploaded file")
         try:
             return load_files(paths)
         except DatasetError as err:
             raise InvalidJob(str(err)) from None
+        except OSError as err:  # gone, a folder, unreadable: name the file, not the errno
+            name = Path(err.filename).name if err.filename else "an uploaded file"
+            raise InvalidJob(f"could not read {name!r}: it is missing or not a file") from None
 
     @staticmethod
     def with_texts(examples: Sequence[Example], texts: Sequence[str]) -> list[Example]:

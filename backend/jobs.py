@@ -6,15 +6,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from backend.errors import InvalidJob, QueueFull
-from backend.specs import FinetuneSpec, ImageJobSpec, JobSpec, parse_spec, spec_json
+from backend.errors import InvalidJob, NotFound, QueueFull
+from backend.specs import FinetuneSpec, ImageJobSpec, JobSpec, as_row_id, parse_spec, spec_json
 from model.finetune_data import MIN_SIDE
 from storage.adapters_base import AdapterStoreBase
 from storage.adapters_common import AdapterNotFound
 from storage.images_base import ImageStoreBase
 from storage.images_common import ImageNotFound, ImageRecord
 from storage.jobs_base import JobStoreBase
-from storage.jobs_common import ACTIVE_STATUSES, JobRecord, JobStatus
+from storage.jobs_common import ACTIVE_STATUSES, JobNotFound, JobRecord, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,11 @@ class JobService:
                 f"the mask is {mask.width}x{mask.height} but the source image is "
                 f"{inputs[0].width}x{inputs[0].height}"
             )
+        if spec.task == "inpaint" and (spec.width, spec.height) != (inputs[0].width, inputs[0].height):
+            raise InvalidJob(
+                f"a masked edit keeps the source's size: the source is {inputs[0].width}x{inputs[0].height} "
+                f"but the job asks for {spec.width}x{spec.height}"
+            )
 
     def _check_finetune(self, spec: FinetuneSpec, inputs: list[ImageRecord]) -> None:
         """The adapter name is free and every picture is big enough to crop to the model's grid."""
@@ -101,18 +106,27 @@ class JobService:
 
     def rerun(self, job_id: int) -> JobRecord:
         """The same spec, seed included, as a new job."""
-        return self.submit(parse_spec(self._jobs.get(job_id).spec), rerun_of=job_id)
+        job = self.get(job_id)
+        return self.submit(parse_spec(job.spec), rerun_of=job.id)
 
     def cancel(self, job_id: int) -> JobStatus:
-        return self._jobs.request_cancel(job_id)
+        job_id = as_row_id(job_id, "a job id")
+        try:
+            return self._jobs.request_cancel(job_id)
+        except JobNotFound as err:
+            raise NotFound(str(err)) from None
 
     def get(self, job_id: int) -> JobRecord:
-        return self._jobs.get(job_id)
+        """The job row; NotFound (readable) for an id that names no job, InvalidJob for a non-id."""
+        try:
+            return self._jobs.get(as_row_id(job_id, "a job id"))
+        except JobNotFound as err:
+            raise NotFound(str(err)) from None
 
     def view(self, job_id: int) -> JobView:
-        job = self._jobs.get(job_id)
-        position = self._jobs.queue_position(job_id) if job.status == JobStatus.QUEUED else None
-        images = self._images.for_job(job_id) if job.status == JobStatus.SUCCEEDED else []
+        job = self.get(job_id)
+        position = self._jobs.queue_position(job.id) if job.status == JobStatus.QUEUED else None
+        images = self._images.for_job(job.id) if job.status == JobStatus.SUCCEEDED else []
         return JobView(job=job, queue_position=position, images=images)
 
     def preview(self, job_id: int) -> bytes | None:

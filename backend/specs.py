@@ -33,7 +33,41 @@ from storage.images_common import Role
 MAX_SIDE = 1024
 MAX_SEED = 2**31 - 1
 MAX_ADAPTERS = 4  # adapters applied to one generation
+MAX_ID = 2**63 - 1  # SQLite INTEGER: a bigger id cannot name a row (and would overflow the driver)
+MAX_PROMPT = 2000
 ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}$"  # also safe inside PNG parameters text
+
+
+# Row ids of images (uploads are stored first, so every input picture has one) and adapters.
+RowId = Annotated[int, Field(ge=0, le=MAX_ID)]
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def check_text(value: str | None, what: str = "the text") -> str | None:
+    """Text a person typed, stripped; refuses what no keyboard makes and SQLite, JSON or PNG text
+    cannot hold faithfully (NUL and other control characters, unpaired surrogates)."""
+    if value is None:
+        return None
+    if _SURROGATE.search(value):
+        raise ValueError(f"{what} contains characters that are not valid Unicode text")
+    if _CONTROL.search(value):
+        raise ValueError(f"{what} contains control characters (such as NUL); remove them")
+    return value.strip()
+
+
+def as_row_id(value, what: str = "id") -> int:
+    """A row id from a user value (an int, a whole float, or digits as text); InvalidJob otherwise."""
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdecimal() and value.strip().isascii():
+        value = int(value.strip())
+    if not isinstance(value, int) or not 0 <= value <= MAX_ID:
+        shown = repr(value) if not isinstance(value, str) else repr(value[:40])
+        raise InvalidJob(f"{what} must be a whole number from 0 to {MAX_ID}, not {shown}")
+    return value
 
 
 class AdapterUse(BaseModel):
@@ -41,7 +75,7 @@ class AdapterUse(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    adapter_id: int = Field(ge=1)
+    adapter_id: int = Field(ge=1, le=MAX_ID)
     strength: float = Field(1.0, ge=-2.0, le=2.0, allow_inf_nan=False)
 
 
@@ -50,10 +84,10 @@ class ImageJobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: str = Field("", max_length=2000)
+    prompt: str = Field("", max_length=MAX_PROMPT)
     # Prompt expansion: what the designer typed, when it was on; `prompt` is the expanded text
     # (possibly edited by hand) that the model ran. None: expansion was off.
-    typed_prompt: str | None = Field(None, max_length=2000)
+    typed_prompt: str | None = Field(None, max_length=MAX_PROMPT)
     steps: int | None = Field(None, ge=1, le=100, description="None: the model's default (few-step)")
     guidance: float | None = Field(None, ge=0.0, le=30.0, allow_inf_nan=False)
     seed: int = Field(0, ge=0, le=MAX_SEED)
@@ -109,7 +143,13 @@ class ImageJobSpec(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _strip(cls, value: str) -> str:
-        return value.strip()
+        return check_text(value, "the prompt")
+
+    @field_validator("typed_prompt")
+    @classmethod
+    def _typed_text(cls, value: str | None) -> str | None:
+        check_text(value, "the typed prompt")
+        return value
 
     @model_validator(mode="after")
     def _prompt_given(self) -> ImageJobSpec:
@@ -143,7 +183,7 @@ class EditSpec(ImageJobSpec):
     """Instruction edit of one source image."""
 
     kind: Literal["edit"] = "edit"
-    source_image_id: int
+    source_image_id: RowId
     image_guidance: float | None = Field(None, ge=0.0, le=30.0, allow_inf_nan=False)
 
     @property
@@ -158,7 +198,7 @@ class InpaintSpec(EditSpec):
     """Masked edit: only the painted region (mask 255) changes."""
 
     kind: Literal["inpaint"] = "inpaint"  # type: ignore[assignment]
-    mask_image_id: int
+    mask_image_id: RowId
 
     @property
     def task(self) -> str:
@@ -171,7 +211,7 @@ class InpaintSpec(EditSpec):
 
 class ComposeSpec(ImageJobSpec):
     kind: Literal["compose"] = "compose"
-    reference_image_ids: list[int] = Field(min_length=1, max_length=4)
+    reference_image_ids: list[RowId] = Field(min_length=1, max_length=4)
 
     @property
     def task(self) -> str:
@@ -184,7 +224,7 @@ class ComposeSpec(ImageJobSpec):
 class StyleSpec(ImageJobSpec):
     kind: Literal["style"] = "style"
     PROMPT_REQUIRED: ClassVar[bool] = False  # the style image alone says what to do
-    style_image_id: int
+    style_image_id: RowId
 
     @property
     def task(self) -> str:
@@ -199,7 +239,7 @@ class StoryboardSpec(ImageJobSpec):
 
     kind: Literal["storyboard"] = "storyboard"
     num_outputs: int = Field(4, ge=2, le=6)
-    character_image_id: int | None = None
+    character_image_id: RowId | None = None
 
     @property
     def task(self) -> str:
@@ -215,26 +255,26 @@ _FT = FinetuneConfig()
 class TrainImage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    image_id: int
-    caption: str = Field("", max_length=2000)
+    image_id: RowId
+    caption: str = Field("", max_length=MAX_PROMPT)
 
     @field_validator("caption")
     @classmethod
     def _strip(cls, value: str) -> str:
-        return value.strip()
+        return check_text(value, "a caption")
 
 
 class TrainPair(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    before_image_id: int
-    after_image_id: int
-    instruction: str = Field("", max_length=2000)
+    before_image_id: RowId
+    after_image_id: RowId
+    instruction: str = Field("", max_length=MAX_PROMPT)
 
     @field_validator("instruction")
     @classmethod
     def _strip(cls, value: str) -> str:
-        return value.strip()
+        return check_text(value, "an instruction")
 
 
 class FinetuneSpec(BaseModel):
@@ -254,8 +294,15 @@ class FinetuneSpec(BaseModel):
     learning_rate: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description="None: per method")
     batch_size: int = Field(_FT.batch_size, ge=1, le=64)
     sample_every: int = Field(_FT.sample_every, ge=0, le=20000, description="0: samples at the end only")
-    sample_prompts: list[str] = Field(default_factory=list, max_length=4)
+    sample_prompts: list[Annotated[str, Field(max_length=MAX_PROMPT)]] = Field(
+        default_factory=list, max_length=4
+    )
     seed: int = Field(0, ge=0, le=MAX_SEED)
+
+    @field_validator("sample_prompts")
+    @classmethod
+    def _sample_text(cls, value: list[str]) -> list[str]:
+        return [check_text(p, "a sample prompt") for p in value]
 
     @field_validator("name", mode="before")
     @classmethod
@@ -318,6 +365,12 @@ _ADAPTER: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
 def _message(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            kinds = ", ".join((*IMAGE_JOB_KINDS, "finetune"))
+            tag = e.get("ctx", {}).get("tag")
+            given = f"unknown job kind {str(tag)[:40]!r}" if tag is not None else "the job has no kind"
+            parts.append(f"{given}; choose one of: {kinds}")
+            continue
         where = ".".join(str(p) for p in e["loc"][1:] if p != "kind") if len(e["loc"]) > 1 else ""
         msg = e["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {msg}" if where else msg)

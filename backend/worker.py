@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,9 @@ log = logging.getLogger("backend.worker")
 # submit -> start latency (huey's default backs off to 10 s).
 POLL_INITIAL_S = 0.02
 POLL_MAX_S = 0.05
+LOCK_TIMEOUT_S = 150.0  # a worker of an earlier app run may be finishing its job
+EXIT_DATA_DIR = os.EX_CANTCREAT  # the data folder cannot be written (read-only, disk full)
+EXIT_LOCKED = os.EX_TEMPFAIL  # another worker serves this data folder's SQLite queue
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +49,7 @@ def _exit_with_parent(parent_pid: int) -> None:
             return
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
     settings = Settings(
@@ -56,8 +60,23 @@ def main(argv: list[str] | None = None) -> None:
         redis_url=args.redis,
     )
     from backend.services import build_services  # after logging is set up
+    from backend.supervisor import WorkerLock
+    from storage.files import StorageError, ensure_writable
 
+    try:
+        ensure_writable(settings.data_dir, settings.files_dir)
+    except StorageError as err:
+        log.error("%s", err)
+        return EXIT_DATA_DIR
+    lock = None
+    if not settings.redis_url:  # the SQLite queue has one worker per data folder
+        lock = WorkerLock(settings.data_dir)
+        if not lock.acquire(LOCK_TIMEOUT_S):
+            log.error("worker %s already serves %s; not starting a second one", lock.holder(), args.data_dir)
+            return EXIT_LOCKED
     services = build_services(settings, warm_up=True)
+    if lock is not None and (swept := services.files.sweep_temp_files()):
+        log.info("removed %d temporary files left by an interrupted write", swept)
     if args.parent_pid is not None:
         threading.Thread(target=_exit_with_parent, args=(args.parent_pid,), daemon=True).start()
     consumer = services.huey.create_consumer(
@@ -68,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         max_delay=POLL_MAX_S,
     )
     consumer.run()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

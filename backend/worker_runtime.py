@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import time
 from collections.abc import Callable
@@ -12,12 +14,26 @@ from backend.model_host import ModelHost
 from backend.runners import RUNNERS
 from backend.specs import parse_spec
 from storage.adapters_base import AdapterStoreBase
-from storage.files import FileStore
+from storage.files import FileStore, storage_problem
 from storage.images_base import ImageStoreBase
 from storage.jobs_base import JobStoreBase
 from storage.jobs_common import JobStatus
 
 log = logging.getLogger(__name__)
+
+try:  # glibc only; elsewhere there is nothing to trim
+    _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    _MALLOC_TRIM = _LIBC.malloc_trim
+except (OSError, AttributeError):
+    _MALLOC_TRIM = None
+
+
+def trim_heap() -> None:
+    """Hand freed native memory back to the OS after a job: glibc keeps the freed blocks of the
+    many differently sized tensors a generation allocates, so without this a long-lived worker's
+    RSS creeps up with every new prompt and picture size."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class WorkerRuntime:
@@ -63,17 +79,31 @@ class WorkerRuntime:
                 self.enqueue(job_id)  # type: ignore[misc] - can_yield guarantees it is set
             return self.jobs.get(job_id).status
         except JobCancelled:
-            self.jobs.finish(job_id, JobStatus.CANCELLED, "cancelled", timings)
-            return JobStatus.CANCELLED
+            return self._finish(job_id, JobStatus.CANCELLED, "cancelled", timings)
         except (ValueError, LookupError, FileNotFoundError) as err:  # bad input, deleted input, no model
-            self.jobs.finish(job_id, JobStatus.FAILED, str(err), timings)
-            return JobStatus.FAILED
+            return self._finish(job_id, JobStatus.FAILED, str(err), timings)
         except Exception as err:
+            problem = storage_problem(err, what="save the job's results")  # disk full, read-only folder
+            if problem is not None:
+                log.error("job %d failed: %s", job_id, problem)
+                return self._finish(job_id, JobStatus.FAILED, problem, timings)
             log.exception("job %d failed", job_id)
-            self.jobs.finish(
-                job_id, JobStatus.FAILED, f"internal error ({type(err).__name__}): {err}", timings
-            )
-            return JobStatus.FAILED
+            message = f"internal error ({type(err).__name__}): {err}"
+            return self._finish(job_id, JobStatus.FAILED, message, timings)
         timings["submit_to_saved"] = time.time() - job.created_at
-        self.jobs.finish(job_id, JobStatus.SUCCEEDED, None, timings)
-        return JobStatus.SUCCEEDED
+        return self._finish(job_id, JobStatus.SUCCEEDED, None, timings)
+
+    def _finish(
+        self, job_id: int, status: JobStatus, error: str | None, timings: dict[str, float]
+    ) -> JobStatus:
+        """Record the outcome. If even that write fails (the history database's disk is full),
+        say so in the log: the row stays "running" and the next start requeues it (a job that
+        keeps failing this way is failed after max_attempts starts)."""
+        trim_heap()
+        try:
+            self.jobs.finish(job_id, status, error, timings)
+        except Exception as err:
+            problem = storage_problem(err, what=f"record the outcome of job {job_id}")
+            log.exception("job %d: %s", job_id, problem or "could not record its outcome")
+            return JobStatus.RUNNING
+        return status

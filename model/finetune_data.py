@@ -167,8 +167,18 @@ def _zip_entries(source: bytes | str | Path, name: str) -> dict[str, bytes]:
                 raise DatasetError([f"{name}: more than {MAX_ZIP_BYTES >> 20} MB uncompressed"])
             if len(infos) > 4 * MAX_EXAMPLES:
                 raise DatasetError([f"{name}: {len(infos)} files; at most {4 * MAX_EXAMPLES}"])
-            return {i.filename: zf.read(i) for i in infos}
-    except zipfile.BadZipFile as err:
+            out, total = {}, 0
+            for info in infos:  # count the bytes really inflated: a zip's declared sizes can lie
+                chunks = []
+                with zf.open(info) as f:
+                    while chunk := f.read(1 << 20):
+                        total += len(chunk)
+                        if total > MAX_ZIP_BYTES:
+                            raise DatasetError([f"{name}: more than {MAX_ZIP_BYTES >> 20} MB uncompressed"])
+                        chunks.append(chunk)
+                out[info.filename] = b"".join(chunks)
+            return out
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError) as err:
         raise DatasetError([f"{name}: not a readable zip file ({err})"]) from None
 
 

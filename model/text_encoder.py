@@ -39,7 +39,7 @@ class TextEncoder:
     Not an nn.Module on purpose: it is frozen, never saved with the DiT, and shared.
     """
 
-    def __init__(self, max_length: int = 32, device: str | torch.device = "cpu", cache_size: int = 4096):
+    def __init__(self, max_length: int = 32, device: str | torch.device = "cpu", cache_size: int = 512):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer

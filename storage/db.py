@@ -14,7 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from storage.files import StorageError, display_path, storage_problem
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -56,9 +59,16 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A session in one write transaction: commits on success, rolls back on error."""
-        with self._write_sessions() as session, session.begin():
-            yield session
+        """A session in one write transaction: commits on success, rolls back on error. A full
+        disk or a read-only database becomes a StorageError whose text a person can act on."""
+        try:
+            with self._write_sessions() as session, session.begin():
+                yield session
+        except OperationalError as err:
+            message = storage_problem(err, what=f"write to the history database {display_path(self.path)}")
+            if message is None:
+                raise
+            raise StorageError(message) from err
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -55,6 +55,12 @@ class NewImage:
     timings: dict[str, float] = field(default_factory=dict)
     adapter_id: int | None = None
 
+    @classmethod
+    def from_stored(cls, stored: Any, origin: Origin, **fields: Any) -> NewImage:
+        """The row for a file `FileStore` just wrote (a `StoredFile`), plus the other fields."""
+        return cls(origin=origin, file_path=stored.rel_path, sha256=stored.sha256, pixel_hash=stored.pixel_hash,
+                   file_size=stored.size, width=stored.width, height=stored.height, **fields)
+
 
 @dataclass(frozen=True)
 class ParentLink:

@@ -99,6 +99,7 @@ class AppProcess:
         import subprocess
         import sys
         import time
+        import urllib.error
         import urllib.request
 
         self.port = free_port()
@@ -132,6 +133,10 @@ class AppProcess:
                 with urllib.request.urlopen(self.url + "gradio_api/info", timeout=2) as r:
                     if r.status == 200:
                         return self
+            except urllib.error.HTTPError as err:
+                if err.code == 401:  # started with --auth: it answers, behind the login
+                    return self
+                time.sleep(0.5)
             except OSError:
                 time.sleep(0.5)
         self.stop()
@@ -203,3 +208,24 @@ def trainable_loader(trainable_model_dir):
         return cache[key]
 
     return loader
+
+
+SECURED_AUTH = ("fuzz", "a-long-test-password")
+SECURED_MAX_UPLOAD_MB = 1
+
+
+@pytest.fixture(scope="session")
+def secured_app(tmp_path_factory, tiny_model_dir):
+    """One `python app.py --auth ... --max-upload-mb 1` per session (tiny model, 127.0.0.1), shared
+    by the security and the API fuzz tests: starting an app costs ~15 s on this machine."""
+    auth = ":".join(SECURED_AUTH)
+    proc = AppProcess(
+        tmp_path_factory.mktemp("secured") / "data",
+        tiny_model_dir,
+        "--auth",
+        auth,
+        "--max-upload-mb",
+        str(SECURED_MAX_UPLOAD_MB),
+    ).start()
+    yield proc
+    proc.stop()

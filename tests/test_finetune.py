@@ -356,3 +356,22 @@ def test_pause_checkpoints_and_resumes_and_cancel_stops(pipe, tmp_path):
     assert cancelled.status == "cancelled" and cancelled.adapter is None
     with pytest.raises(ValueError, match="trained on other images"):
         finetune(pipe, captioned(3), config(steps=8), work)
+
+
+def test_zip_bombs_stop_at_the_limit(monkeypatch):
+    """The uncompressed limit holds for honest headers and for headers that under-declare sizes."""
+    import model.finetune_data as fd
+
+    monkeypatch.setattr(fd, "MAX_ZIP_BYTES", 1 << 20)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.png", b"\0" * (3 << 20))  # 3 MB of zeros: a few KB compressed
+    honest = buf.getvalue()
+    assert len(honest) < 64 << 10
+    with pytest.raises(DatasetError, match="MB uncompressed"):
+        load_zip(honest)
+    # rewrite the declared uncompressed size (local header and central directory) to 10 bytes
+    lying = honest.replace((3 << 20).to_bytes(4, "little"), (10).to_bytes(4, "little"))
+    assert lying != honest
+    with pytest.raises(DatasetError, match="MB uncompressed|not a readable zip"):
+        load_zip(lying)

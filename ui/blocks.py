@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import gradio as gr
 
+from backend.errors import JobError
 from backend.services import Services
-from storage.images_common import ImageNotFound, ImageRecord
+from storage.images_common import ImageRecord
 from ui import compose_tab, edit_tab, finetune_tab, generate_tab, history_tab, storyboard_tab
-from ui.common import PRIVATE, model_event, run_and_watch
+from ui.common import PRIVATE, api_call, model_event, run_and_watch
 
 TAB_FOR_KIND = {
     "generate": "generate",
@@ -68,8 +69,8 @@ def _selected(services: Services, image_id) -> ImageRecord:
     if image_id is None:
         raise gr.Error("Select an image in History first.")
     try:
-        return services.history.get(int(image_id))
-    except ImageNotFound:
+        return services.history.get(image_id)
+    except JobError:
         raise gr.Error(f"Image #{image_id} no longer exists.") from None
 
 
@@ -152,7 +153,7 @@ def _api_endpoints(services: Services) -> None:
 
     def job_status(job_id: int) -> dict:
         """A job's status, progress, error, timings, and its output image ids once done."""
-        view = services.jobs.view(int(job_id))
+        view = services.jobs.view(job_id)
         job = view.job
         return {
             "id": job.id,
@@ -167,12 +168,12 @@ def _api_endpoints(services: Services) -> None:
 
     def cancel_job(job_id: int) -> str:
         """Cancel a queued job now, or a running one at its next step; returns the status."""
-        return services.jobs.cancel(int(job_id)).value
+        return services.jobs.cancel(job_id).value
 
     def rerun_job(job_id: int) -> int:
         """Queue a past job again with the same parameters and seed; returns the new job id."""
-        return services.jobs.rerun(int(job_id)).id
+        return services.jobs.rerun(job_id).id
 
-    gr.api(job_status, api_name="job_status")
-    gr.api(cancel_job, api_name="cancel_job")
-    gr.api(rerun_job, api_name="rerun_job")
+    gr.api(api_call(job_status), api_name="job_status")
+    gr.api(api_call(cancel_job), api_name="cancel_job")
+    gr.api(api_call(rerun_job), api_name="rerun_job")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -12,8 +14,10 @@ import gradio as gr
 from PIL import Image
 
 from backend.errors import JobError
+from backend.history import decode_image
 from backend.services import Services
 from backend.specs import MAX_SEED, JobSpec, make_spec
+from storage.files import StorageError
 from storage.images_common import ImageRecord, Relative
 from storage.jobs_common import JobRecord, JobStatus
 
@@ -25,23 +29,137 @@ PRIVATE = "private"  # api_visibility of UI glue events
 
 def model_event(services: Services) -> dict:
     """Keyword arguments for every event that waits on model work: one shared concurrency group,
-    as wide as the job queue, so jobs wait (with positions) in the Huey queue, not in Gradio's."""
-    return {"concurrency_id": MODEL_CONCURRENCY_ID, "concurrency_limit": services.settings.max_queue}
+    one wider than the job queue, so jobs wait (with positions) in the Huey queue, not in Gradio's,
+    and a submit beyond --max-queue reaches JobService and answers "queue full" at once (as wide
+    as the queue, it would wait unseen in Gradio's queue instead)."""
+    return {"concurrency_id": MODEL_CONCURRENCY_ID, "concurrency_limit": services.settings.max_queue + 1}
+
+
+# What a handler turns into a message for the person: the backend's refusals and storage trouble
+# (disk full, read-only data folder) - both are sentences already.
+USER_ERRORS = (JobError, StorageError)
+
+
+def user_error(err: Exception) -> gr.Error:
+    """A backend message (a sentence in lower case) as the error a person sees."""
+    text = str(err).strip() or "Something went wrong."
+    return gr.Error(text[0].upper() + text[1:])
+
+
+def _check_upload(path: str | None, mode: str | None = None, what: str = "the uploaded picture"):
+    """Decode an uploaded file with the app's limits (bombs, damaged files), or raise gr.Error."""
+    if not path:
+        raise gr.Error("The picture did not arrive; upload it again.")
+    try:
+        return decode_image(path, mode, what)
+    except USER_ERRORS as err:
+        raise user_error(err) from None
+
+
+def readable(component, check: Callable | None = None):
+    """`component` (an input) whose refusal of a value it cannot read (text in a slider, a damaged
+    picture, ...) is a sentence for the caller, not an exception Gradio hides ("set show_error").
+    `check(payload)` may return the value itself (or raise gr.Error) before Gradio's own reading.
+    The instance's preprocess is wrapped: a subclass would make Gradio write a .pyi into ui/."""
+    original = component.preprocess
+
+    def preprocess(payload):
+        if check is not None and payload is not None:
+            value = check(payload)
+            if value is not None:
+                return value
+        name = component.label or "a field"
+        try:
+            return original(payload)
+        except gr.Error as err:
+            if "<class " not in str(err):  # Gradio's own sentence ("Value 0 is less than minimum value 1.")
+                raise
+            choices = getattr(component, "choices", None)
+            listed = f" choose one of: {', '.join(str(c[1]) for c in choices)}" if choices else ""
+            raise gr.Error(
+                f"{str(payload)[:40]!r} is not a valid value for {name};{listed}".rstrip(";")
+            ) from None
+        except Exception:  # noqa: BLE001 - whatever the component raised, the value is unusable
+            raise gr.Error(f"{str(payload)[:40]!r} is not a valid value for {name}.") from None
+
+    component.preprocess = preprocess
+    return component
+
+
+def SafeImage(**kwargs) -> gr.Image:
+    """gr.Image whose uploads are decoded with the app's limits: a damaged file, a file that is no
+    picture or a decompression bomb ends in a sentence."""
+    image = gr.Image(**kwargs)
+
+    def check(payload):
+        decoded = _check_upload(payload.path, image.image_mode)
+        return decoded if image.type == "pil" else None
+
+    return readable(image, check)
+
+
+def SafeImageEditor(**kwargs) -> gr.ImageEditor:
+    """gr.ImageEditor with the same upload checks (background, layers, composite)."""
+    editor = gr.ImageEditor(**kwargs)
+
+    def check(payload):
+        if payload.id is None:
+            for part in (payload.background, payload.composite, *(payload.layers or [])):
+                if part is not None:
+                    _check_upload(getattr(part, "path", None), None, "the picture in the editor")
+
+    return readable(editor, check)
+
+
+def _readable_factory(cls):
+    def make(*args, **kwargs):
+        return readable(cls(*args, **kwargs))
+
+    make.__name__ = cls.__name__
+    make.__doc__ = f"gr.{cls.__name__} whose unreadable values are refused with a sentence."
+    return make
+
+
+Slider = _readable_factory(gr.Slider)
+Number = _readable_factory(gr.Number)
+Dropdown = _readable_factory(gr.Dropdown)
+Radio = _readable_factory(gr.Radio)
+Checkbox = _readable_factory(gr.Checkbox)
+Textbox = _readable_factory(gr.Textbox)
+Dataframe = _readable_factory(gr.Dataframe)
+File = _readable_factory(gr.File)
+
+
+def api_call(fn: Callable) -> Callable:
+    """An API endpoint whose backend errors (bad id, unknown job, ...) reach the caller as gr.Error."""
+
+    @functools.wraps(fn)  # gr.api reads the parameters and the docstring
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as err:
+            raise user_error(err) from None
+
+    return wrapper
 
 
 def resolve_seed(seed: float | None) -> int:
     """-1 (or empty) picks a random seed; the job records the one used."""
-    if seed is None or int(seed) < 0:
-        return random.randint(0, MAX_SEED)
-    return int(seed)
+    try:
+        value = float(seed) if seed is not None else -1.0
+    except (TypeError, ValueError):
+        raise gr.Error(f"The seed must be a whole number (-1 = random), not {str(seed)[:40]!r}.") from None
+    if not math.isfinite(value) or value != int(value) or value > MAX_SEED:
+        raise gr.Error(f"The seed must be a whole number from -1 to {MAX_SEED}, not {seed!r}.")
+    return random.randint(0, MAX_SEED) if value < 0 else int(value)
 
 
 def build_spec(kind: str, **fields) -> JobSpec:
     """A validated spec, or a gr.Error a person can read."""
     try:
         return make_spec(kind, **fields)
-    except JobError as err:
-        raise gr.Error(str(err)) from None
+    except USER_ERRORS as err:
+        raise user_error(err) from None
 
 
 def submit(services: Services, spec: JobSpec, rerun_of: int | None = None) -> JobRecord:
@@ -49,8 +167,8 @@ def submit(services: Services, spec: JobSpec, rerun_of: int | None = None) -> Jo
         if rerun_of is not None:
             return services.jobs.rerun(rerun_of)
         return services.jobs.submit(spec)
-    except JobError as err:
-        raise gr.Error(str(err)) from None
+    except USER_ERRORS as err:
+        raise user_error(err) from None
 
 
 def gallery_items(services: Services, images: list[ImageRecord]) -> list[tuple[str, str]]:
@@ -141,15 +259,15 @@ def run_and_watch(
 
 
 def seed_input(label: str = "Seed (-1 = random)") -> gr.Number:
-    return gr.Number(value=-1, precision=0, label=label, minimum=-1, maximum=MAX_SEED)
+    return Number(value=-1, precision=0, label=label, minimum=-1, maximum=MAX_SEED)
 
 
 def steps_input() -> gr.Slider:
-    return gr.Slider(0, 50, value=0, step=1, label="Steps (0 = model default)")
+    return Slider(0, 50, value=0, step=1, label="Steps (0 = model default)")
 
 
 def guidance_input(label: str = "Guidance (0 = model default)") -> gr.Slider:
-    return gr.Slider(0.0, 15.0, value=0.0, step=0.5, label=label)
+    return Slider(0.0, 15.0, value=0.0, step=0.5, label=label)
 
 
 def run_buttons(label: str, elem_prefix: str) -> tuple[gr.Button, gr.Button]:
@@ -167,6 +285,14 @@ def results_column(elem_prefix: str) -> tuple[gr.Markdown, gr.Image, gr.Gallery]
         preview = gr.Image(label="Preview", interactive=False, height=160)
         gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id=f"{elem_prefix}-gallery")
     return status, preview, gallery
+
+
+def whole(value):
+    """A widget number as an int when it is one (128.0 -> 128); anything else unchanged, for the
+    spec's validation to name (NaN, 3.5, "abc" each get a sentence there, not a ValueError here)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
 
 
 def optional(value: float | None) -> float | None:
@@ -193,7 +319,7 @@ def adapter_choices(services: Services) -> list[tuple[str, str]]:
 
 def adapter_picker(services: Services, elem_prefix: str) -> AdapterPicker:
     with gr.Row():
-        adapters = gr.Dropdown(
+        adapters = Dropdown(
             choices=adapter_choices(services),
             value=[],
             multiselect=True,
@@ -202,7 +328,7 @@ def adapter_picker(services: Services, elem_prefix: str) -> AdapterPicker:
             allow_custom_value=True,  # API callers may pass ids; unknown ones get the backend's message
             elem_id=f"{elem_prefix}-adapters",
         )
-        strength = gr.Slider(
+        strength = Slider(
             -1.0,
             2.0,
             value=1.0,
@@ -220,7 +346,10 @@ def adapter_uses(selected: list | str | None, strength: float | None) -> list[tu
         return []
     if isinstance(selected, (str, int)):
         selected = [selected]
-    s = 1.0 if strength is None else float(strength)
+    try:
+        s = 1.0 if strength is None else float(strength)
+    except (TypeError, ValueError):
+        raise gr.Error(f"Adapter strength must be a number, not {str(strength)[:40]!r}.") from None
     uses = []
     for value in selected:
         try:

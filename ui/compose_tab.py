@@ -11,6 +11,9 @@ from ui import prompt_expansion as pe_ui
 from ui.common import (
     PRIVATE,
     AdapterPicker,
+    Radio,
+    SafeImage,
+    Textbox,
     adapter_picker,
     adapter_uses,
     build_spec,
@@ -61,16 +64,16 @@ def build(services: Services) -> ComposeTab:
         with gr.Column(scale=1):
             with gr.Row():
                 refs = [
-                    gr.Image(type="pil", label=f"Reference {i + 1}", height=140, elem_id=f"compose-ref-{i}")
+                    SafeImage(type="pil", label=f"Reference {i + 1}", height=140, elem_id=f"compose-ref-{i}")
                     for i in range(SLOTS)
                 ]
-            mode = gr.Radio(
+            mode = Radio(
                 ["compose", "style"],
                 value="compose",
                 label="Mode",
                 info="style: restyle the prompt after one reference image",
             )
-            prompt = gr.Textbox(
+            prompt = Textbox(
                 label="Prompt",
                 lines=2,
                 placeholder="the cat from 1 sitting on the sofa from 2",

@@ -14,6 +14,8 @@ from ui import prompt_expansion as pe_ui
 from ui.common import (
     PRIVATE,
     AdapterPicker,
+    SafeImageEditor,
+    Textbox,
     adapter_picker,
     adapter_uses,
     build_spec,
@@ -82,7 +84,7 @@ def check_size(image: Image.Image) -> None:
 def build(services: Services) -> EditTab:
     with gr.Row():
         with gr.Column(scale=1):
-            editor = gr.ImageEditor(
+            editor = SafeImageEditor(
                 label="Source: paint over the part to change (leave unpainted to edit the whole image)",
                 type="pil",
                 image_mode="RGBA",
@@ -93,7 +95,7 @@ def build(services: Services) -> EditTab:
                 height=360,
                 elem_id="edit-editor",
             )
-            instruction = gr.Textbox(
+            instruction = Textbox(
                 label="Instruction", lines=2, placeholder="make the sky purple", elem_id="edit-instruction"
             )
             expansion = pe_ui.expansion_box("edit")

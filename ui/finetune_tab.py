@@ -12,12 +12,26 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from backend.errors import JobError
 from backend.services import Services
 from model.finetune_config import DEFAULT_LR, FinetuneConfig
 from model.finetune_data import CaptionedImage, Example
 from storage.jobs_common import JobRecord, JobStatus
-from ui.common import PRIVATE, adapter_choices, cancel_handler, model_event
+from ui.common import (
+    PRIVATE,
+    USER_ERRORS,
+    Dataframe,
+    Dropdown,
+    File,
+    Number,
+    Radio,
+    Slider,
+    Textbox,
+    adapter_choices,
+    cancel_handler,
+    model_event,
+    user_error,
+    whole,
+)
 
 POLL_S = 0.5
 TEXT_COLUMN = "caption / instruction"
@@ -128,7 +142,7 @@ def adapter_info(services: Services, adapter_id) -> tuple[str, pd.DataFrame]:
         return "", loss_frame()
     try:
         a = services.adapters.get(int(adapter_id))
-    except LookupError as err:
+    except (LookupError, TypeError, ValueError, OverflowError) as err:
         return str(err), loss_frame()
     p, m = a.params, a.metrics
     final = m.get("final_loss")
@@ -146,13 +160,13 @@ def build(services: Services) -> FinetuneTab:
     with gr.Row():
         with gr.Column(scale=1):
             gr.Markdown(HELP)
-            files = gr.File(
+            files = File(
                 label="Training pictures, .txt captions, or a .zip",
                 file_count="multiple",
                 type="filepath",
                 elem_id="ft-files",
             )
-            table = gr.Dataframe(
+            table = Dataframe(
                 headers=["file", TEXT_COLUMN],
                 datatype=["str", "str"],
                 column_count=2,
@@ -162,27 +176,27 @@ def build(services: Services) -> FinetuneTab:
                 label="Captions (edit here)",
                 elem_id="ft-table",
             )
-            name = gr.Textbox(label="Adapter name", placeholder="my-style", max_lines=1, elem_id="ft-name")
+            name = Textbox(label="Adapter name", placeholder="my-style", max_lines=1, elem_id="ft-name")
             with gr.Accordion("Training settings", open=False):
-                method = gr.Radio(
+                method = Radio(
                     ["lora", "full"],
                     value=_DEFAULTS.method,
                     label="Method",
                     info="LoRA: small adapter on attention + MLP; full: every DiT weight",
                 )
                 with gr.Row():
-                    rank = gr.Slider(1, 64, value=_DEFAULTS.rank, step=1, label="LoRA rank")
-                    alpha = gr.Number(value=0, label="LoRA alpha (0 = rank)", minimum=0)
+                    rank = Slider(1, 64, value=_DEFAULTS.rank, step=1, label="LoRA rank")
+                    alpha = Number(value=0, label="LoRA alpha (0 = rank)", minimum=0)
                 with gr.Row():
-                    steps = gr.Slider(
+                    steps = Slider(
                         10, 3000, value=_DEFAULTS.steps, step=10, label="Steps", elem_id="ft-steps"
                     )
-                    lr = gr.Number(value=0, label="Learning rate (0 = default)", minimum=0)
+                    lr = Number(value=0, label="Learning rate (0 = default)", minimum=0)
                 with gr.Row():
-                    batch = gr.Slider(
+                    batch = Slider(
                         1, 32, value=_DEFAULTS.batch_size, step=1, label="Batch size", elem_id="ft-batch"
                     )
-                    sample_every = gr.Slider(
+                    sample_every = Slider(
                         0,
                         500,
                         value=_DEFAULTS.sample_every,
@@ -190,10 +204,10 @@ def build(services: Services) -> FinetuneTab:
                         label="Samples every K steps (0 = at the end)",
                         elem_id="ft-sample-every",
                     )
-                sample_prompts = gr.Textbox(
+                sample_prompts = Textbox(
                     label="Sample prompts (one per line; empty = the first captions)", lines=2
                 )
-                seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
+                seed = Number(value=0, precision=0, label="Seed", minimum=0)
             with gr.Row():
                 run = gr.Button("Start training", variant="primary", elem_id="ft-run")
                 cancel = gr.Button("Cancel", elem_id="ft-cancel")
@@ -207,7 +221,7 @@ def build(services: Services) -> FinetuneTab:
             )
             sample_caption = gr.Markdown("", elem_id="ft-sample-caption")
             with gr.Group():
-                adapter_list = gr.Dropdown(
+                adapter_list = Dropdown(
                     choices=adapter_choices(services), label="Adapters", elem_id="ft-adapter-list"
                 )
                 info = gr.Markdown("", elem_id="ft-adapter-info")
@@ -223,8 +237,8 @@ def build(services: Services) -> FinetuneTab:
             return []
         try:
             examples = services.finetune.read_upload(paths)
-        except JobError as err:
-            raise gr.Error(str(err)) from None
+        except USER_ERRORS as err:
+            raise user_error(err) from None
         return _rows(examples, _typed(table))
 
     files.change(load_files, [files, table], table, api_visibility=PRIVATE)
@@ -258,17 +272,17 @@ def build(services: Services) -> FinetuneTab:
                 (name or "").strip(),
                 examples,
                 method=method,
-                rank=int(rank),
-                alpha=float(alpha) if alpha else None,
-                steps=int(steps),
-                learning_rate=float(lr) if lr else None,
-                batch_size=int(batch),
-                sample_every=int(sample_every),
+                rank=whole(rank),
+                alpha=alpha if alpha else None,
+                steps=whole(steps),
+                learning_rate=lr if lr else None,
+                batch_size=whole(batch),
+                sample_every=whole(sample_every),
                 sample_prompts=[p.strip() for p in (sample_prompts or "").splitlines() if p.strip()][:4],
-                seed=int(seed or 0),
+                seed=whole(seed or 0),
             )
-        except JobError as err:
-            raise gr.Error(str(err)) from None
+        except USER_ERRORS as err:
+            raise user_error(err) from None
         yield job.id, f"Job {job.id}: submitted", loss_frame(), None, ""
         for line, frame, image, caption in watch_training(services, job.id):
             view = services.jobs.get(job.id)
@@ -300,7 +314,7 @@ def build(services: Services) -> FinetuneTab:
             raise gr.Error("Pick an adapter to delete.")
         try:
             record = services.adapters.delete(int(adapter_id))
-        except LookupError as err:
+        except (LookupError, TypeError, ValueError, OverflowError) as err:
             raise gr.Error(str(err)) from None
         return f"Deleted adapter **{record.name}** (#{record.id}) and its file."
 

@@ -11,6 +11,10 @@ from ui import prompt_expansion as pe_ui
 from ui.common import (
     PRIVATE,
     AdapterPicker,
+    File,
+    Radio,
+    Slider,
+    Textbox,
     adapter_picker,
     adapter_uses,
     build_spec,
@@ -24,6 +28,7 @@ from ui.common import (
     run_buttons,
     seed_input,
     steps_input,
+    whole,
 )
 
 ASPECTS = {
@@ -82,23 +87,23 @@ def values_from_params(params: dict) -> list:
 def build(services: Services) -> GenerateTab:
     with gr.Row():
         with gr.Column(scale=1):
-            prompt = gr.Textbox(
+            prompt = Textbox(
                 label="Prompt", lines=3, placeholder="a red fox in the snow", elem_id="gen-prompt"
             )
             expansion = pe_ui.expansion_box("gen")
-            aspect = gr.Radio(list(ASPECTS), value="1:1", label="Aspect")
+            aspect = Radio(list(ASPECTS), value="1:1", label="Aspect")
             with gr.Row():
-                width = gr.Slider(64, 512, value=128, step=16, label="Width")
-                height = gr.Slider(64, 512, value=128, step=16, label="Height")
+                width = Slider(64, 512, value=128, step=16, label="Width")
+                height = Slider(64, 512, value=128, step=16, label="Height")
             with gr.Row():
                 steps = steps_input()
                 guidance = guidance_input()
             with gr.Row():
                 seed = seed_input()
-                num_outputs = gr.Slider(1, 4, value=1, step=1, label="Images")
+                num_outputs = Slider(1, 4, value=1, step=1, label="Images")
             picker = adapter_picker(services, "gen")
             run, cancel = run_buttons("Generate", "gen")
-            png_drop = gr.File(
+            png_drop = File(
                 label="Drop a PNG here to restore its parameters",
                 file_types=[".png"],
                 type="filepath",
@@ -132,12 +137,12 @@ def build(services: Services) -> GenerateTab:
             "generate",
             prompt=run_prompt.prompt,
             typed_prompt=run_prompt.typed_prompt,
-            width=int(width),
-            height=int(height),
+            width=whole(width),
+            height=whole(height),
             steps=optional(steps),
             guidance=optional(guidance),
             seed=resolve_seed(seed),
-            num_outputs=int(num_outputs),
+            num_outputs=whole(num_outputs),
             adapters=adapter_uses(adapters, adapter_strength),
         )
         for job, status, *rest in run_and_watch(services, spec, progress):

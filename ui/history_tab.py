@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from backend.errors import JobError
 from backend.services import Services
-from storage.images_common import ImageNotFound, ImageQuery, ImageRecord
-from ui.common import PRIVATE, gallery_items, relative_items
+from backend.specs import as_row_id
+from storage.images_common import ImageQuery, ImageRecord
+from ui.common import PRIVATE, USER_ERRORS, Dropdown, Textbox, gallery_items, relative_items, user_error
 
 TASKS = ["all", "t2i", "edit", "inpaint", "compose", "style", "storyboard"]
 DATES = ["any time", "today", "last 7 days", "last 30 days"]
@@ -52,7 +54,12 @@ def _created_after(date: str) -> float | None:
 def image_query(
     text: str | None, task: str | None, date: str | None, adapter: str | int | None
 ) -> ImageQuery:
-    adapter_id = int(adapter) if adapter not in (None, "", ALL_ADAPTERS) else None
+    try:
+        adapter_id = (
+            as_row_id(adapter, "the adapter filter") if adapter not in (None, "", ALL_ADAPTERS) else None
+        )
+    except USER_ERRORS as err:
+        raise user_error(err) from None
     return ImageQuery(
         text=(text or "").strip() or None,
         task=None if task in (None, "all") else task,
@@ -93,10 +100,10 @@ def describe(image: ImageRecord) -> str:
 
 def build(services: Services) -> HistoryTab:
     with gr.Row():
-        text = gr.Textbox(label="Search prompts", placeholder="fox snow", scale=3, elem_id="history-search")
-        task = gr.Dropdown(TASKS, value="all", label="Task", scale=1)
-        date = gr.Dropdown(DATES, value="any time", label="Date", scale=1)
-        adapter = gr.Dropdown([ALL_ADAPTERS], value=ALL_ADAPTERS, label="Adapter", scale=1)
+        text = Textbox(label="Search prompts", placeholder="fox snow", scale=3, elem_id="history-search")
+        task = Dropdown(TASKS, value="all", label="Task", scale=1)
+        date = Dropdown(DATES, value="any time", label="Date", scale=1)
+        adapter = Dropdown([ALL_ADAPTERS], value=ALL_ADAPTERS, label="Adapter", scale=1)
         refresh = gr.Button("Search", scale=1, elem_id="history-refresh")
     with gr.Row():
         with gr.Column(scale=3):
@@ -148,8 +155,8 @@ def build(services: Services) -> HistoryTab:
         if image_id is None:
             return None, "Select an image.", [], [], [], [], None
         try:
-            record = services.history.get(int(image_id))
-        except ImageNotFound:
+            record = services.history.get(image_id)
+        except JobError:
             return None, f"Image #{image_id} no longer exists.", [], [], [], [], None
         lineage = services.history.lineage(record.id)
         return (
@@ -176,7 +183,10 @@ def build(services: Services) -> HistoryTab:
     def delete_selected(image_id, text, task, date, adapter):
         if image_id is None:
             raise gr.Error("Select an image to delete.")
-        services.history.delete(int(image_id))
+        try:
+            services.history.delete(image_id)
+        except USER_ERRORS as err:
+            raise user_error(err) from None
         return (*search(text, task, date, adapter), *select(None), f"Deleted image #{image_id}.")
 
     delete.click(

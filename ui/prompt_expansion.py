@@ -18,7 +18,7 @@ import gradio as gr
 from backend.errors import JobError
 from backend.prompt_expansion import NotGrounded, Resolved, notes_markdown
 from backend.services import Services
-from ui.common import PRIVATE
+from ui.common import PRIVATE, Checkbox, Textbox
 
 # (prompt box text, *extra input values) -> (text to expand, task, num_outputs, n_refs)
 TaskOf = Callable[..., tuple[str, str, int | None, int | None]]
@@ -44,7 +44,7 @@ class ExpansionBox:
 def expansion_box(elem_prefix: str) -> ExpansionBox:
     """Build the box in the current layout (under the tab's prompt)."""
     with gr.Row():
-        enabled = gr.Checkbox(
+        enabled = Checkbox(
             value=False,
             label="Prompt expansion",
             info="rewrite the prompt into words the model knows",
@@ -52,7 +52,7 @@ def expansion_box(elem_prefix: str) -> ExpansionBox:
             elem_id=f"{elem_prefix}-pe",
         )
         expand = gr.Button("Expand", size="sm", scale=1, elem_id=f"{elem_prefix}-pe-expand")
-    expanded = gr.Textbox(
+    expanded = Textbox(
         value="",  # a default, so API callers that never heard of expansion can leave it out
         label="Expanded prompt (editable: this is what runs when expansion is on)",
         lines=2,

@@ -11,6 +11,9 @@ from ui import prompt_expansion as pe_ui
 from ui.common import (
     PRIVATE,
     AdapterPicker,
+    SafeImage,
+    Slider,
+    Textbox,
     adapter_picker,
     adapter_uses,
     build_spec,
@@ -23,6 +26,7 @@ from ui.common import (
     run_buttons,
     seed_input,
     steps_input,
+    whole,
 )
 
 
@@ -60,21 +64,21 @@ def story_prompt(text: str, panels: int) -> tuple[str, int]:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     if len(lines) > 1:
         return "; ".join(lines), len(lines)
-    return (lines[0] if lines else ""), int(panels)
+    return (lines[0] if lines else ""), whole(panels)
 
 
 def build(services: Services) -> StoryboardTab:
     with gr.Row():
         with gr.Column(scale=1):
-            story = gr.Textbox(
+            story = Textbox(
                 label="Story (one line per panel, or one line for the whole story)",
                 lines=5,
                 placeholder="a fox wakes up\na fox runs through the forest\na fox sleeps",
                 elem_id="story-prompt",
             )
             expansion = pe_ui.expansion_box("story")
-            panels = gr.Slider(2, 6, value=4, step=1, label="Panels (when the story is one line)")
-            character = gr.Image(type="pil", label="Character reference (optional)", height=140)
+            panels = Slider(2, 6, value=4, step=1, label="Panels (when the story is one line)")
+            character = SafeImage(type="pil", label="Character reference (optional)", height=140)
             with gr.Row():
                 guidance = guidance_input()
                 steps = steps_input()
@@ -107,11 +111,13 @@ def build(services: Services) -> StoryboardTab:
         With `prompt_expansion`, runs `expanded_prompt` (or expands the story when it is empty); the
         expanded storyboard prompt sets the number of panels."""
         typed, count = story_prompt(story, panels)
+        if not isinstance(count, int):
+            raise gr.Error(f"Panels must be a whole number from 2 to 6, not {str(count)[:40]!r}.")
         run_prompt = pe_ui.resolve(services, typed, prompt_expansion, expanded_prompt, "storyboard", count)
         prompt = run_prompt.prompt
         if run_prompt.typed_prompt is not None:
             count = run_prompt.num_outputs or pe_ui.storyboard_panels(prompt) or count
-        if not 2 <= count <= 6:
+        if not isinstance(count, int) or not 2 <= count <= 6:
             raise gr.Error(f"A storyboard has 2 to 6 panels; the story has {count} lines.")
         character_id = services.history.store_input(character).id if character is not None else None
         spec = build_spec(

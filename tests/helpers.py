@@ -1,0 +1,142 @@
+"""Helpers shared by the process-level tests and scripts/reliability.py: bounded waits, the
+stores of a data folder opened from outside the app, a read-only folder that stops root too."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from storage.adapters_sqlite import SqliteAdapterStore
+from storage.db import Database
+from storage.files import TEMP_GLOB, sha256_file
+from storage.images_sqlite import SqliteImageStore
+from storage.jobs_sqlite import SqliteJobStore
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, poll_s: float = 0.05) -> T:
+    """Poll until predicate() is truthy (returned), at most timeout_s; AssertionError otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+@dataclass
+class Stores:
+    """A data folder's history database, opened read/write from outside the app (WAL allows it)."""
+
+    db: Database
+    jobs: SqliteJobStore
+    images: SqliteImageStore
+    adapters: SqliteAdapterStore
+
+
+@contextmanager
+def open_stores(data_dir: Path) -> Iterator[Stores]:
+    db = Database(Path(data_dir) / "history.db")
+    try:
+        yield Stores(db, SqliteJobStore(db), SqliteImageStore(db), SqliteAdapterStore(db))
+    finally:
+        db.dispose()
+
+
+def job_with_prompt(stores: Stores, prompt: str):
+    """The newest job whose spec has this prompt, or None."""
+    for job in stores.jobs.list(limit=500):
+        if job.spec.get("prompt") == prompt:
+            return job
+    return None
+
+
+def running_mid_job(stores: Stores, prompt: str, attempt: int | None = None):
+    """The job with this prompt once it runs and has finished a step (a kill now is mid-job)."""
+    job = job_with_prompt(stores, prompt)
+    if job is None or job.status != "running" or job.progress_step < 1:
+        return None
+    return job if attempt is None or job.attempts == attempt else None
+
+
+def file_report(stores: Stores, files_root: Path) -> dict:
+    """Every history image's file exists and matches its sha256; no temporary (half-written)
+    file is left; files no row points at (orphans) are counted."""
+    images = stores.images.all()
+    bad = [im.id for im in images if sha256_file_or_none(files_root / im.file_path) != im.sha256]
+    referenced = {(files_root / im.file_path).resolve() for im in images}
+    on_disk = [p.resolve() for p in (files_root / "images").rglob("*.png")] if files_root.exists() else []
+    temps = list(files_root.rglob(TEMP_GLOB)) if files_root.exists() else []
+    return {
+        "images": len(images),
+        "hash_mismatch_or_missing": len(bad),
+        "rows_pointing_at_temp_files": sum(1 for im in images if im.file_path.endswith(".tmp")),
+        "orphan_files": sum(1 for p in on_disk if p not in referenced),
+        "temp_files_left": len(temps),
+        "hashes": {im.id: im.sha256 for im in images},
+    }
+
+
+def sha256_file_or_none(path: Path) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+def vm_rss_kib(pid: int) -> int:
+    """Resident set size of a process, from /proc (KiB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise LookupError(f"no VmRSS for pid {pid}")
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[str]:
+    """Make `folder` and every folder under it refuse new files, for root too, and yield how.
+
+    Permission bits do not stop root (CAP_DAC_OVERRIDE), so as root the folders get the
+    immutable attribute (`chattr +i`, needs CAP_LINUX_IMMUTABLE); otherwise `chmod a-w`."""
+    folders = [folder, *(p for p in folder.rglob("*") if p.is_dir())]
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", *map(str, folders)], check=True, capture_output=True)
+        try:
+            yield "chattr +i (running as root: chmod would not stop root's writes)"
+        finally:
+            subprocess.run(["chattr", "-i", *map(str, folders)], check=True, capture_output=True)
+        return
+    modes = {p: p.stat().st_mode for p in folders}
+    for p in folders:
+        p.chmod(modes[p] & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    try:
+        yield "chmod a-w"
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+
+
+def can_make_read_only(tmp: Path) -> bool:
+    """True if read_only() really stops writes here (root without chattr support does not)."""
+    probe = tmp / "ro-probe"
+    probe.mkdir(parents=True, exist_ok=True)
+    try:
+        with read_only(probe):
+            try:
+                (probe / "x").write_bytes(b"x")
+            except OSError:
+                return True
+            (probe / "x").unlink()
+            return False
+    except (OSError, subprocess.CalledProcessError):
+        return False
