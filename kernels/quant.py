@@ -36,6 +36,7 @@ QUANT_MODES = ("none", "int8", "w8a8", "bnb-int8", "bnb-nf4")
 MIN_QUANT_WEIGHTS = 4096
 
 # LLM.int8's default: activation columns with a value above this run in fp16.
+NF4_BLOCK = 64  # bitsandbytes' default NF4 block size
 BNB_INT8_THRESHOLD = 6.0
 
 SkipFn = Callable[[str, nn.Module], bool]
@@ -265,6 +266,11 @@ def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None) 
         for name, m in model.named_modules(remove_duplicate=False)
         if type(m) is nn.Linear and not skip(name, m)
     ]
+    if mode == "bnb-nf4":
+        # bitsandbytes' CPU inference path repacks NF4 weights in blocks of NF4_BLOCK input
+        # features and breaks on narrower layers (e.g. the DiT's 32-wide latent embedding):
+        # those stay in full precision.
+        targets = [(n, m) for n, m in targets if m.in_features % NF4_BLOCK == 0]
     bnb = None
     if mode.startswith("bnb-"):
         bnb = _import_bnb(mode)

@@ -373,3 +373,32 @@ def test_bnb_nf4_cpu_path_is_the_same_with_our_kernels_importable(tmp_path):
     assert with_ours["hub_kernel"] == without["hub_kernel"]  # None where the CPU has AVX512-BF16
     assert with_ours["cpu_packed"] == without["cpu_packed"]
     assert torch.equal(torch.load(tmp_path / "with.pt"), torch.load(tmp_path / "without.pt"))
+
+
+@pytest.mark.parametrize("mode", ["bnb-int8", "bnb-nf4"])
+def test_bitsandbytes_modes_run_the_default_dit_in_eval_mode(mode):
+    """Regression: bitsandbytes' CPU inference path (eval mode) repacks NF4 weights in blocks of 64
+    input features and failed on the default DiT's 32-wide latent embedding, so `--quantize
+    bnb-nf4` crashed every generation. Narrow layers now stay in full precision."""
+    bnb_or_skip()
+    from model.dit import DiT_configs, UnifiedDiT
+
+    torch.manual_seed(0)
+    dit = UnifiedDiT(DiT_configs["default"]()).eval()
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    C, L = dit.config.latent_channels, dit.config.text_len
+    x, refs = torch.randn(2, 1, C, 16, 16), [torch.randn(2, C, 16, 16)]
+    st, po, t = torch.randn(2, L, 384), torch.randn(2, 384), torch.full((2,), 0.5)
+    with torch.no_grad():
+        ref = dit(x, t, st, po, "compose", refs)
+        quantize(dit, mode)
+        if mode == "bnb-nf4":
+            assert type(dit.out_embed) is nn.Linear and dit.out_embed.in_features % 64 != 0
+        assert type(dit.blocks[0].qkv) is not nn.Linear
+        out = dit(x, t, st, po, "compose", refs)
+        cached = dit.forward_cached(x, t, dit.encode_context(st, po, "compose", refs))
+    assert out.shape == ref.shape and torch.isfinite(out).all()
+    assert ((out - ref).norm() / ref.norm()).item() < 0.5
+    assert torch.allclose(out, cached, atol=1e-3 * out.abs().max().item())
