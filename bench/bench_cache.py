@@ -29,7 +29,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.dit import UnifiedDiT  # noqa: E402
 from model.pipeline import SeedlingPipeline  # noqa: E402
 from model.sampler import euler_sample, make_schedule  # noqa: E402
 
@@ -42,10 +41,6 @@ def load_pipe(model: str | None) -> SeedlingPipeline:
         with torch.no_grad():
             p.add_(torch.randn_like(p) * 0.02)
     return pipe
-
-
-def load_dit(model: str | None) -> UnifiedDiT:
-    return load_pipe(model).dit.eval()
 
 
 @torch.no_grad()

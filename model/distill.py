@@ -45,6 +45,7 @@ from tqdm import tqdm
 from model.autoencoder import Autoencoder
 from model.dit import UnifiedDiT
 from model.flow import add_noise, shortcut_flow_loss
+from model.sampler import combine_guidance
 
 
 def student_sample(fn, z: torch.Tensor, steps: int, project=None) -> torch.Tensor:
@@ -75,12 +76,11 @@ def dmd_loss(x0: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> 
 
 def guided_v(model, x, t, d, cond, uncond, task, refs, masks, guidance: float):
     """Teacher velocity with text guidance (references kept in both branches, as the pipeline's
-    default image_guidance = 1)."""
-    v_c = model(x, t, *cond, task, refs, masks, d=d)
-    if guidance == 1.0:
-        return v_c
-    v_u = model(x, t, *uncond, task, refs, masks, d=d)
-    return v_u + guidance * (v_c - v_u)
+    default image_guidance = 1), combined as the sampler combines it."""
+    v = {"cond": model(x, t, *cond, task, refs, masks, d=d)}
+    if guidance != 1.0:
+        v["no_text"] = model(x, t, *uncond, task, refs, masks, d=d)
+    return combine_guidance(v, guidance, 1.0)
 
 
 def main(argv=None):

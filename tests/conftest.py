@@ -195,19 +195,10 @@ def trainable_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trainable_loader(trainable_model_dir):
-    """Loads each model once per session (shared, as a warm worker keeps it)."""
-    from backend.model_host import load_pipeline
-
-    cache: dict = {}
-
-    def loader(path, device, quantize):
-        key = (str(path), device, quantize)
-        if key not in cache:
-            cache[key] = load_pipeline(path, device, quantize)
-        return cache[key]
-
-    return loader
+def trainable_loader(trainable_model_dir, shared_model_host_loader):
+    """Loads each model once per session (shared, as a warm worker keeps it): the same per-path
+    cache as `shared_model_host_loader`."""
+    return shared_model_host_loader
 
 
 SECURED_AUTH = ("fuzz", "a-long-test-password")

@@ -109,36 +109,21 @@ class GroundedExpander:
             note = [] if task == "style" else ["The prompt is empty."]
             return ExpansionResult(typed, typed, task, PASSTHROUGH, task == "style", notes=note)
         found = self.recognizer.recognize(text)
+
+        def known(r, **fields) -> ExpansionResult:  # a training caption: passed through unchanged
+            return ExpansionResult(typed, typed, task, PASSTHROUGH, True, num_outputs=r.num_outputs, **fields)
+
         same = [r for r in found if r.task == task]
         if same:
             r = same[0]
-            matches = [Match(n, "icon", n, 1.0) for n in r.names]
-            return ExpansionResult(
-                typed,
-                typed,
-                task,
-                PASSTHROUGH,
-                True,
-                num_outputs=r.num_outputs,
-                matches=matches,
-                notes=["Already in the model's vocabulary: unchanged."],
-            )
+            return known(r, matches=[Match(n, "icon", n, 1.0) for n in r.names],
+                         notes=["Already in the model's vocabulary: unchanged."])
         if task in ("storyboard", "style") and any(r.family == "icon" for r in found):
             return None  # an icon caption is the subject of a storyboard or a style job: wrap it
         if found:  # a training caption of another task: keep it, point to the right tab
             r = found[0]
-            return ExpansionResult(
-                typed,
-                typed,
-                task,
-                PASSTHROUGH,
-                True,
-                num_outputs=r.num_outputs,
-                notes=[
-                    f"This is a {r.task} prompt the model knows; it works best in the {_TAB[r.task]} tab."
-                ],
-                suggestion=Suggestion(r.task, typed, r.num_outputs),
-            )
+            return known(r, suggestion=Suggestion(r.task, typed, r.num_outputs), notes=[
+                f"This is a {r.task} prompt the model knows; it works best in the {_TAB[r.task]} tab."])
         return None
 
     # -- subjects -----------------------------------------------------------------------------
