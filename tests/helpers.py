@@ -140,3 +140,37 @@ def can_make_read_only(tmp: Path) -> bool:
             return False
     except (OSError, subprocess.CalledProcessError):
         return False
+
+
+def logged_in_http(url: str, auth: tuple[str, str]):
+    """An httpx session logged in to a Gradio app started with --auth."""
+    import httpx
+
+    http = httpx.Client(base_url=url.rstrip("/"), timeout=60, trust_env=False)
+    r = http.post("/login", data={"username": auth[0], "password": auth[1]})
+    assert r.status_code == 200, r.text
+    return http
+
+
+def raw_call(http, client, api_name: str, **values) -> str:
+    """Call a named endpoint over plain HTTP with values sent exactly as given (gradio_client would
+    upload a FileData path from the *client's* disk, which never tests the server). Parameters not
+    named take their defaults. Returns the event stream's text."""
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"][api_name][
+        "parameters"
+    ]
+    unknown = set(values) - {p["parameter_name"] for p in params}
+    assert not unknown, f"{api_name} has no parameters {sorted(unknown)}"
+    data = [values.get(p["parameter_name"], p.get("parameter_default")) for p in params]
+    name = api_name.lstrip("/")
+    r = http.post(f"/gradio_api/call/{name}", json={"data": data})
+    assert r.status_code == 200, r.text
+    return http.get(f"/gradio_api/call/{name}/{r.json()['event_id']}").text
+
+
+GRADIO_PATH_REFUSAL = "to the gradio cache dir because it was not uploaded by a user"
+
+
+def gradio_path_refusals(log_path: Path) -> int:
+    """How often Gradio's own check refused a FileData path that no user uploaded (from the app log)."""
+    return log_path.read_text(errors="replace").count(GRADIO_PATH_REFUSAL) if log_path.exists() else 0

@@ -45,6 +45,7 @@ from tests.fuzz_helpers import (
     requested_examples,
     texts,
 )
+from tests.helpers import gradio_path_refusals, logged_in_http, raw_call
 
 MACHINE = "2 CPU cores (x86-64), 24 GiB RAM, no GPU, tiny random-weight model"
 BUDGET = 16  # steps x outputs x (pixels / 128²) a fuzzed job may cost; dearer accepted jobs are cancelled
@@ -439,23 +440,28 @@ def api_cases(draw, tmp: Path):
     return api, {"server_path": path, "endpoint": draw(st.sampled_from(["/edit", "/compose"]))}
 
 
-def _server_path_call(client: Client, app, server_path: str, endpoint: str):
-    """A FileData naming a file on the server, not an upload: Gradio must refuse to read it."""
+def _server_path_call(client: Client, http, app, server_path: str, endpoint: str) -> str:
+    """A FileData naming a file on the server, not an upload, sent as raw JSON (gradio_client would
+    upload the path from the test's own disk instead): the app must refuse to read it."""
     path = str(app.data_dir / "history.db") if server_path == "<db>" else server_path
     fake = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "x.png"}
+    refusals = gradio_path_refusals(app.log_path)
     if endpoint == "/edit":
         editor = {"background": fake, "layers": [], "composite": fake}
-        return client.predict(editor_value=editor, instruction="x", api_name="/edit")
-    return client.predict(
-        mode="compose", prompt="x", ref1=fake, ref2=None, ref3=None, ref4=None, api_name="/compose"
-    )
+        events = raw_call(http, client, "/edit", editor_value=editor, instruction="x")
+    else:
+        events = raw_call(http, client, "/compose", mode="compose", prompt="x", ref1=fake)
+    if "event: error" not in events:
+        raise AssertionError(f"the app read {server_path} from its own disk: {events[-300:]}")
+    if gradio_path_refusals(app.log_path) == refusals:  # not Gradio's own path check: ours must speak
+        assert_readable(events.split("event: error", 1)[1])
+    return "rejected"
 
 
-def _api_call(client: Client, app, api: str, kwargs: dict) -> str:
+def _api_call(client: Client, http, app, api: str, kwargs: dict) -> str:
+    if api == "server path":
+        return _server_path_call(client, http, app, **kwargs)
     try:
-        if api == "server path":
-            _server_path_call(client, app, **kwargs)
-            raise AssertionError(f"the app read {kwargs['server_path']} from its own disk")
         client.predict(**kwargs, api_name=api)
     except AppError as err:
         assert_readable(err)
@@ -466,6 +472,7 @@ def _api_call(client: Client, app, api: str, kwargs: dict) -> str:
 def _run_api_layer(app, tmp: Path, examples: int | None) -> Tally:
     tally = TALLIES.setdefault("Gradio API", Tally("Gradio API"))
     client = Client(app.url, auth=SECURED_AUTH, verbose=False)
+    http = logged_in_http(app.url, SECURED_AUTH)
 
     def follow_up():
         status, *_ = client.predict(prompt="a calm fox", width=128, height=128, steps=1, guidance=0, seed=1,
@@ -478,7 +485,7 @@ def _run_api_layer(app, tmp: Path, examples: int | None) -> Tally:
     def run(case):
         api, kwargs = case
         try:
-            outcome = _api_call(client, app, api, kwargs)
+            outcome = _api_call(client, http, app, api, kwargs)
         except BaseException as err:
             tally.add(api, "crash", f"{type(err).__name__}: {str(err)[:300]} in {api} {kwargs!r:.200}")
             raise

@@ -22,15 +22,12 @@ from backend.specs import make_spec
 from storage.images_common import ImageQuery
 from tests.conftest import REPO_ROOT, SECURED_AUTH, SECURED_MAX_UPLOAD_MB, drain
 from tests.fuzz_helpers import assert_readable
+from tests.helpers import gradio_path_refusals, logged_in_http, raw_call
 
 
 def _session(app) -> httpx.Client:
     """An HTTP session logged in as the test user."""
-    http = httpx.Client(base_url=app.url.rstrip("/"), timeout=30, trust_env=False)
-    user, password = SECURED_AUTH
-    r = http.post("/login", data={"username": user, "password": password})
-    assert r.status_code == 200, r.text
-    return http
+    return logged_in_http(app.url, SECURED_AUTH)
 
 
 def _output_file(app) -> Path:
@@ -155,12 +152,16 @@ def test_api_ids_and_server_paths_cannot_reach_outside(secured_app):
             with pytest.raises(AppError) as err:
                 client.predict(bad, api_name=api)
             assert_readable(err.value)
-    fake = {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}, "orig_name": "passwd.png"}
-    with pytest.raises(AppError) as err:
-        client.predict(
-            mode="compose", prompt="x", ref1=fake, ref2=None, ref3=None, ref4=None, api_name="/compose"
-        )
-    assert_readable(err.value)
+    # sent as raw JSON: gradio_client would upload the path from the test's own disk instead
+    http = _session(secured_app)
+    for path in ("/etc/passwd", str(REPO_ROOT / "README.md"), "../../../../../../etc/passwd"):
+        fake = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "passwd.png"}
+        refusals = gradio_path_refusals(secured_app.log_path)
+        events = raw_call(http, client, "/compose", mode="compose", prompt="x", ref1=fake)
+        assert "event: error" in events, events[-500:]
+        assert "root:" not in events and "Seedling" not in events
+        # refused by Gradio's path check before any of our code saw it (not by a failed image decode)
+        assert gradio_path_refusals(secured_app.log_path) == refusals + 1, secured_app.log()[-800:]
     con = sqlite3.connect(secured_app.data_dir / "history.db")
     try:
         uploads = con.execute("SELECT count(*) FROM images WHERE width = 0").fetchone()[0]
