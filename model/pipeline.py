@@ -50,6 +50,10 @@ class PipelineConfig:
     default_size: int = 128
     text_len: int = 32
     feather_px: int = 4  # width of the soft edge inside a mask when pasting back
+    # Instruction edits: where the model left the picture unchanged, put back the source detail the
+    # autoencoder cannot reproduce (see `transfer_detail`); tolerance as a fraction of full scale.
+    detail_transfer: bool = True
+    detail_tolerance: float = 0.25  # measured: 0.08 / 0.15 / 0.3 -> recolour PSNR outside 25.9 / 26.7 / 28.1 dB
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +65,24 @@ class PipelineOutput:
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
+
+
+def transfer_detail(src: np.ndarray, src_recon: np.ndarray, out: np.ndarray, tolerance: float = 0.25,
+                    grow_px: int = 2) -> np.ndarray:
+    """An edit's output with the source's fine detail restored wherever the edit changed nothing.
+
+    src: the source picture; src_recon: the autoencoder's round trip of it (what the model "sees");
+    out: the edit's decoded output; all (H, W, 3) floats in 0..255. The change map is
+    |out - src_recon| averaged over channels, grown by `grow_px` (max filter) and smoothed, so the
+    edges of an edited region take none of the old picture. The weight w = 1 - change/(tolerance*255),
+    clipped to [0, 1], brings back the reconstruction error: result = out + w * (src - src_recon).
+    Where the model reproduced its input exactly (out == src_recon) the result is src exactly; where
+    it changed the picture by more than the tolerance the result is the model's output."""
+    change = torch.from_numpy(np.abs(out - src_recon).mean(-1, dtype=np.float32))[None, None]
+    k = 2 * grow_px + 1
+    change = F.avg_pool2d(F.max_pool2d(change, k, 1, grow_px), k, 1, grow_px, count_include_pad=False)
+    w = (1 - change[0, 0].numpy() / (tolerance * 255.0)).clip(0, 1)[..., None]
+    return np.clip(out + w * (src - src_recon), 0, 255)
 
 
 def feather_mask(mask: np.ndarray, px: int) -> np.ndarray:
@@ -308,6 +330,12 @@ class SeedlingPipeline:
 
         t0 = time.perf_counter()
         out = tensor_to_images(self.autoencoder.decode(lat.reshape(B * M, C, h, w)))
+        if task == "edit" and pix_mask is None and self.config.detail_transfer:
+            src = np.asarray(sized[0], dtype=np.float32)
+            recon = np.asarray(tensor_to_images(self.autoencoder.decode(refs[0]))[0], dtype=np.float32)
+            out = [Image.fromarray(np.round(transfer_detail(src, recon, np.asarray(o, np.float32),
+                                                            self.config.detail_tolerance)).astype(np.uint8))
+                   for o in out]
         if pix_mask is not None:
             wgt = feather_mask(pix_mask, self.config.feather_px)[..., None]
             src = np.asarray(images[0], dtype=np.float32)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from model.pipeline import GenerationCancelled, SeedlingPipeline, feather_mask
+from model.autoencoder import images_to_tensor, tensor_to_images
+from model.pipeline import GenerationCancelled, SeedlingPipeline, feather_mask, transfer_detail
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,37 @@ def test_feather_is_zero_outside_and_one_deep_inside():
     assert f[~m].max() == 0.0
     assert f[14:18, 14:18].min() == 1.0
     assert 0 < f[8, 16] < 1
+
+
+def test_transfer_detail_restores_the_source_only_where_nothing_changed():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 255, (32, 32, 3))
+    recon = np.clip(src + rng.normal(0, 6, src.shape), 0, 255)  # the autoencoder's round trip
+    out = recon.copy()
+    out[8:20, 8:20] = 255 - out[8:20, 8:20]  # the edit changed this square a lot
+    res = transfer_detail(src, recon, out, tolerance=0.25, grow_px=2)
+    untouched = np.ones((32, 32), bool)
+    untouched[4:24, 4:24] = False  # the square grown by the max filter (2 px) and the smoothing (2 px)
+    assert np.allclose(res[untouched], src[untouched])  # unchanged: exactly the source
+    assert np.allclose(res[10:18, 10:18], out[10:18, 10:18])  # changed: exactly the model's output
+    assert np.abs(res - src)[untouched].max() < 1e-9 < np.abs(out - src)[untouched].max()
+
+
+def test_edit_puts_back_source_detail_where_the_model_changed_nothing(pipe):
+    src = rgb(11)
+    kw = dict(prompt="make it blue", task="edit", images=[src], seed=2, steps=2)
+    pipe.config.detail_transfer = False
+    try:
+        plain = pipe(**kw).images[0]
+    finally:
+        pipe.config.detail_transfer = True
+    kept = pipe(**kw).images[0]
+    with torch.no_grad():
+        recon = tensor_to_images(pipe.autoencoder.decode(pipe.autoencoder.encode(images_to_tensor([src], "cpu"))))[0]
+    expect = transfer_detail(arr(src).astype(np.float32), arr(recon).astype(np.float32),
+                             arr(plain).astype(np.float32), pipe.config.detail_tolerance)
+    assert np.abs(arr(kept) - np.round(expect)).max() <= 1
+    assert not np.array_equal(arr(kept), arr(plain))
 
 
 def test_storyboard_panels_and_callback_previews(pipe):
