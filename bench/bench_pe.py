@@ -144,32 +144,47 @@ class Judge:
     def _is_any(self, index, retrieved: str, names: list[str]) -> bool:
         return any(index.is_match(retrieved, n) for n in names)
 
-    def score(self, row: dict, images: list[np.ndarray]) -> float | None:
+    def _best_rank_score(self, image: np.ndarray, names: list[str]) -> float:
+        """1 for the expected icon (or an alias) ranked first among all icons, 0 for ranked last."""
+        index = self.index
+        ordered, d = index.distances(image)
+        wanted = set(names) | {a for n in names for a in index.aliases(n)}
+        order = np.argsort(d, kind="stable")
+        rank = next(r for r, i in enumerate(order) if ordered[i] in wanted)  # 0-based
+        return 1.0 - rank / max(len(order) - 1, 1)
+
+    def score(self, row: dict, images: list[np.ndarray]) -> tuple[float, float] | None:
+        """(strict, graded) in [0, 1]. Strict is the harness's pass/fail judgement; graded gives
+        partial credit from the same judges (retrieval rank, scene facts, 1 - CER, bar values,
+        panels, slots), so a weak model's differences still show."""
         det, kind = self.det, row["kind"]
-        if kind == "icon":
-            return float(self._is_any(self.index, self.index.rank(images[0], k=1)[0], row["icons"]))
-        if kind == "several":
-            names = [n for s in row["subjects"] for n in s]
-            return float(self._is_any(self.index, self.index.rank(images[0], k=1)[0], names))
+        if kind in ("icon", "several"):
+            names = row["icons"] if kind == "icon" else [n for s in row["subjects"] for n in s]
+            strict = float(self._is_any(self.index, self.index.rank(images[0], k=1)[0], names))
+            return strict, self._best_rank_score(images[0], names)
         if kind == "shapes":
             scene = kn.ShapeScene(tuple(kn.ShapeObject(c, s, cell) for c, s, cell in row["objects"]))
-            return float(det.match_scene(images[0], scene)["exact"])
+            m = det.match_scene(images[0], scene)
+            return float(m["exact"]), float(np.mean([m[k] for k in ("count", "colors", "shapes", "cells")]))
         if kind == "word":
             if self.ocr_missing:
                 return None
-            return float(det.normalize_text(det.ocr_word(images[0]) or "") == det.normalize_text(row["text"]))
+            read, truth = det.normalize_text(det.ocr_word(images[0]) or ""), det.normalize_text(row["text"])
+            return float(read == truth), max(0.0, 1.0 - det.edit_distance(read, truth) / max(len(truth), 1))
         if kind == "chart":
-            return float(det.parse_chart(images[0]) == list(row["values"]))
+            got, want = det.parse_chart(images[0]), list(row["values"])
+            same = sum(g == w for g, w in zip(got, want))
+            return float(got == want), same / max(len(got), len(want), 1)
         if kind == "story":
             ok = [
                 self._is_any(self.index_crop, self.index_crop.rank(p, k=1)[0], row["character"])
                 for p in images
             ]
-            return float(np.mean(ok))
+            return float(np.mean(ok)), float(np.mean(ok))
         if kind == "compose":
             slots = compose_slots(row)
             ok = det.check_compose(images[0], slots, row["refs"], self.index)
-            return float(all(ok))
+            return float(all(ok)), float(np.mean(ok))
         return None
 
     def references(self, row: dict) -> list[np.ndarray]:
@@ -221,6 +236,24 @@ def generate(pipe, prompt: str, task: str, refs, n: int, seed: int, steps: int |
     return [np.asarray(im.convert("RGB")) for im in res.images]
 
 
+def paired(raw: list[float], expanded: list[float], seed: int = 0, resamples: int = 10_000) -> dict:
+    """Mean of (expanded - raw) over paired cases, a 95% bootstrap interval, wins/losses/ties."""
+    diff = np.asarray(expanded, float) - np.asarray(raw, float)
+    if not len(diff):
+        return {"n": 0}
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {
+        "n": int(len(diff)),
+        "mean_diff": round(float(diff.mean()), 4),
+        "ci95": [round(float(lo), 4), round(float(hi), 4)],
+        "wins": int((diff > 0).sum()),
+        "losses": int((diff < 0).sum()),
+        "ties": int((diff == 0).sum()),
+    }
+
+
 def image_metrics(pipe, pe: GroundedExpander, judge: Judge, rows: list[dict], args) -> dict:
     per_kind: dict[str, dict[str, list[float]]] = {}
     cases = []
@@ -237,39 +270,42 @@ def image_metrics(pipe, pe: GroundedExpander, judge: Judge, rows: list[dict], ar
         expanded = judge.score(row, generate(pipe, res.prompt, task, refs, n_expanded, seed, args.steps))
         if raw is None or expanded is None:
             continue
-        d = per_kind.setdefault(row["kind"], {"raw": [], "expanded": []})
-        d["raw"].append(raw)
-        d["expanded"].append(expanded)
+        d = per_kind.setdefault(
+            row["kind"], {"raw": [], "expanded": [], "raw_graded": [], "expanded_graded": []}
+        )
+        for key, (strict, graded) in (("raw", raw), ("expanded", expanded)):
+            d[key].append(strict)
+            d[f"{key}_graded"].append(graded)
         cases.append(
             {
                 "prompt": row["prompt"],
                 "kind": row["kind"],
                 "task": task,
                 "expanded": res.prompt,
-                "raw_score": raw,
-                "expanded_score": expanded,
+                "raw_score": raw[0],
+                "expanded_score": expanded[0],
+                "raw_graded": round(raw[1], 4),
+                "expanded_graded": round(expanded[1], 4),
                 "seed": seed,
                 "seconds": round(time.perf_counter() - t0, 3),
             }
         )
         print(
-            f"  [{k + 1}/{len(rows)}] {row['kind']:8s} raw {raw:.2f} expanded {expanded:.2f}  {row['prompt']!r}",
+            f"  [{k + 1}/{len(rows)}] {row['kind']:8s} raw {raw[0]:.2f} ({raw[1]:.2f}) "
+            f"expanded {expanded[0]:.2f} ({expanded[1]:.2f})  {row['prompt']!r}",
             flush=True,
         )
+    keys = ("raw", "expanded", "raw_graded", "expanded_graded")
     summary = {
-        k: {
-            "n": len(v["raw"]),
-            "raw": round(float(np.mean(v["raw"])), 4),
-            "expanded": round(float(np.mean(v["expanded"])), 4),
-        }
+        k: {"n": len(v["raw"]), **{key: round(float(np.mean(v[key])), 4) for key in keys}}
         for k, v in per_kind.items()
     }
-    all_raw = [x for v in per_kind.values() for x in v["raw"]]
-    all_exp = [x for v in per_kind.values() for x in v["expanded"]]
+    pooled = {key: [x for v in per_kind.values() for x in v[key]] for key in keys}
     overall = {
-        "n": len(all_raw),
-        "raw": round(float(np.mean(all_raw)), 4) if all_raw else None,
-        "expanded": round(float(np.mean(all_exp)), 4) if all_exp else None,
+        "n": len(pooled["raw"]),
+        **{key: (round(float(np.mean(pooled[key])), 4) if pooled[key] else None) for key in keys},
+        "paired_strict": paired(pooled["raw"], pooled["expanded"], args.seed),
+        "paired_graded": paired(pooled["raw_graded"], pooled["expanded_graded"], args.seed),
     }
     return {"per_kind": summary, "overall": overall, "ocr": judge.ocr_missing or "available", "cases": cases}
 
@@ -331,12 +367,28 @@ def main(argv=None) -> int:
             f"{args.config or args.model})\n"
         )
         img = image_metrics(pipe, pe, judge, chosen, args)
-        print("\n| kind | n | raw | expanded |\n| --- | --- | --- | --- |")
+        print(
+            "\n| kind | n | raw (strict) | expanded (strict) | raw (graded) | expanded (graded) |\n"
+            "| --- | --- | --- | --- | --- | --- |"
+        )
         for kind, m in img["per_kind"].items():
-            print(f"| {kind} | {m['n']} | {m['raw']:.3f} | {m['expanded']:.3f} |")
+            print(
+                f"| {kind} | {m['n']} | {m['raw']:.3f} | {m['expanded']:.3f} | {m['raw_graded']:.3f} | "
+                f"{m['expanded_graded']:.3f} |"
+            )
         o = img["overall"]
         if o["n"]:
-            print(f"| **all** | {o['n']} | **{o['raw']:.3f}** | **{o['expanded']:.3f}** |")
+            print(
+                f"| **all** | {o['n']} | **{o['raw']:.3f}** | **{o['expanded']:.3f}** | "
+                f"**{o['raw_graded']:.3f}** | **{o['expanded_graded']:.3f}** |"
+            )
+            for name in ("strict", "graded"):
+                p = o[f"paired_{name}"]
+                print(
+                    f"\nexpanded - raw, {name}: mean {p['mean_diff']:+.4f}, 95% bootstrap interval "
+                    f"[{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}], wins/losses/ties "
+                    f"{p['wins']}/{p['losses']}/{p['ties']} of {p['n']}"
+                )
         if judge.ocr_missing:
             print(f"\nwords not scored: {judge.ocr_missing}")
         out["images"] = {"model": args.config or args.model, "steps": args.steps, "seed": args.seed, **img}
