@@ -144,14 +144,13 @@ class Judge:
     def _is_any(self, index, retrieved: str, names: list[str]) -> bool:
         return any(index.is_match(retrieved, n) for n in names)
 
-    def _best_rank_score(self, image: np.ndarray, names: list[str]) -> float:
-        """1 for the expected icon (or an alias) ranked first among all icons, 0 for ranked last."""
-        index = self.index
-        ordered, d = index.distances(image)
-        wanted = set(names) | {a for n in names for a in index.aliases(n)}
+    def _best_rank(self, image: np.ndarray, names: list[str]) -> tuple[int, int]:
+        """(0-based rank of the best-placed expected icon or alias among all icons, how many icons).
+        Rank 0 is exactly the strict judgement: the nearest icon matches one of `names`."""
+        ordered, d = self.index.distances(image)
+        wanted = set(names) | {a for n in names for a in self.index.aliases(n)}
         order = np.argsort(d, kind="stable")
-        rank = next(r for r, i in enumerate(order) if ordered[i] in wanted)  # 0-based
-        return 1.0 - rank / max(len(order) - 1, 1)
+        return next(r for r, i in enumerate(order) if ordered[i] in wanted), len(order)
 
     def score(self, row: dict, images: list[np.ndarray]) -> tuple[float, float] | None:
         """(strict, graded) in [0, 1]. Strict is the harness's pass/fail judgement; graded gives
@@ -160,8 +159,8 @@ class Judge:
         det, kind = self.det, row["kind"]
         if kind in ("icon", "several"):
             names = row["icons"] if kind == "icon" else [n for s in row["subjects"] for n in s]
-            strict = float(self._is_any(self.index, self.index.rank(images[0], k=1)[0], names))
-            return strict, self._best_rank_score(images[0], names)
+            rank, n = self._best_rank(images[0], names)  # 1 = first of all icons, 0 = last
+            return float(rank == 0), 1.0 - rank / max(n - 1, 1)
         if kind == "shapes":
             scene = kn.ShapeScene(tuple(kn.ShapeObject(c, s, cell) for c, s, cell in row["objects"]))
             m = det.match_scene(images[0], scene)

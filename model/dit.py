@@ -363,9 +363,9 @@ class UnifiedDiT(nn.Module):
         x = torch.cat([ctx, out], 1)  # (B, Nc + No, D)
         rot = self.rope.complex(torch.cat([pos_ctx, pos_out], 0))
         backend = backend or self.config.attention_backend
+        B = c_out.shape[0]
         for blk in self.blocks:
             mods = blk.modulation(torch.cat([c_ctx, c_out]))  # one adaLN call for both conditions
-            B = c_out.shape[0]
             x = blk(x, n_ctx, [m[:B] for m in mods], [m[B:] for m in mods], rot, backend)
         v = self._unpatchify_outputs(self.final(x[:, n_ctx:], c_out), x_out.shape)
         return (v, x[:, :n_ctx]) if return_context else v
