@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import kernels.quant as quant_module
 from kernels.quant import (
     MIN_QUANT_WEIGHTS,
     QUANT_MODES,
@@ -130,13 +131,48 @@ def test_unknown_mode_lists_the_valid_modes():
 
 def test_int8_computes_with_its_dequantized_weight():
     lin = make_block().up
-    q = Int8WeightLinear.from_linear(lin)
+    q = Int8WeightLinear.from_linear(lin, compute="fp32")
     x = make_input()
     w = q.dequantize()  # (N, K) = int8 * per-row scale
     assert q.weight_int8.dtype == torch.int8 and q.weight_scale.shape == (lin.out_features,)
     # Per-row symmetric int8: every weight within half a step of its row's grid.
     assert ((w - lin.weight).abs() <= q.weight_scale[:, None] / 2 + 1e-7).all()
+    assert not q.uses_bf16(x)
     torch.testing.assert_close(q(x), F.linear(x, w, lin.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_int8_bf16_compute_rounds_only_the_activations():
+    """compute="bf16": the same int8 weights (exact in bf16), activations rounded to bf16, so the
+    product equals the fp32 product of bf16-rounded inputs up to fp32 accumulation order."""
+    lin = make_block().up
+    q = Int8WeightLinear.from_linear(lin, compute="bf16")
+    x = make_input()
+    assert q.uses_bf16(x) and not q.uses_bf16(x.double())
+    y = q(x)
+    assert y.dtype == torch.float32
+    exact_inputs = F.linear(x.bfloat16().float(), q.dequantize(), lin.bias)
+    # oneDNN returns the bf16 GEMM's fp32 accumulator rounded to bf16: 2^-9 relative per element.
+    assert rel_error(y, exact_inputs) < 4e-3
+    # Against the fp32 layer it adds about bf16's rounding to int8's (7e-3 measured for int8 alone).
+    assert rel_error(y, lin(x)) < TOLERANCE["int8"][0]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_int8_auto_compute_follows_the_cpu(monkeypatch, native):
+    monkeypatch.setattr(quant_module, "native_bf16_cpu", lambda: native)
+    q = quantize(make_block(), "int8")
+    x = make_input()
+    assert q.up.compute == "auto" and q.up.uses_bf16(x) is native
+    fp32 = quantize(make_block(), "int8", int8_compute="fp32")
+    assert fp32.up.compute == "fp32" and not fp32.up.uses_bf16(x)
+    with torch.no_grad():
+        same = torch.equal(q(x), fp32(x))
+    assert same is (not native)
+
+
+def test_int8_compute_option_is_checked():
+    with pytest.raises(ValueError, match="int8_compute"):
+        quantize(make_block(), "int8", int8_compute="fp8")
 
 
 def test_int8_in_float16_does_not_overflow():
