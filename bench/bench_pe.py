@@ -10,7 +10,8 @@ expanded prompts scored by the DreamEval-lite judges.
    per kind, passthrough rate on training captions of every task, and ms per prompt (warm
    vocabulary cache, each prompt's text encoded for the first time).
 2. Images: every prompt of a kind the judges can score is generated twice with the same seed,
-   from the raw prompt and from the expanded one, and judged: icon retrieval among all OpenMoji
+   from the raw prompt and from the expanded one (with `--seeds N`, N times each, and a prompt's
+   score is its mean over the seeds), and judged: icon retrieval among all OpenMoji
    icons (top-1, aliases count), exact shape scenes, Tesseract OCR for words, chart values,
    per-panel identity for storyboards, per-slot retrieval for compositions (references rendered
    from the expected icons).
@@ -52,6 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="at most this many prompts per kind for images")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds", type=int, default=1,
+        help="images per prompt and side; a prompt's score is the mean over its seeds (less noise per pair)",
+    )
     p.add_argument(
         "--captions-per-task", type=int, default=300, help="training captions per task (passthrough)"
     )
@@ -253,6 +258,22 @@ def paired(raw: list[float], expanded: list[float], seed: int = 0, resamples: in
     }
 
 
+SEED_STRIDE = 1_000_003  # seed j of a prompt: its first seed + j * SEED_STRIDE
+
+
+def seed_mean(pairs: list[tuple]) -> tuple:
+    """[(raw, expanded) per seed], each a (strict, graded) score or None -> the per-side mean over
+    the seeds where both sides could be judged; (None, None) if there is none."""
+    kept = [(r, e) for r, e in pairs if r is not None and e is not None]
+    if not kept:
+        return None, None
+
+    def mean(side):
+        return tuple(float(np.mean([score[i] for score in side])) for i in range(2))
+
+    return mean([r for r, _ in kept]), mean([e for _, e in kept])
+
+
 def image_metrics(pipe, pe: GroundedExpander, judge: Judge, rows: list[dict], args) -> dict:
     per_kind: dict[str, dict[str, list[float]]] = {}
     cases = []
@@ -264,9 +285,16 @@ def image_metrics(pipe, pe: GroundedExpander, judge: Judge, rows: list[dict], ar
         )
         seed = args.seed * 100_003 + k
         t0 = time.perf_counter()
-        raw = judge.score(row, generate(pipe, row["prompt"], task, refs, n, seed, args.steps))
         n_expanded = (res.num_outputs or n) if task == "storyboard" else n
-        expanded = judge.score(row, generate(pipe, res.prompt, task, refs, n_expanded, seed, args.steps))
+        raw, expanded = seed_mean(
+            [
+                (
+                    judge.score(row, generate(pipe, row["prompt"], task, refs, n, seed + j * SEED_STRIDE, args.steps)),
+                    judge.score(row, generate(pipe, res.prompt, task, refs, n_expanded, seed + j * SEED_STRIDE, args.steps)),
+                )
+                for j in range(max(1, getattr(args, "seeds", 1)))
+            ]
+        )
         if raw is None or expanded is None:
             continue
         d = per_kind.setdefault(
@@ -390,7 +418,8 @@ def main(argv=None) -> int:
                 )
         if judge.ocr_missing:
             print(f"\nwords not scored: {judge.ocr_missing}")
-        out["images"] = {"model": args.config or args.model, "steps": args.steps, "seed": args.seed, **img}
+        out["images"] = {"model": args.config or args.model, "steps": args.steps, "seed": args.seed,
+                         "seeds": args.seeds, **img}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(f"\nwrote {args.out}")

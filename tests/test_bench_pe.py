@@ -28,6 +28,12 @@ def test_paired_difference_counts_and_interval(bench):
     assert p["ci95"][0] <= p["mean_diff"] <= p["ci95"][1]
 
 
+def test_seed_mean_averages_each_side_over_the_judged_seeds(bench):
+    raw, expanded = bench.seed_mean([((0.0, 0.5), (1.0, 0.9)), ((1.0, 0.7), (0.0, 0.3)), (None, (1.0, 1.0))])
+    assert raw == pytest.approx((0.5, 0.6)) and expanded == pytest.approx((0.5, 0.6))
+    assert bench.seed_mean([((1.0, 1.0), None)]) == (None, None)
+
+
 def test_judge_scores_ground_truth_full_and_partial_answers_in_between(bench):
     icons = load_icons()
     rows = load_prompt_set(bench.DEFAULT_PROMPTS)
