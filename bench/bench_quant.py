@@ -6,6 +6,9 @@ turn (interleaved, so background load hits all modes alike), and the median is r
 
     python bench/bench_quant.py [--out runs/bench_quant.json] [--depth 4] [--repeats 30]
 
+On a CPU with native bf16 "int8" multiplies in bf16 and an extra row "int8/fp32" shows the
+same weights multiplied in fp32.
+
 Prints a markdown table (mode, weight MB, ratio, batch x tokens, ms, speed vs fp32, relative
 error) and writes the same rows as JSON.
 """
@@ -28,7 +31,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, import from the root
 
-from kernels.quant import QUANT_MODES, quantize, weight_bytes
+from kernels.quant import QUANT_MODES, native_bf16_cpu, quantize, weight_bytes
 
 WIDTH, MLP_WIDTH = 256, 1024
 CASES = [(1, 64), (1, 400), (3, 64), (3, 400)]  # (batch, tokens)
@@ -56,7 +59,11 @@ class LinearStack(nn.Module):
 
 
 def build(mode: str, depth: int) -> nn.Module:
+    """`mode` is a QUANT_MODES entry, or "int8/fp32": weight-only int8 with its product forced to
+    fp32 (plain "int8" multiplies in bf16 on CPUs with native bf16)."""
     torch.manual_seed(0)  # the same fp weights for every mode
+    if mode == "int8/fp32":
+        return quantize(LinearStack(depth).eval(), "int8", int8_compute="fp32")
     return quantize(LinearStack(depth).eval(), mode)
 
 
@@ -73,6 +80,8 @@ def main() -> None:
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
 
     modes = ["none"] + [m for m in args.modes.split(",") if m and m != "none"]
+    if "int8" in modes and native_bf16_cpu():  # show both int8 products side by side
+        modes.insert(modes.index("int8") + 1, "int8/fp32")
     models, skipped = {}, {}
     for mode in modes:
         try:
@@ -125,6 +134,7 @@ def main() -> None:
     meta = {
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bf16_cpu(),
         "machine": platform.machine(),
         "threads": args.threads,
         "depth": args.depth,

@@ -153,8 +153,10 @@ class SeedlingPipeline:
         self.text_encoder.to(self.device)
         return self
 
-    def quantize(self, mode: str | None) -> "SeedlingPipeline":
-        """Quantize the DiT's linear layers ("none", "int8", "w8a8", "bnb-int8", "bnb-nf4")."""
+    def quantize(self, mode: str | None, int8_compute: str = "auto") -> "SeedlingPipeline":
+        """Quantize the DiT's linear layers ("none", "int8", "w8a8", "bnb-int8", "bnb-nf4").
+        `int8_compute` ("auto", "bf16", "fp32"): the product dtype of "int8" layers on fp32 CPU
+        inputs; "auto" uses bf16 where the CPU multiplies it natively (kernels/quant.py)."""
         from kernels.quant import quantize
 
         mode = mode or "none"
@@ -162,7 +164,7 @@ class SeedlingPipeline:
             return self
         if self.quantization != "none":
             raise ValueError(f"the model is already quantized ({self.quantization}); reload it to change mode")
-        quantize(self.dit, mode)
+        quantize(self.dit, mode, int8_compute=int8_compute)
         self.quantization = mode
         return self
 

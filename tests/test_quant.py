@@ -438,3 +438,12 @@ def test_bitsandbytes_modes_run_the_default_dit_in_eval_mode(mode):
     assert out.shape == ref.shape and torch.isfinite(out).all()
     assert ((out - ref).norm() / ref.norm()).item() < 0.5
     assert torch.allclose(out, cached, atol=1e-3 * out.abs().max().item())
+
+
+def test_pipeline_passes_the_int8_compute_to_every_layer():
+    from model.pipeline import SeedlingPipeline
+
+    pipe = SeedlingPipeline.from_config("tiny", seed=0).quantize("int8", int8_compute="fp32")
+    layers = [m for m in pipe.dit.modules() if isinstance(m, Int8WeightLinear)]
+    assert layers and all(m.compute == "fp32" for m in layers)
+    assert pipe.quantization == "int8"
