@@ -286,13 +286,11 @@ def image_metrics(pipe, pe: GroundedExpander, judge: Judge, rows: list[dict], ar
         seed = args.seed * 100_003 + k
         t0 = time.perf_counter()
         n_expanded = (res.num_outputs or n) if task == "storyboard" else n
+        sides = ((row["prompt"], n), (res.prompt, n_expanded))  # (raw, expanded): prompt, outputs
         raw, expanded = seed_mean(
             [
-                (
-                    judge.score(row, generate(pipe, row["prompt"], task, refs, n, seed + j * SEED_STRIDE, args.steps)),
-                    judge.score(row, generate(pipe, res.prompt, task, refs, n_expanded, seed + j * SEED_STRIDE, args.steps)),
-                )
-                for j in range(max(1, getattr(args, "seeds", 1)))
+                tuple(judge.score(row, generate(pipe, prompt, task, refs, m, s, args.steps)) for prompt, m in sides)
+                for s in (seed + j * SEED_STRIDE for j in range(max(1, args.seeds)))
             ]
         )
         if raw is None or expanded is None:

@@ -143,8 +143,7 @@ class Int8WeightLinear(nn.Module):
         CPU with native bf16)."""
         if x.dtype != torch.float32 or x.device.type != "cpu":
             return False
-        compute = getattr(self, "compute", "auto")
-        return compute == "bf16" or (compute == "auto" and native_bf16_cpu())
+        return self.compute == "bf16" or (self.compute == "auto" and native_bf16_cpu())
 
     def extra_repr(self) -> str:
         return (
