@@ -1,6 +1,7 @@
 """Reference K/V cache and attention-backend benchmark.
 
-    python bench/bench_cache.py [--model assets/default] [--steps 8] [--repeats 7] [--out runs/bench_cache.json]
+    python bench/bench_cache.py [--model assets/default] [--steps 8] [--repeats 7] [--linear packed,plain]
+                                [--out runs/bench_cache.json]
 
 For compose with N = 1, 2, 4 references (128x128, one output) it times the whole 8-step
 denoising loop with the reference cache (context encoded once, blocks run on the 64 output tokens
@@ -10,7 +11,9 @@ the pipeline's own (`SeedlingPipeline.make_branches` + `euler_sample`), at two s
 branch (guidance 1) and the model's default compose guidance, where the prompt and empty-prompt
 branches run as one batch of two. It also times one uncached forward with the dense masked SDPA against the split backend.
 Runs are interleaved (cache, no cache, cache, ...) and the median is reported, so a busy machine
-slows both sides alike. Prints a markdown table and writes JSON.
+slows both sides alike. `--linear` runs everything once per linear kernel of the pipeline
+("packed": oneDNN with pre-packed weights, the pipeline's CPU default; "plain": F.linear / MKL;
+see kernels/packed.py). Prints a markdown table and writes JSON.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--refs", default="1,2,4")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--linear", default="packed,plain", help="comma list of linear kernels (pipeline.set_linear_kernel)")
     ap.add_argument("--out", default="runs/bench_cache.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -84,7 +88,10 @@ def main(argv=None):
     settings = [(1.0, "1 branch (guidance 1)")]
     if pipe.config.guidance != 1.0:
         settings.append((pipe.config.guidance, f"default guidance {pipe.config.guidance:g}: cond + no_text batched"))
-    for n in [int(v) for v in args.refs.split(",")]:
+    kernels = [k.strip() for k in args.linear.split(",") if k.strip()]
+    cases = [(n, kind) for kind in kernels for n in (int(v) for v in args.refs.split(","))]
+    for n, kind in cases:
+        pipe.set_linear_kernel(kind)
         refs = [torch.randn(1, C, 16, 16, generator=g) for _ in range(n)]
         for guidance, label in settings:
             def run(cached, refs=refs, guidance=guidance):
@@ -99,11 +106,12 @@ def main(argv=None):
             mc, mu = statistics.median(t_c), statistics.median(t_u)
             tokens_ctx = n * 64 + L
             limit = args.steps * (tokens_ctx + 64) / (tokens_ctx + args.steps * 64)
-            rows.append(dict(refs=n, setting=label, guidance=guidance, tokens=tokens_ctx + 64,
+            rows.append(dict(refs=n, linear=pipe.linear_kernel, setting=label, guidance=guidance, tokens=tokens_ctx + 64,
                              cached_ms=mc * 1e3, uncached_ms=mu * 1e3,
                              cached_ms_per_step=mc * 1e3 / args.steps, uncached_ms_per_step=mu * 1e3 / args.steps,
                              speedup=mu / mc, token_limit=limit, max_rel_diff=rel))
     # dense vs split attention on one uncached forward with 4 references
+    pipe.set_linear_kernel(kernels[0])
     refs = [torch.randn(1, C, 16, 16, generator=g) for _ in range(4)]
     t = torch.full((1,), 0.5)
     with torch.no_grad():
@@ -119,16 +127,16 @@ def main(argv=None):
 
     print(f"\nReference K/V cache, compose 128x128, {args.steps} steps, "
           f"{args.threads} threads, load {os.getloadavg()[0]:.1f}\n")
-    print("| refs | branches | tokens | cached ms (per step) | uncached ms (per step) | speedup | token limit | max rel diff |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| linear | refs | branches | tokens | cached ms (per step) | uncached ms (per step) | speedup | token limit | max rel diff |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['refs']} | {r['setting']} | {r['tokens']} | {r['cached_ms']:.1f} ({r['cached_ms_per_step']:.2f}) | "
+        print(f"| {r['linear']} | {r['refs']} | {r['setting']} | {r['tokens']} | {r['cached_ms']:.1f} ({r['cached_ms_per_step']:.2f}) | "
               f"{r['uncached_ms']:.1f} ({r['uncached_ms_per_step']:.2f}) | {r['speedup']:.2f}x | "
               f"{r['token_limit']:.2f}x | {r['max_rel_diff']:.1e} |")
-    print(f"\nAttention backends, one uncached forward, 4 refs: dense {attn['dense_ms']:.2f} ms, "
+    print(f"\nAttention backends ({kernels[0]} linears), one uncached forward, 4 refs: dense {attn['dense_ms']:.2f} ms, "
           f"split {attn['split_ms']:.2f} ms ({attn['dense_ms'] / attn['split_ms']:.2f}x), "
           f"max rel diff {attn['max_rel_diff']:.1e}")
-    result = dict(rows=rows, attention=attn, steps=args.steps, threads=args.threads,
+    result = dict(rows=rows, attention=attn, steps=args.steps, threads=args.threads, linear_kernels=kernels,
                   model=args.model if Path(args.model, "dit").exists() else "random default config",
                   machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
                   loadavg=os.getloadavg()[0], torch=torch.__version__)

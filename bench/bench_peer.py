@@ -7,8 +7,10 @@ and 32 text tokens of width 384. The peer is built from a config with random wei
 - "flux single-stream": 8 single-stream blocks, 4 heads x 64 (the same block shape as ours);
 - "flux double-stream": 8 double-stream (MM-DiT) blocks, the same width/heads (2x parameters).
 Our DiT runs uncached (the whole sequence) and cached (context K/V precomputed, as in every
-step after the first). Runs are interleaved and the median reported. Prints a markdown table and
-writes JSON.
+step after the first). Every model runs twice: with its stock linears (F.linear / MKL) and with
+the pre-packed oneDNN linears our pipeline uses on CPU (kernels/packed.py), so the table gives
+both "our pipeline's DiT vs stock diffusers" and "the same linear kernel on both sides".
+Runs are interleaved and the median reported. Prints a markdown table and writes JSON.
 """
 
 from __future__ import annotations
@@ -63,13 +65,26 @@ def main(argv=None):
     img_ids = torch.stack(torch.meshgrid(torch.zeros(1), torch.arange(8.0), torch.arange(8.0), indexing="ij"), -1).reshape(-1, 3)
     txt_ids = torch.zeros(L, 3)
 
-    runs = {
-        "ours (uncached)": lambda: ours(x, t, st, po, "t2i"),
-        "ours (cached context)": None,
-    }
+    import copy
+
+    from kernels.packed import pack_linears
+
+    def packed(m):
+        m = copy.deepcopy(m)
+        pack_linears(m)
+        return m
+
+    variants = {"": ours, ", packed linears": packed(ours)}
+    peers = {f"{name}{suffix}": (m if not suffix else packed(m)) for name, m in peers.items()
+             for suffix in ("", ", packed linears")}
+    runs = {}
+    params = {}
     with torch.no_grad():
-        cache = ours.encode_context(st, po, "t2i")
-        runs["ours (cached context)"] = lambda: ours.forward_cached(x, t, cache)
+        for suffix, m in variants.items():
+            cache = m.encode_context(st, po, "t2i")
+            runs[f"ours (uncached{suffix})"] = lambda m=m: m(x, t, st, po, "t2i")
+            runs[f"ours (cached context{suffix})"] = lambda m=m, cache=cache: m.forward_cached(x, t, cache)
+            params[f"ours (uncached{suffix})"] = params[f"ours (cached context{suffix})"] = m.num_parameters()
         for name, m in peers.items():
             runs[name] = (lambda m=m: m(hidden_states=hs, encoder_hidden_states=st, pooled_projections=po,
                                          timestep=t * 1000, img_ids=img_ids, txt_ids=txt_ids, return_dict=False))
@@ -81,17 +96,18 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 fn()
                 times[k].append(time.perf_counter() - t0)
-    params = {"ours (uncached)": ours.num_parameters(), "ours (cached context)": ours.num_parameters()}
     params.update({k: sum(p.numel() for p in m.parameters()) for k, m in peers.items()})
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     ref = med["flux single-stream"]
     print(f"\nOne denoising step, {n_img} image + {L} text tokens, width {D}, depth {depth}, {H} heads, "
           f"{args.threads} threads, load {os.getloadavg()[0]:.1f}\n")
-    print("| model | params (M) | ms / step (median) | vs flux single-stream |")
-    print("|---|---:|---:|---:|")
+    ref_p = med["flux single-stream, packed linears"]
+    print("| model | params (M) | ms / step (median) | vs flux single-stream | vs flux single-stream, packed |")
+    print("|---|---:|---:|---:|---:|")
     for k in runs:
-        print(f"| {k} | {params[k] / 1e6:.2f} | {med[k]:.2f} | {med[k] / ref:.2f}x |")
-    out = dict(ms=med, params=params, ratio_vs_flux_single={k: med[k] / ref for k in med}, threads=args.threads,
+        print(f"| {k} | {params[k] / 1e6:.2f} | {med[k]:.2f} | {med[k] / ref:.2f}x | {med[k] / ref_p:.2f}x |")
+    out = dict(ms=med, params=params, ratio_vs_flux_single={k: med[k] / ref for k in med},
+               ratio_vs_flux_single_packed={k: med[k] / ref_p for k in med}, threads=args.threads,
                tokens=dict(image=n_img, text=L), width=D, depth=depth, heads=H, loadavg=os.getloadavg()[0],
                machine=platform.processor() or platform.machine(), torch=torch.__version__)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,9 @@ turn (interleaved, so background load hits all modes alike), and the median is r
     python bench/bench_quant.py [--out runs/bench_quant.json] [--depth 4] [--repeats 30]
 
 On a CPU with native bf16 "int8" multiplies in bf16 and an extra row "int8/fp32" shows the
-same weights multiplied in fp32.
+same weights multiplied in fp32. The row "fp32/packed" is the fp32 model with the pre-packed
+oneDNN linears the pipeline uses on CPU by default (kernels/packed.py); the last column compares
+every mode with it.
 
 Prints a markdown table (mode, weight MB, ratio, batch x tokens, ms, speed vs fp32, relative
 error) and writes the same rows as JSON.
@@ -31,6 +33,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, import from the root
 
+from kernels.packed import pack_linears  # noqa: E402
 from kernels.quant import QUANT_MODES, native_bf16_cpu, quantize, weight_bytes
 
 WIDTH, MLP_WIDTH = 256, 1024
@@ -62,6 +65,11 @@ def build(mode: str, depth: int) -> nn.Module:
     """`mode` is a QUANT_MODES entry, or "int8/fp32": weight-only int8 with its product forced to
     fp32 (plain "int8" multiplies in bf16 on CPUs with native bf16)."""
     torch.manual_seed(0)  # the same fp weights for every mode
+    if mode == "fp32/packed":
+        model = LinearStack(depth).eval()
+        if not pack_linears(model):
+            raise RuntimeError("this torch build has no oneDNN linear ops")
+        return model
     if mode == "int8/fp32":
         return quantize(LinearStack(depth).eval(), "int8", int8_compute="fp32")
     return quantize(LinearStack(depth).eval(), mode)
@@ -82,6 +90,7 @@ def main() -> None:
     modes = ["none"] + [m for m in args.modes.split(",") if m and m != "none"]
     if "int8" in modes and native_bf16_cpu():  # show both int8 products side by side
         modes.insert(modes.index("int8") + 1, "int8/fp32")
+    modes.insert(1, "fp32/packed")
     models, skipped = {}, {}
     for mode in modes:
         try:
@@ -102,6 +111,7 @@ def main() -> None:
                     model(x)
                     times[mode].append(time.perf_counter() - start)
             fp_ms = statistics.median(times["none"]) * 1e3
+            packed_ms = statistics.median(times["fp32/packed"]) * 1e3 if "fp32/packed" in times else float("nan")
             for mode, model in models.items():
                 ms = statistics.median(times[mode]) * 1e3
                 rows.append(
@@ -114,17 +124,18 @@ def main() -> None:
                         "weight_ratio": weight_bytes(model) / weight_bytes(models["none"]),
                         "ms": ms,
                         "speed_ratio": ms / fp_ms,
+                        "speed_ratio_vs_packed": ms / packed_ms,
                         # on the residual updates (out - x): x itself would hide the error
                         "rel_error": ((outputs[mode] - ref).norm() / (ref - x).norm()).item(),
                     }
                 )
 
-    print("| mode | weight MB | ratio | B x T | ms | time vs fp32 | rel. error |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| mode | weight MB | ratio | B x T | ms | time vs fp32 | time vs fp32/packed | rel. error |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['mode']} | {r['weight_mb']:.2f} | {r['weight_ratio']:.3f} | {r['batch']} x {r['tokens']} "
-            f"| {r['ms']:.2f} | {r['speed_ratio']:.2f}x | {r['rel_error']:.1e} |"
+            f"| {r['ms']:.2f} | {r['speed_ratio']:.2f}x | {r['speed_ratio_vs_packed']:.2f}x | {r['rel_error']:.1e} |"
         )
     for mode, why in skipped.items():
         print(f"\nskipped {mode}: {why}")

@@ -13,7 +13,8 @@ Modes (`QUANT_MODES`):
   "bnb-int8"  bitsandbytes `Linear8bitLt` (LLM.int8 with outlier threshold 6.0).
   "bnb-nf4"   bitsandbytes `Linear4bit`, quant_type="nf4" (QLoRA NF4, double-quantized stats).
 
-Only modules whose type is exactly `nn.Linear` are replaced: subclasses such as
+Only modules whose type is exactly `nn.Linear` (or `kernels.packed.PackedLinear`, an
+`nn.Linear` with a faster CPU forward) are replaced: subclasses such as
 `nn.MultiheadAttention.out_proj` are read through `.weight` by their owner and must stay.
 
 Quantization is an inference transform applied *after* loading full-precision weights: the
@@ -31,6 +32,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kernels.packed import is_linear
 
 QUANT_MODES = ("none", "int8", "w8a8", "bnb-int8", "bnb-nf4")
 
@@ -306,7 +309,7 @@ def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
     targets = [
         (name, m)
         for name, m in model.named_modules(remove_duplicate=False)
-        if type(m) is nn.Linear and not skip(name, m)
+        if is_linear(m) and not skip(name, m)
     ]
     if mode == "bnb-nf4":
         # bitsandbytes' CPU inference path repacks NF4 weights in blocks of NF4_BLOCK input

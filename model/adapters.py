@@ -28,6 +28,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from kernels.packed import is_linear
+
 FORMAT = "seedling-adapter/1"
 KINDS = ("lora", "full")
 _STATE_ATTR = "_seedling_adapters"
@@ -136,7 +138,7 @@ def _state(dit: nn.Module) -> _AppliedState:
 
 def _has_float_weight(module: nn.Module) -> bool:
     w = getattr(module, "weight", None)
-    return isinstance(w, torch.Tensor) and w.is_floating_point() and type(module) is nn.Linear
+    return isinstance(w, torch.Tensor) and w.is_floating_point() and is_linear(module)
 
 
 def _lora_plan(

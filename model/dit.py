@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from kernels.attention import attention, cached_context_attention
+from kernels.packed import PackedLinear, is_linear, linear_gelu, pack_linears
 from model.rope import Rope3D, apply_rope_complex, image_positions, text_positions
 
 TASKS = ("t2i", "edit", "inpaint", "compose", "storyboard", "style")
@@ -165,6 +166,12 @@ class DiTBlock(nn.Module):
         m = self.adaLN(c).unsqueeze(1).chunk(6, dim=-1)
         return [m[0], m[1] + 1, m[2], m[3], m[4] + 1, m[5]]
 
+    def _mlp(self, h: torch.Tensor) -> torch.Tensor:
+        """self.mlp(h), with the first linear and its GELU fused where the linear is packed
+        (kernels/packed.py); the same math either way."""
+        fc1, act, fc2 = self.mlp
+        return fc2(linear_gelu(fc1, h, act.approximate))
+
     def _qkv(self, h: torch.Tensor, rot: torch.Tensor):
         """q, k, v (B, H, L, Dh): QK-norm and RoPE applied to q and k together (one RMS norm and one
         complex rotation over a (2, B, H, L, Dh) view instead of two of each: at the 64 tokens of a
@@ -195,7 +202,7 @@ class DiTBlock(nn.Module):
         a = attention(q, k, v, n_ctx, backend).transpose(1, 2).reshape(B, L, D)
         x = self._split_gate(x, self.proj(a), n_ctx, mod_ctx[2], mod_out[2])
         h = self._split_modulate(self.norm2(x), n_ctx, mod_ctx, mod_out, 3)
-        return self._split_gate(x, self.mlp(h), n_ctx, mod_ctx[5], mod_out[5])
+        return self._split_gate(x, self._mlp(h), n_ctx, mod_ctx[5], mod_out[5])
 
     def context_kv(self, x_ctx, mod_ctx, rot, last: bool = False):
         """Context tokens alone (they attend only to themselves). Returns (new x_ctx, k, v).
@@ -208,7 +215,7 @@ class DiTBlock(nn.Module):
             return x_ctx, k, v
         a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, L, D)
         x_ctx = torch.addcmul(x_ctx, mod_ctx[2], self.proj(a))
-        x_ctx = torch.addcmul(x_ctx, mod_ctx[5], self.mlp(modulate1p(self.norm2(x_ctx), mod_ctx[3], mod_ctx[4])))
+        x_ctx = torch.addcmul(x_ctx, mod_ctx[5], self._mlp(modulate1p(self.norm2(x_ctx), mod_ctx[3], mod_ctx[4])))
         return x_ctx, k, v
 
     def forward_outputs(self, x_out, k_ctx, v_ctx, mod_out, rot):
@@ -218,7 +225,7 @@ class DiTBlock(nn.Module):
         q, k, v = self._qkv(h, rot)
         a = cached_context_attention(q, k_ctx, v_ctx, k, v).transpose(1, 2).reshape(B, L, D)
         x_out = torch.addcmul(x_out, mod_out[2], self.proj(a))
-        return torch.addcmul(x_out, mod_out[5], self.mlp(modulate1p(self.norm2(x_out), mod_out[3], mod_out[4])))
+        return torch.addcmul(x_out, mod_out[5], self._mlp(modulate1p(self.norm2(x_out), mod_out[3], mod_out[4])))
 
 
 class FinalLayer(nn.Module):
@@ -384,8 +391,7 @@ class UnifiedDiT(nn.Module):
         rot = self.rope.complex(torch.cat([pos_ctx, pos_out], 0))
         backend = backend or self.config.attention_backend
         B = c_out.shape[0]
-        for blk in self.blocks:
-            mods = blk.modulation(torch.cat([c_ctx, c_out]))  # one adaLN call for both conditions
+        for blk, mods in zip(self.blocks, self.block_modulations(torch.cat([c_ctx, c_out]))):  # both conditions
             x = blk(x, n_ctx, [m[:B] for m in mods], [m[B:] for m in mods], rot, backend)
         v = self._unpatchify_outputs(self.final(x[:, n_ctx:], c_out), x_out.shape)
         return (v, x[:, :n_ctx]) if return_context else v
@@ -398,8 +404,8 @@ class UnifiedDiT(nn.Module):
         x, pos = self._context_tokens(refs, ref_masks, text_states, ref_indices)
         rot = self.rope.complex(pos)
         kv = []
-        for i, blk in enumerate(self.blocks):
-            x, k, v = blk.context_kv(x, blk.modulation(c_ctx), rot, last=i == len(self.blocks) - 1)
+        for i, (blk, mods) in enumerate(zip(self.blocks, self.block_modulations(c_ctx))):
+            x, k, v = blk.context_kv(x, mods, rot, last=i == len(self.blocks) - 1)
             kv.append((k, v))
         return ContextCache(kv=kv, cond=cond, n_ctx=x.shape[1])
 
@@ -414,9 +420,56 @@ class UnifiedDiT(nn.Module):
         rot = cache.rot_out.get(key)
         if rot is None or rot.device != x.device:
             rot = cache.rot_out[key] = self.rope.complex(self._output_positions(x_out))
-        for blk, (k_ctx, v_ctx) in zip(self.blocks, cache.kv):
-            x = blk.forward_outputs(x, k_ctx, v_ctx, blk.modulation(c_out), rot)
+        for blk, (k_ctx, v_ctx), mods in zip(self.blocks, cache.kv, self.block_modulations(c_out)):
+            x = blk.forward_outputs(x, k_ctx, v_ctx, mods, rot)
         return self._unpatchify_outputs(self.final(x, c_out), x_out.shape)
+
+    # -- all blocks' modulations in one product ----------------------------------------------
+    def block_modulations(self, c: torch.Tensor) -> list[list[torch.Tensor]]:
+        """`[blk.modulation(c) for blk in self.blocks]`. Without gradients and with plain
+        full-precision adaLN linears, computed as one SiLU and one product against every block's
+        adaLN weights stacked (the +1 of the scales folded into the stacked bias), instead of
+        depth x (SiLU, linear, chunk, two adds): at a cached step's few tokens those small calls
+        are a visible share of the time. The stacked copy is rebuilt whenever an adaLN weight
+        changes (keyed like kernels/packed.py). Same values up to float rounding."""
+        lins = [blk.adaLN[1] for blk in self.blocks]
+        if (
+            (torch.is_grad_enabled() and (c.requires_grad or any(lin.weight.requires_grad for lin in lins)))
+            or not all(is_linear(lin) and lin.bias is not None and not lin._forward_hooks
+                       and not lin._forward_pre_hooks for lin in lins)
+            or any(type(blk.adaLN[0]) is not nn.SiLU or blk.adaLN._forward_hooks for blk in self.blocks)
+        ):
+            return [blk.modulation(c) for blk in self.blocks]
+        stacked = self._stacked_adaLN(lins)
+        B, D = c.shape[0], self.config.width
+        m = stacked(F.silu(c)).view(B, 1, len(lins) * 6, D).unbind(2)
+        return [list(m[6 * i : 6 * i + 6]) for i in range(len(lins))]
+
+    def _stacked_adaLN(self, lins) -> nn.Linear:
+        key = tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for lin in lins for p in (lin.weight, lin.bias))
+        cached = self.__dict__.get("_adaLN_stack")  # not a registered module: no state_dict entry
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        D = self.config.width
+        with torch.no_grad():
+            w = torch.cat([lin.weight for lin in lins])  # (depth * 6D, D)
+            b = torch.stack([lin.bias for lin in lins]).view(len(lins), 6, D).clone()
+            b[:, 1] += 1  # 1 + scale for attention
+            b[:, 4] += 1  # and for the MLP
+            stacked = torch.nn.utils.skip_init(nn.Linear, D, w.shape[0], device=w.device, dtype=w.dtype)
+            stacked.weight.copy_(w)
+            stacked.bias.copy_(b.reshape(-1))
+        stacked.requires_grad_(False)
+        if any(type(lin) is PackedLinear for lin in lins):
+            pack_linears(stacked)
+        self.__dict__["_adaLN_stack"] = (key, stacked)
+        return stacked
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state.pop("_adaLN_stack", None)  # a cache, rebuilt on use
+        return state
 
     # -- helpers ------------------------------------------------------------------------------
     def num_parameters(self) -> int:

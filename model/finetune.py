@@ -39,6 +39,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from kernels.packed import unpack_linears
 from model.adapters import Adapter, remove_adapters, save_adapter
 from model.autoencoder import images_to_tensor
 from model.finetune_config import FinetuneConfig, lora_target_regex
@@ -191,6 +192,7 @@ def trainable_dit(base: nn.Module, config: FinetuneConfig) -> nn.Module:
     """A copy of the DiT with LoRA layers injected (only they train), or all weights trainable."""
     dit = copy.deepcopy(base)
     remove_adapters(dit)  # the copy carries the base weights, whatever was applied to `base`
+    unpack_linears(dit)  # plain nn.Linear for training and for peft (kernels/packed.py)
     dit.requires_grad_(False)
     if config.method == "full":
         return dit.requires_grad_(True).train()
@@ -346,7 +348,8 @@ def sample_images(
     from model.pipeline import SeedlingPipeline
 
     prompts = sample_prompts(examples, config)
-    sampler = SeedlingPipeline(dit, pipe.autoencoder, pipe.text_encoder, pipe.config)
+    # "plain": leave the classes of the model being trained alone
+    sampler = SeedlingPipeline(dit, pipe.autoencoder, pipe.text_encoder, pipe.config, linear_kernel="plain")
     sampler.device = pipe.device  # not .to(): that would move (and clear) the shared text encoder
     edit = isinstance(examples[0], EditPair)
     images = []

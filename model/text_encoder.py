@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from kernels.packed import pack_linears
+
 TEXT_DIM = 384
 
 
@@ -47,6 +49,9 @@ class TextEncoder:
         path = minilm_path()
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval().requires_grad_(False)
+        # Frozen and inference-only: oneDNN-packed linears on CPU (kernels/packed.py), ~1.6x faster
+        # encoding of a new prompt; the same fp32 values up to summation order.
+        pack_linears(self.model)
         self.max_length = max_length
         self.device = torch.device(device)
         self.model.to(self.device)

@@ -141,3 +141,36 @@ def test_large_config_builds_on_meta():
 def test_default_config_size():
     m = UnifiedDiT(DiT_configs["default"]())
     assert 5e6 < m.num_parameters() < 20e6
+
+
+def test_block_modulations_equal_each_blocks_own_and_follow_weight_edits():
+    import copy
+
+    from kernels.quant import quantize
+
+    m = perturbed_model(3)
+    c = torch.randn(3, m.config.width)
+
+    def per_block(model):
+        return [blk.modulation(c) for blk in model.blocks]
+
+    def max_diff(a, b):
+        return max((x - y).abs().max().item() for aa, bb in zip(a, b) for x, y in zip(aa, bb))
+
+    fused = m.block_modulations(c)
+    assert "_adaLN_stack" in m.__dict__  # the one-product path was taken
+    assert len(fused) == len(m.blocks) and all(len(f) == 6 for f in fused)
+    assert max_diff(fused, per_block(m)) < 1e-6
+    m.blocks[1].adaLN[1].weight.add_(0.5)  # in place: the stacked copy must follow
+    assert max_diff(m.block_modulations(c), per_block(m)) < 1e-6
+    # gradients: the per-block path, and they reach the adaLN weights
+    g = copy.deepcopy(m).requires_grad_(True)
+    with torch.enable_grad():
+        sum(t.sum() for mods in g.block_modulations(c) for t in mods).backward()
+    assert g.blocks[0].adaLN[1].weight.grad is not None
+    # quantized adaLN layers: the per-block path (no float weight to stack)
+    q = quantize(copy.deepcopy(m), "int8", skip=lambda n, mod: "adaLN" not in n)
+    assert max_diff(q.block_modulations(c), per_block(q)) < 1e-6 and "_adaLN_stack" not in q.__dict__
+    # not saved, not copied
+    assert not any("stack" in k for k in m.state_dict())
+    assert "_adaLN_stack" not in copy.deepcopy(m).__dict__
