@@ -34,7 +34,8 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=20, help="cases per suite")
     ap.add_argument("--n-icons", type=int, default=200)
     ap.add_argument("--suites", nargs="+", default=None)
-    ap.add_argument("--quantize", nargs="+", default=["none"], help="modes of kernels/quant.py, or int8/fp32 (int8 weights, fp32 product)")
+    ap.add_argument("--quantize", nargs="+", default=["none"], help="modes of kernels/quant.py, or int8/fp32 (int8 weights, fp32 product), or none/plain "
+                    "(fp32 with F.linear instead of the pipeline's default pre-packed oneDNN linears)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="runs/bench_steps.json")
     args = ap.parse_args(argv)
@@ -54,6 +55,8 @@ def main(argv=None):
         pipe = SeedlingPipeline.from_pretrained(model)
         if mode == "int8/fp32":  # weight-only int8 with the product in fp32 (not bf16)
             pipe.quantize("int8", int8_compute="fp32")
+        elif mode == "none/plain":  # fp32, MKL's F.linear (kernels/packed.py is the default)
+            pipe.set_linear_kernel("plain")
         elif mode != "none":
             pipe.quantize(mode)
         mb = weight_bytes(pipe.dit) / 2**20
