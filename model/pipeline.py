@@ -29,8 +29,9 @@ from model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor, tensor_
 from model.dit import DiT_configs, UnifiedDiT
 from model.sampler import Branch, euler_sample, make_schedule
 
-# (min, max) number of input images per task
+# how fp32 linears multiply on CPU (set_linear_kernel; kernels/packed.py)
 LINEAR_KERNELS = ("packed", "plain")
+# (min, max) number of input images per task
 TASK_IMAGES = {"t2i": (0, 0), "edit": (1, 1), "inpaint": (1, 1), "compose": (1, 4), "storyboard": (0, 1), "style": (1, 1)}
 MAX_OUTPUTS = 8
 MAX_SIDE = 1024
