@@ -62,8 +62,9 @@ class LinearStack(nn.Module):
 
 
 def build(mode: str, depth: int) -> nn.Module:
-    """`mode` is a QUANT_MODES entry, or "int8/fp32": weight-only int8 with its product forced to
-    fp32 (plain "int8" multiplies in bf16 on CPUs with native bf16)."""
+    """`mode` is a QUANT_MODES entry, "int8/fp32" (weight-only int8 with its product forced to
+    fp32; plain "int8" multiplies in bf16 on CPUs with native bf16) or "fp32/packed" (the fp32
+    stack with oneDNN-packed linears)."""
     torch.manual_seed(0)  # the same fp weights for every mode
     if mode == "fp32/packed":
         model = LinearStack(depth).eval()

@@ -51,12 +51,8 @@ class PackedLinear(nn.Linear):
     _packed: torch.Tensor | None
     _packed_key: tuple | None
 
-    def _weight_key(self) -> tuple:
-        w = self.weight
-        return (id(w), w.data_ptr(), w._version, w.shape)
-
     def packed_weight(self) -> torch.Tensor:
-        key = self._weight_key()
+        key = version_key(self.weight)
         if getattr(self, "_packed_key", None) != key:
             self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), _ROWS_HINT)
             self._packed_key = key
@@ -69,7 +65,6 @@ class PackedLinear(nn.Linear):
             and w.dtype == torch.float32
             and x.device.type == "cpu"
             and w.device.type == "cpu"
-            and x.dim() >= 1
             and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
             and not torch.is_autocast_enabled("cpu")
         )
@@ -77,8 +72,13 @@ class PackedLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.uses_packed(x):
             return F.linear(x, self.weight, self.bias)
+        return self.packed_forward(x)
+
+    def packed_forward(self, x: torch.Tensor, post_op: str = "none", algorithm: str = "") -> torch.Tensor:
+        """The oneDNN product with an optional fused pointwise op (e.g. "gelu", "tanh"); callers
+        check `uses_packed(x)` first."""
         b = self.bias.detach() if self.bias is not None else None
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight(), b, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight(), b, post_op, [], algorithm)
 
     def __getstate__(self):
         # copy.deepcopy / pickle: the packed tensor (oneDNN layout, no plain storage) is a cache
@@ -95,15 +95,20 @@ def linear_gelu(linear: nn.Module, x: torch.Tensor, approximate: str = "none") -
     """`F.gelu(linear(x), approximate)`, as one fused oneDNN call where `linear` takes the packed
     path (and has no hooks, which a fused call would skip); otherwise exactly those two calls.
     The fused GELU saves a pass over the MLP's 4x-wide hidden activations."""
-    if (
-        type(linear) is PackedLinear
-        and not linear._forward_hooks
-        and not linear._forward_pre_hooks
-        and linear.uses_packed(x)
-    ):
-        b = linear.bias.detach() if linear.bias is not None else None
-        return torch.ops.mkldnn._linear_pointwise(x, linear.packed_weight(), b, "gelu", [], approximate)
+    if type(linear) is PackedLinear and not has_hooks(linear) and linear.uses_packed(x):
+        return linear.packed_forward(x, "gelu", approximate)
     return F.gelu(linear(x), approximate=approximate)
+
+
+def version_key(t: torch.Tensor) -> tuple:
+    """Identifies a tensor's current contents for a derived cache: the object, its storage and
+    its version counter (bumped by every in-place op, not by edits through `.data`)."""
+    return (id(t), t.data_ptr(), t._version, t.shape, t.dtype, t.device)
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Forward hooks a fused or batched call that bypasses `module(...)` would skip."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 def is_linear(module: nn.Module) -> bool:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from kernels.attention import attention, cached_context_attention
-from kernels.packed import PackedLinear, is_linear, linear_gelu, pack_linears
+from kernels.packed import PackedLinear, has_hooks, is_linear, linear_gelu, pack_linears, version_key
 from model.rope import Rope3D, apply_rope_complex, image_positions, text_positions
 
 TASKS = ("t2i", "edit", "inpaint", "compose", "storyboard", "style")
@@ -140,6 +140,11 @@ def modulate1p(x: torch.Tensor, shift: torch.Tensor, scale1p: torch.Tensor) -> t
     return torch.addcmul(shift, x, scale1p)
 
 
+# Which of a block's six adaLN chunks (shift, scale, gate for attention, then for the MLP) are
+# scales, applied as 1 + scale.
+SCALE_CHUNKS = (1, 4)
+
+
 class DiTBlock(nn.Module):
     """Pre-norm attention + MLP with adaLN-Zero, applied with one modulation for context tokens
     and another for output tokens (same weights: a single-stream block)."""
@@ -163,8 +168,10 @@ class DiTBlock(nn.Module):
         The scales carry their +1 (added once per block call on a (B, 1, D) row) so that
         modulating is one addcmul and a gated residual another: at the 64 tokens of a cached step
         the cost is mostly per-kernel overhead."""
-        m = self.adaLN(c).unsqueeze(1).chunk(6, dim=-1)
-        return [m[0], m[1] + 1, m[2], m[3], m[4] + 1, m[5]]
+        m = list(self.adaLN(c).unsqueeze(1).chunk(6, dim=-1))
+        for i in SCALE_CHUNKS:
+            m[i] = m[i] + 1
+        return m
 
     def _mlp(self, h: torch.Tensor) -> torch.Tensor:
         """self.mlp(h), with the first linear and its GELU fused where the linear is packed
@@ -435,9 +442,8 @@ class UnifiedDiT(nn.Module):
         lins = [blk.adaLN[1] for blk in self.blocks]
         if (
             (torch.is_grad_enabled() and (c.requires_grad or any(lin.weight.requires_grad for lin in lins)))
-            or not all(is_linear(lin) and lin.bias is not None and not lin._forward_hooks
-                       and not lin._forward_pre_hooks for lin in lins)
-            or any(type(blk.adaLN[0]) is not nn.SiLU or blk.adaLN._forward_hooks for blk in self.blocks)
+            or not all(is_linear(lin) and lin.bias is not None and not has_hooks(lin) for lin in lins)
+            or any(type(blk.adaLN[0]) is not nn.SiLU or has_hooks(blk.adaLN) for blk in self.blocks)
         ):
             return [blk.modulation(c) for blk in self.blocks]
         stacked = self._stacked_adaLN(lins)
@@ -446,7 +452,7 @@ class UnifiedDiT(nn.Module):
         return [list(m[6 * i : 6 * i + 6]) for i in range(len(lins))]
 
     def _stacked_adaLN(self, lins) -> nn.Linear:
-        key = tuple((id(p), p.data_ptr(), p._version, p.dtype, p.device) for lin in lins for p in (lin.weight, lin.bias))
+        key = tuple(version_key(p) for lin in lins for p in (lin.weight, lin.bias))
         cached = self.__dict__.get("_adaLN_stack")  # not a registered module: no state_dict entry
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -454,8 +460,7 @@ class UnifiedDiT(nn.Module):
         with torch.no_grad():
             w = torch.cat([lin.weight for lin in lins])  # (depth * 6D, D)
             b = torch.stack([lin.bias for lin in lins]).view(len(lins), 6, D).clone()
-            b[:, 1] += 1  # 1 + scale for attention
-            b[:, 4] += 1  # and for the MLP
+            b[:, list(SCALE_CHUNKS)] += 1  # 1 + scale, as in DiTBlock.modulation
             stacked = torch.nn.utils.skip_init(nn.Linear, D, w.shape[0], device=w.device, dtype=w.dtype)
             stacked.weight.copy_(w)
             stacked.bias.copy_(b.reshape(-1))
@@ -466,8 +471,7 @@ class UnifiedDiT(nn.Module):
         return stacked
 
     def __getstate__(self):
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        state = dict(state)
+        state = self.__dict__.copy()
         state.pop("_adaLN_stack", None)  # a cache, rebuilt on use
         return state
 

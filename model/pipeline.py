@@ -116,8 +116,7 @@ class SeedlingPipeline:
         self.quantization = "none"
         if dit.config.latent_channels != autoencoder.config.latent_channels:
             raise ValueError("the DiT and the autoencoder disagree on the number of latent channels")
-        self.linear_kernel = "plain"
-        self.set_linear_kernel(linear_kernel)
+        self.set_linear_kernel(linear_kernel)  # sets self.linear_kernel
 
     # -- construction and persistence -----------------------------------------------------
     @classmethod
