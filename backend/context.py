@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,20 @@ from storage.images_common import ImageRecord, NewImage, ParentLink
 from storage.jobs_base import JobStoreBase
 
 PREVIEW_SIDE = 256  # previews are for the eye; keep the rows small
+
+# Fault-injection for the crash tests: seconds the worker waits after reporting each step, so a job
+# lasts long enough to be killed in its middle on any CPU (the tiny test model runs 50 steps in
+# ~0.1 s). Unset or 0 in normal use; tests/conftest.AppProcess(step_delay_s=...) sets it.
+STEP_DELAY_ENV = "SEEDLING_TEST_STEP_DELAY_S"
+
+
+def step_delay_s() -> float:
+    """The injected per-step delay from the environment (0 when unset or not a number >= 0)."""
+    try:
+        value = float(os.environ.get(STEP_DELAY_ENV, "0"))
+    except ValueError:
+        return 0.0
+    return value if 0.0 < value < 60.0 else 0.0
 
 
 def preview_png(image: Image.Image) -> bytes:
@@ -62,11 +77,14 @@ class JobContext:
         self._files = files
         self._adapters = adapters
         self.can_yield = can_yield  # raising JobYielded requeues the job (the runtime can enqueue)
+        self._step_delay_s = step_delay_s()
 
     def progress(self, step: int, total: int, preview: Image.Image | None = None) -> None:
         self._jobs.set_progress(
             self.job_id, step, total, preview_png(preview) if preview is not None else None
         )
+        if self._step_delay_s:
+            time.sleep(self._step_delay_s)
 
     def cancel_requested(self) -> bool:
         return self._jobs.is_cancel_requested(self.job_id)

@@ -50,9 +50,13 @@ from tests.helpers import (
     wait_for,
 )
 
-# A job slow enough (about 3 s) to be killed in its middle: 256x256, 50 steps on the tiny model.
+# The tiny model runs 50 steps in ~0.1-0.3 s with the packed kernels, too fast to kill a job in its
+# middle; every app these checks start makes its worker wait this long after each step
+# (backend/context.STEP_DELAY_ENV), so a 50-step job lasts at least 1.5 s on any CPU.
+STEP_DELAY_S = 0.03
+# A job slow enough to be killed in its middle: 256x256, 50 steps on the tiny model (about 2 s).
 SLOW = {"width": 256, "height": 256, "steps": 50}
-MEDIUM = {"width": 192, "height": 192, "steps": 50}  # about 1.5 s
+MEDIUM = {"width": 192, "height": 192, "steps": 50}  # about 1.7 s
 QUICK = {"width": 128, "height": 128, "steps": 4}
 FINISHED = ("succeeded", "failed", "cancelled")
 JOB_TIMEOUT_S = 300.0
@@ -108,7 +112,7 @@ def result_or_error(pending, timeout_s: float) -> tuple[str, str | None]:
 
 @contextmanager
 def running_app(data_dir: Path, model: Path, *extra: str) -> Iterator[AppProcess]:
-    app = AppProcess(data_dir, model, *extra).start()
+    app = AppProcess(data_dir, model, *extra, step_delay_s=STEP_DELAY_S).start()
     try:
         yield app
     finally:
@@ -216,7 +220,7 @@ def check_app_kill(workdir: Path, model: Path, kills: int = 5) -> dict:
     and an adapter must survive; every job must end finished, and run to completion once."""
     started = time.monotonic()
     data_dir = workdir / "data"
-    app = AppProcess(data_dir, model)
+    app = AppProcess(data_dir, model, step_delay_s=STEP_DELAY_S)
     prompts, start_s, lost_history = [], [], 0
     previous: dict = {}
     adapters_before: dict = {}

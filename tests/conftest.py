@@ -12,6 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # imports are absolute from the repo root, also under plain `pytest`
     sys.path.insert(0, str(REPO_ROOT))
 
+from backend.context import STEP_DELAY_ENV
 from backend.huey_app import make_memory_huey
 from backend.services import Services, build_services
 from backend.settings import Settings
@@ -83,10 +84,11 @@ class AppProcess:
     """`python app.py` as a child process on a free localhost port (start, wait until it answers,
     stop with SIGTERM as a user's Ctrl-C would)."""
 
-    def __init__(self, data_dir: Path, model_dir: Path, *extra: str):
+    def __init__(self, data_dir: Path, model_dir: Path, *extra: str, step_delay_s: float = 0.0):
         self.data_dir = data_dir
         self.model_dir = model_dir
         self.extra = extra
+        self.step_delay_s = step_delay_s  # the worker sleeps this long per step (crash tests)
         self.proc = None
         self.port = None
         self.log_path = data_dir.parent / f"{data_dir.name}-app.log"
@@ -123,7 +125,12 @@ class AppProcess:
                 cwd=REPO_ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"},
+                env={
+                    **os.environ,
+                    "GRADIO_ANALYTICS_ENABLED": "False",
+                    "NO_PROXY": "127.0.0.1,localhost",
+                    STEP_DELAY_ENV: str(self.step_delay_s),
+                },
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

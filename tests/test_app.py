@@ -23,7 +23,9 @@ from tests.conftest import AppProcess
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, tiny_model_dir):
-    proc = AppProcess(tmp_path_factory.mktemp("app") / "data", tiny_model_dir).start()
+    # 50 ms per step: the 40-step job below lasts 2 s however fast the CPU (it was 0.5 s in CI,
+    # and the kill came after it had finished)
+    proc = AppProcess(tmp_path_factory.mktemp("app") / "data", tiny_model_dir, step_delay_s=0.05).start()
     yield proc
     proc.stop()
 
@@ -103,7 +105,9 @@ def test_worker_killed_mid_job_is_restarted_and_the_job_completes(app):
     )
     db = Database(app.data_dir / "history.db")
     jobs = SqliteJobStore(db)
-    running = _wait_for(lambda: [j for j in jobs.list() if j.status == "running"], 60, "the job to start")
+    running = _wait_for(
+        lambda: [j for j in jobs.list() if j.status == "running" and j.progress_step >= 1], 60, "a step done"
+    )
     os.kill(worker, signal.SIGKILL)
     status, _preview, gallery = pending.result(timeout=180)
     assert "done" in status and len(gallery) == 1

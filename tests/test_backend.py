@@ -260,3 +260,34 @@ def test_pixel_hash_is_what_the_store_records(services):
     image = _generate(services).images[0]
     with Image.open(services.history.path(image)) as png:
         assert pixel_hash(png.convert("RGB")) == image.pixel_hash
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, 0.0), ("0", 0.0), ("0.05", 0.05), ("-1", 0.0), ("slow", 0.0), ("1e9", 0.0)]
+)
+def test_injected_step_delay_reads_only_sane_values(monkeypatch, value, expected):
+    from backend.context import STEP_DELAY_ENV, step_delay_s
+
+    if value is None:
+        monkeypatch.delenv(STEP_DELAY_ENV, raising=False)
+    else:
+        monkeypatch.setenv(STEP_DELAY_ENV, value)
+    assert step_delay_s() == expected
+
+
+def test_injected_step_delay_makes_each_step_last_at_least_that_long(settings, shared_model_host_loader, monkeypatch):
+    """The crash tests' fault injection: a job of n steps takes at least n x the delay."""
+    import time
+
+    from backend.context import STEP_DELAY_ENV
+
+    monkeypatch.setenv(STEP_DELAY_ENV, "0.1")
+    svc = build_services(settings, huey=make_memory_huey(), loader=shared_model_host_loader)
+    try:
+        job = svc.jobs.submit(make_spec("generate", prompt="a slow owl", steps=4))
+        started = time.monotonic()
+        execute_next(svc.huey)
+        elapsed = time.monotonic() - started
+        assert svc.jobs.get(job.id).status == JobStatus.SUCCEEDED and elapsed >= 0.4
+    finally:
+        svc.close()

@@ -29,7 +29,11 @@ FAST_MAX_QUEUE = 6
 def app(tmp_path_factory, tiny_model_dir):
     """One app for the fast process checks (they leave the queue empty behind them)."""
     proc = AppProcess(
-        tmp_path_factory.mktemp("reliability") / "data", tiny_model_dir, "--max-queue", str(FAST_MAX_QUEUE)
+        tmp_path_factory.mktemp("reliability") / "data",
+        tiny_model_dir,
+        "--max-queue",
+        str(FAST_MAX_QUEUE),
+        step_delay_s=rel.STEP_DELAY_S,
     ).start()
     yield proc
     proc.stop()
