@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-QUANTIZE_MODES = ("none", "int8", "w8a8", "bnb-int8", "bnb-nf4")
+QUANTIZE_MODES = ("none", "int8", "w8a8", "w8a8-packed", "bnb-int8", "bnb-nf4")  # kernels.quant.QUANT_MODES
 
 
 @dataclass(frozen=True)

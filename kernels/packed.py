@@ -92,11 +92,17 @@ class PackedLinear(nn.Linear):
 
 
 def linear_gelu(linear: nn.Module, x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
-    """`F.gelu(linear(x), approximate)`, as one fused oneDNN call where `linear` takes the packed
-    path (and has no hooks, which a fused call would skip); otherwise exactly those two calls.
-    The fused GELU saves a pass over the MLP's 4x-wide hidden activations."""
-    if type(linear) is PackedLinear and not has_hooks(linear) and linear.uses_packed(x):
-        return linear.packed_forward(x, "gelu", approximate)
+    """`F.gelu(linear(x), approximate)`, as one fused call where the layer has one: a PackedLinear
+    on its packed path (oneDNN fp32) or any layer with a `forward_gelu(x, approximate)` method
+    (kernels/quant.PackedW8A8Linear, oneDNN int8); never on a layer with hooks, which a fused call
+    would skip. Otherwise exactly those two calls. The fused GELU saves a pass over the MLP's
+    4x-wide hidden activations."""
+    if not has_hooks(linear):
+        if type(linear) is PackedLinear:
+            if linear.uses_packed(x):
+                return linear.packed_forward(x, "gelu", approximate)
+        elif (fused := getattr(linear, "forward_gelu", None)) is not None:
+            return fused(x, approximate)
     return F.gelu(linear(x), approximate=approximate)
 
 

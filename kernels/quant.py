@@ -9,7 +9,11 @@ Modes (`QUANT_MODES`):
               significant bits, finer than the weights' int8 grid) -- 2-3x faster than an fp32
               GEMM at the DiT's shapes; elsewhere the product runs in the activation dtype.
   "w8a8"      int8 weights and dynamic per-token int8 activations (`W8A8Linear`), int32
-              matmul through `torch._int_mm`; the fastest CPU path on AVX512-VNNI machines.
+              matmul through `torch._int_mm`; any device.
+  "w8a8-packed"  CPU only: int8 weights pre-packed once for the CPU's int8 GEMM (fbgemm, VNNI
+              where present) and activations quantized per tensor (asymmetric uint8) inside the
+              same C++ call (`PackedW8A8Linear`, torch's `quantized::linear_dynamic`); the
+              fastest CPU mode. The packed weight is the only copy (~0.26x of fp32).
   "bnb-int8"  bitsandbytes `Linear8bitLt` (LLM.int8 with outlier threshold 6.0).
   "bnb-nf4"   bitsandbytes `Linear4bit`, quant_type="nf4" (QLoRA NF4, double-quantized stats).
 
@@ -35,7 +39,7 @@ from torch import nn
 
 from kernels.packed import is_linear
 
-QUANT_MODES = ("none", "int8", "w8a8", "bnb-int8", "bnb-nf4")
+QUANT_MODES = ("none", "int8", "w8a8", "w8a8-packed", "bnb-int8", "bnb-nf4")
 
 # Layers smaller than this stay in full precision by default: their saving is negligible and
 # they are the sensitive ones (timestep/task embedders, per-channel heads).
@@ -202,6 +206,164 @@ class W8A8Linear(Int8WeightLinear):
         return y.to(x.dtype).reshape(*shape[:-1], self.out_features)
 
 
+# The int8 GEMMs PackedW8A8Linear packs for, measured against the packed fp32 GEMM on the DiT's
+# layer shapes (96-448 tokens; 256->768, 256->256, 256->1024, 1024->256; runs/s6/qall.py):
+# fbgemm's `quantized::linear_dynamic` is 0.4-0.6x (one C++ call quantizes x, multiplies and
+# dequantizes), oneDNN's `qlinear_pointwise` after a separate activation quantization 0.6-1.0x,
+# but it can fuse the GELU that follows the MLP's first linear: fc1 + GELU 0.57x of the fused
+# fp32 call against fbgemm-then-GELU's 0.84x (M = 192). So layers run on fbgemm, and a layer
+# asked for a fused GELU (linear_gelu) repacks itself once for oneDNN.
+PACKED_W8A8_ENGINES = ("fbgemm", "onednn")
+
+
+def _pack_fbgemm(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+    """fbgemm's packed int8 weight (a LinearPackedParamsBase) for q (N, K) int8, per-row scales."""
+    previous = torch.backends.quantized.engine
+    with warnings.catch_warnings():
+        # torch 2.13 marks quantized tensors deprecated; this is the one place we build one, and
+        # packed_w8a8_available() turns the mode off where the ops are gone.
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        qw = torch._make_per_channel_quantized_tensor(
+            q.cpu(), scale.detach().double().cpu(), torch.zeros(q.shape[0], dtype=torch.long), 0
+        )
+    try:
+        torch.backends.quantized.engine = "fbgemm"
+        return torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float().cpu())
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+@functools.cache
+def packed_w8a8_available() -> bool:
+    """Whether this torch build has both int8 GEMMs of PackedW8A8Linear (probed once, exactly)."""
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        return False
+    q = torch.eye(8, dtype=torch.int8).repeat(1, 2)  # (8, 16): y = 2 for x = 1
+    try:
+        layer = PackedW8A8Linear.from_int8(q, torch.ones(8), None)
+        ok = torch.allclose(layer(torch.ones(2, 16)), torch.full((2, 8), 2.0), atol=0.05)
+        layer.repack("onednn")
+        ok = ok and torch.allclose(layer(torch.ones(2, 16)), torch.full((2, 8), 2.0), atol=0.05)
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return False
+    return bool(ok)
+
+
+class PackedW8A8Linear(nn.Module):
+    """CPU int8 linear: weights quantized per output row (symmetric, as Int8WeightLinear) and
+    pre-packed for an int8 GEMM (PACKED_W8A8_ENGINES); activations quantized on every call, per
+    tensor, to uint8 with a zero point (from min and max of x).
+
+    forward: x (..., K), any float dtype, on the CPU -> (..., N) in x's dtype, computed in fp32.
+    forward_gelu(x, approximate) = gelu(forward(x)), fused into the GEMM (repacks for oneDNN once).
+    The packed weight is the only copy of the weight (`int8_weight()` unpacks it); `weight_scale`
+    (N,) and `bias` (N,) are fp32 buffers. No autograd (inference only); the packed weight stays
+    on the CPU whatever `.to()` is asked.
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.register_buffer("weight_scale", torch.ones(out_features))
+        self.register_buffer("bias", None)
+        self.engine = "fbgemm"
+        self._packed = None
+        self.packed_nbytes = 0
+
+    @classmethod
+    def from_int8(cls, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> PackedW8A8Linear:
+        module = cls(q.shape[1], q.shape[0])
+        module.weight_scale.copy_(scale)
+        if bias is not None:
+            module.bias = bias.detach().float().clone()
+        module._pack(q, "fbgemm")
+        return module
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> PackedW8A8Linear:
+        if linear.weight.device.type != "cpu":
+            raise RuntimeError(
+                f"quantize mode 'w8a8-packed' runs on the CPU only (this layer is on "
+                f"{linear.weight.device}); use 'w8a8' there"
+            )
+        q, scale = quantize_rows(linear.weight)
+        return cls.from_int8(q, scale, linear.bias).train(linear.training)
+
+    def _pack(self, q: torch.Tensor, engine: str) -> None:
+        if engine == "fbgemm":
+            self._packed = _pack_fbgemm(q, self.weight_scale, self.bias)
+            # what it holds: N*K int8, then per row a float64 scale, an int64 zero point, an
+            # int32 column offset and, with a bias, an fp32 bias
+            self.packed_nbytes = q.numel() + self.out_features * (20 + (4 if self.bias is not None else 0))
+        elif engine == "onednn":
+            self._packed = torch.ops.onednn.qlinear_prepack(q.contiguous(), None)  # (K, N), blocked
+            self._zero_points = torch.zeros(self.out_features, dtype=torch.long)
+            self.packed_nbytes = torch.ops.mkldnn._nbytes(self._packed) + 8 * self.out_features
+        else:
+            raise ValueError(f"engine must be one of {PACKED_W8A8_ENGINES}, got {engine!r}")
+        self.engine = engine
+
+    def repack(self, engine: str) -> None:
+        """Move the weight to `engine`'s packed layout (the old one is freed)."""
+        if engine != self.engine:
+            self._pack(self.int8_weight(), engine)
+
+    def __getstate__(self):
+        # The packed weights are opaque (oneDNN's cannot be copied or pickled): copies and pickles
+        # carry the int8 weight and pack it again.
+        state = self.__dict__.copy()
+        state["_packed"] = self.int8_weight()
+        return state
+
+    def __setstate__(self, state):
+        q = state.pop("_packed")
+        super().__setstate__(state)
+        self._pack(q, self.engine)
+
+    def int8_weight(self) -> torch.Tensor:
+        """q (N, K) int8, unpacked from the packed weight."""
+        if self.engine == "fbgemm":
+            return torch.ops.quantized.linear_unpack(self._packed)[0].int_repr()
+        return self._packed.to_dense().t().contiguous()
+
+    def dequantize(self) -> torch.Tensor:
+        """The fp32 weight (N, K) this layer computes with."""
+        return self.int8_weight().float() * self.weight_scale.float()[:, None]
+
+    def _run(self, x: torch.Tensor, post_op: str, approximate: str = "") -> torch.Tensor:
+        if x.device.type != "cpu":
+            raise RuntimeError(f"a 'w8a8-packed' layer runs on the CPU only, got input on {x.device}")
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        x2 = (x2 if x2.dtype == torch.float32 else x2.float()).contiguous()
+        if post_op != "none" and self.engine != "onednn":
+            self.repack("onednn")
+        if self.engine == "fbgemm":
+            y = torch.ops.quantized.linear_dynamic(x2, self._packed, False)  # (M, N) fp32
+        else:
+            xq = torch.quantize_per_tensor_dynamic(x2, torch.quint8, False)
+            bias = self.bias if self.bias is None or self.bias.dtype == torch.float32 else self.bias.float()
+            y = torch.ops.onednn.qlinear_pointwise(
+                xq.int_repr(), xq.q_scale(), xq.q_zero_point(), self._packed, self.weight_scale.float(),
+                self._zero_points, bias, 1.0, 0, torch.float32, post_op, [], approximate,
+            )
+        return y.to(x.dtype).reshape(*shape[:-1], self.out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, "none")
+
+    def forward_gelu(self, x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+        """F.gelu(self(x), approximate=approximate), the GELU fused into oneDNN's int8 GEMM."""
+        return self._run(x, "gelu", "tanh" if approximate == "tanh" else "none")
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, engine={self.engine}"
+        )
+
+
 def _import_bnb(mode: str):
     try:
         import bitsandbytes
@@ -271,7 +433,9 @@ def _check_bnb_runs(mode: str, device: torch.device, bnb) -> None:
 
 def is_quantized_module(module: nn.Module) -> bool:
     """Whether `module` is one of our quantized layers or a bitsandbytes layer."""
-    return isinstance(module, Int8WeightLinear) or type(module).__module__.startswith("bitsandbytes")
+    return isinstance(module, (Int8WeightLinear, PackedW8A8Linear)) or type(module).__module__.startswith(
+        "bitsandbytes"
+    )
 
 
 def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
@@ -316,6 +480,18 @@ def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
         # features and breaks on narrower layers (e.g. the DiT's 32-wide latent embedding):
         # those stay in full precision.
         targets = [(n, m) for n, m in targets if m.in_features % NF4_BLOCK == 0]
+    if mode == "w8a8-packed":
+        if not packed_w8a8_available():
+            raise RuntimeError(
+                "quantize mode 'w8a8-packed' needs torch's fbgemm and oneDNN int8 linears "
+                "(quantized::linear_dynamic, onednn::qlinear_pointwise), which this torch build lacks; use 'w8a8'"
+            )
+        elsewhere = {str(m.weight.device) for _, m in targets if m.weight.device.type != "cpu"}
+        if elsewhere:
+            raise RuntimeError(
+                f"quantize mode 'w8a8-packed' runs on the CPU only; the model is on {', '.join(sorted(elsewhere))}: "
+                "use 'w8a8' there"
+            )
     bnb = None
     if mode.startswith("bnb-"):
         bnb = _import_bnb(mode)
@@ -330,6 +506,8 @@ def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
                 new = Int8WeightLinear.from_linear(linear, compute=int8_compute)
             elif mode == "w8a8":
                 new = W8A8Linear.from_linear(linear)
+            elif mode == "w8a8-packed":
+                new = PackedW8A8Linear.from_linear(linear)
             else:
                 new = _bnb_linear(linear, mode, bnb)
             replaced[id(linear)] = new
@@ -341,7 +519,7 @@ def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
 
 
 def _linear_like(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Linear, Int8WeightLinear)) or is_quantized_module(module)
+    return isinstance(module, nn.Linear) or is_quantized_module(module)
 
 
 def _quant_side_tensors(weight) -> list[torch.Tensor]:
@@ -355,12 +533,16 @@ def _quant_side_tensors(weight) -> list[torch.Tensor]:
 
 
 def weight_bytes(model: nn.Module) -> int:
-    """Bytes held by the linear-like layers of `model`: parameters, buffers and quantization state.
+    """Bytes held by the linear-like layers of `model`: parameters, buffers and quantization state
+    (for PackedW8A8Linear, the contents of its packed weight).
 
     Storage shared between tensors (views, a codebook common to all NF4 layers) counts once.
     """
     storages: dict[int, int] = {}
+    packed = 0
     for module in model.modules():
+        if isinstance(module, PackedW8A8Linear):
+            packed += module.packed_nbytes
         if not _linear_like(module):
             continue
         tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
@@ -368,4 +550,4 @@ def weight_bytes(model: nn.Module) -> int:
         for t in tensors:
             storage = t.untyped_storage()
             storages[storage.data_ptr()] = storage.nbytes()
-    return sum(storages.values())
+    return sum(storages.values()) + packed

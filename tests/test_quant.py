@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from kernels.quant import (
     MIN_QUANT_WEIGHTS,
     QUANT_MODES,
     Int8WeightLinear,
+    PackedW8A8Linear,
     W8A8Linear,
     default_skip,
     quantize,
@@ -40,11 +42,12 @@ REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = {
     "int8": (1e-2, 2.5e-2),
     "w8a8": (1.5e-2, 4e-2),
+    "w8a8-packed": (1.5e-2, 4e-2),  # per-tensor uint8 activations: measured 1.1e-2, 2.7e-2
     "bnb-int8": (1.5e-2, 4e-2),
     "bnb-nf4": (0.13, 0.3),
 }
 # bytes(quantized linears) / bytes(fp32 linears), with the small head kept in fp32.
-MEMORY_RATIO = {"int8": 0.3, "w8a8": 0.3, "bnb-int8": 0.3, "bnb-nf4": 0.2}
+MEMORY_RATIO = {"int8": 0.3, "w8a8": 0.3, "w8a8-packed": 0.3, "bnb-int8": 0.3, "bnb-nf4": 0.2}
 
 
 def bnb_or_skip():
@@ -95,7 +98,7 @@ def rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:
     return ((y.float() - ref.float()).norm() / ref.float().norm()).item()
 
 
-@pytest.mark.parametrize("mode", ["int8", "w8a8", "bnb-int8", "bnb-nf4"])
+@pytest.mark.parametrize("mode", ["int8", "w8a8", "w8a8-packed", "bnb-int8", "bnb-nf4"])
 def test_mode_close_to_fp32_and_smaller(mode):
     if mode.startswith("bnb-"):
         bnb_or_skip()
@@ -260,12 +263,12 @@ def test_root_linear_returns_the_replacement():
     assert isinstance(q, Int8WeightLinear)
 
 
-@pytest.mark.parametrize("first", ["int8", "w8a8", "bnb-int8"])
+@pytest.mark.parametrize("first", ["int8", "w8a8", "w8a8-packed", "bnb-int8"])
 def test_quantizing_twice_is_a_clear_error(first):
     if first.startswith("bnb-"):
         bnb_or_skip()
     model = quantize(make_block(), first)
-    for again in ("int8", "w8a8"):
+    for again in ("int8", "w8a8", "w8a8-packed"):
         with pytest.raises(RuntimeError, match="already quantized"):
             quantize(model, again)
     assert quantize(model, "none") is model  # "none" on a quantized model changes nothing
@@ -447,3 +450,119 @@ def test_pipeline_passes_the_int8_compute_to_every_layer():
     layers = [m for m in pipe.dit.modules() if isinstance(m, Int8WeightLinear)]
     assert layers and all(m.compute == "fp32" for m in layers)
     assert pipe.quantization == "int8"
+
+
+# -- w8a8-packed: fbgemm / oneDNN int8 GEMMs with pre-packed weights -------------------------------
+def packed_or_skip():
+    if not quant_module.packed_w8a8_available():
+        pytest.skip("this torch build has no fbgemm/oneDNN int8 linear")
+
+
+def test_packed_w8a8_computes_with_per_tensor_uint8_activations():
+    """y = dequant(uint8 x) @ dequant(int8 W).T + b: x's grid from its min and max (asymmetric),
+    W's from each row's max (symmetric), on both engines."""
+    packed_or_skip()
+    lin = make_block().up
+    layer = PackedW8A8Linear.from_linear(lin)
+    x = make_input(1, 32).reshape(32, 256)
+    lo, hi = x.min().item(), x.max().item()
+    scale = (hi - lo) / 255
+    zero = round(-lo / scale)
+    x_deq = (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+    expected = F.linear(x_deq.double(), layer.dequantize().double(), lin.bias.double())
+    for engine in ("fbgemm", "onednn"):
+        layer.repack(engine)
+        assert layer.engine == engine
+        # rounding x's scale differently from torch's by one ulp moves few values: 1e-3 of |y|
+        torch.testing.assert_close(layer(x).double(), expected, rtol=0, atol=1e-3 * expected.abs().max().item())
+
+
+def test_packed_w8a8_unpacks_the_weight_it_was_given():
+    packed_or_skip()
+    lin = make_block().down
+    q, scale = quant_module.quantize_rows(lin.weight)
+    layer = PackedW8A8Linear.from_linear(lin)
+    for engine in ("fbgemm", "onednn", "fbgemm"):
+        layer.repack(engine)
+        assert torch.equal(layer.int8_weight(), q) and torch.equal(layer.weight_scale, scale)
+    torch.testing.assert_close(layer.dequantize(), q.float() * scale[:, None])
+
+
+def test_packed_w8a8_fused_gelu_matches_gelu_after_the_layer():
+    from kernels.packed import linear_gelu
+
+    packed_or_skip()
+    layer = PackedW8A8Linear.from_linear(make_block().up)
+    x = make_input()
+    for approximate in ("tanh", "none"):
+        layer.repack("fbgemm")
+        separate = F.gelu(layer(x), approximate=approximate)
+        fused = linear_gelu(layer, x, approximate)
+        assert layer.engine == "onednn"  # a fused GELU moved the layer to oneDNN, once
+        torch.testing.assert_close(fused, F.gelu(layer(x), approximate=approximate), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fused, separate, rtol=1e-5, atol=1e-5)  # both GEMMs agree
+
+
+def test_packed_w8a8_hooks_are_not_skipped_by_the_fused_gelu():
+    from kernels.packed import linear_gelu
+
+    packed_or_skip()
+    layer = PackedW8A8Linear.from_linear(make_block().up)
+    calls = []
+    layer.register_forward_hook(lambda m, args, out: calls.append(out.shape))
+    x = make_input()
+    linear_gelu(layer, x, "tanh")
+    assert calls == [x.shape[:-1] + (1024,)] and layer.engine == "fbgemm"
+
+
+def test_packed_w8a8_copies_pickles_and_casts():
+    import pickle
+
+    packed_or_skip()
+    model = quantize(make_block(), "w8a8-packed")
+    model.up.repack("onednn")  # oneDNN's packed weight is opaque: copies must pack again
+    x = make_input()
+    with torch.no_grad():
+        ref = model(x)
+        for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+            assert torch.equal(other(x), ref) and other.up.engine == "onednn"
+        y = model.to(torch.bfloat16)(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and rel_error(y, ref) < 4e-2
+
+
+def test_packed_w8a8_refuses_other_devices_and_missing_ops(monkeypatch):
+    packed_or_skip()
+    with pytest.raises(RuntimeError, match="CPU only.*meta.*'w8a8'"):
+        quantize(make_block().to("meta"), "w8a8-packed")
+    layer = PackedW8A8Linear.from_linear(make_block().up)
+    with pytest.raises(RuntimeError, match="CPU only"):
+        layer(torch.zeros(2, 256, device="meta"))
+    monkeypatch.setattr(quant_module, "packed_w8a8_available", lambda: False)
+    with pytest.raises(RuntimeError, match="lacks; use 'w8a8'"):
+        quantize(make_block(), "w8a8-packed")
+
+
+def test_pipeline_runs_w8a8_packed_close_to_fp32():
+    from model.pipeline import SeedlingPipeline
+
+    packed_or_skip()
+    pipe = SeedlingPipeline.from_config("tiny", seed=0)
+    with torch.no_grad():
+        for p in pipe.dit.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
+    ref = np.asarray(pipe("a red circle", steps=2, guidance=2.0, seed=3).images[0], dtype=np.float32)
+    pipe.quantize("w8a8-packed")
+    assert pipe.quantization == "w8a8-packed"
+    layers = [m for m in pipe.dit.modules() if isinstance(m, PackedW8A8Linear)]
+    assert layers and not any(m.engine == "onednn" for m in layers)
+    out = np.asarray(pipe("a red circle", steps=2, guidance=2.0, seed=3).images[0], dtype=np.float32)
+    # the MLPs' first linears took the fused-GELU path
+    assert any(m.engine == "onednn" for m in layers)
+    assert np.abs(out - ref).mean() < 2.0  # of 255; measured 0.12 (another seed differs by 42)
+
+
+def test_the_app_offers_every_mode():
+    """backend/settings.py keeps its own copy (the app process does not import torch to parse flags)."""
+    from backend.settings import QUANTIZE_MODES
+
+    assert QUANTIZE_MODES == QUANT_MODES
