@@ -90,8 +90,19 @@ def attention(q, k, v, n_ctx: int, backend: str = "split"):
     return fn(q, k, v, n_ctx)
 
 
-def cached_context_attention(q_out, k_ctx, v_ctx, k_out, v_out):
-    """Outputs attending to [cached context K/V ; output K/V]. q_out: (B, H, No, Dh)."""
+def cached_context_attention(q_out, k_ctx, v_ctx, k_out, v_out, kv_buffer=None):
+    """Outputs attending to [cached context K/V ; output K/V]. q_out: (B, H, No, Dh).
+
+    kv_buffer: optional (K, V) of shape (B, H, Nc + No, Dh) already holding the context K/V in
+    their first Nc positions (ContextCache.kv_buffers): the outputs' K/V are written after them
+    in place, instead of concatenating a fresh copy of the whole context each call. Inference
+    only (the buffers are overwritten at every step)."""
+    if kv_buffer is not None:
+        kb, vb = kv_buffer
+        n_ctx = kb.shape[2] - k_out.shape[2]
+        kb[:, :, n_ctx:].copy_(k_out)
+        vb[:, :, n_ctx:].copy_(v_out)
+        return F.scaled_dot_product_attention(q_out, kb, vb)
     k = torch.cat([k_ctx, k_out], dim=2) if k_ctx is not None else k_out
     v = torch.cat([v_ctx, v_out], dim=2) if v_ctx is not None else v_out
     return F.scaled_dot_product_attention(q_out, k, v)

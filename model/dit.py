@@ -225,12 +225,13 @@ class DiTBlock(nn.Module):
         x_ctx = torch.addcmul(x_ctx, mod_ctx[5], self._mlp(modulate1p(self.norm2(x_ctx), mod_ctx[3], mod_ctx[4])))
         return x_ctx, k, v
 
-    def forward_outputs(self, x_out, k_ctx, v_ctx, mod_out, rot):
-        """Output tokens only, attending to [cached context K/V ; their own K/V]."""
+    def forward_outputs(self, x_out, k_ctx, v_ctx, mod_out, rot, kv_buffer=None):
+        """Output tokens only, attending to [cached context K/V ; their own K/V]. kv_buffer: see
+        kernels.attention.cached_context_attention (inference only)."""
         B, L, D = x_out.shape
         h = modulate1p(self.norm1(x_out), mod_out[0], mod_out[1])
         q, k, v = self._qkv(h, rot)
-        a = cached_context_attention(q, k_ctx, v_ctx, k, v).transpose(1, 2).reshape(B, L, D)
+        a = cached_context_attention(q, k_ctx, v_ctx, k, v, kv_buffer).transpose(1, 2).reshape(B, L, D)
         x_out = torch.addcmul(x_out, mod_out[2], self.proj(a))
         return torch.addcmul(x_out, mod_out[5], self._mlp(modulate1p(self.norm2(x_out), mod_out[3], mod_out[4])))
 
@@ -260,6 +261,23 @@ class ContextCache:
     n_ctx: int
     # RoPE tables of the output tokens by (M, C, h, w): the same at every step of a generation.
     rot_out: dict = field(default_factory=dict)
+    # Per output length No: depth x (K, V) buffers (B, H, Nc + No, Dh) holding the context K/V,
+    # into which each inference step writes the outputs' K/V (no concatenation per step).
+    kv_out: dict = field(default_factory=dict)
+
+    def kv_buffers(self, n_out: int, like: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The K/V buffers for `n_out` output tokens of `like`'s dtype and device (made once)."""
+        if any(k is None for k, _ in self.kv):
+            return [None] * len(self.kv)
+        bufs = self.kv_out.get(n_out)
+        if bufs is None or bufs[0][0].dtype != like.dtype or bufs[0][0].device != like.device:
+            bufs = []
+            for k, v in self.kv:
+                B, H, _, Dh = k.shape
+                pad = torch.empty(B, H, n_out, Dh, dtype=like.dtype, device=like.device)
+                bufs.append((torch.cat([k.to(like.dtype), pad], 2), torch.cat([v.to(like.dtype), pad], 2)))
+            self.kv_out[n_out] = bufs
+        return bufs
 
 
 class UnifiedDiT(nn.Module):
@@ -427,8 +445,13 @@ class UnifiedDiT(nn.Module):
         rot = cache.rot_out.get(key)
         if rot is None or rot.device != x.device:
             rot = cache.rot_out[key] = self.rope.complex(self._output_positions(x_out))
-        for blk, (k_ctx, v_ctx), mods in zip(self.blocks, cache.kv, self.block_modulations(c_out)):
-            x = blk.forward_outputs(x, k_ctx, v_ctx, mods, rot)
+        mods = self.block_modulations(c_out)
+        if torch.is_grad_enabled():  # autograd keeps each step's K/V: concatenate afresh
+            buffers = [None] * len(self.blocks)
+        else:
+            buffers = cache.kv_buffers(x.shape[1], x)
+        for blk, (k_ctx, v_ctx), mod, buf in zip(self.blocks, cache.kv, mods, buffers):
+            x = blk.forward_outputs(x, k_ctx, v_ctx, mod, rot, buf)
         return self._unpatchify_outputs(self.final(x, c_out), x_out.shape)
 
     # -- all blocks' modulations in one product ----------------------------------------------

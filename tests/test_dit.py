@@ -64,6 +64,24 @@ def test_cached_equals_uncached(model, N, M):
         assert rel(v_cached, v_full) <= 1e-4
 
 
+@pytest.mark.parametrize("N", [0, 2])
+def test_inference_kv_buffers_equal_the_concatenating_path(model, N):
+    """Without autograd, forward_cached writes the outputs' K/V into per-length buffers after the
+    context K/V: one cache serving steps and output counts in any order gives the same as the
+    concatenating path (grad enabled) and as the uncached forward."""
+    _, t, d, st, po, refs = inputs(model, N=N, seed=7)
+    cache = model.encode_context(st, po, "compose", refs)
+    for M, step in [(1, 0), (2, 0), (1, 1), (2, 2), (1, 2)]:
+        x = inputs(model, M=M, seed=step)[0]
+        t_s = t * (1 - step / 3)
+        concatenated = model.forward_cached(x, t_s, cache, d=d)
+        with torch.no_grad():
+            buffered = model.forward_cached(x, t_s, cache, d=d)
+            full = model(x, t_s, st, po, "compose", refs, d=d)
+        assert torch.allclose(buffered, concatenated, rtol=0, atol=1e-6) and rel(buffered, full) <= 1e-4
+    assert sorted(cache.kv_out) == [64, 128]  # one set of buffers per output length
+
+
 def test_dense_and_split_attention_agree(model):
     x, t, d, st, po, refs = inputs(model, M=2, N=2)
     a = model(x, t, st, po, "edit", refs, d=d, backend="dense")
