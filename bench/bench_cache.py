@@ -1,15 +1,16 @@
 """Reference K/V cache and attention-backend benchmark.
 
     python bench/bench_cache.py [--model assets/default] [--steps 8] [--repeats 7] [--linear packed,plain]
-                                [--out runs/bench_cache.json]
+                                [--guidance 1 3] [--out runs/bench_cache.json]
 
 For compose with N = 1, 2, 4 references (128x128, one output) it times the whole 8-step
 denoising loop with the reference cache (context encoded once, blocks run on the 64 output tokens
 per step) and without it (the full [refs ; text ; outputs] sequence every step), checks the two
 give the same latents (fp32, max relative difference), and reports the per-step cost. The loop is
-the pipeline's own (`SeedlingPipeline.make_branches` + `euler_sample`), at two settings: one
-branch (guidance 1) and the model's default compose guidance, where the prompt and empty-prompt
-branches run as one batch of two. It also times one uncached forward with the dense masked SDPA against the split backend.
+the pipeline's own (`SeedlingPipeline.make_branches` + `euler_sample`), at one branch (guidance 1)
+and at the model's default compose guidance, where the prompt and empty-prompt branches run as
+one batch of two; `--guidance` lists the settings instead (any value other than 1 batches two
+branches). It also times one uncached forward with the dense masked SDPA against the split backend.
 Runs are interleaved (cache, no cache, cache, ...) and the median is reported, so a busy machine
 slows both sides alike. `--linear` runs everything once per linear kernel of the pipeline
 ("packed": oneDNN with pre-packed weights, the pipeline's CPU default; "plain": F.linear / MKL;
@@ -72,6 +73,8 @@ def main(argv=None):
     ap.add_argument("--refs", default="1,2,4")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--linear", default="packed,plain", help="comma list of linear kernels (pipeline.set_linear_kernel)")
+    ap.add_argument("--guidance", type=float, nargs="+", default=None,
+                    help="guidance settings (default: 1 and the model's default guidance)")
     ap.add_argument("--out", default="runs/bench_cache.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -85,9 +88,12 @@ def main(argv=None):
     st, po = states[:1], pooled[:1]
     x = torch.randn(1, 1, C, 16, 16, generator=g)
     rows = []
-    settings = [(1.0, "1 branch (guidance 1)")]
-    if pipe.config.guidance != 1.0:
-        settings.append((pipe.config.guidance, f"default guidance {pipe.config.guidance:g}: cond + no_text batched"))
+    guidances = args.guidance or sorted({1.0, float(pipe.config.guidance)})
+    settings = []
+    for value in dict.fromkeys(guidances):
+        default = " (the model's default)" if value == pipe.config.guidance else ""
+        label = "1 branch (guidance 1)" if value == 1.0 else f"guidance {value:g}: cond + no_text batched"
+        settings.append((value, label + default))
     kernels = [k.strip() for k in args.linear.split(",") if k.strip()]
     cases = [(n, kind) for kind in kernels for n in (int(v) for v in args.refs.split(","))]
     for n, kind in cases:
