@@ -28,12 +28,11 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, import from the root
 
-from kernels.packed import pack_linears  # noqa: E402
+from kernels.packed import linear_gelu, pack_linears  # noqa: E402
 from kernels.quant import QUANT_MODES, native_bf16_cpu, quantize, weight_bytes
 
 WIDTH, MLP_WIDTH = 256, 1024
@@ -57,7 +56,9 @@ class LinearStack(nn.Module):
         for qkv, up, down in zip(self.qkv, self.up, self.down):
             # 0.1: a residual gate (AdaLN-style) that keeps the stream's scale steady over depth
             x = x + qkv(x)[..., :WIDTH] * 0.1  # (B, T, 768): its q part stands in for attention
-            x = x + down(F.gelu(up(x))) * 0.1  # (B, T, 1024) -> (B, T, 256)
+            # the DiT's MLP: tanh-GELU, fused into the first linear where the layer can
+            # (packed fp32, w8a8-packed), as model/dit.py runs it
+            x = x + down(linear_gelu(up, x, "tanh")) * 0.1  # (B, T, 1024) -> (B, T, 256)
         return x
 
 
