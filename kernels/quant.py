@@ -10,10 +10,11 @@ Modes (`QUANT_MODES`):
               GEMM at the DiT's shapes; elsewhere the product runs in the activation dtype.
   "w8a8"      int8 weights and dynamic per-token int8 activations (`W8A8Linear`), int32
               matmul through `torch._int_mm`; any device.
-  "w8a8-packed"  CPU only: int8 weights pre-packed once for the CPU's int8 GEMM (fbgemm, VNNI
-              where present) and activations quantized per tensor (asymmetric uint8) inside the
-              same C++ call (`PackedW8A8Linear`, torch's `quantized::linear_dynamic`); the
-              fastest CPU mode. The packed weight is the only copy (~0.26x of fp32).
+  "w8a8-packed"  CPU only: int8 weights pre-packed once for the CPU's int8 GEMM and activations
+              quantized per tensor (asymmetric uint8) on every call (`PackedW8A8Linear`): fbgemm's
+              `quantized::linear_dynamic` does both in one C++ call; a layer followed by a GELU
+              (`kernels.packed.linear_gelu`) runs oneDNN's int8 linear with the GELU fused. The
+              fastest CPU mode. The packed weight is the only copy (~0.27x of fp32).
   "bnb-int8"  bitsandbytes `Linear8bitLt` (LLM.int8 with outlier threshold 6.0).
   "bnb-nf4"   bitsandbytes `Linear4bit`, quant_type="nf4" (QLoRA NF4, double-quantized stats).
 
