@@ -23,6 +23,19 @@ class Settings:
         if self.quantize not in QUANTIZE_MODES:
             raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, not {self.quantize!r}")
 
+    def model_defaults(self) -> dict:
+        """The model's own sampling defaults from its pipeline.json (steps, guidance,
+        image_guidance), for the UI's labels; {} when the file is missing or unreadable (the
+        worker reports that when it loads the model)."""
+        import json
+
+        try:
+            config = json.loads((self.model_path / "pipeline.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        keys = {"default_steps": "steps", "guidance": "guidance", "image_guidance": "image_guidance"}
+        return {name: config[key] for key, name in keys.items() if isinstance(config, dict) and key in config}
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "history.db"

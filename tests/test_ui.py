@@ -88,3 +88,21 @@ def test_dropped_png_parameters_fill_the_generate_tab(services):
     # ..., prompt expansion off, no expanded prompt
     assert generate_tab.values_from_params(vars(restored)) == ["an owl", 160, 128, 2, 0, 42, 2, False, ""]
     assert generate_tab.values_from_params(image.params) == ["an owl", 160, 128, 2, 0, 42, 2, False, ""]
+
+
+def test_default_sliders_name_the_models_own_defaults(services, tmp_path):
+    import dataclasses
+    import json
+
+    from backend.settings import Settings
+
+    config = json.loads((services.settings.model_path / "pipeline.json").read_text())
+    demo = build_ui(services)
+    labels = {c.label for c in demo.blocks.values() if isinstance(c, gr.Slider)}
+    assert f"Steps (0 = model default: {config['default_steps']})" in labels
+    assert f"Guidance (0 = model default: {config['guidance']:g})" in labels
+    assert f"Image guidance (0 = model default: {config['image_guidance']:g})" in labels
+    # a model folder without a readable pipeline.json: the labels just say "model default"
+    (tmp_path / "pipeline.json").write_text("{not json")
+    blank = dataclasses.replace(services.settings, model_path=tmp_path)
+    assert blank.model_defaults() == {} and Settings(model_path=tmp_path / "missing").model_defaults() == {}

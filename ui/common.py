@@ -262,12 +262,18 @@ def seed_input(label: str = "Seed (-1 = random)") -> gr.Number:
     return Number(value=-1, precision=0, label=label, minimum=-1, maximum=MAX_SEED)
 
 
-def steps_input() -> gr.Slider:
-    return Slider(0, 50, value=0, step=1, label="Steps (0 = model default)")
+def _default_label(name: str, value) -> str:
+    """The label of a 0-means-default slider, e.g. `Steps (0 = model default: 2)`; without the
+    value when the model's own is unknown."""
+    return f"{name} (0 = model default: {value:g})" if value is not None else f"{name} (0 = model default)"
 
 
-def guidance_input(label: str = "Guidance (0 = model default)") -> gr.Slider:
-    return Slider(0.0, 15.0, value=0.0, step=0.5, label=label)
+def steps_input(default: int | None = None) -> gr.Slider:
+    return Slider(0, 50, value=0, step=1, label=_default_label("Steps", default))
+
+
+def guidance_input(name: str = "Guidance", default: float | None = None) -> gr.Slider:
+    return Slider(0.0, 15.0, value=0.0, step=0.5, label=_default_label(name, default))
 
 
 def run_buttons(label: str, elem_prefix: str) -> tuple[gr.Button, gr.Button]:

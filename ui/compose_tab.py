@@ -60,6 +60,7 @@ def values_from_params(params: dict) -> list:
 
 
 def build(services: Services) -> ComposeTab:
+    defaults = services.settings.model_defaults()
     with gr.Row():
         with gr.Column(scale=1):
             with gr.Row():
@@ -81,8 +82,8 @@ def build(services: Services) -> ComposeTab:
             )
             expansion = pe_ui.expansion_box("compose")
             with gr.Row():
-                guidance = guidance_input()
-                steps = steps_input()
+                guidance = guidance_input(default=defaults.get("guidance"))
+                steps = steps_input(defaults.get("steps"))
                 seed = seed_input()
             picker = adapter_picker(services, "compose")
             run, cancel = run_buttons("Compose", "compose")

@@ -82,6 +82,7 @@ def check_size(image: Image.Image) -> None:
 
 
 def build(services: Services) -> EditTab:
+    defaults = services.settings.model_defaults()
     with gr.Row():
         with gr.Column(scale=1):
             editor = SafeImageEditor(
@@ -100,10 +101,10 @@ def build(services: Services) -> EditTab:
             )
             expansion = pe_ui.expansion_box("edit")
             with gr.Row():
-                image_guidance = guidance_input("Image guidance (0 = model default)")
-                guidance = guidance_input("Text guidance (0 = model default)")
+                image_guidance = guidance_input("Image guidance", defaults.get("image_guidance"))
+                guidance = guidance_input("Text guidance", defaults.get("guidance"))
             with gr.Row():
-                steps = steps_input()
+                steps = steps_input(defaults.get("steps"))
                 seed = seed_input()
             picker = adapter_picker(services, "edit")
             run, cancel = run_buttons("Edit", "edit")

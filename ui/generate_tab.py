@@ -85,6 +85,7 @@ def values_from_params(params: dict) -> list:
 
 
 def build(services: Services) -> GenerateTab:
+    defaults = services.settings.model_defaults()
     with gr.Row():
         with gr.Column(scale=1):
             prompt = Textbox(
@@ -96,8 +97,8 @@ def build(services: Services) -> GenerateTab:
                 width = Slider(64, 512, value=128, step=16, label="Width")
                 height = Slider(64, 512, value=128, step=16, label="Height")
             with gr.Row():
-                steps = steps_input()
-                guidance = guidance_input()
+                steps = steps_input(defaults.get("steps"))
+                guidance = guidance_input(default=defaults.get("guidance"))
             with gr.Row():
                 seed = seed_input()
                 num_outputs = Slider(1, 4, value=1, step=1, label="Images")

@@ -68,6 +68,7 @@ def story_prompt(text: str, panels: int) -> tuple[str, int]:
 
 
 def build(services: Services) -> StoryboardTab:
+    defaults = services.settings.model_defaults()
     with gr.Row():
         with gr.Column(scale=1):
             story = Textbox(
@@ -80,8 +81,8 @@ def build(services: Services) -> StoryboardTab:
             panels = Slider(2, 6, value=4, step=1, label="Panels (when the story is one line)")
             character = SafeImage(type="pil", label="Character reference (optional)", height=140)
             with gr.Row():
-                guidance = guidance_input()
-                steps = steps_input()
+                guidance = guidance_input(default=defaults.get("guidance"))
+                steps = steps_input(defaults.get("steps"))
                 seed = seed_input()
             picker = adapter_picker(services, "story")
             run, cancel = run_buttons("Make storyboard", "story")
