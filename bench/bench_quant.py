@@ -13,6 +13,13 @@ every mode with it.
 
 Prints a markdown table (mode, weight MB, ratio, batch x tokens, ms, speed vs fp32, relative
 error) and writes the same rows as JSON.
+
+    python bench/bench_quant.py --pipeline assets/default [--out runs/bench_quant_pipeline.json]
+
+times whole images instead: one pipeline per mode (fp32 packed, the pipeline's default; fp32
+plain `F.linear`; every quantization mode), each generating the same prompts at the model's
+default steps and guidance, interleaved (one image per mode in turn), median per mode, with the
+DiT's weight memory and the mean absolute pixel difference from fp32 (0-255).
 """
 
 from __future__ import annotations
@@ -84,8 +91,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--modes", default=",".join(QUANT_MODES), help="comma-separated subset")
+    parser.add_argument("--pipeline", default=None, help="a model folder: time whole images per mode instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.pipeline:
+        return bench_pipeline(args)
     # bitsandbytes' LLM.int8 logs a warning on every call that it casts fp32 inputs to fp16.
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
 
@@ -155,6 +165,71 @@ def main() -> None:
         # timings are only comparable on an idle machine; this says how idle it was
         "loadavg_1min": os.getloadavg()[0],
     }
+    out.write_text(json.dumps({"meta": meta, "rows": rows, "skipped": skipped}, indent=2))
+    print(f"\nwrote {out}")
+
+
+PIPELINE_PROMPTS = ["two red circles at the top left", "a yellow star", "the word cat", "a green triangle"]
+
+
+def bench_pipeline(args) -> None:
+    """Whole images per mode, interleaved; see the module docstring."""
+    import numpy as np
+
+    from model.pipeline import SeedlingPipeline
+
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+    modes = ["none", "none/plain"] + [m for m in args.modes.split(",") if m and m != "none"]
+    pipes, skipped = {}, {}
+    for mode in modes:
+        pipe = SeedlingPipeline.from_pretrained(args.pipeline)
+        try:
+            if mode == "none/plain":
+                pipe.set_linear_kernel("plain")
+            elif mode != "none":
+                pipe.quantize(mode)
+        except RuntimeError as exc:  # a mode that cannot run here: report it, bench the rest
+            skipped[mode] = str(exc)
+            continue
+        pipes[mode] = pipe
+
+    def generate(pipe, i):
+        return pipe(PIPELINE_PROMPTS[i % len(PIPELINE_PROMPTS)], seed=i).images[0]
+
+    images = {mode: [np.asarray(generate(p, i), dtype=np.float32) for i in range(len(PIPELINE_PROMPTS))]
+              for mode, p in pipes.items()}  # warm-up, and the images compared with fp32
+    times = {mode: [] for mode in pipes}
+    for r in range(args.repeats):
+        for mode, pipe in pipes.items():
+            start = time.perf_counter()
+            generate(pipe, r)
+            times[mode].append(time.perf_counter() - start)
+    cfg = next(iter(pipes.values())).config
+    base = statistics.median(times["none"])
+    rows = []
+    for mode, pipe in pipes.items():
+        ms = statistics.median(times[mode]) * 1e3
+        diff = float(np.mean([np.abs(a - b).mean() for a, b in zip(images[mode], images["none"])]))
+        rows.append({"mode": mode, "dit_weight_mb": weight_bytes(pipe.dit) / 2**20,
+                     "weight_ratio": weight_bytes(pipe.dit) / weight_bytes(pipes["none"].dit),
+                     "ms_per_image": ms, "vs_fp32_packed": ms / 1e3 / base,
+                     "vs_fp32_plain": ms / 1e3 / statistics.median(times["none/plain"]) if "none/plain" in times else None,
+                     "mean_abs_pixel_diff": diff})
+    print(f"Whole images, {args.pipeline}, {cfg.default_steps} steps, guidance {cfg.guidance:g}, 128x128, "
+          f"{args.repeats} per mode interleaved, {args.threads} threads, load {os.getloadavg()[0]:.1f}\n")
+    print("| mode | DiT weights MB | vs fp32 | ms / image | vs fp32 packed | vs fp32 plain | mean abs pixel diff |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        plain = f"{r['vs_fp32_plain']:.2f}x" if r["vs_fp32_plain"] is not None else "-"
+        print(f"| {r['mode']} | {r['dit_weight_mb']:.1f} | {r['weight_ratio']:.2f}x | {r['ms_per_image']:.1f} | "
+              f"{r['vs_fp32_packed']:.2f}x | {plain} | {r['mean_abs_pixel_diff']:.2f} |")
+    for mode, why in skipped.items():
+        print(f"\nskipped {mode}: {why}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"torch": torch.__version__, "model": args.pipeline, "steps": cfg.default_steps,
+            "guidance": cfg.guidance, "threads": args.threads, "repeats": args.repeats,
+            "loadavg_1min": os.getloadavg()[0]}
     out.write_text(json.dumps({"meta": meta, "rows": rows, "skipped": skipped}, indent=2))
     print(f"\nwrote {out}")
 
