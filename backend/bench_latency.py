@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--config", default=None, help="or: save a random-weight config (tiny, default) and use it"
     )
     p.add_argument("--jobs", type=int, default=10)
-    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own)")
     p.add_argument("--quantize", default="none")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
     keys = ["submit_to_png", "queue_wait", "encode_text", "encode_context", "sample", "decode", "save"]
-    print(f"model: {model}  steps: {args.steps}  size: 128x128  jobs: {args.jobs}  quantize: {args.quantize}")
+    print(f"model: {model}  steps: {args.steps or 'model default'}  size: 128x128  jobs: {args.jobs}  quantize: {args.quantize}")
     print(f"{'stage':<16}{'median s':>10}{'min s':>10}{'max s':>10}")
     summary = {}
     for key in keys:
