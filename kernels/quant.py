@@ -208,7 +208,7 @@ class W8A8Linear(Int8WeightLinear):
 
 
 # The int8 GEMMs PackedW8A8Linear packs for, measured against the packed fp32 GEMM on the DiT's
-# layer shapes (96-448 tokens; 256->768, 256->256, 256->1024, 1024->256; runs/s6/qall.py):
+# layer shapes (96-448 tokens; 256->768, 256->256, 256->1024, 1024->256; a development microbenchmark):
 # fbgemm's `quantized::linear_dynamic` is 0.4-0.6x (one C++ call quantizes x, multiplies and
 # dequantizes), oneDNN's `qlinear_pointwise` after a separate activation quantization 0.6-1.0x,
 # but it can fuse the GELU that follows the MLP's first linear: fc1 + GELU 0.57x of the fused
