@@ -30,7 +30,8 @@ STEP_DELAY_ENV = "SEEDLING_TEST_STEP_DELAY_S"
 
 
 def step_delay_s() -> float:
-    """The injected per-step delay from the environment (0 when unset or not a number >= 0)."""
+    """The injected per-step delay from the environment, in seconds: 0 when it is unset, not a
+    number, or outside (0, 60)."""
     try:
         value = float(os.environ.get(STEP_DELAY_ENV, "0"))
     except ValueError:

@@ -262,7 +262,8 @@ class ContextCache:
     # RoPE tables of the output tokens by (M, C, h, w): the same at every step of a generation.
     rot_out: dict = field(default_factory=dict)
     # Per output length No: depth x (K, V) buffers (B, H, Nc + No, Dh) holding the context K/V,
-    # into which each inference step writes the outputs' K/V (no concatenation per step).
+    # into which each inference step writes the outputs' K/V (no concatenation per step). Built
+    # at the first step from `kv`, which must not change after that.
     kv_out: dict = field(default_factory=dict)
 
     def kv_buffers(self, n_out: int, like: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
