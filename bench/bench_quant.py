@@ -176,22 +176,18 @@ def bench_pipeline(args) -> None:
     """Whole images per mode, interleaved; see the module docstring."""
     import numpy as np
 
+    from bench_steps import apply_mode  # this script's folder is on sys.path
+
     from model.pipeline import SeedlingPipeline
 
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     modes = ["none", "none/plain"] + [m for m in args.modes.split(",") if m and m != "none"]
     pipes, skipped = {}, {}
     for mode in modes:
-        pipe = SeedlingPipeline.from_pretrained(args.pipeline)
         try:
-            if mode == "none/plain":
-                pipe.set_linear_kernel("plain")
-            elif mode != "none":
-                pipe.quantize(mode)
+            pipes[mode] = apply_mode(SeedlingPipeline.from_pretrained(args.pipeline), mode)
         except RuntimeError as exc:  # a mode that cannot run here: report it, bench the rest
             skipped[mode] = str(exc)
-            continue
-        pipes[mode] = pipe
 
     def generate(pipe, i):
         return pipe(PIPELINE_PROMPTS[i % len(PIPELINE_PROMPTS)], seed=i).images[0]

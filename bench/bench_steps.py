@@ -25,6 +25,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def apply_mode(pipe, mode: str):
+    """Set a freshly loaded pipeline to a benchmark mode and return it: a kernels/quant.py mode,
+    "int8/fp32" (int8 weights, fp32 product) or "none/plain" (fp32 with F.linear instead of the
+    pipeline's default pre-packed oneDNN linears). Also used by bench_quant.py --pipeline."""
+    if mode == "int8/fp32":  # weight-only int8 with the product in fp32 (not bf16)
+        pipe.quantize("int8", int8_compute="fp32")
+    elif mode == "none/plain":  # fp32, MKL's F.linear (kernels/packed.py is the default)
+        pipe.set_linear_kernel("plain")
+    elif mode != "none":
+        pipe.quantize(mode)
+    return pipe
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", nargs="+", default=["assets/default"])
@@ -52,13 +65,7 @@ def main(argv=None):
     icons = load_icons()
     rows = []
     for model, mode in itertools.product(args.model, args.quantize):
-        pipe = SeedlingPipeline.from_pretrained(model)
-        if mode == "int8/fp32":  # weight-only int8 with the product in fp32 (not bf16)
-            pipe.quantize("int8", int8_compute="fp32")
-        elif mode == "none/plain":  # fp32, MKL's F.linear (kernels/packed.py is the default)
-            pipe.set_linear_kernel("plain")
-        elif mode != "none":
-            pipe.quantize(mode)
+        pipe = apply_mode(SeedlingPipeline.from_pretrained(model), mode)
         mb = weight_bytes(pipe.dit) / 2**20
         base_schedule, base_shift = pipe.config.schedule, pipe.config.shift
         for steps, guidance, sched in itertools.product(args.steps, args.guidance, args.schedules):

@@ -344,7 +344,7 @@ class PackedW8A8Linear(nn.Module):
             y = torch.ops.quantized.linear_dynamic(x2, self._packed, False)  # (M, N) fp32
         else:
             xq = torch.quantize_per_tensor_dynamic(x2, torch.quint8, False)
-            bias = self.bias if self.bias is None or self.bias.dtype == torch.float32 else self.bias.float()
+            bias = None if self.bias is None else self.bias.float()  # .float() is free on fp32
             y = torch.ops.onednn.qlinear_pointwise(
                 xq.int_repr(), xq.q_scale(), xq.q_zero_point(), self._packed, self.weight_scale.float(),
                 self._zero_points, bias, 1.0, 0, torch.float32, post_op, [], approximate,

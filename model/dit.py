@@ -268,8 +268,6 @@ class ContextCache:
 
     def kv_buffers(self, n_out: int, like: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The K/V buffers for `n_out` output tokens of `like`'s dtype and device (made once)."""
-        if any(k is None for k, _ in self.kv):
-            return [None] * len(self.kv)
         bufs = self.kv_out.get(n_out)
         if bufs is None or bufs[0][0].dtype != like.dtype or bufs[0][0].device != like.device:
             bufs = []
