@@ -158,9 +158,13 @@ class Autoencoder(nn.Module):
 
 
 def images_to_tensor(images, device="cpu") -> torch.Tensor:
-    """List of PIL/uint8 HxWx3 arrays -> (B, 3, H, W) float in [-1, 1]."""
+    """List of PIL/uint8 HxWx3 arrays, or a uint8 (B, H, W, 3) tensor -> (B, 3, H, W) float in [-1, 1]."""
     import numpy as np
 
+    if isinstance(images, torch.Tensor):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected a uint8 (B, H, W, 3) tensor, got {images.dtype} {tuple(images.shape)}")
+        return images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     arrs = [np.asarray(im.convert("RGB") if hasattr(im, "convert") else im, dtype=np.uint8) for im in images]
     t = torch.from_numpy(np.stack(arrs)).to(device)
     return t.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)

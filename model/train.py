@@ -14,6 +14,15 @@ frozen autoencoder, so there is no dataset on disk and every sample is fresh.
 - EMA of the weights; checkpoint (model, EMA, optimiser, step, all RNG states) every
   `--ckpt-every` steps; rerunning the command resumes exactly where it stopped.
 - Loss log in `<out>/loss.csv`; tqdm progress bar.
+
+On a GPU the data must keep up with the model: `--workers N` draws the batches in N processes.
+Every batch is then a function of (seed, step) alone (`planned_batch`), so the stream does not
+depend on the number of workers and a resumed run sees exactly the batches it would have seen.
+With `--workers 0` (the default) batches come from one sequential stream in this process, as in
+the runs that trained the shipped weights. For example, on one H100:
+
+    python -m model.train --ae runs/ae/final --out runs/dit_gpu --init runs/s6/teacher --bf16 \
+        --workers 14 --token-budget 49152 --max-batch 512 --max-steps 12000 --minutes 17
 """
 
 from __future__ import annotations
@@ -56,22 +65,30 @@ def task_probs(progress: float) -> dict[str, float]:
     return {t: v / s for t, v in p.items()}
 
 
+def batch_size_for(n_refs: int, n_out: int, token_budget: int, text_len: int, tpi: int, max_batch: int = 48) -> int:
+    """Samples per batch for a (#refs, #outputs) layout: the token budget over the tokens of one
+    sample, clamped to [2, max_batch]."""
+    tokens = (n_refs + n_out) * tpi + text_len
+    return int(max(2, min(max_batch, token_budget // tokens)))
+
+
 class BatchMaker:
     """Draws samples task by task and groups them into homogeneous (task, N, M) batches."""
 
     def __init__(
-        self, sampler, rng: np.random.Generator, token_budget: int, text_len: int, tokens_per_image: int
+        self, sampler, rng: np.random.Generator, token_budget: int, text_len: int, tokens_per_image: int,
+        max_batch: int = 48,
     ):
         self.sampler = sampler
         self.rng = rng
         self.token_budget = token_budget
         self.text_len = text_len
         self.tpi = tokens_per_image
+        self.max_batch = max_batch
         self.buckets: dict[tuple, list] = defaultdict(list)
 
     def batch_size(self, n_refs: int, n_out: int) -> int:
-        tokens = (n_refs + n_out) * self.tpi + self.text_len
-        return int(max(2, min(48, self.token_budget // tokens)))
+        return batch_size_for(n_refs, n_out, self.token_budget, self.text_len, self.tpi, self.max_batch)
 
     def next(self, task: str):
         while True:
@@ -82,6 +99,61 @@ class BatchMaker:
             if len(b) >= self.batch_size(key[1], key[2]):
                 self.buckets[key] = []
                 return b
+
+
+def planned_batch(sampler, seed: int, step: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
+                  max_batch: int, curriculum: bool = True) -> dict:
+    """The batch of training step `step`, drawn from an rng seeded by (seed, step) alone: the
+    task from the curriculum at that step, then samples until one (#refs, #outputs) layout has a
+    full batch (the others are dropped). Returned stacked (`stack_samples`) with "step" and "task"."""
+    rng = np.random.default_rng([seed, step, 0x5EED])
+    probs = task_probs(step / max_steps if curriculum else 1.0)
+    task = str(rng.choice(list(probs), p=list(probs.values())))
+    buckets: dict[tuple, list] = defaultdict(list)
+    while True:
+        s = sampler.sample(task, rng)
+        key = (len(s.refs), len(s.outputs))
+        b = buckets[key]
+        b.append(s)
+        if len(b) >= batch_size_for(*key, token_budget, text_len, tpi, max_batch):
+            return {"step": step, "task": task, **stack_samples(b)}
+
+
+class PlannedBatches(torch.utils.data.IterableDataset):
+    """`planned_batch` for steps start, start+1, ... < max_steps, split round-robin over the
+    DataLoader's workers (whose in-order delivery gives the steps back in order)."""
+
+    def __init__(self, seed: int, start: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
+                 max_batch: int, icons=None, curriculum: bool = True):
+        self.args = (seed, start, max_steps, token_budget, text_len, tpi, max_batch)
+        self.icons = icons
+        self.curriculum = curriculum
+
+    def __iter__(self):
+        from model.data.icons import load_icons
+        from model.data.tasks import TaskSampler
+
+        seed, start, max_steps, token_budget, text_len, tpi, max_batch = self.args
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        sampler = TaskSampler(self.icons if self.icons is not None else load_icons(), seed=seed)
+        for step in range(start + wid, max_steps, nw):
+            yield planned_batch(sampler, seed, step, max_steps, token_budget, text_len, tpi, max_batch, self.curriculum)
+
+
+def _keep_arrays(batch: dict) -> dict:
+    """DataLoader collate for `planned_batch` dicts: numpy arrays -> tensors, nothing else."""
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
+def stack_samples(samples) -> dict:
+    """Samples of one layout -> uint8 arrays: refs (B, N, H, W, 3), outputs (B, M, H, W, 3), mask
+    (B, H, W) or None, and the prompts."""
+    B, N = len(samples), len(samples[0].refs)
+    refs = np.stack([np.stack(s.refs) for s in samples]) if N else np.zeros((B, 0, 1, 1, 3), np.uint8)
+    outputs = np.stack([np.stack(s.outputs) for s in samples])
+    mask = np.stack([s.mask for s in samples]) if samples[0].mask is not None else None
+    return {"refs": refs, "outputs": outputs, "mask": mask, "prompts": [s.prompt for s in samples]}
 
 
 class Throughput:
@@ -101,23 +173,29 @@ class Throughput:
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, max_decay: float) -> None:
     """EMA with warm-up: a short run must not keep a large share of its random initial weights."""
     decay = min(max_decay, (1 + step) / (10 + step))
-    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-        pe.lerp_(pm, 1 - decay)
+    pe, pm = list(ema.parameters()), list(model.parameters())
+    if len(pe) != len(pm):
+        raise ValueError("EMA and model have different parameter lists")
+    torch._foreach_lerp_(pe, pm, 1 - decay)
 
 
 @torch.no_grad()
 def encode_batch(samples, ae: Autoencoder, device):
-    """-> refs: list of N (B, C, h, w); masks: list of N (B, 1, h, w) or None; x0: (B, M, C, h, w)."""
-    B, N, M = len(samples), len(samples[0].refs), len(samples[0].outputs)
-    imgs = [im for s in samples for im in s.refs] + [im for s in samples for im in s.outputs]
-    lat = torch.cat([ae.encode(images_to_tensor(imgs[i : i + 64], device)) for i in range(0, len(imgs), 64)])
+    """-> refs: list of N (B, C, h, w); masks: list of N (B, 1, h, w) or None; x0: (B, M, C, h, w).
+    `samples`: a list of `Sample`s of one layout, or their `stack_samples` dict."""
+    st = samples if isinstance(samples, dict) else stack_samples(samples)
+    refs_u8, out_u8 = torch.as_tensor(st["refs"]), torch.as_tensor(st["outputs"])
+    B, N, M = refs_u8.shape[0], refs_u8.shape[1], out_u8.shape[1]
+    imgs = torch.cat([refs_u8.flatten(0, 1), out_u8.flatten(0, 1)]) if N else out_u8.flatten(0, 1)
+    chunk = 64 if torch.device(device).type == "cpu" else 1024
+    lat = torch.cat([ae.encode(images_to_tensor(imgs[i : i + chunk], device)) for i in range(0, len(imgs), chunk)])
     C, h, w = lat.shape[1:]
     ref_lat = lat[: B * N].reshape(B, N, C, h, w)
     x0 = lat[B * N :].reshape(B, M, C, h, w)
     refs = [ref_lat[:, j] for j in range(N)]
     masks = None
-    if N and samples[0].mask is not None:
-        pm = torch.from_numpy(np.stack([s.mask for s in samples]) >= 128).float()[:, None].to(device)
+    if N and st["mask"] is not None:
+        pm = (torch.as_tensor(st["mask"]) >= 128).float()[:, None].to(device)
         masks = [F.max_pool2d(pm, ae.factor)] + [torch.zeros(B, 1, h, w, device=device)] * (N - 1)
     return refs, masks, x0
 
@@ -150,7 +228,16 @@ def main(argv=None):
         help="stop this invocation after N steps (the schedule still follows --max-steps)",
     )
     p.add_argument("--export", default="", help="write a pipeline folder (EMA weights, fp16) here at the end")
+    p.add_argument("--workers", type=int, default=0,
+                   help="data worker processes; >0 draws each step's batch from (seed, step) (see above)")
+    p.add_argument("--max-batch", type=int, default=48, help="upper bound on samples per batch")
+    p.add_argument("--no-curriculum", action="store_true",
+                   help="every task from the first step (for runs that start from trained weights)")
+    p.add_argument("--init", default="",
+                   help="a pipeline folder whose DiT weights start a new run (model and EMA); ignored on resume")
     args = p.parse_args(argv)
+    if args.workers < 0 or args.max_batch < 2:
+        p.error("--workers must be >= 0 and --max-batch >= 2")
 
     from accelerate import Accelerator
 
@@ -167,18 +254,28 @@ def main(argv=None):
 
     ae = Autoencoder.from_pretrained(args.ae).to(dev).requires_grad_(False)
     ck = out / "checkpoint"
+    resuming = (ck / "model.safetensors").exists()
     if (ck / "config.json").exists():
         cfg = DiTConfig.from_dict(json.loads((ck / "config.json").read_text()))
+    elif args.init:
+        cfg = DiTConfig.from_dict(json.loads((Path(args.init) / "dit" / "config.json").read_text()))
+        if cfg.latent_channels != ae.config.latent_channels:
+            raise SystemExit(f"--init {args.init}: its DiT has {cfg.latent_channels} latent channels, "
+                             f"the autoencoder {ae.config.latent_channels}")
     else:
         cfg = DiT_configs[args.config]()
         cfg.latent_channels = ae.config.latent_channels
     torch.manual_seed(args.seed)
     model = UnifiedDiT(cfg).to(dev)
+    if args.init and not resuming:
+        init = load_file(str(Path(args.init) / "dit" / "model.safetensors"))
+        model.load_state_dict({k: v.float() for k, v in init.items()})
+        acc.print(f"initialised from {args.init}")
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     rng = np.random.default_rng(args.seed + 1000 * acc.process_index)
     step, samples_seen = 0, 0
-    if (ck / "model.safetensors").exists():
+    if resuming:
         model.load_state_dict(load_file(str(ck / "model.safetensors")))
         ema.load_state_dict(load_file(str(ck / "ema.safetensors")))
         opt.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True))
@@ -195,7 +292,15 @@ def main(argv=None):
     sampler = TaskSampler(icons, seed=args.seed)
     te = TextEncoder(max_length=cfg.text_len, device=dev, cache_size=200000)
     tpi = (128 // ae.factor // cfg.patch) ** 2
-    maker = BatchMaker(sampler, rng, args.token_budget, cfg.text_len, tpi)
+    maker = BatchMaker(sampler, rng, args.token_budget, cfg.text_len, tpi, args.max_batch)
+    planned = None
+    if args.workers:
+        planned = iter(torch.utils.data.DataLoader(
+            PlannedBatches(args.seed, step, args.max_steps, args.token_budget, cfg.text_len, tpi, args.max_batch,
+                           icons, curriculum=not args.no_curriculum),
+            batch_size=None, num_workers=args.workers, prefetch_factor=2, persistent_workers=False,
+            pin_memory=dev.type == "cuda", collate_fn=_keep_arrays,
+            generator=torch.Generator().manual_seed(args.seed)))  # not the global RNG: resume stays exact
 
     def save_ckpt():
         if not acc.is_main_process:
@@ -240,12 +345,21 @@ def main(argv=None):
         lr = args.lr * warm * (0.05 + 0.95 * decay)
         for g in opt.param_groups:
             g["lr"] = lr
-        probs = task_probs(progress)
-        task = str(rng.choice(list(probs), p=list(probs.values())))
-        samples = maker.next(task)
-        B = len(samples)
+        if planned is not None:
+            samples = next(planned)
+            if samples["step"] != step:
+                raise RuntimeError(f"data worker delivered step {samples['step']}, expected {step}")
+            task = samples["task"]
+            B = len(samples["prompts"])
+            prompts = samples["prompts"]
+        else:
+            probs = task_probs(1.0 if args.no_curriculum else progress)
+            task = str(rng.choice(list(probs), p=list(probs.values())))
+            samples = maker.next(task)
+            B = len(samples)
+            prompts = [s.prompt for s in samples]
         refs, masks, x0 = encode_batch(samples, ae, dev)
-        prompts = [("" if rng.random() < 0.1 else s.prompt) for s in samples]
+        prompts = [("" if rng.random() < 0.1 else pr) for pr in prompts]
         if refs and task != "inpaint" and rng.random() < 0.1:
             refs, masks = [], None  # image-guidance "none" branch
         states, pooled = te.encode(prompts)

@@ -50,3 +50,64 @@ def test_dit_trainer_resume_is_exact(tmp_path):
 
     pipe = SeedlingPipeline.from_pretrained(tmp_path / "export")
     assert pipe(prompt="a fox", steps=1, seed=0, height=32, width=32).images[0].size == (32, 32)
+
+
+def test_planned_batches_depend_on_seed_and_step_only():
+    import numpy as np
+
+    from model.data.icons import load_icons
+    from model.data.tasks import TaskSampler
+
+    icons = load_icons(limit=40)
+    args = dict(seed=3, max_steps=100, token_budget=900, text_len=16, tpi=16, max_batch=48)
+    fresh = [TaskSampler(icons, seed=3) for _ in range(2)]
+    # step 70 is in the "all tasks" phase; a sampler that already drew other batches gives the same
+    train.planned_batch(fresh[1], step=5, **args)
+    a, b = (train.planned_batch(s, step=70, **args) for s in fresh)
+    assert a["step"] == b["step"] == 70 and a["task"] == b["task"] and a["prompts"] == b["prompts"]
+    for k in ("refs", "outputs"):
+        assert a[k].dtype == np.uint8 and np.array_equal(a[k], b[k])
+    B, N, M = a["refs"].shape[0], a["refs"].shape[1], a["outputs"].shape[1]
+    assert B == train.batch_size_for(N, M, 900, 16, 16, 48) == len(a["prompts"])
+    assert a["outputs"].shape[2:] == (128, 128, 3)
+    # the worker split (round-robin over steps) does not change what each step gets
+    ds = train.PlannedBatches(3, 68, 74, 900, 16, 16, 48, icons)
+    got = list(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, collate_fn=train._keep_arrays))
+    assert [g["step"] for g in got] == list(range(68, 74))
+    assert got[2]["prompts"] == a["prompts"] and torch.equal(got[2]["outputs"], torch.from_numpy(a["outputs"]))
+    # encode_batch takes the stacked form and gives what it gives for the sample list
+    ae = Autoencoder(AE_CONFIGS["tiny"]).eval()
+    sampler = TaskSampler(icons, seed=1)
+    samples = [sampler.sample("inpaint", np.random.default_rng(i)) for i in range(3)]
+    r1, m1, x1 = train.encode_batch(samples, ae, "cpu")
+    r2, m2, x2 = train.encode_batch(train._keep_arrays(train.stack_samples(samples)), ae, "cpu")
+    assert torch.equal(x1, x2) and all(torch.equal(u, v) for u, v in zip(r1 + m1, r2 + m2, strict=True))
+
+
+def test_dit_trainer_with_workers_resumes_exactly_and_inits_from_a_pipeline(tmp_path):
+    torch.manual_seed(0)
+    Autoencoder(AE_CONFIGS["tiny"]).save_pretrained(tmp_path / "ae")
+    common = ["--ae", str(tmp_path / "ae"), "--config", "tiny", "--token-budget", "300", "--max-steps", "100",
+              "--threads", "1", "--seed", "0", "--ckpt-every", "1000", "--workers", "2", "--max-batch", "6"]
+    # the weights to start from: another seed's init, one step trained
+    train.main(common + ["--out", str(tmp_path / "base"), "--stop-after", "1", "--seed", "1",
+                         "--export", str(tmp_path / "init")])
+    init = ["--init", str(tmp_path / "init")]
+    for _ in range(2):
+        train.main(common + init + ["--out", str(tmp_path / "resumed"), "--stop-after", "1"])
+    train.main(common + init + ["--out", str(tmp_path / "oneshot"), "--stop-after", "2"])
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(str(tmp_path / "resumed" / "checkpoint" / name))
+        b = load_file(str(tmp_path / "oneshot" / "checkpoint" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    # --init started from the exported weights (fp16 there), not from this seed's random init
+    start = load_file(str(tmp_path / "init" / "dit" / "model.safetensors"))
+    torch.manual_seed(0)
+    fresh = train.UnifiedDiT(train.DiT_configs["tiny"]()).state_dict()
+    ema = load_file(str(tmp_path / "oneshot" / "checkpoint" / "ema.safetensors"))
+    moved = [k for k in start if not torch.equal(start[k].float(), fresh[k])]
+    assert len(moved) > 10
+    for k in moved:
+        assert (ema[k] - start[k].float()).abs().max() < (ema[k] - fresh[k]).abs().max(), k
+    batches = [int(r.split(",")[4]) for r in (tmp_path / "oneshot" / "loss.csv").read_text().splitlines()[1:]]
+    assert all(b <= 6 for b in batches)
