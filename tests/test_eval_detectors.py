@@ -169,6 +169,27 @@ def test_storyboard_judge(icons):
         assert all(det.check_storyboard(sb.outputs, sb.meta["character"], crop_index))
         other = next(i.name for i in sub if i.name != sb.meta["character"])
         assert not any(det.check_storyboard(sb.outputs, other, crop_index))
+        kept, top = det.storyboard_identity_kept(sb.outputs, crop_index)
+        assert kept and len(top) == len(sb.outputs)
+
+
+def test_storyboard_identity_kept_is_consistency_not_naming(icons):
+    sub = [icons[i] for i in range(0, len(icons), 8)]
+    crop_index = det.IconIndex(sub, framing="crop", angles=(-10, -5, 0, 5, 10))
+    s = TaskSampler(sub, seed=2)
+    rng = np.random.default_rng(7)
+    switched = 0
+    for _ in range(15):
+        a, b = s.storyboard(rng, n_panels=3), s.storyboard(rng, n_panels=3)
+        # the same character in every panel keeps its identity
+        assert det.storyboard_identity_kept(a.outputs, crop_index)[0]
+        if det.check_storyboard(b.outputs[:1], a.meta["character"], crop_index)[0]:
+            continue  # b's character happens to look like a's
+        # a panel of another character in the middle breaks it
+        mixed = [a.outputs[0], b.outputs[1], a.outputs[2]]
+        assert not det.storyboard_identity_kept(mixed, crop_index)[0]
+        switched += 1
+    assert switched >= 10
 
 
 # -- PSNR ---------------------------------------------------------------------------------------

@@ -393,6 +393,17 @@ def check_storyboard(panels, character: str, index: IconIndex, among=None) -> li
     return [index.is_match(index.rank(p, k=1, among=among)[0], character) for p in panels]
 
 
+def storyboard_identity_kept(panels, index: IconIndex, among=None) -> tuple[bool, list[str]]:
+    """Do all panels show the same character, whichever it is? Each panel's nearest icon (the
+    same retrieval as `check_storyboard`) must match the first panel's, look-alikes included.
+
+    This measures consistency alone: a model that draws the wrong icon in every panel, the same
+    one each time, keeps its identity. `check_storyboard` judges whether it is the named one.
+    Returns (kept, each panel's nearest icon name)."""
+    top = [index.rank(p, k=1, among=among)[0] for p in panels]
+    return all(index.is_match(t, top[0]) for t in top[1:]), top
+
+
 # --------------------------------------------------------------------------------------------
 # OCR (Tesseract)
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ Suites and their judges (model/eval/detectors.py):
   edit_<kind>        the kind's detector on the result + PSNR outside the edited region
   inpaint            exact scene + PSNR outside the mask
   compose            per-slot retrieval among the references and distractors
-  storyboard         per-panel identity of the character
+  storyboard         per-panel identity of the character (the named icon in every panel), and
+                     identity_kept: every panel shows the same icon as the first, whichever it is
 """
 
 from __future__ import annotations
@@ -309,7 +310,9 @@ def _storyboard_build(ctx, rng, n):
 
 def _storyboard_score(ctx, s, out):
     ok = det.check_storyboard(out, s.meta["character"], ctx.index_crop)
-    return {"panel_accuracy": float(np.mean(ok)), "all_panels": all(ok)}, {"panels_ok": ok}
+    kept, top = det.storyboard_identity_kept(out, ctx.index_crop)
+    return ({"panel_accuracy": float(np.mean(ok)), "all_panels": all(ok), "identity_kept": kept},
+            {"panels_ok": ok, "panel_nearest": top})
 
 
 SUITES: dict[str, Suite] = {
