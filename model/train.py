@@ -110,14 +110,8 @@ def planned_batch(sampler, seed: int, step: int, max_steps: int, token_budget: i
     rng = np.random.default_rng([seed, step, 0x5EED])
     probs = task_probs(step / max_steps if curriculum else 1.0)
     task = str(rng.choice(list(probs), p=list(probs.values())))
-    buckets: dict[tuple, list] = defaultdict(list)
-    while True:
-        s = sampler.sample(task, rng)
-        key = (len(s.refs), len(s.outputs))
-        b = buckets[key]
-        b.append(s)
-        if len(b) >= batch_size_for(*key, token_budget, text_len, tpi, max_batch):
-            return {"step": step, "task": task, **stack_samples(b)}
+    samples = BatchMaker(sampler, rng, token_budget, text_len, tpi, max_batch).next(task)  # fresh buckets
+    return {"step": step, "task": task, **stack_samples(samples)}
 
 
 class PlannedBatches(torch.utils.data.IterableDataset):
