@@ -56,6 +56,12 @@ def sample(pipe, x, states, pooled, refs, steps, cached: bool, guidance: float =
     return euler_sample(branches, x.clone(), times, guidance, 1.0, shortcut=pipe.config.shortcut)
 
 
+def token_limit(steps: int, ctx_tokens: int, out_tokens: int) -> float:
+    """The cache's speedup if time were proportional to tokens: the full sequence every step
+    against the context once and the outputs every step."""
+    return steps * (ctx_tokens + out_tokens) / (ctx_tokens + steps * out_tokens)
+
+
 def timed(fn, repeats):
     out = []
     for _ in range(repeats):
@@ -111,7 +117,7 @@ def main(argv=None):
                 t_u += timed(partial(run, False), 1)
             mc, mu = statistics.median(t_c), statistics.median(t_u)
             tokens_ctx = n * 64 + L
-            limit = args.steps * (tokens_ctx + 64) / (tokens_ctx + args.steps * 64)
+            limit = token_limit(args.steps, tokens_ctx, 64)
             rows.append(dict(refs=n, linear=pipe.linear_kernel, setting=label, guidance=guidance, tokens=tokens_ctx + 64,
                              cached_ms=mc * 1e3, uncached_ms=mu * 1e3,
                              cached_ms_per_step=mc * 1e3 / args.steps, uncached_ms_per_step=mu * 1e3 / args.steps,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import platform
 import statistics
@@ -31,11 +32,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_cache, also when loaded by path
 
+from bench_cache import sample, token_limit  # noqa: E402
 from model.autoencoder import AE_CONFIGS, Autoencoder  # noqa: E402
 from model.dit import DiT_configs, UnifiedDiT  # noqa: E402
 from model.pipeline import PipelineConfig, SeedlingPipeline  # noqa: E402
-from model.sampler import euler_sample, make_schedule  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -47,7 +49,7 @@ def build(config: str, device: str, dtype: torch.dtype, seed: int = 0) -> Seedli
         for p in dit.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     base = AE_CONFIGS["tiny" if config == "tiny" else "default"]
-    ae_cfg = type(base)(**{**base.to_dict(), "latent_channels": dit.config.latent_channels})
+    ae_cfg = dataclasses.replace(base, latent_channels=dit.config.latent_channels)
     pipe = SeedlingPipeline(dit, Autoencoder(ae_cfg), config=PipelineConfig(text_len=dit.config.text_len))
     pipe.to(device)
     if dtype != torch.float32:
@@ -128,20 +130,17 @@ def main(argv=None):
 
         for n in [int(v) for v in args.refs.split(",") if v.strip()]:
             refs = [torch.randn(1, C, h, h, generator=g).to(device) for _ in range(n)]
-            masks = [torch.zeros(1, 1, h, h, device=device) for _ in range(n)]
             x = torch.randn(1, 1, C, h, h, generator=g).to(device)
-            times = make_schedule(8)
 
-            def compose(cached, refs=refs, masks=masks, x=x):
-                br = pipe.make_branches("compose", states[:1], pooled[:1], refs, masks, 1, 1.0, 1.0, cached)
-                return euler_sample(br, x.clone(), times, 1.0, 1.0, shortcut=pipe.config.shortcut)
+            def compose(cached, refs=refs, x=x):  # one branch: guidance 1
+                return sample(pipe, x, states, pooled, refs, 8, cached)
 
             a, b = compose(True).float(), compose(False).float()
             rel = ((a - b).abs().max() / b.abs().max()).item()
             tc = median_time(lambda: compose(True), device, args.repeats)
             tu = median_time(lambda: compose(False), device, args.repeats)
             ctx = n * tokens + L
-            limit = 8 * (ctx + tokens) / (ctx + 8 * tokens)
+            limit = token_limit(8, ctx, tokens)
             rows.append(dict(kind="cache", what=f"compose, {n} ref{'s' if n > 1 else ''}, 8 steps, cache on / off",
                              tokens=ctx + tokens, batch=1, ms=tc * 1e3, uncached_ms=tu * 1e3, speedup=tu / tc,
                              token_limit=limit, max_rel_diff=rel))
