@@ -1,5 +1,8 @@
 """The trainers run end to end on tiny configs and resume exactly."""
 
+import json
+
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -26,6 +29,29 @@ def test_autoencoder_trainer_resumes(tmp_path):
     assert state["step"] == 3
     ae = Autoencoder.from_pretrained(out / "final")
     assert ae.config.latent_scale != 1.0  # measured on data at the end of each invocation
+
+
+def test_autoencoder_decoder_only_keeps_the_latent_space(tmp_path):
+    torch.manual_seed(0)
+    base = Autoencoder(AE_CONFIGS["tiny"])
+    base.config.latent_shift, base.config.latent_scale = 0.25, 0.5
+    base.save_pretrained(tmp_path / "pipe" / "autoencoder")  # a pipeline folder's layout
+    out = tmp_path / "dec"
+    args = ["--out", str(out), "--init", str(tmp_path / "pipe"), "--decoder-only", "--batch", "4", "--crop", "32",
+            "--threads", "1", "--max-steps", "50", "--warmup", "1"]
+    train_ae.main(args + ["--stop-after", "2"])
+    train_ae.main(args + ["--stop-after", "1"])  # resumes the decoder-only run
+    assert torch.load(out / "checkpoint" / "state.pt", weights_only=False)["step"] == 3
+    tuned = Autoencoder.from_pretrained(out / "final")
+    assert (tuned.config.latent_shift, tuned.config.latent_scale) == (0.25, 0.5)
+    for (name, a), b in zip(base.encoder.state_dict().items(), tuned.encoder.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, b) for a, b in zip(base.decoder.state_dict().values(),
+                                                      tuned.decoder.state_dict().values()))
+    record = json.loads((out / "final" / "val.json").read_text())
+    assert record["decoder_only"] and record["step"] == 3 and "init_psnr" in record
+    with pytest.raises(SystemExit):
+        train_ae.main(["--out", str(tmp_path / "x"), "--decoder-only"])
 
 
 def test_dit_trainer_resume_is_exact(tmp_path):
