@@ -43,7 +43,8 @@ def test_autoencoder_reconstructs(pipe, icons):
 
     rec = tensor_to_images(pipe.autoencoder.decode(pipe.autoencoder.encode(images_to_tensor(imgs))))
     score = np.mean([det.psnr(a, np.asarray(b)) for a, b in zip(imgs, rec)])
-    assert score >= 20.0, f"autoencoder PSNR {score:.1f} dB"
+    # measured 30.6 dB with session 8's fine-tuned decoder (the decoder before it: 25.7)
+    assert score >= AE_PSNR_MIN, f"autoencoder PSNR {score:.1f} dB"
 
 
 def test_instruction_edits_preserve_the_rest(pipe, icons):
@@ -88,5 +89,6 @@ def test_inpaint_keeps_outside_pixels_exactly(pipe, icons):
 
 # measured values are in the model card; these sit below them
 # at the defaults of the distilled student, 2 steps and guidance 1 (detail transfer on)
-PSNR_OUTSIDE_EDIT_MIN = 32.0  # measured 35.9 dB (session 6's student: 34.7; the CPU base model: 31.0)
-ICON_MEDIAN_RANK_MAX = 200  # measured 113 (unprompted icons: 714; chance: ~825; session 6's student: 239)
+AE_PSNR_MIN = 28.0  # measured 30.6 dB; the session-7 decoder, which this DiT also ran with, 25.7
+PSNR_OUTSIDE_EDIT_MIN = 34.0  # measured 38.8 dB (session 7's decoder: 35.9; session 6's student: 34.7; CPU base: 31.0)
+ICON_MEDIAN_RANK_MAX = 200  # measured 108.5 (unprompted icons: 708.5; chance: ~825; session 7's decoder: 113)
