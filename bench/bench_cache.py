@@ -148,13 +148,18 @@ def main(argv=None):
     print(f"\nAttention backends ({kernels[0]} linears), one uncached forward, 4 refs: dense {attn['dense_ms']:.2f} ms, "
           f"split {attn['split_ms']:.2f} ms ({attn['dense_ms'] / attn['split_ms']:.2f}x), "
           f"max rel diff {attn['max_rel_diff']:.1e}")
-    result = dict(rows=rows, attention=attn, steps=args.steps, threads=args.threads, linear_kernels=kernels,
-                  model=args.model if Path(args.model, "dit").exists() else "random default config",
+    write_result(args.out, args.model, rows=rows, attention=attn, steps=args.steps, threads=args.threads,
+                 linear_kernels=kernels)
+
+
+def write_result(out: str, model: str, **fields) -> None:
+    """`fields` plus the model and the machine, as JSON at `out`."""
+    result = dict(**fields, model=model if Path(model, "dit").exists() else "random default config",
                   machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
                   loadavg=os.getloadavg()[0], torch=torch.__version__)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.out}")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ Prints a markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_cache import load_pipe, token_limit  # noqa: E402
+from bench.bench_cache import load_pipe, token_limit, write_result  # noqa: E402
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -122,13 +120,8 @@ def main(argv=None):
         print(f"| {r['batch']} | {r['refs']} | {m['cached']:.2f} ({f['cached']:.2f}) | {m['uncached']:.2f} ({f['uncached']:.2f}) "
               f"| {m['encode']:.2f} ({f['encode']:.2f}) | {100 * r['floor_share_of_cached_step']:.0f}% "
               f"| {r['speedup']:.2f}x | {r['speedup_without_floor']:.2f}x | {r['token_limit']:.2f}x |")
-    result = dict(rows=rows, linear=pipe.linear_kernel, threads=args.threads, repeats=args.repeats,
-                  model=args.model if Path(args.model, "dit").exists() else "random default config",
-                  machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
-                  loadavg=os.getloadavg()[0], torch=torch.__version__)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.out}")
+    write_result(args.out, args.model, rows=rows, linear=pipe.linear_kernel, threads=args.threads,
+                 repeats=args.repeats)
 
 
 if __name__ == "__main__":
