@@ -27,25 +27,19 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_cache import load_pipe, token_limit, write_result  # noqa: E402
+from bench.bench_cache import load_pipe, timed, token_limit, write_result  # noqa: E402
 
 
 def median_ms(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
+    """Median of `repeats` timed calls after 3 warm-up calls, in ms."""
+    timed(fn, 3)
+    return statistics.median(timed(fn, repeats)) * 1e3
 
 
 def narrow_twin(dit, linear: str):

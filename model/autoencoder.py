@@ -157,6 +157,12 @@ class Autoencoder(nn.Module):
         return model.eval()
 
 
+def autoencoder_folder(path: str | Path) -> Path:
+    """An autoencoder folder given as itself or as a pipeline folder holding `autoencoder/`."""
+    path = Path(path)
+    return path / "autoencoder" if (path / "autoencoder" / "config.json").exists() else path
+
+
 def images_to_tensor(images, device="cpu") -> torch.Tensor:
     """List of PIL/uint8 HxWx3 arrays, or a uint8 (B, H, W, 3) tensor -> (B, 3, H, W) float in [-1, 1]."""
     import numpy as np

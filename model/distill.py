@@ -110,7 +110,7 @@ def main(argv=None):
     from model.data.tasks import TaskSampler
     from model.pipeline import SeedlingPipeline
     from model.text_encoder import TextEncoder
-    from model.train import BatchMaker, Throughput, ema_update, encode_batch, task_probs
+    from model.train import BatchMaker, Throughput, ema_update, draw_task, encode_batch
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -176,8 +176,7 @@ def main(argv=None):
     bar = tqdm(total=args.max_steps, initial=step, desc="distill")
     start, meter = step, Throughput(samples_seen)
     while step < args.max_steps and time.time() < t_end and not (args.stop_after and step - start >= args.stop_after):
-        probs = task_probs(1.0)
-        task = str(rng.choice(list(probs), p=list(probs.values())))
+        task = draw_task(rng, 1.0)
         samples = maker.next(task)
         B = len(samples)
         refs, masks, x0_real_data = encode_batch(samples, ae, dev)

@@ -66,6 +66,12 @@ def task_probs(progress: float) -> dict[str, float]:
     return {t: v / s for t, v in p.items()}
 
 
+def draw_task(rng: np.random.Generator, progress: float) -> str:
+    """One task drawn from `task_probs(progress)` (one `rng.choice`)."""
+    probs = task_probs(progress)
+    return str(rng.choice(list(probs), p=list(probs.values())))
+
+
 def batch_size_for(n_refs: int, n_out: int, token_budget: int, text_len: int, tpi: int, max_batch: int = 48) -> int:
     """Samples per batch for a (#refs, #outputs) layout: the token budget over the tokens of one
     sample, clamped to [2, max_batch]."""
@@ -108,8 +114,7 @@ def planned_batch(sampler, seed: int, step: int, max_steps: int, token_budget: i
     task from the curriculum at that step, then samples until one (#refs, #outputs) layout has a
     full batch (the others are dropped). Returned stacked (`stack_samples`) with "step" and "task"."""
     rng = np.random.default_rng([seed, step, 0x5EED])
-    probs = task_probs(step / max_steps if curriculum else 1.0)
-    task = str(rng.choice(list(probs), p=list(probs.values())))
+    task = draw_task(rng, step / max_steps if curriculum else 1.0)
     samples = BatchMaker(sampler, rng, token_budget, text_len, tpi, max_batch).next(task)  # fresh buckets
     return {"step": step, "task": task, **stack_samples(samples)}
 
@@ -349,8 +354,7 @@ def main(argv=None):
             B = len(samples["prompts"])
             prompts = samples["prompts"]
         else:
-            probs = task_probs(1.0 if args.no_curriculum else progress)
-            task = str(rng.choice(list(probs), p=list(probs.values())))
+            task = draw_task(rng, 1.0 if args.no_curriculum else progress)
             samples = maker.next(task)
             B = len(samples)
             prompts = [s.prompt for s in samples]

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor
+from model.autoencoder import AE_CONFIGS, Autoencoder, autoencoder_folder, images_to_tensor
 from model.data.ae_images import random_training_image
 from model.data.icons import load_icons
 
@@ -88,9 +88,7 @@ def main(argv=None):
     icons = load_icons()
     torch.manual_seed(args.seed)
     if args.init:
-        init = Path(args.init)
-        if (init / "autoencoder" / "config.json").exists():
-            init = init / "autoencoder"
+        init = autoencoder_folder(args.init)
         if not (init / "config.json").exists():
             raise SystemExit(f"--init {args.init}: no autoencoder there (expected config.json and model.safetensors)")
         model = Autoencoder.from_pretrained(init).train()
@@ -172,24 +170,26 @@ def main(argv=None):
     # measure latent statistics on fresh full-size images and export a self-describing folder
     m = acc.unwrap_model(model).eval()
     erng = np.random.default_rng(12345)
-    with torch.no_grad():
-        xs = torch.cat([batch_of_crops(erng, icons, 16, 128) for _ in range(8)])
-        if not args.decoder_only:  # a fixed encoder keeps its latent statistics
+    xs = torch.cat([batch_of_crops(erng, icons, 16, 128) for _ in range(8)])
+
+    @torch.no_grad()
+    def roundtrip_psnr(ae: Autoencoder) -> float:
+        return psnr(torch.cat([ae.decode(ae.encode(xs[i : i + 32])) for i in range(0, len(xs), 32)]), xs)
+
+    if not args.decoder_only:  # a fixed encoder keeps its latent statistics
+        with torch.no_grad():
             zs = torch.cat([m.encode_raw(xs[i : i + 32]) for i in range(0, len(xs), 32)])
-            m.config.latent_shift = float(zs.mean())
-            m.config.latent_scale = float(1.0 / zs.std())
-        recs = torch.cat([m.decode(m.encode(xs[i : i + 32])) for i in range(0, len(xs), 32)])
-    val_psnr = psnr(recs, xs)
+        m.config.latent_shift = float(zs.mean())
+        m.config.latent_scale = float(1.0 / zs.std())
+    val_psnr = roundtrip_psnr(m)
     m.save_pretrained(out / "final")
     acc.print(
         f"step {step}: validation PSNR {val_psnr:.2f} dB on 128 fresh 128x128 images; saved {out / 'final'}"
     )
     record = {"step": step, "psnr": round(val_psnr, 3)}
     if args.init:
-        ref = Autoencoder.from_pretrained(init)
-        with torch.no_grad():
-            recs0 = torch.cat([ref.decode(ref.encode(xs[i : i + 32])) for i in range(0, len(xs), 32)])
-        record.update(init=str(args.init), init_psnr=round(psnr(recs0, xs), 3), decoder_only=args.decoder_only)
+        record.update(init=str(args.init), init_psnr=round(roundtrip_psnr(Autoencoder.from_pretrained(init)), 3),
+                      decoder_only=args.decoder_only)
         acc.print(f"the --init autoencoder scores {record['init_psnr']:.2f} dB on the same images")
     (out / "final" / "val.json").write_text(json.dumps(record) + "\n")
 

@@ -101,11 +101,9 @@ def main(argv=None) -> int:
     if args.oracle:
         generate = hs.OracleGenerator()
     elif args.oracle_ae:
-        from model.autoencoder import Autoencoder
+        from model.autoencoder import Autoencoder, autoencoder_folder
 
-        folder = Path(args.oracle_ae)
-        ae_folder = folder / "autoencoder" if (folder / "autoencoder").is_dir() else folder
-        generate = hs.AutoencoderGenerator(Autoencoder.from_pretrained(ae_folder))
+        generate = hs.AutoencoderGenerator(Autoencoder.from_pretrained(autoencoder_folder(args.oracle_ae)))
     else:
         from model.pipeline import SeedlingPipeline
 
