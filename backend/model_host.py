@@ -23,6 +23,10 @@ def load_pipeline(model_path: Path, device: str, quantize: str) -> Any:
     pipe.to(device)
     if quantize != "none":
         pipe.quantize(quantize)
+    elif device == "cpu":
+        from kernels import fused
+
+        fused.available()  # builds the fused DiT blocks once per machine (~10 s) here, not in the first job
     return pipe
 
 

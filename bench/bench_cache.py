@@ -1,7 +1,7 @@
 """Reference K/V cache and attention-backend benchmark.
 
     python bench/bench_cache.py [--model assets/default] [--steps 8] [--repeats 7] [--linear packed,plain]
-                                [--guidance 1 3] [--out runs/bench_cache.json]
+                                [--blocks fused,python] [--guidance 1 3] [--out runs/bench_cache.json]
 
 For compose with N = 1, 2, 4 references (128x128, one output) it times the whole 8-step
 denoising loop with the reference cache (context encoded once, blocks run on the 64 output tokens
@@ -14,7 +14,9 @@ branches). It also times one uncached forward with the dense masked SDPA against
 Runs are interleaved (cache, no cache, cache, ...) and the median is reported, so a busy machine
 slows both sides alike. `--linear` runs everything once per linear kernel of the pipeline
 ("packed": oneDNN with pre-packed weights, the pipeline's CPU default; "plain": F.linear / MKL;
-see kernels/packed.py). Prints a markdown table and writes JSON.
+see kernels/packed.py). `--blocks` does the same for the DiT blocks ("fused": one C++ call per block,
+kernels/fused.py, the default where it builds; "python": the Python blocks; packed linears only).
+Every row uses the same kernels on both sides. Prints a markdown table and writes JSON.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kernels import fused  # noqa: E402
 from model.pipeline import SeedlingPipeline  # noqa: E402
 from model.sampler import euler_sample, make_schedule  # noqa: E402
 
@@ -51,7 +54,10 @@ def load_pipe(model: str | None) -> SeedlingPipeline:
 def sample(pipe, x, states, pooled, refs, steps, cached: bool, guidance: float = 1.0):
     """The pipeline's compose denoising loop (no image guidance), from the given noise."""
     masks = [torch.zeros_like(r[:, :1]) for r in refs]
-    branches = pipe.make_branches("compose", states, pooled, refs, masks, x.shape[0], guidance, 1.0, cached)
+    p = pipe.dit.config.patch
+    n_out = x.shape[1] * (x.shape[-2] // p) * (x.shape[-1] // p)
+    branches = pipe.make_branches("compose", states, pooled, refs, masks, x.shape[0], guidance, 1.0, cached,
+                                  n_out=n_out)
     times = make_schedule(steps)
     return euler_sample(branches, x.clone(), times, guidance, 1.0, shortcut=pipe.config.shortcut)
 
@@ -79,6 +85,7 @@ def main(argv=None):
     ap.add_argument("--refs", default="1,2,4")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--linear", default="packed,plain", help="comma list of linear kernels (pipeline.set_linear_kernel)")
+    ap.add_argument("--blocks", default="fused", help="comma list: fused (C++ blocks, kernels/fused.py), python")
     ap.add_argument("--guidance", type=float, nargs="+", default=None,
                     help="guidance settings (default: 1 and the model's default guidance)")
     ap.add_argument("--out", default="runs/bench_cache.json")
@@ -101,9 +108,16 @@ def main(argv=None):
         label = "1 branch (guidance 1)" if value == 1.0 else f"guidance {value:g}: cond + no_text batched"
         settings.append((value, label + default))
     kernels = [k.strip() for k in args.linear.split(",") if k.strip()]
-    cases = [(n, kind) for kind in kernels for n in (int(v) for v in args.refs.split(","))]
-    for n, kind in cases:
+    was_enabled = fused.enabled()
+    block_kinds = [b.strip() for b in args.blocks.split(",") if b.strip()]
+    if "fused" in block_kinds and not fused.available():
+        print(f"fused blocks unavailable ({fused.last_error()}): timing the Python blocks only")
+        block_kinds = [b for b in block_kinds if b != "fused"] or ["python"]
+    cases = [(n, kind, blocks) for kind in kernels for blocks in block_kinds for n in (int(v) for v in args.refs.split(","))
+             if not (blocks == "fused" and kind != "packed")]
+    for n, kind, blocks in cases:
         pipe.set_linear_kernel(kind)
+        fused.set_enabled(blocks == "fused")
         refs = [torch.randn(1, C, 16, 16, generator=g) for _ in range(n)]
         for guidance, label in settings:
             def run(cached, refs=refs, guidance=guidance):
@@ -118,12 +132,14 @@ def main(argv=None):
             mc, mu = statistics.median(t_c), statistics.median(t_u)
             tokens_ctx = n * 64 + L
             limit = token_limit(args.steps, tokens_ctx, 64)
-            rows.append(dict(refs=n, linear=pipe.linear_kernel, setting=label, guidance=guidance, tokens=tokens_ctx + 64,
+            rows.append(dict(refs=n, linear=pipe.linear_kernel, blocks=blocks, setting=label, guidance=guidance, tokens=tokens_ctx + 64,
                              cached_ms=mc * 1e3, uncached_ms=mu * 1e3,
                              cached_ms_per_step=mc * 1e3 / args.steps, uncached_ms_per_step=mu * 1e3 / args.steps,
                              speedup=mu / mc, token_limit=limit, max_rel_diff=rel))
-    # dense vs split attention on one uncached forward with 4 references
+    # dense vs split attention on one uncached forward with 4 references (the Python blocks: the
+    # fused block implements split only)
     pipe.set_linear_kernel(kernels[0])
+    fused.set_enabled(False)
     refs = [torch.randn(1, C, 16, 16, generator=g) for _ in range(4)]
     t = torch.full((1,), 0.5)
     with torch.no_grad():
@@ -134,22 +150,23 @@ def main(argv=None):
             td += timed(fd, 1)
             ts += timed(fs, 1)
         attn_rel = ((fd() - fs()).abs().max() / fs().abs().max()).item()
+    fused.set_enabled(was_enabled)
     attn = dict(refs=4, dense_ms=statistics.median(td) * 1e3, split_ms=statistics.median(ts) * 1e3,
                 max_rel_diff=attn_rel)
 
     print(f"\nReference K/V cache, compose 128x128, {args.steps} steps, "
           f"{args.threads} threads, load {os.getloadavg()[0]:.1f}\n")
-    print("| linear | refs | branches | tokens | cached ms (per step) | uncached ms (per step) | speedup | token limit | max rel diff |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| linear | blocks | refs | branches | tokens | cached ms (per step) | uncached ms (per step) | speedup | token limit | max rel diff |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['linear']} | {r['refs']} | {r['setting']} | {r['tokens']} | {r['cached_ms']:.1f} ({r['cached_ms_per_step']:.2f}) | "
+        print(f"| {r['linear']} | {r['blocks']} | {r['refs']} | {r['setting']} | {r['tokens']} | {r['cached_ms']:.1f} ({r['cached_ms_per_step']:.2f}) | "
               f"{r['uncached_ms']:.1f} ({r['uncached_ms_per_step']:.2f}) | {r['speedup']:.2f}x | "
               f"{r['token_limit']:.2f}x | {r['max_rel_diff']:.1e} |")
-    print(f"\nAttention backends ({kernels[0]} linears), one uncached forward, 4 refs: dense {attn['dense_ms']:.2f} ms, "
+    print(f"\nAttention backends ({kernels[0]} linears, Python blocks), one uncached forward, 4 refs: dense {attn['dense_ms']:.2f} ms, "
           f"split {attn['split_ms']:.2f} ms ({attn['dense_ms'] / attn['split_ms']:.2f}x), "
           f"max rel diff {attn['max_rel_diff']:.1e}")
     write_result(args.out, args.model, rows=rows, attention=attn, steps=args.steps, threads=args.threads,
-                 linear_kernels=kernels)
+                 linear_kernels=kernels, block_kinds=block_kinds)
 
 
 def write_result(out: str, model: str, **fields) -> None:

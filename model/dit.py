@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from kernels import fused
 from kernels.attention import attention, cached_context_attention
 from kernels.packed import PackedLinear, has_hooks, is_linear, linear_gelu, pack_linears, version_key
 from model.rope import Rope3D, apply_rope_complex, image_positions, text_positions
@@ -225,6 +226,27 @@ class DiTBlock(nn.Module):
         x_ctx = torch.addcmul(x_ctx, mod_ctx[5], self._mlp(modulate1p(self.norm2(x_ctx), mod_ctx[3], mod_ctx[4])))
         return x_ctx, k, v
 
+    def fused_weights(self) -> list[torch.Tensor] | None:
+        """The ten tensors the C++ block (kernels/fused.py) takes, or None where this block must run
+        in Python: its four linears must be fp32 PackedLinear layers with biases (their packed
+        oneDNN weights are what it multiplies with), nothing hooked, the norms and GELU the ones
+        built here."""
+        fc1, act, fc2 = self.mlp
+        lins = (self.qkv, self.proj, fc1, fc2)
+        if (
+            any(type(lin) is not PackedLinear or lin.bias is None or lin.weight.dtype != torch.float32 for lin in lins)
+            or any(has_hooks(m) for m in (self, self.mlp, act, self.norm1, self.norm2, self.q_norm, self.k_norm, *lins))
+            or type(act) is not nn.GELU or act.approximate != "tanh"
+            or any(type(n) is not nn.LayerNorm or n.elementwise_affine or n.eps != self.norm1.eps
+                   for n in (self.norm1, self.norm2))
+            or any(type(n) is not RMSNorm or n.weight.dtype != torch.float32 or n.eps != self.q_norm.eps
+                   for n in (self.q_norm, self.k_norm))
+        ):
+            return None
+        return [self.qkv.packed_weight(), self.qkv.bias.detach(), self.q_norm.weight.detach(), self.k_norm.weight.detach(),
+                self.proj.packed_weight(), self.proj.bias.detach(), fc1.packed_weight(), fc1.bias.detach(),
+                fc2.packed_weight(), fc2.bias.detach()]
+
     def forward_outputs(self, x_out, k_ctx, v_ctx, mod_out, rot, kv_buffer=None):
         """Output tokens only, attending to [cached context K/V ; their own K/V]. kv_buffer: see
         kernels.attention.cached_context_attention (inference only)."""
@@ -244,8 +266,12 @@ class FinalLayer(nn.Module):
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
         self.linear = nn.Linear(D, cfg.patch * cfg.patch * cfg.latent_channels)
 
-    def forward(self, x, c):
-        shift, scale = self.adaLN(c).unsqueeze(1).chunk(2, dim=-1)
+    def modulation(self, c):
+        """(B, D) -> shift, scale (B, 1, D)."""
+        return self.adaLN(c).unsqueeze(1).chunk(2, dim=-1)
+
+    def forward(self, x, c, mods=None):
+        shift, scale = self.modulation(c) if mods is None else mods
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
@@ -259,12 +285,17 @@ class ContextCache:
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # depth x (B, H, Nc, Dh)
     cond: torch.Tensor  # (B, D) task + pooled text, shared by context and output modulation
     n_ctx: int
-    # RoPE tables of the output tokens by (M, C, h, w): the same at every step of a generation.
+    # RoPE tables of the output tokens by (M, C, h, w), as (complex, cos, sin): the same at every
+    # step of a generation.
     rot_out: dict = field(default_factory=dict)
     # Per output length No: depth x (K, V) buffers (B, H, Nc + No, Dh) holding the context K/V,
     # into which each inference step writes the outputs' K/V (no concatenation per step). Built
     # at the first step from `kv`, which must not change after that.
     kv_out: dict = field(default_factory=dict)
+    # The generation's StepPlan (UnifiedDiT.plan_steps), if one was made.
+    plan: "StepPlan | None" = None
+    # The fused blocks' weights resolved by encode_context (None: the Python blocks ran).
+    weights: list | None = None
 
     def kv_buffers(self, n_out: int, like: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The K/V buffers for `n_out` output tokens of `like`'s dtype and device (made once)."""
@@ -277,6 +308,37 @@ class ContextCache:
                 bufs.append((torch.cat([k.to(like.dtype), pad], 2), torch.cat([v.to(like.dtype), pad], 2)))
             self.kv_out[n_out] = bufs
         return bufs
+
+
+@dataclass
+class StepConditions:
+    """One denoising step's conditioning: c = cond + t_embed(t) + d_embed(d) and what the blocks
+    and the final layer make of it."""
+
+    c: torch.Tensor  # (B, D)
+    table: torch.Tensor | None  # (B, depth, 6, D) block modulations (UnifiedDiT.modulation_table), or None
+    final: tuple[torch.Tensor, torch.Tensor]  # the final layer's shift, scale (B, 1, D)
+
+
+@dataclass
+class StepPlan:
+    """What every step of one generation shares, resolved once before the first step
+    (`UnifiedDiT.plan_steps`): the conditioning of each step of the schedule, computed for all
+    steps in one batched product (the timestep MLPs, every block's adaLN and the final layer's
+    read their weights once per generation instead of once per step), the context's modulation
+    (t = 0) for the uncached path, and the fused blocks' weights (None: the Python blocks). Both
+    the cached and the uncached path take one; the weights must not change while it is in use."""
+
+    steps: dict  # (t values, d values) -> StepConditions
+    ctx_table: torch.Tensor | None  # (B, depth, 6, D) context modulations, or None
+    weights: list | None  # per block, kernels/fused.py's weights, or None
+
+    def step(self, t: torch.Tensor, d: torch.Tensor) -> StepConditions | None:
+        """The planned conditions of step (t, d), or None (not planned, or gradients are on: the
+        plan was made without them)."""
+        if torch.is_grad_enabled():
+            return None
+        return self.steps.get((tuple(t.tolist()), tuple(d.tolist())))
 
 
 class UnifiedDiT(nn.Module):
@@ -397,81 +459,202 @@ class UnifiedDiT(nn.Module):
 
     # -- uncached: everything every step (the reference path) ----------------------------------
     def forward(self, x_out, t, text_states, pooled, task, refs=(), ref_masks=None, d=None,
-                ref_indices=None, return_context: bool = False, backend: str | None = None):
+                ref_indices=None, return_context: bool = False, backend: str | None = None,
+                plan: StepPlan | None = None):
         """Predict the flow velocity for the output latents.
 
         x_out: (B, M, C, h, w) noisy output latents; t, d: (B,) in [0, 1];
         text_states: (B, Lt, 384); pooled: (B, 384); task: name, list of names or (B,) ids;
         refs: list of N (B, C, h', w') clean latents; ref_masks: list of N (B, 1, h', w') or None.
         Returns v: (B, M, C, h, w) (and the final context hidden states if asked).
+        plan: the generation's StepPlan (`plan_steps`); steps it does not cover are computed here.
         """
         refs = list(refs)
         self._check_refs(refs, ref_masks)
-        _, c_ctx, c_out = self.conditions(task, pooled, t, d)
+        B = x_out.shape[0]
+        step = plan.step(t, torch.zeros_like(t) if d is None else d) if plan is not None else None
+        if step is None or plan.ctx_table is None:
+            _, c_ctx, c_out = self.conditions(task, pooled, t, d)
         ctx, pos_ctx = self._context_tokens(refs, ref_masks, text_states, ref_indices)
         out, pos_out = self._output_tokens(x_out)
         n_ctx = ctx.shape[1]
         x = torch.cat([ctx, out], 1)  # (B, Nc + No, D)
         rot = self.rope.complex(torch.cat([pos_ctx, pos_out], 0))
         backend = backend or self.config.attention_backend
-        B = c_out.shape[0]
-        for blk, mods in zip(self.blocks, self.block_modulations(torch.cat([c_ctx, c_out]))):  # both conditions
-            x = blk(x, n_ctx, [m[:B] for m in mods], [m[B:] for m in mods], rot, backend)
-        v = self._unpatchify_outputs(self.final(x[:, n_ctx:], c_out), x_out.shape)
+        if step is not None and plan.ctx_table is not None:
+            table_ctx, table_out, weights, final = plan.ctx_table, step.table, plan.weights, step.final
+        else:
+            table = self.modulation_table(torch.cat([c_ctx, c_out]))  # both conditions in one product
+            table_ctx, table_out = (None, None) if table is None else (table[:B], table[B:])
+            weights, final = self._fused_blocks(x), None
+        if backend != "split":
+            weights = None
+        if weights is not None:
+            cos, sin = rot.real.contiguous(), rot.imag.contiguous()
+            for i, w in enumerate(weights):
+                x = self._fused_block(x, table_out[:, i], table_ctx[:, i], n_ctx, w, cos, sin, None, None, "full")[0]
+        else:
+            if table_out is not None:
+                mods_ctx, mods_out = self.table_modulations(table_ctx), self.table_modulations(table_out)
+            else:
+                mods = self.block_modulations(torch.cat([c_ctx, c_out]))
+                mods_ctx, mods_out = [[m[:B] for m in ms] for ms in mods], [[m[B:] for m in ms] for ms in mods]
+            for blk, mc, mo in zip(self.blocks, mods_ctx, mods_out):
+                x = blk(x, n_ctx, mc, mo, rot, backend)
+        y = self.final(x[:, n_ctx:], None, final) if final is not None else self.final(x[:, n_ctx:], c_out)
+        v = self._unpatchify_outputs(y, x_out.shape)
         return (v, x[:, :n_ctx]) if return_context else v
 
     # -- cached: context once, outputs per step ---------------------------------------------
-    def encode_context(self, text_states, pooled, task, refs=(), ref_masks=None, ref_indices=None) -> ContextCache:
+    def encode_context(self, text_states, pooled, task, refs=(), ref_masks=None, ref_indices=None,
+                       n_out: int | None = None) -> ContextCache:
+        """The context's per-layer K/V. `n_out`: the number of output tokens the steps will have;
+        on the fused path the K/V are then written straight into the inference buffers of that
+        length (`ContextCache.kv_buffers`), saving their copy at the first step."""
         refs = list(refs)
         self._check_refs(refs, ref_masks)
         cond, c_ctx, _ = self.conditions(task, pooled, None, None)
         x, pos = self._context_tokens(refs, ref_masks, text_states, ref_indices)
         rot = self.rope.complex(pos)
         kv = []
-        for i, (blk, mods) in enumerate(zip(self.blocks, self.block_modulations(c_ctx))):
-            x, k, v = blk.context_kv(x, mods, rot, last=i == len(self.blocks) - 1)
-            kv.append((k, v))
+        weights = self._fused_blocks(x)
+        table = self.modulation_table(c_ctx) if weights is not None else None
+        if table is not None:
+            cos, sin = rot.real.contiguous(), rot.imag.contiguous()
+            B, n_ctx = x.shape[:2]
+            H, Dh = self.config.heads, self.config.head_dim
+            bufs = [(x.new_empty(B, H, n_ctx + n_out, Dh), x.new_empty(B, H, n_ctx + n_out, Dh)) if n_out else (None, None)
+                    for _ in weights]
+            for i, (w, (kb, vb)) in enumerate(zip(weights, bufs)):
+                mode = "context_kv" if i == len(weights) - 1 else "context"
+                x, k, v = self._fused_block(x, table[:, i], None, 0, w, cos, sin, kb, vb, mode)
+                kv.append((k, v))
+            cache = ContextCache(kv=kv, cond=cond, n_ctx=n_ctx, weights=weights)
+            if n_out:
+                cache.kv_out[n_out] = bufs
+            return cache
+        else:
+            for i, (blk, mods) in enumerate(zip(self.blocks, self.block_modulations(c_ctx))):
+                x, k, v = blk.context_kv(x, mods, rot, last=i == len(self.blocks) - 1)
+                kv.append((k, v))
         return ContextCache(kv=kv, cond=cond, n_ctx=x.shape[1])
 
     def forward_cached(self, x_out, t, cache: ContextCache, d=None):
-        """Same result as `forward` with the cache's context, running blocks on outputs only."""
+        """Same result as `forward` with the cache's context, running blocks on outputs only.
+        Uses the cache's StepPlan (`plan_steps`) for the steps it covers."""
         B = x_out.shape[0]
         d = torch.zeros_like(t) if d is None else d
-        dt = self.compute_dtype
-        c_out = cache.cond + self.t_embed(t.reshape(B), dt) + self.d_embed(d.reshape(B), dt)
+        step = cache.plan.step(t, d) if cache.plan is not None else None
+        if step is not None:
+            c_out, table, final, weights = step.c, step.table, step.final, cache.plan.weights
+        else:
+            dt = self.compute_dtype
+            c_out = cache.cond + self.t_embed(t.reshape(B), dt) + self.d_embed(d.reshape(B), dt)
+            final = None
         x = self._embed_outputs(x_out)
         key = tuple(x_out.shape[1:])
-        rot = cache.rot_out.get(key)
-        if rot is None or rot.device != x.device:
-            rot = cache.rot_out[key] = self.rope.complex(self._output_positions(x_out))
-        mods = self.block_modulations(c_out)
+        tables = cache.rot_out.get(key)
+        if tables is None or tables[0].device != x.device:
+            rot = self.rope.complex(self._output_positions(x_out))
+            tables = cache.rot_out[key] = (rot, rot.real.contiguous(), rot.imag.contiguous())
+        rot, cos, sin = tables
+        if step is None:
+            weights = self._fused_blocks(x)
+            table = self.modulation_table(c_out) if weights is not None else None
+        if weights is not None and table is not None:  # (inference only: no gradients on the fused path)
+            for i, (w, (kb, vb)) in enumerate(zip(weights, cache.kv_buffers(x.shape[1], x))):
+                x = self._fused_block(x, table[:, i], None, cache.n_ctx, w, cos, sin, kb, vb, "outputs")[0]
+            return self._unpatchify_outputs(self.final(x, c_out, final), x_out.shape)
+        mods = self.table_modulations(table) if step is not None and table is not None else self.block_modulations(c_out)
         if torch.is_grad_enabled():  # autograd keeps each step's K/V: concatenate afresh
             buffers = [None] * len(self.blocks)
         else:
             buffers = cache.kv_buffers(x.shape[1], x)
         for blk, (k_ctx, v_ctx), mod, buf in zip(self.blocks, cache.kv, mods, buffers):
             x = blk.forward_outputs(x, k_ctx, v_ctx, mod, rot, buf)
-        return self._unpatchify_outputs(self.final(x, c_out), x_out.shape)
+        return self._unpatchify_outputs(self.final(x, c_out, final), x_out.shape)
+
+    # -- one generation's steps, planned before the first -------------------------------------
+    def plan_steps(self, cond: torch.Tensor, steps, with_context: bool = False, weights="resolve") -> StepPlan:
+        """The StepPlan of a generation: `cond` (B, D) its task + pooled-text condition (a
+        ContextCache's `cond`, or `conditions(...)[0]`), `steps` its (t, d) pairs (the values the
+        sampler will pass, every row of a batch the same). `with_context`: also the context's
+        modulation (t = 0), for the uncached path. `weights`: the fused blocks' weights if the
+        caller resolved them already this generation (a ContextCache's), else resolved here.
+        Inference only (built without gradients)."""
+        B, S, dt = cond.shape[0], len(steps), self.compute_dtype
+        with torch.no_grad():
+            ts = torch.tensor([float(t) for t, _ in steps], device=cond.device).repeat_interleave(B)
+            ds = torch.tensor([float(d) for _, d in steps], device=cond.device).repeat_interleave(B)
+            c = cond.repeat(S, 1) + self.t_embed(ts, dt) + self.d_embed(ds, dt)  # (S * B, D): all steps at once
+            table = self.modulation_table(c)
+            shift, scale = self.final.modulation(c)
+            planned = {}
+            for i in range(S):
+                rows = slice(i * B, (i + 1) * B)
+                key = (tuple(ts[rows].tolist()), tuple(ds[rows].tolist()))
+                planned[key] = StepConditions(c[rows], None if table is None else table[rows], (shift[rows], scale[rows]))
+            ctx_table = None
+            if with_context:
+                zero = torch.zeros(B, device=cond.device)
+                ctx_table = self.modulation_table(cond + self.t_embed(zero, dt) + self.d_embed(zero, dt))
+            if table is None:
+                weights = None
+            elif isinstance(weights, str):
+                weights = self._fused_blocks(cond)
+        return StepPlan(steps=planned, ctx_table=ctx_table, weights=weights)
+
+    @staticmethod
+    def table_modulations(table: torch.Tensor) -> list[list[torch.Tensor]]:
+        """A modulation table (B, depth, 6, D) as the blocks' per-block lists of six (B, 1, D)."""
+        B, depth, _, D = table.shape
+        m = table.reshape(B, 1, depth * 6, D).unbind(2)
+        return [list(m[6 * i : 6 * i + 6]) for i in range(depth)]
+
+    # -- fused C++ blocks (kernels/fused.py) -------------------------------------------------
+    def _fused_blocks(self, x: torch.Tensor) -> list[list[torch.Tensor]] | None:
+        """Every block's weights for the C++ block, or None where the Python blocks must run:
+        gradients enabled, not fp32 on the CPU, autocast, fused blocks off or unbuildable, or a
+        block that is not plain packed fp32 (quantized, hooked, unpacked)."""
+        if (torch.is_grad_enabled() or x.dtype != torch.float32 or x.device.type != "cpu"
+                or torch.is_autocast_enabled("cpu") or not fused.enabled()):
+            return None
+        weights = []
+        for blk in self.blocks:
+            w = blk.fused_weights()
+            if w is None:
+                return None
+            weights.append(w)
+        return weights if fused.available() else None
+
+    def _fused_block(self, x, mods, mods_ctx, n_ctx, weights, cos, sin, kbuf, vbuf, mode):
+        blk = self.blocks[0]
+        return fused.dit_block(x, mods, mods_ctx, n_ctx, weights, cos, sin, kbuf, vbuf, mode,
+                               blk.norm1.eps, blk.q_norm.eps)
 
     # -- all blocks' modulations in one product ----------------------------------------------
     def block_modulations(self, c: torch.Tensor) -> list[list[torch.Tensor]]:
-        """`[blk.modulation(c) for blk in self.blocks]`. Without gradients and with plain
-        full-precision adaLN linears, computed as one SiLU and one product against every block's
-        adaLN weights stacked (the +1 of the scales folded into the stacked bias), instead of
-        depth x (SiLU, linear, chunk, two adds): at a cached step's few tokens those small calls
-        are a visible share of the time. The stacked copy is rebuilt whenever an adaLN weight
-        changes (keyed like kernels/packed.py). Same values up to float rounding."""
+        """`[blk.modulation(c) for blk in self.blocks]`, from `modulation_table` where it applies.
+        Same values up to float rounding."""
+        table = self.modulation_table(c)
+        return [blk.modulation(c) for blk in self.blocks] if table is None else self.table_modulations(table)
+
+    def modulation_table(self, c: torch.Tensor) -> torch.Tensor | None:
+        """Every block's six modulations (B, depth, 6, D), scales as 1 + scale, or None where the
+        blocks must compute their own (gradients, hooked or non-plain adaLN layers). Computed as
+        one SiLU and one product against every block's adaLN weights stacked (the +1 of the scales
+        folded into the stacked bias), instead of depth x (SiLU, linear, chunk, two adds): at a
+        cached step's few tokens those small calls are a visible share of the time. The stacked
+        copy is rebuilt whenever an adaLN weight changes (keyed like kernels/packed.py)."""
         lins = [blk.adaLN[1] for blk in self.blocks]
         if (
             (torch.is_grad_enabled() and (c.requires_grad or any(lin.weight.requires_grad for lin in lins)))
             or not all(is_linear(lin) and lin.bias is not None and not has_hooks(lin) for lin in lins)
             or any(type(blk.adaLN[0]) is not nn.SiLU or has_hooks(blk.adaLN) for blk in self.blocks)
         ):
-            return [blk.modulation(c) for blk in self.blocks]
+            return None
         stacked = self._stacked_adaLN(lins)
-        B, D = c.shape[0], self.config.width
-        m = stacked(F.silu(c)).view(B, 1, len(lins) * 6, D).unbind(2)
-        return [list(m[6 * i : 6 * i + 6]) for i in range(len(lins))]
+        return stacked(F.silu(c)).view(c.shape[0], len(lins), 6, self.config.width)
 
     def _stacked_adaLN(self, lins) -> nn.Linear:
         key = tuple(version_key(p) for lin in lins for p in (lin.weight, lin.bias))

@@ -231,14 +231,15 @@ class SeedlingPipeline:
     # -- generation ---------------------------------------------------------------------------
     def make_branches(self, task: str, states: torch.Tensor, pooled: torch.Tensor, refs: list, ref_masks,
                       batch: int, guidance: float, image_guidance: float, use_ref_cache: bool = True,
-                      batch_branches: bool = True) -> list[Branch]:
+                      batch_branches: bool = True, n_out: int | None = None) -> list[Branch]:
         """The guidance branches of one generation, ready for `euler_sample`.
 
         states/pooled: (2, ...) encodings of [prompt, ""]. Branches: "cond" (prompt, refs),
         "no_text" (empty prompt, refs) when guidance != 1, "none" (empty prompt, no refs) when
         there are refs and image_guidance != 1. "cond" and "no_text" share the references, so with
         `batch_branches` they run as one batch of 2 x `batch` (the weights are read once a step).
-        With `use_ref_cache` each branch's context K/V is computed here, once."""
+        With `use_ref_cache` each branch's context K/V is computed here, once (`n_out`, the
+        number of output tokens per sample, lets it go straight into the steps' K/V buffers)."""
         names = ["cond"]
         if guidance != 1.0 or (refs and image_guidance != 1.0):
             names.append("no_text")
@@ -254,17 +255,29 @@ class SeedlingPipeline:
             rm = ref_masks if rf else None
             if use_ref_cache:
                 cache = self.dit.encode_context(st, po, task, [r.expand(k, -1, -1, -1) for r in rf],
-                                                [m.expand(k, -1, -1, -1) for m in rm] if rm else None)
-                cache.kv = [(kk.repeat_interleave(batch, 0), vv.repeat_interleave(batch, 0)) for kk, vv in cache.kv]
-                cache.cond = cache.cond.repeat_interleave(batch, 0)
+                                                [m.expand(k, -1, -1, -1) for m in rm] if rm else None,
+                                                n_out=n_out if batch == 1 else None)
+                if batch > 1:  # one copy of the context per sample
+                    cache.kv = [(kk.repeat_interleave(batch, 0), vv.repeat_interleave(batch, 0)) for kk, vv in cache.kv]
+                    cache.cond = cache.cond.repeat_interleave(batch, 0)
+                    cache.kv_out = {}
                 fn = (lambda x, t, d, c=cache: self.dit.forward_cached(x, t, c, d))
+
+                def prepare(steps, c=cache):
+                    c.plan = self.dit.plan_steps(c.cond, steps, weights=c.weights)
             else:
                 n = k * batch
                 stb, pob = st.repeat_interleave(batch, 0), po.repeat_interleave(batch, 0)
                 rfb = [r.expand(n, -1, -1, -1) for r in rf]
                 rmb = [m.expand(n, -1, -1, -1) for m in rm] if rm else None
-                fn = (lambda x, t, d, s=stb, p=pob, r=rfb, m=rmb: self.dit(x, t, s, p, task, r, m, d=d))
-            branches.append(Branch(group[0] if k == 1 else group, fn))
+                plan = {}  # this branch's StepPlan, made by prepare (the same per-step conditioning as the cache's)
+                fn = (lambda x, t, d, s=stb, p=pob, r=rfb, m=rmb, pl=plan:
+                      self.dit(x, t, s, p, task, r, m, d=d, plan=pl.get("plan")))
+
+                def prepare(steps, p=pob, pl=plan):
+                    cond = self.dit.conditions(task, p, None, None)[0]
+                    pl["plan"] = self.dit.plan_steps(cond, steps, with_context=True)
+            branches.append(Branch(group[0] if k == 1 else group, fn, prepare))
         return branches
 
     @torch.no_grad()
@@ -322,8 +335,9 @@ class SeedlingPipeline:
         timings["encode_images"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        p = self.dit.config.patch
         branches = self.make_branches(task, states, pooled, refs, ref_masks, B, guidance, image_guidance,
-                                      use_ref_cache)
+                                      use_ref_cache, n_out=M * (h // p) * (w // p))
         timings["encode_context"] = time.perf_counter() - t0
 
         noise = torch.randn((B, M, C, h, w), generator=gen).to(dev)

@@ -44,6 +44,9 @@ class Branch:
 
     name: str | tuple[str, ...]
     fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    # Optional: told the (t, d) of every step before the first (`euler_sample`), so the branch can
+    # prepare per-step work for all of them at once (UnifiedDiT.plan_steps).
+    prepare: Callable[[list[tuple[float, float]]], None] | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -77,10 +80,14 @@ def euler_sample(branches: dict[str, Branch] | list[Branch], x: torch.Tensor, ti
     `on_step(i, total, x, x0_pred)` may raise to cancel."""
     B = x.shape[0]
     total = len(times) - 1
+    steps = [(float(times[i]), (float(times[i]) - float(times[i + 1])) if shortcut else 0.0) for i in range(total)]
+    for b in branches.values() if isinstance(branches, dict) else branches:
+        if b.prepare is not None:
+            b.prepare(steps)
     for i in range(total):
         t, t_next = float(times[i]), float(times[i + 1])
-        tt = torch.full((B,), t, device=x.device)
-        dd = torch.full((B,), (t - t_next) if shortcut else 0.0, device=x.device)
+        tt = torch.full((B,), steps[i][0], device=x.device)
+        dd = torch.full((B,), steps[i][1], device=x.device)
         v = {}
         for b in branches.values() if isinstance(branches, dict) else branches:
             v.update(b(x, tt, dd))

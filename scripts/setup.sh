@@ -13,6 +13,7 @@ if [[ "${1:-}" == "--test" ]]; then
     missing=()
     command -v tesseract >/dev/null || missing+=(tesseract-ocr)
     command -v chromium >/dev/null || missing+=(chromium chromium-driver)
+    command -v g++ >/dev/null || missing+=(g++)  # builds the fused DiT blocks (kernels/fused.py)
     if ((${#missing[@]})); then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi

@@ -1,0 +1,244 @@
+// One DiT block of model/dit.py as a single C++ call (fp32, CPU, inference): the block's own
+// elementwise work fused into three loops, the four linear layers through oneDNN with the weights
+// PackedLinear already reordered (kernels/packed.py), attention through ATen's CPU flash kernel.
+//
+// At the 64 output tokens of a cached step, a Python block spends as long dispatching ~40 small
+// operators as it does multiplying. Here a block is ten calls: two LayerNorm+modulation loops,
+// qkv, one QK-norm + 3D-RoPE + layout loop (which writes K and V straight into the cache's K/V
+// buffers), attention, proj, one gated-residual loop, fc1+GELU, fc2, one gated-residual loop.
+// The same function runs every path of the model (cached step, full uncached step, context
+// encoding), so the cache's speedup is measured between equals. Built and loaded by
+// kernels/fused.py; model/dit.py falls back to its Python blocks where this is unavailable.
+//
+// Semantics (must match DiTBlock in model/dit.py up to float rounding):
+//   h = LayerNorm(x) * scale1p + shift            (mods chunks 0, 1; scale1p already holds 1 + scale)
+//   q, k = RoPE(RMSNorm(q) * qw), RoPE(RMSNorm(k) * kw); v
+//   x = x + gate_attn * proj(attention(q, k, v))  (chunk 2)
+//   h = LayerNorm(x) * scale1p + shift            (chunks 3, 4)
+//   x = x + gate_mlp * fc2(gelu_tanh(fc1(h)))     (chunk 5)
+// Rows (tokens) with index < n_ctx take the context modulation `mc`, the others `mo`.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+namespace {
+
+// mkldnn::_linear_pointwise(Tensor X, Tensor W, Tensor? B, str attr, Scalar?[] scalars, str? algorithm)
+at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const char* attr,
+                         const char* algo) {
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  std::vector<c10::IValue> stack;
+  stack.reserve(6);
+  stack.emplace_back(x);
+  stack.emplace_back(w);
+  stack.emplace_back(b);
+  stack.emplace_back(std::string(attr));
+  stack.emplace_back(c10::impl::GenericList(c10::OptionalType::create(c10::NumberType::get())));
+  stack.emplace_back(std::string(algo));
+  op.callBoxed(&stack);
+  return stack[0].toTensor();
+}
+
+// Modulations: (B, 6, D) with the last dimension contiguous (a slice of the model's (B, depth, 6, D)).
+struct Mods {
+  const float* ctx;
+  const float* out;
+  int64_t ctx_sb, ctx_sc, out_sb, out_sc, n_ctx;
+  const float* row(int64_t b, int64_t l, int chunk) const {
+    return l < n_ctx ? ctx + b * ctx_sb + chunk * ctx_sc : out + b * out_sb + chunk * out_sc;
+  }
+};
+
+// Row blocks for at::parallel_for: small token counts stay on one thread (a parallel region costs
+// more than the loop).
+inline int64_t grain(int64_t D) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(D, 1)); }
+
+at::Tensor ln_modulate(const at::Tensor& x, const Mods& m, int shift_chunk, float eps) {
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  at::Tensor out = at::empty_like(x);
+  const float* xp = x.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, B * L, grain(D), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / L, l = r % L;
+      const float* xr = xp + r * D;
+      float* o = op + r * D;
+      const float* shift = m.row(b, l, shift_chunk);
+      const float* scale = m.row(b, l, shift_chunk + 1);
+      float s = 0.f;
+#pragma omp simd reduction(+ : s)
+      for (int64_t d = 0; d < D; ++d) s += xr[d];
+      const float mean = s / D;
+      float v = 0.f;
+#pragma omp simd reduction(+ : v)
+      for (int64_t d = 0; d < D; ++d) {
+        const float c = xr[d] - mean;
+        v += c * c;
+      }
+      const float rstd = 1.f / std::sqrt(v / D + eps);
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) o[d] = shift[d] + (xr[d] - mean) * rstd * scale[d];
+    }
+  });
+  return out;
+}
+
+// x + gate * y as a new tensor
+at::Tensor gated_add(const at::Tensor& x, const at::Tensor& y, const Mods& m, int gate_chunk) {
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  at::Tensor out = at::empty_like(x);
+  const float* xp = x.data_ptr<float>();
+  const float* yp = y.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, B * L, grain(D), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / L, l = r % L;
+      const float* g = m.row(b, l, gate_chunk);
+      const float* xr = xp + r * D;
+      const float* yr = yp + r * D;
+      float* o = op + r * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) o[d] = xr[d] + g[d] * yr[d];
+    }
+  });
+  return out;
+}
+
+// qkv: (B, L, 3, H, Dh) contiguous. Writes q, k, v as (B, H, L, Dh) into the given tensors (any
+// strides with Dh contiguous: k and v may be the tail of the cache's K/V buffers). q and k are
+// RMS-normalised over Dh, scaled by qw / kw, then rotated pairwise (channels 2i, 2i+1) by the
+// angle table of their token (cos, sin: (L, Dh/2)).
+void qk_norm_rope(const at::Tensor& qkv, const at::Tensor& qw, const at::Tensor& kw, const at::Tensor& cos,
+                  const at::Tensor& sin, float eps, at::Tensor& q, at::Tensor& k, at::Tensor& v) {
+  const int64_t B = qkv.size(0), L = qkv.size(1), H = qkv.size(3), Dh = qkv.size(4), P = Dh / 2;
+  const float* src = qkv.data_ptr<float>();
+  const float* cp = cos.data_ptr<float>();
+  const float* sp = sin.data_ptr<float>();
+  const float* w[2] = {qw.data_ptr<float>(), kw.data_ptr<float>()};
+  at::Tensor* dst[3] = {&q, &k, &v};
+  at::parallel_for(0, B * L, std::max<int64_t>(1, grain(3 * H * Dh) * 4), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / L, l = r % L;
+      const float* c = cp + l * P;
+      const float* s = sp + l * P;
+      for (int j = 0; j < 3; ++j) {
+        const at::Tensor& T = *dst[j];
+        float* base = T.data_ptr<float>() + b * T.stride(0) + l * T.stride(2);
+        for (int64_t h = 0; h < H; ++h) {
+          const float* x = src + ((r * 3 + j) * H + h) * Dh;
+          float* o = base + h * T.stride(1);
+          if (j == 2) {
+#pragma omp simd
+            for (int64_t d = 0; d < Dh; ++d) o[d] = x[d];
+            continue;
+          }
+          float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+          for (int64_t d = 0; d < Dh; ++d) ss += x[d] * x[d];
+          const float rr = 1.f / std::sqrt(ss / Dh + eps);
+          const float* ww = w[j];
+          for (int64_t i = 0; i < P; ++i) {
+            const float a = x[2 * i] * rr * ww[2 * i], bb = x[2 * i + 1] * rr * ww[2 * i + 1];
+            o[2 * i] = a * c[i] - bb * s[i];
+            o[2 * i + 1] = a * s[i] + bb * c[i];
+          }
+        }
+      }
+    }
+  });
+}
+
+at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return std::get<0>(at::_scaled_dot_product_flash_attention_for_cpu(q, k, v));
+}
+
+void check(bool ok, const char* what) { TORCH_CHECK(ok, "seedling fused block: ", what); }
+
+// mode "outputs": x holds output tokens only (a cached step); their K/V are written into the last
+//   L positions of kbuf/vbuf (the cache's buffers, context K/V in front) and they attend to all of it.
+// mode "full": x = [context ; outputs] with n_ctx context rows (context rows modulated by mc);
+//   context attends to context, outputs to everything (the "split" attention of kernels/attention.py).
+// mode "context": x holds context tokens only (mo is their modulation); returns [x, k, v]. Given
+//   kbuf/vbuf, K and V are written into their first L positions (and returned as views of them).
+// mode "context_kv": the same, but only K and V are computed (the last block of the context).
+std::vector<at::Tensor> block(const at::Tensor& x, const at::Tensor& mo, const std::optional<at::Tensor>& mc_opt,
+                              int64_t n_ctx, at::TensorList w, const at::Tensor& cos, const at::Tensor& sin,
+                              const std::optional<at::Tensor>& kbuf, const std::optional<at::Tensor>& vbuf,
+                              c10::string_view mode, double eps_ln, double eps_rms) {
+  const bool outputs = mode == "outputs", full = mode == "full", context = mode == "context",
+             kv_only = mode == "context_kv";
+  check(outputs || full || context || kv_only, "mode must be outputs, full, context or context_kv");
+  check(w.size() == 10, "expects 10 weights: qkv w, b, q_norm, k_norm, proj w, b, fc1 w, b, fc2 w, b");
+  check(x.dim() == 3 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
+        "x must be a contiguous fp32 CPU (B, L, D) tensor");
+  const at::Tensor& mc = mc_opt.has_value() ? *mc_opt : mo;
+  for (const at::Tensor* t : {&mo, &mc})
+    check(t->dim() == 3 && t->size(1) == 6 && t->stride(2) == 1 && t->scalar_type() == at::kFloat,
+          "modulations must be fp32 (B, 6, D) with D contiguous");
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2), Dh = w[2].size(0), H = D / Dh;
+  check(H * Dh == D && Dh % 2 == 0, "width must be heads x an even head size");
+  check(cos.is_contiguous() && sin.is_contiguous() && cos.size(0) == L && cos.size(1) == Dh / 2,
+        "cos/sin must be contiguous (L, head_dim/2) tables");
+  const int64_t rows_ctx = full ? n_ctx : 0;
+  Mods m{mc.data_ptr<float>(), mo.data_ptr<float>(), mc.stride(0), mc.stride(1), mo.stride(0), mo.stride(1), rows_ctx};
+  const float e_ln = (float)eps_ln, e_rms = (float)eps_rms;
+
+  at::Tensor h = ln_modulate(x, m, 0, e_ln);
+  at::Tensor qkv = onednn_linear(h, w[0], w[1], "none", "").view({B, L, 3, H, Dh});
+  at::Tensor q = at::empty({B, H, L, Dh}, x.options()), k, v;
+  if (outputs) {
+    check(kbuf.has_value() && vbuf.has_value(), "mode outputs needs the K/V buffers");
+    check(kbuf->size(0) == B && kbuf->size(1) == H && kbuf->size(3) == Dh && kbuf->size(2) >= L &&
+              kbuf->stride(3) == 1 && vbuf->sizes() == kbuf->sizes() && vbuf->stride(3) == 1,
+          "K/V buffers must be (B, H, n_ctx + L, head_dim)");
+    const int64_t total = kbuf->size(2);
+    k = kbuf->narrow(2, total - L, L);
+    v = vbuf->narrow(2, total - L, L);
+  } else if (kbuf.has_value() && vbuf.has_value()) {  // context modes: K/V into the head of the buffers
+    check(kbuf->size(0) == B && kbuf->size(1) == H && kbuf->size(3) == Dh && kbuf->size(2) >= L &&
+              kbuf->stride(3) == 1 && vbuf->sizes() == kbuf->sizes() && vbuf->stride(3) == 1,
+          "K/V buffers must be (B, H, at least L, head_dim)");
+    k = kbuf->narrow(2, 0, L);
+    v = vbuf->narrow(2, 0, L);
+  } else {
+    k = at::empty({B, H, L, Dh}, x.options());
+    v = at::empty({B, H, L, Dh}, x.options());
+  }
+  qk_norm_rope(qkv, w[2], w[3], cos, sin, e_rms, q, k, v);
+  if (kv_only) return {x, k, v};
+
+  // attention output as (B, L, H, Dh): ATen's CPU flash kernel allocates it in that layout, so the
+  // transposes are views
+  at::Tensor a;
+  if (outputs) {
+    a = sdpa(q, *kbuf, *vbuf).transpose(1, 2);
+  } else if (full && n_ctx > 0 && n_ctx < L) {
+    at::Tensor ac = sdpa(q.narrow(2, 0, n_ctx), k.narrow(2, 0, n_ctx), v.narrow(2, 0, n_ctx));
+    at::Tensor ao = sdpa(q.narrow(2, n_ctx, L - n_ctx), k, v);
+    a = at::cat({ac.transpose(1, 2), ao.transpose(1, 2)}, 1);
+  } else {
+    a = sdpa(q, k, v).transpose(1, 2);
+  }
+  a = a.reshape({B, L, D});
+  if (!a.is_contiguous()) a = a.contiguous();
+  at::Tensor y = gated_add(x, onednn_linear(a, w[4], w[5], "none", ""), m, 2);
+  h = ln_modulate(y, m, 3, e_ln);
+  at::Tensor out = gated_add(y, onednn_linear(onednn_linear(h, w[6], w[7], "gelu", "tanh"), w[8], w[9], "none", ""), m, 5);
+  if (context) return {out, k, v};
+  return {out};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(seedling, m) {
+  m.def(
+      "dit_block(Tensor x, Tensor mo, Tensor? mc, int n_ctx, Tensor[] weights, Tensor cos, Tensor sin, "
+      "Tensor? kbuf, Tensor? vbuf, str mode, float eps_ln, float eps_rms) -> Tensor[]",
+      &block);
+}

@@ -1,0 +1,256 @@
+"""The fused C++ DiT block (kernels/fused.py) against the Python blocks it replaces at inference,
+and the per-generation StepPlan (UnifiedDiT.plan_steps) against per-step conditioning."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernels import fused
+from kernels.packed import pack_linears
+from model.dit import DiT_tiny, UnifiedDiT
+
+REPO = Path(__file__).resolve().parents[1]
+
+needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CXX") or "g++") is None and shutil.which("c++") is None,
+                                    reason="no C++ compiler: the fused blocks cannot be built here")
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    with torch.no_grad():
+        yield
+
+
+def packed_model(seed=0, cfg=None):
+    torch.manual_seed(seed)
+    m = UnifiedDiT(cfg or DiT_tiny()).eval().requires_grad_(False)
+    for p in m.parameters():  # away from the zero init, so every path carries signal
+        p.add_(torch.randn_like(p) * 0.05)
+    pack_linears(m)
+    return m
+
+
+def inputs(m, B=2, M=1, N=0, side=16, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    C, L = m.config.latent_channels, m.config.text_len
+    x = torch.randn(B, M, C, side, side, generator=g)
+    t = torch.full((B,), 0.625)
+    d = torch.full((B,), 0.125)
+    st = torch.randn(B, L, 384, generator=g)
+    po = torch.randn(B, 384, generator=g)
+    refs = [torch.randn(B, C, side, side, generator=g) for _ in range(N)]
+    return x, t, d, st, po, refs
+
+
+def rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return packed_model()
+
+
+@needs_compiler
+def test_the_extension_builds_and_loads():
+    assert fused.available(), fused.last_error()
+    assert fused.library_path().exists()
+
+
+@needs_compiler
+@pytest.mark.parametrize("N,M,B", [(0, 1, 1), (1, 1, 1), (2, 2, 2), (4, 1, 1), (3, 3, 2), (4, 4, 1)])
+def test_fused_blocks_equal_the_python_blocks(model, N, M, B):
+    x, t, d, st, po, refs = inputs(model, B=B, M=M, N=N, seed=N * 10 + M)
+    masks = [torch.rand(B, 1, 16, 16).round() for _ in refs] if N else None
+    calls = []
+    real = fused.dit_block
+
+    def spy(*args):
+        calls.append(args[9])
+        return real(*args)
+
+    fused.dit_block = spy
+    try:
+        v_full = model(x, t, st, po, "compose", refs, masks, d=d)
+        cache = model.encode_context(st, po, "compose", refs, masks)
+        v_cached = model.forward_cached(x, t, cache, d)
+    finally:
+        fused.dit_block = real
+    depth = model.config.depth
+    assert calls == ["full"] * depth + ["context"] * (depth - 1) + ["context_kv"] + ["outputs"] * depth
+    with fused.disabled():
+        p_full = model(x, t, st, po, "compose", refs, masks, d=d)
+        p_cache = model.encode_context(st, po, "compose", refs, masks)
+        p_cached = model.forward_cached(x, t, p_cache, d)
+    assert rel(v_full, p_full) < 1e-5 and rel(v_cached, p_cached) < 1e-5
+    for (k, v), (pk, pv) in zip(cache.kv, p_cache.kv):
+        assert rel(k, pk) < 1e-5 and rel(v, pv) < 1e-5
+    assert rel(v_cached, v_full) < 1e-4  # the cache's invariant holds on the fused path too
+
+
+@needs_compiler
+def test_fused_default_width_and_context_written_into_the_step_buffers():
+    from model.dit import DiT_default
+
+    m = packed_model(cfg=DiT_default())
+    x, t, d, st, po, refs = inputs(m, B=1, N=2)
+    n_out = 64
+    plain = m.encode_context(st, po, "compose", refs)
+    direct = m.encode_context(st, po, "compose", refs, n_out=n_out)
+    assert direct.weights is not None and list(direct.kv_out) == [n_out]
+    for (k, v), (kb, vb), (pk, pv) in zip(direct.kv, direct.kv_out[n_out], plain.kv):
+        assert k.data_ptr() == kb.data_ptr() and v.data_ptr() == vb.data_ptr()  # views of the buffers' head
+        assert torch.equal(k, pk) and torch.equal(v, pv)
+    a, b = m.forward_cached(x, t, direct, d), m.forward_cached(x, t, plain, d)
+    assert torch.equal(a, b)
+    assert rel(a, m(x, t, st, po, "compose", refs, d=d)) < 1e-4
+
+
+@needs_compiler
+def test_python_blocks_run_where_the_fused_one_cannot(model):
+    """Gradients, unpacked or quantized layers, hooks, a non-split backend: the Python blocks."""
+    from kernels.quant import quantize
+
+    x, t, d, st, po, refs = inputs(model, N=1)
+
+    def boom(*args):
+        raise AssertionError("the fused block must not run here")
+
+    real, fused.dit_block = fused.dit_block, boom
+    try:
+        with torch.enable_grad():
+            g = packed_model()
+            g.requires_grad_(True)
+            out = g(x, t, st, po, "compose", refs, d=d)
+            assert out.requires_grad
+        unpacked = UnifiedDiT(DiT_tiny()).eval()
+        unpacked(x, t, st, po, "compose", refs, d=d)
+        q = quantize(packed_model(), "int8")
+        q.forward_cached(x, t, q.encode_context(st, po, "compose", refs), d)
+        hooked = packed_model()
+        hooked.blocks[1].proj.register_forward_hook(lambda mod, inp, out: out * 2)
+        hooked(x, t, st, po, "compose", refs, d=d)
+        model(x, t, st, po, "compose", refs, d=d, backend="dense")
+    finally:
+        fused.dit_block = real
+
+
+@needs_compiler
+def test_the_op_rejects_bad_arguments(model):
+    assert fused.available()
+    blk = model.blocks[0]
+    w = blk.fused_weights()
+    D, Dh = model.config.width, model.config.head_dim
+    x = torch.randn(1, 4, D)
+    mods = torch.randn(1, 6, D)
+    cos, sin = torch.ones(4, Dh // 2), torch.zeros(4, Dh // 2)
+    with pytest.raises(RuntimeError, match="mode must be"):
+        fused.dit_block(x, mods, None, 0, w, cos, sin, None, None, "sideways", 1e-6, 1e-6)
+    with pytest.raises(RuntimeError, match="needs the K/V buffers"):
+        fused.dit_block(x, mods, None, 0, w, cos, sin, None, None, "outputs", 1e-6, 1e-6)
+    with pytest.raises(RuntimeError, match="cos/sin"):
+        fused.dit_block(x, mods, None, 0, w, cos[:3], sin[:3], None, None, "context", 1e-6, 1e-6)
+    with pytest.raises(RuntimeError, match="10 weights"):
+        fused.dit_block(x, mods, None, 0, w[:9], cos, sin, None, None, "context", 1e-6, 1e-6)
+
+
+def test_a_failed_build_falls_back_with_one_warning(tmp_path):
+    """No usable compiler: available() is False, a warning says why, and the model still runs."""
+    code = textwrap.dedent(
+        """
+        import warnings, torch
+        from kernels import fused
+        from kernels.packed import pack_linears
+        from model.dit import DiT_tiny, UnifiedDiT
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m = UnifiedDiT(DiT_tiny()).eval()
+            pack_linears(m)
+            C, L = m.config.latent_channels, m.config.text_len
+            with torch.no_grad():
+                for _ in range(2):
+                    v = m(torch.randn(1, 1, C, 8, 8), torch.rand(1), torch.randn(1, L, 384), torch.randn(1, 384), "t2i")
+        msgs = [str(w.message) for w in caught if "fused DiT blocks unavailable" in str(w.message)]
+        assert not fused.available() and len(msgs) == 1, msgs
+        assert "compiling" in fused.last_error() and v.shape == (1, 1, C, 8, 8)
+        print("ok")
+        """
+    )
+    env = dict(os.environ, CXX="/bin/false", SEEDLING_EXT_DIR=str(tmp_path), PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_disabling_by_environment(tmp_path):
+    code = "from kernels import fused; assert not fused.enabled() and not fused.available(); print('ok')"
+    env = dict(os.environ, SEEDLING_FUSED="0", SEEDLING_EXT_DIR=str(tmp_path), PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+    assert not list(tmp_path.iterdir())  # nothing was built
+
+
+# -- StepPlan -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("packed", [True, False])
+def test_a_step_plan_gives_the_per_step_results(packed):
+    m = packed_model() if packed else UnifiedDiT(DiT_tiny()).eval()
+    if not packed:
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    x, t, d, st, po, refs = inputs(m, N=2)
+    steps = [(1.0, 0.25), (0.75, 0.25), (0.625, 0.125), (0.25, 0.25)]
+    cache = m.encode_context(st, po, "compose", refs)
+    want_cached = m.forward_cached(x, t, cache, d)
+    want_full = m(x, t, st, po, "compose", refs, d=d)
+    cache.plan = m.plan_steps(cache.cond, steps, weights=cache.weights)
+    plan = m.plan_steps(m.conditions("compose", po, None, None)[0], steps, with_context=True)
+    assert cache.plan.step(t, d) is not None and plan.step(t, d) is not None and plan.ctx_table is not None
+    assert rel(m.forward_cached(x, t, cache, d), want_cached) < 1e-5
+    assert rel(m(x, t, st, po, "compose", refs, d=d, plan=plan), want_full) < 1e-5
+    # a step the plan does not hold is computed on the spot
+    t2 = torch.full_like(t, 0.3)
+    assert cache.plan.step(t2, d) is None
+    assert rel(m(x, t2, st, po, "compose", refs, d=d, plan=plan), m(x, t2, st, po, "compose", refs, d=d)) < 1e-6
+    with torch.enable_grad():
+        assert plan.step(t, d) is None  # planned without gradients: never used with them
+
+
+def test_the_sampler_tells_branches_every_step_first():
+    from model.sampler import Branch, euler_sample, make_schedule
+
+    seen, order = [], []
+
+    def fn(x, t, d):
+        order.append(("step", float(t[0]), float(d[0])))
+        return torch.zeros_like(x)
+
+    def prepare(steps):
+        seen.extend(steps)
+        order.append("prepare")
+
+    times = make_schedule(4, "shift", shift=3.0)
+    euler_sample([Branch("cond", fn, prepare)], torch.randn(1, 1, 2, 4, 4), times, 1.0, 1.0)
+    assert order[0] == "prepare" and len(seen) == 4
+    for (t, d), call in zip(seen, order[1:]):
+        assert call == ("step", torch.tensor(t).item(), torch.tensor(d).item())
+
+
+@needs_compiler
+def test_bench_cache_times_both_block_kinds_and_checks_equality(tmp_path):
+    """bench/bench_cache.py end to end (random default-config weights, 2 steps, 1 repeat)."""
+    import json
+
+    from bench import bench_cache
+
+    out = tmp_path / "bench.json"
+    bench_cache.main(["--model", str(tmp_path / "none"), "--refs", "1", "--steps", "2", "--repeats", "1",
+                      "--linear", "packed", "--blocks", "fused,python", "--guidance", "1", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["blocks"] for r in rows] == ["fused", "python"]
+    assert all(r["max_rel_diff"] < 1e-4 and r["speedup"] > 0 for r in rows)
+    assert fused.enabled()  # the benchmark leaves the switch as it found it
