@@ -173,3 +173,12 @@ def last_error() -> str | None:
 def dit_block(x, mo, mc, n_ctx: int, weights: list, cos, sin, kbuf, vbuf, mode: str, eps_ln: float, eps_rms: float):
     """One DiT block (see fused_block.cpp for the modes). Returns a list of tensors."""
     return torch.ops.seedling.dit_block(x, mo, mc, n_ctx, weights, cos, sin, kbuf, vbuf, mode, eps_ln, eps_rms)
+
+
+def dit_blocks(x, table, table_ctx, n_ctx: int, weights: list, cos, sin, kbufs: list, vbufs: list, mode: str,
+               eps_ln: float, eps_rms: float):
+    """Every block in one call (fused_block.cpp, `blocks`): `weights` the blocks' lists
+    concatenated, `table` (B, depth, 6, D). Returns [x] ("full", "outputs") or
+    [x, k_0, v_0, ...] ("context")."""
+    return torch.ops.seedling.dit_blocks(x, table, table_ctx, n_ctx, weights, cos, sin, kbufs, vbufs, mode,
+                                         eps_ln, eps_rms)

@@ -331,7 +331,7 @@ class StepPlan:
 
     steps: dict  # (t values, d values) -> StepConditions
     ctx_table: torch.Tensor | None  # (B, depth, 6, D) context modulations, or None
-    weights: list | None  # per block, kernels/fused.py's weights, or None
+    weights: list | None  # every block's kernels/fused.py weights, concatenated, or None
 
     def step(self, t: torch.Tensor, d: torch.Tensor) -> StepConditions | None:
         """The planned conditions of step (t, d), or None (not planned, or gradients are on: the
@@ -491,8 +491,7 @@ class UnifiedDiT(nn.Module):
             weights = None
         if weights is not None:
             cos, sin = rot.real.contiguous(), rot.imag.contiguous()
-            for i, w in enumerate(weights):
-                x = self._fused_block(x, table_out[:, i], table_ctx[:, i], n_ctx, w, cos, sin, None, None, "full")[0]
+            x = self._run_fused(x, table_out, table_ctx, n_ctx, weights, cos, sin, [], [], "full")[0]
         else:
             if table_out is not None:
                 mods_ctx, mods_out = self.table_modulations(table_ctx), self.table_modulations(table_out)
@@ -523,12 +522,10 @@ class UnifiedDiT(nn.Module):
             cos, sin = rot.real.contiguous(), rot.imag.contiguous()
             B, n_ctx = x.shape[:2]
             H, Dh = self.config.heads, self.config.head_dim
-            bufs = [(x.new_empty(B, H, n_ctx + n_out, Dh), x.new_empty(B, H, n_ctx + n_out, Dh)) if n_out else (None, None)
-                    for _ in weights]
-            for i, (w, (kb, vb)) in enumerate(zip(weights, bufs)):
-                mode = "context_kv" if i == len(weights) - 1 else "context"
-                x, k, v = self._fused_block(x, table[:, i], None, 0, w, cos, sin, kb, vb, mode)
-                kv.append((k, v))
+            depth = len(self.blocks)
+            bufs = [(x.new_empty(B, H, n_ctx + n_out, Dh), x.new_empty(B, H, n_ctx + n_out, Dh)) for _ in range(depth)] if n_out else []
+            r = self._run_fused(x, table, None, 0, weights, cos, sin, [k for k, _ in bufs], [v for _, v in bufs], "context")
+            kv = [(r[1 + 2 * i], r[2 + 2 * i]) for i in range(depth)]
             cache = ContextCache(kv=kv, cond=cond, n_ctx=n_ctx, weights=weights)
             if n_out:
                 cache.kv_out[n_out] = bufs
@@ -562,8 +559,9 @@ class UnifiedDiT(nn.Module):
             weights = self._fused_blocks(x)
             table = self.modulation_table(c_out) if weights is not None else None
         if weights is not None and table is not None:  # (inference only: no gradients on the fused path)
-            for i, (w, (kb, vb)) in enumerate(zip(weights, cache.kv_buffers(x.shape[1], x))):
-                x = self._fused_block(x, table[:, i], None, cache.n_ctx, w, cos, sin, kb, vb, "outputs")[0]
+            bufs = cache.kv_buffers(x.shape[1], x)
+            x = self._run_fused(x, table, None, cache.n_ctx, weights, cos, sin, [k for k, _ in bufs], [v for _, v in bufs],
+                                "outputs")[0]
             return self._unpatchify_outputs(self.final(x, c_out, final), x_out.shape)
         mods = self.table_modulations(table) if step is not None and table is not None else self.block_modulations(c_out)
         if torch.is_grad_enabled():  # autograd keeps each step's K/V: concatenate afresh
@@ -612,25 +610,27 @@ class UnifiedDiT(nn.Module):
         return [list(m[6 * i : 6 * i + 6]) for i in range(depth)]
 
     # -- fused C++ blocks (kernels/fused.py) -------------------------------------------------
-    def _fused_blocks(self, x: torch.Tensor) -> list[list[torch.Tensor]] | None:
-        """Every block's weights for the C++ block, or None where the Python blocks must run:
-        gradients enabled, not fp32 on the CPU, autocast, fused blocks off or unbuildable, or a
-        block that is not plain packed fp32 (quantized, hooked, unpacked)."""
+    def _fused_blocks(self, x: torch.Tensor) -> list[torch.Tensor] | None:
+        """Every block's weights for the C++ blocks (their `fused_weights`, concatenated), or None
+        where the Python blocks must run: gradients enabled, not fp32 on the CPU, autocast, fused
+        blocks off or unbuildable, or a block that is not plain packed fp32 (quantized, hooked,
+        unpacked)."""
         if (torch.is_grad_enabled() or x.dtype != torch.float32 or x.device.type != "cpu"
                 or torch.is_autocast_enabled("cpu") or not fused.enabled()):
             return None
         weights = []
         for blk in self.blocks:
             w = blk.fused_weights()
-            if w is None:
+            if w is None or blk.norm1.eps != self.blocks[0].norm1.eps or blk.q_norm.eps != self.blocks[0].q_norm.eps:
                 return None
-            weights.append(w)
+            weights += w
         return weights if fused.available() else None
 
-    def _fused_block(self, x, mods, mods_ctx, n_ctx, weights, cos, sin, kbuf, vbuf, mode):
+    def _run_fused(self, x, table, table_ctx, n_ctx, weights, cos, sin, kbufs, vbufs, mode):
+        """All blocks as one C++ call (kernels/fused.py)."""
         blk = self.blocks[0]
-        return fused.dit_block(x, mods, mods_ctx, n_ctx, weights, cos, sin, kbuf, vbuf, mode,
-                               blk.norm1.eps, blk.q_norm.eps)
+        return fused.dit_blocks(x, table, table_ctx, n_ctx, weights, cos, sin, kbufs, vbufs, mode,
+                                blk.norm1.eps, blk.q_norm.eps)
 
     # -- all blocks' modulations in one product ----------------------------------------------
     def block_modulations(self, c: torch.Tensor) -> list[list[torch.Tensor]]:

@@ -69,21 +69,20 @@ def test_fused_blocks_equal_the_python_blocks(model, N, M, B):
     x, t, d, st, po, refs = inputs(model, B=B, M=M, N=N, seed=N * 10 + M)
     masks = [torch.rand(B, 1, 16, 16).round() for _ in refs] if N else None
     calls = []
-    real = fused.dit_block
+    real = fused.dit_blocks
 
     def spy(*args):
         calls.append(args[9])
         return real(*args)
 
-    fused.dit_block = spy
+    fused.dit_blocks = spy
     try:
         v_full = model(x, t, st, po, "compose", refs, masks, d=d)
         cache = model.encode_context(st, po, "compose", refs, masks)
         v_cached = model.forward_cached(x, t, cache, d)
     finally:
-        fused.dit_block = real
-    depth = model.config.depth
-    assert calls == ["full"] * depth + ["context"] * (depth - 1) + ["context_kv"] + ["outputs"] * depth
+        fused.dit_blocks = real
+    assert calls == ["full", "context", "outputs"]  # every block in one call per path
     with fused.disabled():
         p_full = model(x, t, st, po, "compose", refs, masks, d=d)
         p_cache = model.encode_context(st, po, "compose", refs, masks)
@@ -122,7 +121,7 @@ def test_python_blocks_run_where_the_fused_one_cannot(model):
     def boom(*args):
         raise AssertionError("the fused block must not run here")
 
-    real, fused.dit_block = fused.dit_block, boom
+    real, fused.dit_blocks = fused.dit_blocks, boom
     try:
         with torch.enable_grad():
             g = packed_model()
@@ -138,7 +137,7 @@ def test_python_blocks_run_where_the_fused_one_cannot(model):
         hooked(x, t, st, po, "compose", refs, d=d)
         model(x, t, st, po, "compose", refs, d=d, backend="dense")
     finally:
-        fused.dit_block = real
+        fused.dit_blocks = real
 
 
 @needs_compiler
@@ -158,6 +157,13 @@ def test_the_op_rejects_bad_arguments(model):
         fused.dit_block(x, mods, None, 0, w, cos[:3], sin[:3], None, None, "context", 1e-6, 1e-6)
     with pytest.raises(RuntimeError, match="10 weights"):
         fused.dit_block(x, mods, None, 0, w[:9], cos, sin, None, None, "context", 1e-6, 1e-6)
+    table = torch.randn(1, 2, 6, D)
+    with pytest.raises(RuntimeError, match="10 weights per block"):
+        fused.dit_blocks(x, table, None, 0, w, cos, sin, [], [], "context", 1e-6, 1e-6)
+    with pytest.raises(RuntimeError, match="needs the K/V buffers"):
+        fused.dit_blocks(x, table, None, 0, w + w, cos, sin, [], [], "outputs", 1e-6, 1e-6)
+    with pytest.raises(RuntimeError, match="one K and one V buffer per block"):
+        fused.dit_blocks(x, table, None, 0, w + w, cos, sin, [torch.zeros(1)], [], "outputs", 1e-6, 1e-6)
 
 
 def test_a_failed_build_falls_back_with_one_warning(tmp_path):
@@ -254,3 +260,15 @@ def test_bench_cache_times_both_block_kinds_and_checks_equality(tmp_path):
     assert [r["blocks"] for r in rows] == ["fused", "python"]
     assert all(r["max_rel_diff"] < 1e-4 and r["speedup"] > 0 for r in rows)
     assert fused.enabled()  # the benchmark leaves the switch as it found it
+
+
+def test_bench_attention_checks_the_math_path_against_sdpa(tmp_path):
+    import json
+
+    from bench import bench_attention
+
+    out = tmp_path / "att.json"
+    bench_attention.main(["--repeats", "1", "--batches", "1", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == len(bench_attention.SHAPES)
+    assert all(r["max_abs_diff"] < 1e-5 and r["flash_us"] > 0 and r["math_us"] > 0 for r in rows)
