@@ -84,11 +84,13 @@ class PackedLinear(nn.Linear):
         # copy.deepcopy / pickle: the packed tensor (oneDNN layout, no plain storage) is a cache
         state = self.__dict__.copy()
         state["_packed"] = state["_packed_key"] = None
+        state.pop("_fused_panels", None)  # kernels/fused.py's panel copy: a cache too
         return state
 
     def drop_packed(self) -> None:
         self._packed = None
         self._packed_key = None
+        self.__dict__.pop("_fused_panels", None)
 
 
 def linear_gelu(linear: nn.Module, x: torch.Tensor, approximate: str = "none") -> torch.Tensor:

@@ -228,9 +228,9 @@ class DiTBlock(nn.Module):
 
     def fused_weights(self) -> list[torch.Tensor] | None:
         """The ten tensors the C++ block (kernels/fused.py) takes, or None where this block must run
-        in Python: its four linears must be fp32 PackedLinear layers with biases (their packed
-        oneDNN weights are what it multiplies with), nothing hooked, the norms and GELU the ones
-        built here."""
+        in Python: its four linears must be fp32 PackedLinear layers (the pipeline's CPU default)
+        with biases, whose weights it multiplies from panel copies (`fused.panel_weight`), nothing
+        hooked, the norms and GELU the ones built here."""
         fc1, act, fc2 = self.mlp
         lins = (self.qkv, self.proj, fc1, fc2)
         if (
@@ -243,9 +243,11 @@ class DiTBlock(nn.Module):
                    for n in (self.q_norm, self.k_norm))
         ):
             return None
-        return [self.qkv.packed_weight(), self.qkv.bias.detach(), self.q_norm.weight.detach(), self.k_norm.weight.detach(),
-                self.proj.packed_weight(), self.proj.bias.detach(), fc1.packed_weight(), fc1.bias.detach(),
-                fc2.packed_weight(), fc2.bias.detach()]
+        panels = [fused.panel_weight(lin) for lin in lins]
+        if any(p is None for p in panels):
+            return None
+        return [panels[0], self.qkv.bias.detach(), self.q_norm.weight.detach(), self.k_norm.weight.detach(),
+                panels[1], self.proj.bias.detach(), panels[2], fc1.bias.detach(), panels[3], fc2.bias.detach()]
 
     def forward_outputs(self, x_out, k_ctx, v_ctx, mod_out, rot, kv_buffer=None):
         """Output tokens only, attending to [cached context K/V ; their own K/V]. kv_buffer: see

@@ -272,3 +272,37 @@ def test_bench_attention_checks_the_math_path_against_sdpa(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == len(bench_attention.SHAPES)
     assert all(r["max_abs_diff"] < 1e-5 and r["flash_us"] > 0 and r["math_us"] > 0 for r in rows)
+
+
+@needs_compiler
+@pytest.mark.parametrize("rows,K,N", [(1, 48, 128), (64, 256, 768), (70, 256, 1024), (130, 1024, 256), (5, 32, 16)])
+@pytest.mark.parametrize("gelu", [False, True])
+def test_panel_linear_equals_f_linear(rows, K, N, gelu):
+    import torch.nn.functional as F
+
+    assert fused.available()
+    g = torch.Generator().manual_seed(rows + K + N)
+    x, w, b = torch.randn(2, rows, K, generator=g), torch.randn(N, K, generator=g) * 0.1, torch.randn(N, generator=g)
+    want = F.linear(x, w, b)
+    if gelu:
+        want = F.gelu(want, approximate="tanh")
+    got = fused.panel_linear(x, fused.pack_panels(w), b, gelu)
+    assert got.shape == want.shape and rel(got, want) < 1e-5
+
+
+def test_panel_packing_layout_and_widths():
+    w = torch.arange(12 * 5, dtype=torch.float32).reshape(12, 5)  # N = 12 outputs: no usable width
+    assert fused.pack_panels(w) is None
+    w = torch.randn(1024, 8)
+    p = fused.pack_panels(w)
+    assert p.shape == (8, 8, 128) and torch.equal(p[3, :, 5], w[3 * 128 + 5])  # panel j, column c = output j*nb + c
+    assert fused.panel_width(768) == 64 and fused.panel_width(256) == 64 and fused.panel_width(48) == 16
+
+
+def test_panel_copies_follow_weight_edits():
+    lin = packed_model().blocks[0].qkv
+    first = fused.panel_weight(lin)
+    assert fused.panel_weight(lin) is first  # kept between calls
+    lin.weight.add_(1.0)
+    again = fused.panel_weight(lin)
+    assert again is not first and torch.equal(again, fused.pack_panels(lin.weight))

@@ -1,9 +1,10 @@
 // One DiT block of model/dit.py as a single C++ call (fp32, CPU, inference): the block's own
-// elementwise work fused into three loops, the four linear layers through oneDNN with the weights
-// PackedLinear already reordered (kernels/packed.py), attention through ATen's CPU flash kernel.
+// elementwise work fused into three loops, the four linear layers as oneDNN brgemm micro-kernel
+// tiles over panel-packed weights (panel_linear), attention as the plain product or ATen's flash
+// kernel (sdpa).
 //
 // At the 64 output tokens of a cached step, a Python block spends as long dispatching ~40 small
-// operators as it does multiplying. Here a block is ten calls: two LayerNorm+modulation loops,
+// operators as it does multiplying. Here a block is ten steps: two LayerNorm+modulation loops,
 // qkv, one QK-norm + 3D-RoPE + layout loop (which writes K and V straight into the cache's K/V
 // buffers), attention, proj, one gated-residual loop, fc1+GELU, fc2, one gated-residual loop.
 // The same function runs every path of the model (cached step, full uncached step, context
@@ -20,29 +21,83 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/native/CPUBlas.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
 namespace {
 
-// mkldnn::_linear_pointwise(Tensor X, Tensor W, Tensor? B, str attr, Scalar?[] scalars, str? algorithm)
-at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const char* attr,
-                         const char* algo) {
-  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
-  std::vector<c10::IValue> stack;
-  stack.reserve(6);
-  stack.emplace_back(x);
-  stack.emplace_back(w);
-  stack.emplace_back(b);
-  stack.emplace_back(std::string(attr));
-  stack.emplace_back(c10::impl::GenericList(c10::OptionalType::create(c10::NumberType::get())));
-  stack.emplace_back(std::string(algo));
-  op.callBoxed(&stack);
-  return stack[0].toTensor();
+// exp(x) for float, vectorisable (Cephes' expf: 2^n * p(r), r = x - n ln2 in two parts, a degree-6
+// polynomial; relative error ~1e-7 on [-87, 88]).
+inline float exp_approx(float x) {
+  x = std::min(88.f, std::max(-87.f, x));
+  const float n = std::nearbyint(x * 1.44269504088896341f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  int32_t bits = (int32_t(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// GELU, tanh approximation: 0.5 v (1 + tanh(u)) = v * sigmoid(2u), u = sqrt(2/pi) (v + 0.044715 v^3)
+inline float gelu_tanh(float v) {
+  const float u2 = 1.5957691216057308f * (v + 0.044715f * v * v * v);
+  return v / (1.f + exp_approx(-u2));
+}
+
+// Panel width of a weight with N outputs (see pack_panels in kernels/fused.py).
+constexpr int64_t kRowBlock = 64;
+
+// y = x W^T + b (then GELU if asked). x: (rows, K) contiguous; wp: W packed as (N / nb, K, nb)
+// panels (panel j holds output columns j*nb .. j*nb+nb-1, row-major over K: contiguous tiles, no
+// 4 KB strides between the rows a tile reads). Every (64-row, nb-column) tile is one oneDNN
+// brgemm micro-kernel call (at::native::cpublas, JIT-compiled once per shape) plus the bias/GELU
+// epilogue while the tile is in cache; tiles spread over the threads. Unlike
+// mkldnn::_linear_pointwise it does no per-call primitive lookup (~13 us each on this machine),
+// which at the 64 rows of a cached step is 10-30% of a product (bench: tests and
+// docs/acceleration.md, "Session 9"); at 700 rows it runs at oneDNN's speed.
+at::Tensor panel_linear(const at::Tensor& x, const at::Tensor& wp, const at::Tensor& b, bool gelu) {
+  const int64_t K = x.size(-1), rows = x.numel() / K, nN = wp.size(0), nb = wp.size(2), N = nN * nb;
+  TORCH_CHECK(wp.size(1) == K && b.numel() == N, "seedling fused block: packed weight does not fit the input");
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = N;
+  at::Tensor y = at::empty(shape, x.options());
+  const float* X = x.data_ptr<float>();
+  const float* W = wp.data_ptr<float>();
+  const float* bias = b.data_ptr<float>();
+  float* Y = y.data_ptr<float>();
+  const int64_t nM = (rows + kRowBlock - 1) / kRowBlock;
+  at::parallel_for(0, nM * nN, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t jn = t / nM, im = t % nM;
+      const int64_t m0 = im * kRowBlock, n0 = jn * nb, mm = std::min(kRowBlock, rows - m0);
+      float* C = Y + m0 * N + n0;
+      at::native::cpublas::brgemm(mm, nb, K, K, nb, N, false, X + m0 * K, W + jn * K * nb, C, false);
+      const float* bb = bias + n0;
+      for (int64_t i = 0; i < mm; ++i) {
+        float* c = C + i * N;
+        if (gelu) {
+#pragma omp simd
+          for (int64_t j = 0; j < nb; ++j) c[j] = gelu_tanh(c[j] + bb[j]);
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < nb; ++j) c[j] += bb[j];
+        }
+      }
+    }
+  });
+  return y;
 }
 
 // Modulations: (B, 6, D) with the last dimension contiguous (a slice of the model's (B, depth, 6, D)).
@@ -190,6 +245,9 @@ std::vector<at::Tensor> block(const at::Tensor& x, const at::Tensor& mo, const s
              kv_only = mode == "context_kv";
   check(outputs || full || context || kv_only, "mode must be outputs, full, context or context_kv");
   check(w.size() == 10, "expects 10 weights: qkv w, b, q_norm, k_norm, proj w, b, fc1 w, b, fc2 w, b");
+  for (int i : {0, 4, 6, 8})
+    check(w[i].dim() == 3 && w[i].is_contiguous() && w[i].scalar_type() == at::kFloat,
+          "linear weights must be fp32 (N / nb, K, nb) panels (kernels/fused.py pack_panels)");
   check(x.dim() == 3 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
         "x must be a contiguous fp32 CPU (B, L, D) tensor");
   const at::Tensor& mc = mc_opt.has_value() ? *mc_opt : mo;
@@ -205,7 +263,7 @@ std::vector<at::Tensor> block(const at::Tensor& x, const at::Tensor& mo, const s
   const float e_ln = (float)eps_ln, e_rms = (float)eps_rms;
 
   at::Tensor h = ln_modulate(x, m, 0, e_ln);
-  at::Tensor qkv = onednn_linear(h, w[0], w[1], "none", "").view({B, L, 3, H, Dh});
+  at::Tensor qkv = panel_linear(h, w[0], w[1], false).view({B, L, 3, H, Dh});
   at::Tensor q = at::empty({B, H, L, Dh}, x.options()), k, v;
   if (outputs) {
     check(kbuf.has_value() && vbuf.has_value(), "mode outputs needs the K/V buffers");
@@ -241,9 +299,9 @@ std::vector<at::Tensor> block(const at::Tensor& x, const at::Tensor& mo, const s
   }
   a = a.reshape({B, L, D});
   if (!a.is_contiguous()) a = a.contiguous();
-  at::Tensor y = gated_add(x, onednn_linear(a, w[4], w[5], "none", ""), m, 2);
+  at::Tensor y = gated_add(x, panel_linear(a, w[4], w[5], false), m, 2);
   h = ln_modulate(y, m, 3, e_ln);
-  at::Tensor out = gated_add(y, onednn_linear(onednn_linear(h, w[6], w[7], "gelu", "tanh"), w[8], w[9], "none", ""), m, 5);
+  at::Tensor out = gated_add(y, panel_linear(panel_linear(h, w[6], w[7], true), w[8], w[9], false), m, 5);
   if (context) return {out, k, v};
   return {out};
 }
@@ -293,6 +351,7 @@ std::vector<at::Tensor> blocks(const at::Tensor& x_in, const at::Tensor& table, 
 }  // namespace
 
 TORCH_LIBRARY(seedling, m) {
+  m.def("panel_linear(Tensor x, Tensor panels, Tensor bias, bool gelu) -> Tensor", &panel_linear);
   m.def(
       "dit_blocks(Tensor x, Tensor table, Tensor? table_ctx, int n_ctx, Tensor[] weights, Tensor cos, Tensor sin, "
       "Tensor[] kbufs, Tensor[] vbufs, str mode, float eps_ln, float eps_rms) -> Tensor[]",
