@@ -153,10 +153,12 @@ def unpack_linears(model: nn.Module) -> int:
 
 
 def refresh_packed(model: nn.Module) -> None:
-    """Forget every packed weight (they are rebuilt on the next forward)."""
+    """Forget every packed weight (they are rebuilt on the next forward), and the fused DiT blocks'
+    resolved weights built from them (model/dit.py, DiTBlock.fused_weights)."""
     for m in model.modules():
         if type(m) is PackedLinear:
             m.drop_packed()
+        m.__dict__.pop("_fused_cache", None)
 
 
 def count_packed(model: nn.Module) -> int:

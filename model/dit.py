@@ -141,6 +141,9 @@ def modulate1p(x: torch.Tensor, shift: torch.Tensor, scale1p: torch.Tensor) -> t
     return torch.addcmul(shift, x, scale1p)
 
 
+# Where a DiTBlock remembers its resolved fused weights (DiTBlock.fused_weights; a cache, never saved).
+FUSED_CACHE = "_fused_cache"
+
 # Which of a block's six adaLN chunks (shift, scale, gate for attention, then for the MLP) are
 # scales, applied as 1 + scale.
 SCALE_CHUNKS = (1, 4)
@@ -227,6 +230,39 @@ class DiTBlock(nn.Module):
         return x_ctx, k, v
 
     def fused_weights(self) -> list[torch.Tensor] | None:
+        """`_fused_weights()`, remembered between calls while nothing it depends on changed: the
+        same submodules and parameter objects, their classes, no hooks, no in-place edit
+        (version counters). Checking that costs a few microseconds; resolving afresh ~30."""
+        cached = self.__dict__.get(FUSED_CACHE)
+        if cached is not None:
+            modules, params, versions, weights = cached
+            if (
+                not (self._forward_hooks or self._forward_pre_hooks)
+                and all(parent._modules.get(name) is m and type(m) is tp and not (m._forward_hooks or m._forward_pre_hooks)
+                        for parent, name, m, tp in modules)
+                and all(owner._parameters.get(attr) is p and p._version == v
+                        for (owner, attr, p), v in zip(params, versions))
+            ):
+                return weights
+        weights = self._fused_weights()
+        self.__dict__.pop(FUSED_CACHE, None)
+        if weights is not None:
+            fc1, _, fc2 = self.mlp
+            modules = [(self, n, m, type(m)) for n, m in self._modules.items()]
+            modules += [(self.mlp, n, m, type(m)) for n, m in self.mlp._modules.items()]
+            owners = [(self.qkv, "weight"), (self.qkv, "bias"), (self.proj, "weight"), (self.proj, "bias"),
+                      (fc1, "weight"), (fc1, "bias"), (fc2, "weight"), (fc2, "bias"),
+                      (self.q_norm, "weight"), (self.k_norm, "weight")]
+            params = [(o, a, o._parameters[a]) for o, a in owners]
+            self.__dict__[FUSED_CACHE] = (modules, params, [p._version for _, _, p in params], weights)
+        return weights
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop(FUSED_CACHE, None)  # a cache of derived tensors, rebuilt on use
+        return state
+
+    def _fused_weights(self) -> list[torch.Tensor] | None:
         """The ten tensors the C++ block (kernels/fused.py) takes, or None where this block must run
         in Python: its four linears must be fp32 PackedLinear layers (the pipeline's CPU default)
         with biases, whose weights it multiplies from panel copies (`fused.panel_weight`), nothing

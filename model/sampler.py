@@ -92,7 +92,7 @@ def euler_sample(branches: dict[str, Branch] | list[Branch], x: torch.Tensor, ti
         for b in branches.values() if isinstance(branches, dict) else branches:
             v.update(b(x, tt, dd))
         v = combine_guidance(v, guidance, image_guidance)
-        x0_pred = x - t * v
+        x0_pred = x - t * v if on_step is not None else None  # (only the callback reads it)
         x = x - (t - t_next) * v
         if project is not None:
             x = project(x, t_next)

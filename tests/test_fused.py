@@ -306,3 +306,44 @@ def test_panel_copies_follow_weight_edits():
     lin.weight.add_(1.0)
     again = fused.panel_weight(lin)
     assert again is not first and torch.equal(again, fused.pack_panels(lin.weight))
+
+
+@needs_compiler
+def test_bench_panel_linear_runs_and_agrees(tmp_path):
+    import json
+
+    from bench import bench_panel_linear
+
+    out = tmp_path / "lin.json"
+    bench_panel_linear.main(["--rows", "3", "--repeats", "1", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["layer"] for r in rows] == [name for name, *_ in bench_panel_linear.LAYERS]
+    assert all(r["max_abs_diff"] < 1e-4 and r["panels_us"] > 0 for r in rows)
+
+
+@needs_compiler
+def test_resolved_block_weights_follow_edits_swaps_and_hooks():
+    from kernels.packed import refresh_packed
+
+    m = packed_model()
+    blk = m.blocks[0]
+    w = blk.fused_weights()
+    assert blk.fused_weights() is w  # remembered
+    blk.proj.bias.add_(1.0)  # in-place edit: version counter
+    w2 = blk.fused_weights()
+    assert w2 is not w and torch.equal(w2[5], blk.proj.bias)
+    blk.mlp[2].weight = torch.nn.Parameter(blk.mlp[2].weight.detach() * 2, requires_grad=False)  # a new parameter
+    w3 = blk.fused_weights()
+    assert w3 is not w2 and torch.equal(w3[8], fused.pack_panels(blk.mlp[2].weight))
+    h = blk.k_norm.register_forward_hook(lambda mod, inp, out: out)
+    assert blk.fused_weights() is None  # a hook: the Python block runs
+    h.remove()
+    w4 = blk.fused_weights()
+    assert w4 is not None
+    with torch.no_grad():
+        blk.qkv.weight.data.mul_(3)  # behind the version counter's back ...
+    assert blk.fused_weights() is w4
+    refresh_packed(m)  # ... which refresh_packed is for
+    assert torch.equal(blk.fused_weights()[0], fused.pack_panels(blk.qkv.weight))
+    blk.mlp[1] = torch.nn.GELU()  # exact GELU: not the one the C++ block computes
+    assert blk.fused_weights() is None
