@@ -222,6 +222,12 @@ def panel_linear(x, panels, bias, gelu: bool = False):
     return torch.ops.seedling.panel_linear(x, panels, bias, gelu)
 
 
+def attention(q, k, v, n_ctx: int = 0):
+    """The fused blocks' attention: (B, H, L, Dh) q, k, v; query rows < n_ctx attend to keys < n_ctx
+    only (the DiT's structured mask), the others to all (n_ctx = 0: plain attention)."""
+    return torch.ops.seedling.attention(q, k, v, n_ctx)
+
+
 def dit_block(x, mo, mc, n_ctx: int, weights: list, cos, sin, kbuf, vbuf, mode: str, eps_ln: float, eps_rms: float):
     """One DiT block (see fused_block.cpp for the modes). Returns a list of tensors."""
     return torch.ops.seedling.dit_block(x, mo, mc, n_ctx, weights, cos, sin, kbuf, vbuf, mode, eps_ln, eps_rms)

@@ -272,6 +272,8 @@ def test_bench_attention_checks_the_math_path_against_sdpa(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == len(bench_attention.SHAPES)
     assert all(r["max_abs_diff"] < 1e-5 and r["flash_us"] > 0 and r["math_us"] > 0 for r in rows)
+    if fused.available():
+        assert all(r["tile_us"] > 0 for r in rows)
 
 
 @needs_compiler
@@ -347,3 +349,18 @@ def test_resolved_block_weights_follow_edits_swaps_and_hooks():
     assert torch.equal(blk.fused_weights()[0], fused.pack_panels(blk.qkv.weight))
     blk.mlp[1] = torch.nn.GELU()  # exact GELU: not the one the C++ block computes
     assert blk.fused_weights() is None
+
+
+@needs_compiler
+@pytest.mark.parametrize("B,L,n_ctx", [(1, 160, 96), (2, 352, 288), (1, 70, 0), (2, 130, 1), (1, 200, 199)])
+def test_tile_attention_equals_masked_sdpa(B, L, n_ctx):
+    import torch.nn.functional as F
+
+    from kernels.attention import structured_mask
+
+    assert fused.available()
+    g = torch.Generator().manual_seed(L + n_ctx)
+    q, k, v = (torch.randn(B, 4, L, 32, generator=g) for _ in range(3))
+    mask = structured_mask(n_ctx, L) if n_ctx else None
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert rel(fused.attention(q, k, v, n_ctx), want) < 1e-5
