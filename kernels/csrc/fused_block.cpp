@@ -55,7 +55,7 @@ inline float gelu_tanh(float v) {
   return v / (1.f + exp_approx(-u2));
 }
 
-// Panel width of a weight with N outputs (see pack_panels in kernels/fused.py).
+// Rows per tile of panel_linear (the panel width, nb, is the packed weight's last dimension: pack_panels).
 constexpr int64_t kRowBlock = 64;
 
 // y = x W^T + b (then GELU if asked). x: (rows, K) contiguous; wp: W packed as (N / nb, K, nb)
@@ -64,8 +64,8 @@ constexpr int64_t kRowBlock = 64;
 // brgemm micro-kernel call (at::native::cpublas, JIT-compiled once per shape) plus the bias/GELU
 // epilogue while the tile is in cache; tiles spread over the threads. Unlike
 // mkldnn::_linear_pointwise it does no per-call primitive lookup (~13 us each on this machine),
-// which at the 64 rows of a cached step is 10-30% of a product (bench: tests and
-// docs/acceleration.md, "Session 9"); at 700 rows it runs at oneDNN's speed.
+// which at the 64 rows of a cached step is 10-30% of a product (bench/bench_panel_linear.py:
+// 1.19-1.50x faster at 64 rows); at 700 rows it runs at oneDNN's speed (0.99-1.02x).
 at::Tensor panel_linear(const at::Tensor& x, const at::Tensor& wp, const at::Tensor& b, bool gelu) {
   const int64_t K = x.size(-1), rows = x.numel() / K, nN = wp.size(0), nb = wp.size(2), N = nN * nb;
   TORCH_CHECK(wp.size(1) == K && b.numel() == N, "seedling fused block: packed weight does not fit the input");
@@ -224,8 +224,8 @@ at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
 // head, up to 64 query rows): K^T of its key range into a thread-local buffer, S = Q K^T (one
 // brgemm), a softmax over S's rows, O = P V (one brgemm) into the output rows. Memory per task is
 // O(64 x keys); no (L, L) matrix exists. On the 2-core machine this project is measured on it runs
-// 1.1-1.4x faster than the plain product (two batched GEMMs around a materialised softmax) and
-// 1.2-1.8x faster than ATen's flash kernel at every shape of a 128x128 call
+// 1.10-1.29x faster than the plain product (two batched GEMMs around a materialised softmax) and
+// 1.13-1.55x faster than ATen's flash kernel at every shape of a 128x128 call
 // (bench/bench_attention.py); the same kernel runs every path (cached step, uncached step, context).
 constexpr int64_t kQueryBlock = 64;
 
