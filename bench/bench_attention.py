@@ -51,8 +51,9 @@ def flash_attention(q, k, v):
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[0]
 
 
-def per_call_us(fn, repeats: int, inner: int = 50) -> float:
-    for _ in range(10):
+def per_call_us(fn, repeats: int, inner: int = 50, warmup: int = 10) -> float:
+    """Median over `repeats` of the mean time of `inner` back-to-back calls, in microseconds."""
+    for _ in range(warmup):
         fn()
     runs = []
     for _ in range(repeats):

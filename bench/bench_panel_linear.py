@@ -14,9 +14,7 @@ branches), checks they agree, and prints a markdown table (us per call, median) 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,22 +22,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_attention import per_call_us  # noqa: E402
 from bench.bench_cache import write_result  # noqa: E402
 from kernels import fused  # noqa: E402
 
 LAYERS = [("qkv", 256, 768, False), ("proj", 256, 256, False), ("fc1+gelu", 256, 1024, True), ("fc2", 1024, 256, False)]
-
-
-def per_call_us(fn, repeats: int, inner: int = 100) -> float:
-    for _ in range(20):
-        fn()
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        runs.append((time.perf_counter() - t0) / inner)
-    return statistics.median(runs) * 1e6
 
 
 def main(argv=None):
@@ -73,8 +60,8 @@ def main(argv=None):
                 diff = max((onednn() - want).abs().max().item(), (brgemm() - want).abs().max().item())
                 t_o, t_b = [], []
                 for _ in range(2):  # interleaved
-                    t_o.append(per_call_us(onednn, args.repeats))
-                    t_b.append(per_call_us(brgemm, args.repeats))
+                    t_o.append(per_call_us(onednn, args.repeats, inner=100, warmup=20))
+                    t_b.append(per_call_us(brgemm, args.repeats, inner=100, warmup=20))
                 o, p = min(t_o), min(t_b)
                 rows.append(dict(rows=M, layer=name, K=K, N=N, onednn_us=o, panels_us=p, speedup=o / p, max_abs_diff=diff))
     print(f"\nBlock linears, {args.threads} threads (us per call, best of 2 medians)\n")

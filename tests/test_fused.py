@@ -14,6 +14,8 @@ import torch
 from kernels import fused
 from kernels.packed import pack_linears
 from model.dit import DiT_tiny, UnifiedDiT
+from tests.test_dit import inputs as dit_inputs
+from tests.test_dit import rel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,19 +39,9 @@ def packed_model(seed=0, cfg=None):
 
 
 def inputs(m, B=2, M=1, N=0, side=16, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    C, L = m.config.latent_channels, m.config.text_len
-    x = torch.randn(B, M, C, side, side, generator=g)
-    t = torch.full((B,), 0.625)
-    d = torch.full((B,), 0.125)
-    st = torch.randn(B, L, 384, generator=g)
-    po = torch.randn(B, 384, generator=g)
-    refs = [torch.randn(B, C, side, side, generator=g) for _ in range(N)]
-    return x, t, d, st, po, refs
-
-
-def rel(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
+    """test_dit's inputs with one (t, d) for the whole batch, as the sampler passes (a StepPlan's key)."""
+    x, _, _, st, po, refs = dit_inputs(m, B=B, M=M, N=N, h=side, w=side, seed=seed)
+    return x, torch.full((B,), 0.625), torch.full((B,), 0.125), st, po, refs
 
 
 @pytest.fixture(scope="module")
