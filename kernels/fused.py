@@ -35,7 +35,12 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("csrc") / "fused_block.cpp"
-OP_NAME = "dit_block"
+OP_NAME = "dit_blocks"
+# Attributes where derived tensors are kept on modules (caches, never saved; kernels/packed.py's
+# refresh_packed drops both): a linear's weight panels (`panel_weight`) and a DiT block's resolved
+# fused weights (model/dit.py, DiTBlock.fused_weights).
+PANELS_ATTR = "_fused_panels"
+BLOCK_CACHE_ATTR = "_fused_cache"
 
 _lock = threading.Lock()
 _state: dict = {"loaded": None, "error": None, "enabled": os.environ.get("SEEDLING_FUSED", "1") != "0"}
@@ -171,12 +176,12 @@ def enabled() -> bool:
 @contextmanager
 def disabled():
     """Run the Python blocks inside the `with` (e.g. to compare against them)."""
-    old = _state["enabled"]
-    _state["enabled"] = False
+    old = enabled()
+    set_enabled(False)
     try:
         yield
     finally:
-        _state["enabled"] = old
+        set_enabled(old)
 
 
 def last_error() -> str | None:
@@ -208,12 +213,12 @@ def panel_weight(linear: torch.nn.Module) -> torch.Tensor | None:
     from kernels.packed import version_key
 
     key = version_key(linear.weight)
-    cached = linear.__dict__.get("_fused_panels")
+    cached = linear.__dict__.get(PANELS_ATTR)
     if cached is not None and cached[0] == key:
         return cached[1]
     with torch.no_grad():
         panels = pack_panels(linear.weight)
-    linear.__dict__["_fused_panels"] = (key, panels)
+    linear.__dict__[PANELS_ATTR] = (key, panels)
     return panels
 
 
@@ -228,14 +233,10 @@ def attention(q, k, v, n_ctx: int = 0):
     return torch.ops.seedling.attention(q, k, v, n_ctx)
 
 
-def dit_block(x, mo, mc, n_ctx: int, weights: list, cos, sin, kbuf, vbuf, mode: str, eps_ln: float, eps_rms: float):
-    """One DiT block (see fused_block.cpp for the modes). Returns a list of tensors."""
-    return torch.ops.seedling.dit_block(x, mo, mc, n_ctx, weights, cos, sin, kbuf, vbuf, mode, eps_ln, eps_rms)
-
-
 def dit_blocks(x, table, table_ctx, n_ctx: int, weights: list, cos, sin, kbufs: list, vbufs: list, mode: str,
                eps_ln: float, eps_rms: float):
-    """Every block in one call (fused_block.cpp, `blocks`): `weights` the blocks' lists
+    """Every block in one call (fused_block.cpp, `blocks`; the modes are described at `block`):
+    `weights` the blocks' lists
     concatenated, `table` (B, depth, 6, D). Returns [x] ("full", "outputs") or
     [x, k_0, v_0, ...] ("context")."""
     return torch.ops.seedling.dit_blocks(x, table, table_ctx, n_ctx, weights, cos, sin, kbufs, vbufs, mode,

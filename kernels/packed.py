@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.fused import BLOCK_CACHE_ATTR, PANELS_ATTR
+
 # oneDNN's reorder takes the expected number of rows as a hint for its blocking; the DiT's
 # per-step products have 64-352 rows.
 _ROWS_HINT = 128
@@ -84,13 +86,13 @@ class PackedLinear(nn.Linear):
         # copy.deepcopy / pickle: the packed tensor (oneDNN layout, no plain storage) is a cache
         state = self.__dict__.copy()
         state["_packed"] = state["_packed_key"] = None
-        state.pop("_fused_panels", None)  # kernels/fused.py's panel copy: a cache too
+        state.pop(PANELS_ATTR, None)  # kernels/fused.py's panel copy: a cache too
         return state
 
     def drop_packed(self) -> None:
         self._packed = None
         self._packed_key = None
-        self.__dict__.pop("_fused_panels", None)
+        self.__dict__.pop(PANELS_ATTR, None)
 
 
 def linear_gelu(linear: nn.Module, x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
@@ -158,7 +160,7 @@ def refresh_packed(model: nn.Module) -> None:
     for m in model.modules():
         if type(m) is PackedLinear:
             m.drop_packed()
-        m.__dict__.pop("_fused_cache", None)
+        m.__dict__.pop(BLOCK_CACHE_ATTR, None)
 
 
 def count_packed(model: nn.Module) -> int:

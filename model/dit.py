@@ -141,9 +141,6 @@ def modulate1p(x: torch.Tensor, shift: torch.Tensor, scale1p: torch.Tensor) -> t
     return torch.addcmul(shift, x, scale1p)
 
 
-# Where a DiTBlock remembers its resolved fused weights (DiTBlock.fused_weights; a cache, never saved).
-FUSED_CACHE = "_fused_cache"
-
 # Which of a block's six adaLN chunks (shift, scale, gate for attention, then for the MLP) are
 # scales, applied as 1 + scale.
 SCALE_CHUNKS = (1, 4)
@@ -233,7 +230,7 @@ class DiTBlock(nn.Module):
         """`_fused_weights()`, remembered between calls while nothing it depends on changed: the
         same submodules and parameter objects, their classes, no hooks, no in-place edit
         (version counters). Checking that costs a few microseconds; resolving afresh ~30."""
-        cached = self.__dict__.get(FUSED_CACHE)
+        cached = self.__dict__.get(fused.BLOCK_CACHE_ATTR)
         if cached is not None:
             modules, params, versions, weights = cached
             if (
@@ -245,7 +242,7 @@ class DiTBlock(nn.Module):
             ):
                 return weights
         weights = self._fused_weights()
-        self.__dict__.pop(FUSED_CACHE, None)
+        self.__dict__.pop(fused.BLOCK_CACHE_ATTR, None)
         if weights is not None:
             fc1, _, fc2 = self.mlp
             modules = [(self, n, m, type(m)) for n, m in self._modules.items()]
@@ -254,12 +251,12 @@ class DiTBlock(nn.Module):
                       (fc1, "weight"), (fc1, "bias"), (fc2, "weight"), (fc2, "bias"),
                       (self.q_norm, "weight"), (self.k_norm, "weight")]
             params = [(o, a, o._parameters[a]) for o, a in owners]
-            self.__dict__[FUSED_CACHE] = (modules, params, [p._version for _, _, p in params], weights)
+            self.__dict__[fused.BLOCK_CACHE_ATTR] = (modules, params, [p._version for _, _, p in params], weights)
         return weights
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop(FUSED_CACHE, None)  # a cache of derived tensors, rebuilt on use
+        state.pop(fused.BLOCK_CACHE_ATTR, None)  # a cache of derived tensors, rebuilt on use
         return state
 
     def _fused_weights(self) -> list[torch.Tensor] | None:
@@ -487,13 +484,16 @@ class UnifiedDiT(nn.Module):
         cond = self.task_embed(self.task_ids(task, B, pooled.device)) + self.pooled_embed(
             pooled.to(self.compute_dtype))
         zero = torch.zeros(B, device=pooled.device)
-        dt = self.compute_dtype
-        c_ctx = cond + self.t_embed(zero, dt) + self.d_embed(zero, dt)
+        c_ctx = self.step_condition(cond, zero, zero)
         c_out = None
         if t is not None:
-            d = torch.zeros_like(t) if d is None else d
-            c_out = cond + self.t_embed(t.reshape(B), dt) + self.d_embed(d.reshape(B), dt)
+            c_out = self.step_condition(cond, t.reshape(B), (torch.zeros_like(t) if d is None else d).reshape(B))
         return cond, c_ctx, c_out
+
+    def step_condition(self, cond: torch.Tensor, t: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """cond (R, D) + the timestep and step-size embeddings of t, d (R,): the AdaLN input."""
+        dt = self.compute_dtype
+        return cond + self.t_embed(t, dt) + self.d_embed(d, dt)
 
     # -- uncached: everything every step (the reference path) ----------------------------------
     def forward(self, x_out, t, text_states, pooled, task, refs=(), ref_masks=None, d=None,
@@ -511,7 +511,8 @@ class UnifiedDiT(nn.Module):
         self._check_refs(refs, ref_masks)
         B = x_out.shape[0]
         step = plan.step(t, torch.zeros_like(t) if d is None else d) if plan is not None else None
-        if step is None or plan.ctx_table is None:
+        planned = step is not None and plan.ctx_table is not None
+        if not planned:
             _, c_ctx, c_out = self.conditions(task, pooled, t, d)
         ctx, pos_ctx = self._context_tokens(refs, ref_masks, text_states, ref_indices)
         out, pos_out = self._output_tokens(x_out)
@@ -519,10 +520,11 @@ class UnifiedDiT(nn.Module):
         x = torch.cat([ctx, out], 1)  # (B, Nc + No, D)
         rot = self.rope.complex(torch.cat([pos_ctx, pos_out], 0))
         backend = backend or self.config.attention_backend
-        if step is not None and plan.ctx_table is not None:
+        if planned:
             table_ctx, table_out, weights, final = plan.ctx_table, step.table, plan.weights, step.final
         else:
-            table = self.modulation_table(torch.cat([c_ctx, c_out]))  # both conditions in one product
+            c_both = torch.cat([c_ctx, c_out])  # both conditions in one product
+            table = self.modulation_table(c_both)
             table_ctx, table_out = (None, None) if table is None else (table[:B], table[B:])
             weights, final = self._fused_blocks(x), None
         if backend != "split":
@@ -533,8 +535,8 @@ class UnifiedDiT(nn.Module):
         else:
             if table_out is not None:
                 mods_ctx, mods_out = self.table_modulations(table_ctx), self.table_modulations(table_out)
-            else:
-                mods = self.block_modulations(torch.cat([c_ctx, c_out]))
+            else:  # the blocks' own modulations (modulation_table said no)
+                mods = [blk.modulation(c_both) for blk in self.blocks]
                 mods_ctx, mods_out = [[m[:B] for m in ms] for ms in mods], [[m[B:] for m in ms] for ms in mods]
             for blk, mc, mo in zip(self.blocks, mods_ctx, mods_out):
                 x = blk(x, n_ctx, mc, mo, rot, backend)
@@ -568,10 +570,9 @@ class UnifiedDiT(nn.Module):
             if n_out:
                 cache.kv_out[n_out] = bufs
             return cache
-        else:
-            for i, (blk, mods) in enumerate(zip(self.blocks, self.block_modulations(c_ctx))):
-                x, k, v = blk.context_kv(x, mods, rot, last=i == len(self.blocks) - 1)
-                kv.append((k, v))
+        for i, (blk, mods) in enumerate(zip(self.blocks, self.block_modulations(c_ctx))):
+            x, k, v = blk.context_kv(x, mods, rot, last=i == len(self.blocks) - 1)
+            kv.append((k, v))
         return ContextCache(kv=kv, cond=cond, n_ctx=x.shape[1])
 
     def forward_cached(self, x_out, t, cache: ContextCache, d=None):
@@ -583,9 +584,7 @@ class UnifiedDiT(nn.Module):
         if step is not None:
             c_out, table, final, weights = step.c, step.table, step.final, cache.plan.weights
         else:
-            dt = self.compute_dtype
-            c_out = cache.cond + self.t_embed(t.reshape(B), dt) + self.d_embed(d.reshape(B), dt)
-            final = None
+            c_out, final = self.step_condition(cache.cond, t.reshape(B), d.reshape(B)), None
         x = self._embed_outputs(x_out)
         key = tuple(x_out.shape[1:])
         tables = cache.rot_out.get(key)
@@ -601,7 +600,7 @@ class UnifiedDiT(nn.Module):
             x = self._run_fused(x, table, None, cache.n_ctx, weights, cos, sin, [k for k, _ in bufs], [v for _, v in bufs],
                                 "outputs")[0]
             return self._unpatchify_outputs(self.final(x, c_out, final), x_out.shape)
-        mods = self.table_modulations(table) if step is not None and table is not None else self.block_modulations(c_out)
+        mods = self.table_modulations(table) if table is not None else self.block_modulations(c_out)
         if torch.is_grad_enabled():  # autograd keeps each step's K/V: concatenate afresh
             buffers = [None] * len(self.blocks)
         else:
@@ -611,18 +610,18 @@ class UnifiedDiT(nn.Module):
         return self._unpatchify_outputs(self.final(x, c_out, final), x_out.shape)
 
     # -- one generation's steps, planned before the first -------------------------------------
-    def plan_steps(self, cond: torch.Tensor, steps, with_context: bool = False, weights="resolve") -> StepPlan:
+    def plan_steps(self, cond: torch.Tensor, steps, c_ctx: torch.Tensor | None = None, weights="resolve") -> StepPlan:
         """The StepPlan of a generation: `cond` (B, D) its task + pooled-text condition (a
         ContextCache's `cond`, or `conditions(...)[0]`), `steps` its (t, d) pairs (the values the
-        sampler will pass, every row of a batch the same). `with_context`: also the context's
-        modulation (t = 0), for the uncached path. `weights`: the fused blocks' weights if the
-        caller resolved them already this generation (a ContextCache's), else resolved here.
-        Inference only (built without gradients)."""
-        B, S, dt = cond.shape[0], len(steps), self.compute_dtype
+        sampler will pass, every row of a batch the same). `c_ctx`: the context's condition
+        (`conditions(...)[1]`), whose modulation the uncached path also needs. `weights`: the
+        fused blocks' weights if the caller resolved them already this generation (a
+        ContextCache's), else resolved here. Inference only (built without gradients)."""
+        B, S = cond.shape[0], len(steps)
         with torch.no_grad():
             ts = torch.tensor([float(t) for t, _ in steps], device=cond.device).repeat_interleave(B)
             ds = torch.tensor([float(d) for _, d in steps], device=cond.device).repeat_interleave(B)
-            c = cond.repeat(S, 1) + self.t_embed(ts, dt) + self.d_embed(ds, dt)  # (S * B, D): all steps at once
+            c = self.step_condition(cond.repeat(S, 1), ts, ds)  # (S * B, D): all steps at once
             table = self.modulation_table(c)
             shift, scale = self.final.modulation(c)
             planned = {}
@@ -630,10 +629,7 @@ class UnifiedDiT(nn.Module):
                 rows = slice(i * B, (i + 1) * B)
                 key = (tuple(ts[rows].tolist()), tuple(ds[rows].tolist()))
                 planned[key] = StepConditions(c[rows], None if table is None else table[rows], (shift[rows], scale[rows]))
-            ctx_table = None
-            if with_context:
-                zero = torch.zeros(B, device=cond.device)
-                ctx_table = self.modulation_table(cond + self.t_embed(zero, dt) + self.d_embed(zero, dt))
+            ctx_table = None if c_ctx is None else self.modulation_table(c_ctx)
             if table is None:
                 weights = None
             elif isinstance(weights, str):

@@ -275,8 +275,8 @@ class SeedlingPipeline:
                       self.dit(x, t, s, p, task, r, m, d=d, plan=pl.get("plan")))
 
                 def prepare(steps, p=pob, pl=plan):
-                    cond = self.dit.conditions(task, p, None, None)[0]
-                    pl["plan"] = self.dit.plan_steps(cond, steps, with_context=True)
+                    cond, c_ctx, _ = self.dit.conditions(task, p, None, None)
+                    pl["plan"] = self.dit.plan_steps(cond, steps, c_ctx=c_ctx)
             branches.append(Branch(group[0] if k == 1 else group, fn, prepare))
         return branches
 

@@ -80,8 +80,9 @@ def euler_sample(branches: dict[str, Branch] | list[Branch], x: torch.Tensor, ti
     `on_step(i, total, x, x0_pred)` may raise to cancel."""
     B = x.shape[0]
     total = len(times) - 1
+    branches = list(branches.values()) if isinstance(branches, dict) else branches
     steps = [(float(times[i]), (float(times[i]) - float(times[i + 1])) if shortcut else 0.0) for i in range(total)]
-    for b in branches.values() if isinstance(branches, dict) else branches:
+    for b in branches:
         if b.prepare is not None:
             b.prepare(steps)
     for i in range(total):
@@ -89,7 +90,7 @@ def euler_sample(branches: dict[str, Branch] | list[Branch], x: torch.Tensor, ti
         tt = torch.full((B,), steps[i][0], device=x.device)
         dd = torch.full((B,), steps[i][1], device=x.device)
         v = {}
-        for b in branches.values() if isinstance(branches, dict) else branches:
+        for b in branches:
             v.update(b(x, tt, dd))
         v = combine_guidance(v, guidance, image_guidance)
         x0_pred = x - t * v if on_step is not None else None  # (only the callback reads it)

@@ -139,16 +139,16 @@ def test_the_op_rejects_bad_arguments(model):
     w = blk.fused_weights()
     D, Dh = model.config.width, model.config.head_dim
     x = torch.randn(1, 4, D)
-    mods = torch.randn(1, 6, D)
+    one = torch.randn(1, 1, 6, D)  # the modulation table of a one-block model
     cos, sin = torch.ones(4, Dh // 2), torch.zeros(4, Dh // 2)
     with pytest.raises(RuntimeError, match="mode must be"):
-        fused.dit_block(x, mods, None, 0, w, cos, sin, None, None, "sideways", 1e-6, 1e-6)
+        fused.dit_blocks(x, one, None, 0, w, cos, sin, [], [], "sideways", 1e-6, 1e-6)
     with pytest.raises(RuntimeError, match="needs the K/V buffers"):
-        fused.dit_block(x, mods, None, 0, w, cos, sin, None, None, "outputs", 1e-6, 1e-6)
+        fused.dit_blocks(x, one, None, 0, w, cos, sin, [], [], "outputs", 1e-6, 1e-6)
     with pytest.raises(RuntimeError, match="cos/sin"):
-        fused.dit_block(x, mods, None, 0, w, cos[:3], sin[:3], None, None, "context", 1e-6, 1e-6)
+        fused.dit_blocks(x, one, None, 0, w, cos[:3], sin[:3], [], [], "context", 1e-6, 1e-6)
     with pytest.raises(RuntimeError, match="10 weights"):
-        fused.dit_block(x, mods, None, 0, w[:9], cos, sin, None, None, "context", 1e-6, 1e-6)
+        fused.dit_blocks(x, one, None, 0, w[:9], cos, sin, [], [], "context", 1e-6, 1e-6)
     table = torch.randn(1, 2, 6, D)
     with pytest.raises(RuntimeError, match="10 weights per block"):
         fused.dit_blocks(x, table, None, 0, w, cos, sin, [], [], "context", 1e-6, 1e-6)
@@ -206,7 +206,8 @@ def test_a_step_plan_gives_the_per_step_results(packed):
     want_cached = m.forward_cached(x, t, cache, d)
     want_full = m(x, t, st, po, "compose", refs, d=d)
     cache.plan = m.plan_steps(cache.cond, steps, weights=cache.weights)
-    plan = m.plan_steps(m.conditions("compose", po, None, None)[0], steps, with_context=True)
+    cond, c_ctx, _ = m.conditions("compose", po, None, None)
+    plan = m.plan_steps(cond, steps, c_ctx=c_ctx)
     assert cache.plan.step(t, d) is not None and plan.step(t, d) is not None and plan.ctx_table is not None
     assert rel(m.forward_cached(x, t, cache, d), want_cached) < 1e-5
     assert rel(m(x, t, st, po, "compose", refs, d=d, plan=plan), want_full) < 1e-5

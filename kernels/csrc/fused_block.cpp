@@ -321,18 +321,16 @@ std::vector<at::Tensor> block(const at::Tensor& x, const at::Tensor& mo, const s
   at::Tensor h = ln_modulate(x, m, 0, e_ln);
   at::Tensor qkv = panel_linear(h, w[0], w[1], false).view({B, L, 3, H, Dh});
   at::Tensor q = at::empty({B, H, L, Dh}, x.options()), k, v;
-  if (outputs) {
-    check(kbuf.has_value() && vbuf.has_value(), "mode outputs needs the K/V buffers");
-    check(kbuf->size(0) == B && kbuf->size(1) == H && kbuf->size(3) == Dh && kbuf->size(2) >= L &&
-              kbuf->stride(3) == 1 && vbuf->sizes() == kbuf->sizes() && vbuf->stride(3) == 1,
-          "K/V buffers must be (B, H, n_ctx + L, head_dim)");
-    const int64_t total = kbuf->size(2);
-    k = kbuf->narrow(2, total - L, L);
-    v = vbuf->narrow(2, total - L, L);
-  } else if (kbuf.has_value() && vbuf.has_value()) {  // context modes: K/V into the head of the buffers
+  const bool buffers = kbuf.has_value() && vbuf.has_value();
+  check(buffers || !outputs, "mode outputs needs the K/V buffers");
+  if (buffers)
     check(kbuf->size(0) == B && kbuf->size(1) == H && kbuf->size(3) == Dh && kbuf->size(2) >= L &&
               kbuf->stride(3) == 1 && vbuf->sizes() == kbuf->sizes() && vbuf->stride(3) == 1,
           "K/V buffers must be (B, H, at least L, head_dim)");
+  if (outputs) {  // the outputs' K/V after the context's, at the buffers' tail
+    k = kbuf->narrow(2, kbuf->size(2) - L, L);
+    v = vbuf->narrow(2, vbuf->size(2) - L, L);
+  } else if (buffers) {  // context modes: K/V into the head of the buffers
     k = kbuf->narrow(2, 0, L);
     v = vbuf->narrow(2, 0, L);
   } else {
@@ -426,8 +424,4 @@ TORCH_LIBRARY(seedling, m) {
       "dit_blocks(Tensor x, Tensor table, Tensor? table_ctx, int n_ctx, Tensor[] weights, Tensor cos, Tensor sin, "
       "Tensor[] kbufs, Tensor[] vbufs, str mode, float eps_ln, float eps_rms) -> Tensor[]",
       &blocks);
-  m.def(
-      "dit_block(Tensor x, Tensor mo, Tensor? mc, int n_ctx, Tensor[] weights, Tensor cos, Tensor sin, "
-      "Tensor? kbuf, Tensor? vbuf, str mode, float eps_ln, float eps_rms) -> Tensor[]",
-      &block);
 }
