@@ -18,17 +18,13 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.bench_cache import write_result  # noqa: E402
-from kernels import fused  # noqa: E402
+from seedling.kernels import fused  # noqa: E402
 
 TEXT = 32  # text tokens of the default model
 # (queries, keys, what): cached-step / uncached-output attention and context self-attention

@@ -26,18 +26,15 @@ import json
 import os
 import platform
 import statistics
-from functools import partial
-import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kernels import fused  # noqa: E402
-from model.pipeline import SeedlingPipeline  # noqa: E402
-from model.sampler import euler_sample, make_schedule  # noqa: E402
+from seedling.kernels import fused  # noqa: E402
+from seedling.model.pipeline import SeedlingPipeline  # noqa: E402
+from seedling.model.sampler import euler_sample, make_schedule  # noqa: E402
 
 
 def load_pipe(model: str | None) -> SeedlingPipeline:

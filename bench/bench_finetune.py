@@ -21,14 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: imports from the root
 
 BACKGROUND = (255, 214, 10)  # yellow
 OUTLINE = (0, 0, 0)
@@ -137,11 +134,11 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from model.adapters import applied_adapters, save_adapter
-    from model.data.captions import icon_noun
-    from model.data.icons import load_icons
-    from model.finetune import CaptionedImage, FinetuneConfig, finetune
-    from model.pipeline import SeedlingPipeline
+    from seedling.model.adapters import applied_adapters, save_adapter
+    from seedling.model.data.captions import icon_noun
+    from seedling.model.data.icons import load_icons
+    from seedling.model.finetune import CaptionedImage, FinetuneConfig, finetune
+    from seedling.model.pipeline import SeedlingPipeline
 
     if args.threads:
         torch.set_num_threads(args.threads)

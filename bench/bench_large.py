@@ -31,13 +31,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_cache, also when loaded by path
 
 from bench_cache import sample, token_limit  # noqa: E402
-from model.autoencoder import AE_CONFIGS, Autoencoder  # noqa: E402
-from model.dit import DiT_configs, UnifiedDiT  # noqa: E402
-from model.pipeline import PipelineConfig, SeedlingPipeline  # noqa: E402
+
+from seedling.model.autoencoder import AE_CONFIGS, Autoencoder  # noqa: E402
+from seedling.model.dit import DiT_configs, UnifiedDiT  # noqa: E402
+from seedling.model.pipeline import PipelineConfig, SeedlingPipeline  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 

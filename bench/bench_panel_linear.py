@@ -14,17 +14,13 @@ branches), checks they agree, and prints a markdown table (us per call, median) 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.bench_attention import per_call_us  # noqa: E402
 from bench.bench_cache import write_result  # noqa: E402
-from kernels import fused  # noqa: E402
+from seedling.kernels import fused  # noqa: E402
 
 LAYERS = [("qkv", 256, 768, False), ("proj", 256, 256, False), ("fc1+gelu", 256, 1024, True), ("fc2", 1024, 256, False)]
 

@@ -25,19 +25,16 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, import from the root
-
-from model.data import knowledge as kn
-from model.data import tasks as tk
-from model.prompt_expansion.evaluation import is_correct, load_prompt_set
-from model.prompt_expansion.grounded import GroundedExpander
-from model.prompt_expansion.result import PASSTHROUGH
+from seedling.model.data import knowledge as kn
+from seedling.model.data import tasks as tk
+from seedling.model.prompt_expansion.evaluation import is_correct, load_prompt_set
+from seedling.model.prompt_expansion.grounded import GroundedExpander
+from seedling.model.prompt_expansion.result import PASSTHROUGH
 
 IMAGE_KINDS = ("icon", "several", "shapes", "word", "chart", "story", "compose")
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "tests" / "data" / "pe_prompts.jsonl"
@@ -72,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def training_captions(icons, per_task: int, seed: int) -> list[tuple[str, str]]:
     """(prompt, task): every icon in its 4 phrasings, and `per_task` sampled captions per task."""
-    from model.data import captions as cap
+    from seedling.model.data import captions as cap
 
     rng = np.random.default_rng(seed)
     out = [(cap.icon_caption(i.name, i.group, rng, k), "t2i") for i in icons for k in range(4)]
@@ -133,8 +130,8 @@ def expansion_metrics(pe: GroundedExpander, rows: list[dict], captions: list[tup
 
 class Judge:
     def __init__(self, icons, rows):
-        from model.eval import detectors as det
-        from model.eval.harness import select_eval_icons
+        from seedling.model.eval import detectors as det
+        from seedling.model.eval.harness import select_eval_icons
 
         self.det = det
         self.icons = {i.name: i for i in icons}
@@ -199,7 +196,7 @@ def compose_slots(row: dict) -> list[tuple[int, tuple[int, int, int, int]]]:
     """(reference index, box) per slot of the row's expected composition."""
     import re
 
-    from model.prompt_expansion.vocab import SLOT_PHRASES
+    from seedling.model.prompt_expansion.vocab import SLOT_PHRASES
 
     expected = row["expect"][0]
     slot_alt = "|".join(sorted(SLOT_PHRASES, key=len, reverse=True))
@@ -340,13 +337,13 @@ def image_metrics(pipe, pe: GroundedExpander, judge: Judge, rows: list[dict], ar
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from model.data.icons import load_icons
+    from seedling.model.data.icons import load_icons
 
     rows = load_prompt_set(args.prompts)
     icons = load_icons()
     pipe = None
     if not args.no_images:
-        from model.pipeline import SeedlingPipeline
+        from seedling.model.pipeline import SeedlingPipeline
 
         if args.config:
             pipe = SeedlingPipeline.from_config(args.config)

@@ -20,13 +20,10 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None):
@@ -40,7 +37,7 @@ def main(argv=None):
 
     from diffusers import FluxTransformer2DModel
 
-    from model.dit import DiT_configs, UnifiedDiT
+    from seedling.model.dit import DiT_configs, UnifiedDiT
 
     if Path(args.model, "dit").exists():
         ours = UnifiedDiT.from_pretrained(Path(args.model) / "dit")
@@ -67,7 +64,7 @@ def main(argv=None):
 
     import copy
 
-    from kernels.packed import pack_linears
+    from seedling.kernels.packed import pack_linears
 
     def packed(m):
         m = copy.deepcopy(m)

@@ -30,17 +30,14 @@ import logging
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, import from the root
-
-from kernels.packed import linear_gelu, pack_linears  # noqa: E402
-from kernels.quant import QUANT_MODES, native_bf16_cpu, quantize, weight_bytes
+from seedling.kernels.packed import linear_gelu, pack_linears  # noqa: E402
+from seedling.kernels.quant import QUANT_MODES, native_bf16_cpu, quantize, weight_bytes
 
 WIDTH, MLP_WIDTH = 256, 1024
 CASES = [(1, 64), (1, 400), (3, 64), (3, 400)]  # (batch, tokens)
@@ -175,10 +172,9 @@ PIPELINE_PROMPTS = ["two red circles at the top left", "a yellow star", "the wor
 def bench_pipeline(args) -> None:
     """Whole images per mode, interleaved; see the module docstring."""
     import numpy as np
-
     from bench_steps import apply_mode  # this script's folder is on sys.path
 
-    from model.pipeline import SeedlingPipeline
+    from seedling.model.pipeline import SeedlingPipeline
 
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     modes = ["none", "none/plain"] + [m for m in args.modes.split(",") if m and m != "none"]

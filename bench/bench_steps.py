@@ -18,11 +18,8 @@ import argparse
 import itertools
 import json
 import os
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def apply_mode(pipe, mode: str):
@@ -55,11 +52,10 @@ def main(argv=None):
 
     import torch
 
-    from model.data.icons import load_icons
-    from model.eval import harness as hs
-    from model.pipeline import SeedlingPipeline
-
-    from kernels.quant import weight_bytes
+    from seedling.kernels.quant import weight_bytes
+    from seedling.model.data.icons import load_icons
+    from seedling.model.eval import harness as hs
+    from seedling.model.pipeline import SeedlingPipeline
 
     torch.set_num_threads(args.threads)
     icons = load_icons()

@@ -26,12 +26,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_cache import load_pipe, timed, token_limit, write_result  # noqa: E402
 
@@ -46,8 +42,8 @@ def narrow_twin(dit, linear: str):
     """The same blocks and depth with one head of the same size: per-call costs, no arithmetic."""
     from dataclasses import replace
 
-    from kernels.packed import pack_linears
-    from model.dit import UnifiedDiT
+    from seedling.kernels.packed import pack_linears
+    from seedling.model.dit import UnifiedDiT
 
     cfg = dit.config
     twin = UnifiedDiT(replace(cfg, width=cfg.head_dim, heads=1)).eval()

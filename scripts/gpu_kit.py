@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 from pathlib import Path
 
 FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono-Bold.ttf")
@@ -49,11 +48,10 @@ def build(out: Path, n_prompts: int, seed: int = 12345) -> dict:
     from safetensors.torch import load_file, save_file
     from transformers import AutoTokenizer
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from model.data import knowledge as kn
-    from model.data.icons import load_icons
-    from model.data.tasks import TaskSampler
-    from model.text_encoder import minilm_path
+    from seedling.model.data import knowledge as kn
+    from seedling.model.data.icons import load_icons
+    from seedling.model.data.tasks import TaskSampler
+    from seedling.model.text_encoder import minilm_path
 
     out.mkdir(parents=True, exist_ok=True)
     src = minilm_path()

@@ -63,7 +63,7 @@ JOB_TIMEOUT_S = 300.0
 
 
 def make_tiny_model(folder: Path) -> Path:
-    from model.pipeline import SeedlingPipeline
+    from seedling.model.pipeline import SeedlingPipeline
 
     SeedlingPipeline.from_config("tiny", seed=0).save_pretrained(str(folder))
     return folder
@@ -198,8 +198,8 @@ def _seed_adapter(stores: Stores, files_root: Path) -> None:
     """An adapter row and file (a stand-in for a trained one) that restarts must keep intact."""
     import hashlib
 
-    from storage.adapters_common import NewAdapter
-    from storage.files import FileStore
+    from seedling.storage.adapters_common import NewAdapter
+    from seedling.storage.files import FileStore
 
     data = os.urandom(4096)
     rel = "adapters/reliability-check.safetensors"
@@ -380,8 +380,8 @@ def check_rss_pipeline(model: Path, jobs: int = 1200, window: int = 400) -> dict
     jobs)."""
     import torch
 
-    from backend.worker_runtime import trim_heap
-    from model.pipeline import SeedlingPipeline
+    from seedling.backend.worker_runtime import trim_heap
+    from seedling.model.pipeline import SeedlingPipeline
 
     started = time.monotonic()
     torch.set_num_threads(1)
@@ -465,11 +465,11 @@ def check_read_only_job(app: AppProcess) -> dict:
 def check_disk_full(workdir: Path, model: Path) -> dict:
     """ENOSPC injected into the file store's fsync (in this process, the worker runtime that the
     worker runs): the job fails with the reason, no row and no file (temporary or final) is left."""
-    from backend.huey_app import make_memory_huey
-    from backend.services import build_services
-    from backend.settings import Settings
-    from backend.specs import make_spec
-    from storage import files as files_module
+    from seedling.backend.huey_app import make_memory_huey
+    from seedling.backend.services import build_services
+    from seedling.backend.settings import Settings
+    from seedling.backend.specs import make_spec
+    from seedling.storage import files as files_module
 
     settings = Settings(data_dir=workdir / "full-data", model_path=model)
     svc = build_services(settings, huey=make_memory_huey())
@@ -518,10 +518,10 @@ CRASH_WRITER = """
 import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from backend.huey_app import make_memory_huey
-from backend.services import build_services
-from backend.settings import Settings
-from storage import files
+from seedling.backend.huey_app import make_memory_huey
+from seedling.backend.services import build_services
+from seedling.backend.settings import Settings
+from seedling.storage import files
 
 settings = Settings(data_dir=Path({data!r}), model_path=Path({model!r}))
 svc = build_services(settings, huey=make_memory_huey())
@@ -538,10 +538,10 @@ svc.runtime.run({job_id})
 def check_half_written(workdir: Path, model: Path) -> dict:
     """A worker killed (SIGKILL) inside a PNG write, between the partial bytes and the rename:
     no history row may point at the half-written file; the next start removes it and re-runs."""
-    from backend.huey_app import make_memory_huey
-    from backend.services import build_services
-    from backend.settings import Settings
-    from backend.specs import make_spec
+    from seedling.backend.huey_app import make_memory_huey
+    from seedling.backend.services import build_services
+    from seedling.backend.settings import Settings
+    from seedling.backend.specs import make_spec
 
     settings = Settings(data_dir=workdir / "hw-data", model_path=model)
     svc = build_services(settings, huey=make_memory_huey())

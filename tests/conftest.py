@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # imports are absolute from the repo root, also under plain `pytest`
-    sys.path.insert(0, str(REPO_ROOT))
 
-from backend.context import STEP_DELAY_ENV
-from backend.huey_app import make_memory_huey
-from backend.services import Services, build_services
-from backend.settings import Settings
+from seedling.backend.context import STEP_DELAY_ENV
+from seedling.backend.huey_app import make_memory_huey
+from seedling.backend.services import Services, build_services
+from seedling.backend.settings import Settings
 
 
 def execute_next(huey):
@@ -36,7 +33,7 @@ def drain(huey) -> int:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random-weight tiny model saved to a folder, as the app loads it."""
-    from model.pipeline import SeedlingPipeline
+    from seedling.model.pipeline import SeedlingPipeline
 
     folder = tmp_path_factory.mktemp("tiny-model")
     SeedlingPipeline.from_config("tiny", seed=0).save_pretrained(str(folder))
@@ -51,7 +48,7 @@ def settings(tmp_path, tiny_model_dir) -> Settings:
 @pytest.fixture(scope="session")
 def shared_model_host_loader(tiny_model_dir):
     """Load the tiny model once per test session; every test's ModelHost shares it (read-only)."""
-    from backend.model_host import load_pipeline
+    from seedling.backend.model_host import load_pipeline
 
     cache: dict = {}
 
@@ -162,7 +159,7 @@ class AppProcess:
                 state = (entry / "stat").read_text().split(") ")[-1][:1]
             except OSError:
                 continue
-            if b"backend.worker" in args and str(self.proc.pid).encode() in args and state != "Z":
+            if b"seedling.backend.worker" in args and str(self.proc.pid).encode() in args and state != "Z":
                 pids.append(int(entry.name))
         return pids
 
@@ -189,7 +186,7 @@ def trainable_model_dir(tmp_path_factory) -> Path:
     DiT would give a LoRA zero gradients, so fine-tuning tests could not see any change."""
     import torch
 
-    from model.pipeline import SeedlingPipeline
+    from seedling.model.pipeline import SeedlingPipeline
 
     pipe = SeedlingPipeline.from_config("tiny", seed=0)
     gen = torch.Generator().manual_seed(0)

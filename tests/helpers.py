@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from storage.adapters_sqlite import SqliteAdapterStore
-from storage.db import Database
-from storage.files import TEMP_GLOB, sha256_file
-from storage.images_sqlite import SqliteImageStore
-from storage.jobs_sqlite import SqliteJobStore
+from seedling.storage.adapters_sqlite import SqliteAdapterStore
+from seedling.storage.db import Database
+from seedling.storage.files import TEMP_GLOB, sha256_file
+from seedling.storage.images_sqlite import SqliteImageStore
+from seedling.storage.jobs_sqlite import SqliteJobStore
 
 T = TypeVar("T")
 

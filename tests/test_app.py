@@ -12,12 +12,12 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from backend.parameters import restore_parameters
-from storage.db import Database
-from storage.files import sha256_file
-from storage.images_sqlite import SqliteImageStore
-from storage.jobs_sqlite import SqliteJobStore
-from storage.pngmeta import read_parameters
+from seedling.backend.parameters import restore_parameters
+from seedling.storage.db import Database
+from seedling.storage.files import sha256_file
+from seedling.storage.images_sqlite import SqliteImageStore
+from seedling.storage.jobs_sqlite import SqliteJobStore
+from seedling.storage.pngmeta import read_parameters
 from tests.conftest import AppProcess
 
 
@@ -157,7 +157,7 @@ def test_restart_keeps_history_and_files(app):
 
 
 def test_share_requires_auth_or_prints_a_generated_password_once(capsys):
-    from app import SHARE_USER, resolve_auth
+    from seedling.app import SHARE_USER, resolve_auth
 
     assert resolve_auth(None, share=False) is None
     assert resolve_auth("ann:s3cret:with:colons", share=True) == ("ann", "s3cret:with:colons")

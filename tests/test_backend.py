@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from backend.errors import InvalidJob, QueueFull
-from backend.huey_app import make_memory_huey
-from backend.parameters import restore_parameters
-from backend.services import build_services
-from backend.specs import make_spec
-from storage.files import pixel_hash, sha256_file
-from storage.jobs_common import JobStatus
-from storage.pngmeta import read_parameters
+from seedling.backend.errors import InvalidJob, QueueFull
+from seedling.backend.huey_app import make_memory_huey
+from seedling.backend.parameters import restore_parameters
+from seedling.backend.services import build_services
+from seedling.backend.specs import make_spec
+from seedling.storage.files import pixel_hash, sha256_file
+from seedling.storage.jobs_common import JobStatus
+from seedling.storage.pngmeta import read_parameters
 from tests.conftest import drain, execute_next
 
 
@@ -266,7 +266,7 @@ def test_pixel_hash_is_what_the_store_records(services):
     ("value", "expected"), [(None, 0.0), ("0", 0.0), ("0.05", 0.05), ("-1", 0.0), ("slow", 0.0), ("1e9", 0.0)]
 )
 def test_injected_step_delay_reads_only_sane_values(monkeypatch, value, expected):
-    from backend.context import STEP_DELAY_ENV, step_delay_s
+    from seedling.backend.context import STEP_DELAY_ENV, step_delay_s
 
     if value is None:
         monkeypatch.delenv(STEP_DELAY_ENV, raising=False)
@@ -279,7 +279,7 @@ def test_injected_step_delay_makes_each_step_last_at_least_that_long(settings, s
     """The crash tests' fault injection: a job of n steps takes at least n x the delay."""
     import time
 
-    from backend.context import STEP_DELAY_ENV
+    from seedling.backend.context import STEP_DELAY_ENV
 
     monkeypatch.setenv(STEP_DELAY_ENV, "0.1")
     svc = build_services(settings, huey=make_memory_huey(), loader=shared_model_host_loader)

@@ -6,10 +6,10 @@ import importlib.util
 import numpy as np
 import pytest
 
-from model.data import knowledge as kn
-from model.data import tasks as tk
-from model.data.icons import load_icons
-from model.prompt_expansion.evaluation import load_prompt_set
+from seedling.model.data import knowledge as kn
+from seedling.model.data import tasks as tk
+from seedling.model.data.icons import load_icons
+from seedling.model.prompt_expansion.evaluation import load_prompt_set
 from tests.conftest import REPO_ROOT
 
 

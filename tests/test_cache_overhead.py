@@ -29,7 +29,7 @@ def test_narrow_twin_keeps_the_structure():
     spec = importlib.util.spec_from_file_location("cache_overhead", REPO_ROOT / "bench" / "cache_overhead.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    from model.dit import DiT_default, UnifiedDiT
+    from seedling.model.dit import DiT_default, UnifiedDiT
 
     dit = UnifiedDiT(DiT_default())
     twin = bench.narrow_twin(dit, "plain")

@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from model.data import knowledge as kn
-from model.data.icons import load_icons
-from model.data.tasks import EDIT_KINDS, LAYOUTS, STYLES, TASKS, Sample, TaskSampler
+from seedling.model.data import knowledge as kn
+from seedling.model.data.icons import load_icons
+from seedling.model.data.tasks import EDIT_KINDS, LAYOUTS, STYLES, TASKS, Sample, TaskSampler
 
 N_REFS_OUTPUTS = {  # task -> (allowed ref counts, allowed output counts)
     "t2i": ({0}, {1}),
@@ -173,7 +173,7 @@ def test_scene_pixels_are_exact_palette_colours():
 
 def test_scene_caption_mentions_every_object():
     rng = np.random.default_rng(5)
-    from model.data.captions import scene_caption
+    from seedling.model.data.captions import scene_caption
 
     for _ in range(50):
         scene = kn.random_scene(rng)

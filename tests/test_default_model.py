@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.data.icons import load_icons
-from model.data.tasks import TaskSampler
-from model.eval import detectors as det
-from model.pipeline import SeedlingPipeline
+from seedling.model.data.icons import load_icons
+from seedling.model.data.tasks import TaskSampler
+from seedling.model.eval import detectors as det
+from seedling.model.pipeline import SeedlingPipeline
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "default"
 
@@ -39,7 +39,7 @@ def test_autoencoder_reconstructs(pipe, icons):
     sampler = TaskSampler(icons, seed=11)
     rng = np.random.default_rng(11)
     imgs = [sampler.sample("t2i", rng).outputs[0] for _ in range(16)]
-    from model.autoencoder import images_to_tensor, tensor_to_images
+    from seedling.model.autoencoder import images_to_tensor, tensor_to_images
 
     rec = tensor_to_images(pipe.autoencoder.decode(pipe.autoencoder.encode(images_to_tensor(imgs))))
     score = np.mean([det.psnr(a, np.asarray(b)) for a, b in zip(imgs, rec)])

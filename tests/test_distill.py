@@ -3,9 +3,9 @@ an end-to-end tiny run that resumes and exports a loadable pipeline."""
 
 import torch
 
-from model import distill
-from model.pipeline import SeedlingPipeline
-from model.sampler import Branch, euler_sample, make_schedule
+from seedling.model import distill
+from seedling.model.pipeline import SeedlingPipeline
+from seedling.model.sampler import Branch, euler_sample, make_schedule
 
 
 def test_dmd_loss_gradient_is_normalised_score_difference():

@@ -4,7 +4,8 @@ so every path carries signal)."""
 import pytest
 import torch
 
-from model.dit import DiT_configs, DiT_tiny, UnifiedDiT
+from seedling.model.dit import DiT_configs, DiT_tiny, UnifiedDiT
+
 
 @pytest.fixture(autouse=True)
 def no_grad():
@@ -164,7 +165,7 @@ def test_default_config_size():
 def test_block_modulations_equal_each_blocks_own_and_follow_weight_edits():
     import copy
 
-    from kernels.quant import quantize
+    from seedling.kernels.quant import quantize
 
     m = perturbed_model(3)
     c = torch.randn(3, m.config.width)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from model.data import knowledge as kn
-from model.data.icons import load_icons
-from model.data.tasks import TaskSampler, composite
-from model.eval import detectors as det
-from model.eval import harness as hs
+from seedling.model.data import knowledge as kn
+from seedling.model.data.icons import load_icons
+from seedling.model.data.tasks import TaskSampler, composite
+from seedling.model.eval import detectors as det
+from seedling.model.eval import harness as hs
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +264,7 @@ def test_suite_cases_do_not_depend_on_limit(icons):
 
 
 def test_cli_writes_metrics_and_contact_sheet(tmp_path):
-    from model.eval.run import main
+    from seedling.model.eval.run import main
 
     out = tmp_path / "eval"
     assert (

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from model.adapters import (
+from seedling.model.adapters import (
     Adapter,
     active_adapters,
     applied_adapters,
@@ -20,7 +20,7 @@ from model.adapters import (
     save_adapter,
     set_adapters,
 )
-from model.finetune import (
+from seedling.model.finetune import (
     CANCEL,
     PAUSE,
     CaptionedImage,
@@ -36,7 +36,7 @@ from model.finetune import (
     trainable_dit,
     validate_examples,
 )
-from model.pipeline import SeedlingPipeline
+from seedling.model.pipeline import SeedlingPipeline
 
 SIZE = 64  # the tiny model's grid is 16 px; 64 px keeps every step a few milliseconds
 
@@ -272,7 +272,7 @@ def test_merged_adapter_reproduces_the_trained_model(pipe, tmp_path):
 def test_lora_on_a_quantized_model_uses_hooks_and_comes_off_exactly(tmp_path):
     qpipe = wake(SeedlingPipeline.from_config("tiny", seed=0))
     result = finetune(qpipe, captioned(), config(steps=2), tmp_path / "w", metadata={"name": "q"})
-    from kernels.quant import quantize
+    from seedling.kernels.quant import quantize
 
     # the block linears only: pipe.quantize("int8") also replaces the timestep MLP, which
     # TimestepEmbedder reads `.weight.dtype` from (reported to the model owner)
@@ -360,7 +360,7 @@ def test_pause_checkpoints_and_resumes_and_cancel_stops(pipe, tmp_path):
 
 def test_zip_bombs_stop_at_the_limit(monkeypatch):
     """The uncompressed limit holds for honest headers and for headers that under-declare sizes."""
-    import model.finetune_data as fd
+    import seedling.model.finetune_data as fd
 
     monkeypatch.setattr(fd, "MAX_ZIP_BYTES", 1 << 20)
     buf = io.BytesIO()

@@ -9,16 +9,16 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from backend import finetune_runner
-from backend.errors import InvalidJob
-from backend.huey_app import make_memory_huey
-from backend.services import build_services
-from backend.settings import Settings
-from backend.specs import make_spec
-from model.finetune_data import CaptionedImage
-from storage.files import sha256_file
-from storage.jobs_common import JobStatus
-from storage.pngmeta import read_parameters
+from seedling.backend import finetune_runner
+from seedling.backend.errors import InvalidJob
+from seedling.backend.huey_app import make_memory_huey
+from seedling.backend.services import build_services
+from seedling.backend.settings import Settings
+from seedling.backend.specs import make_spec
+from seedling.model.finetune_data import CaptionedImage
+from seedling.storage.files import sha256_file
+from seedling.storage.jobs_common import JobStatus
+from seedling.storage.pngmeta import read_parameters
 from tests.conftest import execute_next
 
 TRAIN = {"steps": 4, "batch_size": 4, "rank": 4, "sample_every": 2, "learning_rate": 0.05}
@@ -101,7 +101,7 @@ def test_generation_with_adapters_records_them_and_leaves_the_model_as_it_was(se
     assert services.history.parameters_from_png(services.history.path(styled)).adapters == (
         (adapter.id, 1.5),
     )
-    from storage.images_common import ImageQuery
+    from seedling.storage.images_common import ImageQuery
 
     assert [im.id for im in services.history.search(ImageQuery(adapter_id=adapter.id))] == [styled.id]
 
@@ -192,7 +192,7 @@ def test_cancelled_between_chunks_leaves_no_scratch(services, monkeypatch):
 
 
 def test_parameters_png_roundtrip_without_adapters_stays_compatible():
-    from backend.parameters import restore_parameters
+    from seedling.backend.parameters import restore_parameters
 
     restored = restore_parameters("a fox\nSteps: 4, Seed: 1, Size: 128x128")
     assert restored.adapters == () and restored.seed == 1

@@ -6,16 +6,16 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from backend.errors import InvalidJob
-from backend.huey_app import make_memory_huey
-from backend.services import build_services
-from backend.settings import Settings
-from storage.jobs_common import JobStatus
+from seedling.backend.errors import InvalidJob
+from seedling.backend.huey_app import make_memory_huey
+from seedling.backend.services import build_services
+from seedling.backend.settings import Settings
+from seedling.storage.jobs_common import JobStatus
+from seedling.ui import finetune_tab
+from seedling.ui.blocks import build_ui
+from seedling.ui.common import MODEL_CONCURRENCY_ID, adapter_uses
 from tests.conftest import execute_next
 from tests.test_finetune_backend import examples
-from ui import finetune_tab
-from ui.blocks import build_ui
-from ui.common import MODEL_CONCURRENCY_ID, adapter_uses
 
 
 @pytest.fixture

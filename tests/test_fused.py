@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import fused
-from kernels.packed import pack_linears
-from model.dit import DiT_tiny, UnifiedDiT
+from seedling.kernels import fused
+from seedling.kernels.packed import pack_linears
+from seedling.model.dit import DiT_tiny, UnifiedDiT
 from tests.test_dit import inputs as dit_inputs
 from tests.test_dit import rel
 
@@ -87,7 +87,7 @@ def test_fused_blocks_equal_the_python_blocks(model, N, M, B):
 
 @needs_compiler
 def test_fused_default_width_and_context_written_into_the_step_buffers():
-    from model.dit import DiT_default
+    from seedling.model.dit import DiT_default
 
     m = packed_model(cfg=DiT_default())
     x, t, d, st, po, refs = inputs(m, B=1, N=2)
@@ -106,7 +106,7 @@ def test_fused_default_width_and_context_written_into_the_step_buffers():
 @needs_compiler
 def test_python_blocks_run_where_the_fused_one_cannot(model):
     """Gradients, unpacked or quantized layers, hooks, a non-split backend: the Python blocks."""
-    from kernels.quant import quantize
+    from seedling.kernels.quant import quantize
 
     x, t, d, st, po, refs = inputs(model, N=1)
 
@@ -163,9 +163,9 @@ def test_a_failed_build_falls_back_with_one_warning(tmp_path):
     code = textwrap.dedent(
         """
         import warnings, torch
-        from kernels import fused
-        from kernels.packed import pack_linears
-        from model.dit import DiT_tiny, UnifiedDiT
+        from seedling.kernels import fused
+        from seedling.kernels.packed import pack_linears
+        from seedling.model.dit import DiT_tiny, UnifiedDiT
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             m = UnifiedDiT(DiT_tiny()).eval()
@@ -186,8 +186,8 @@ def test_a_failed_build_falls_back_with_one_warning(tmp_path):
 
 
 def test_disabling_by_environment(tmp_path):
-    code = "from kernels import fused; assert not fused.enabled() and not fused.available(); print('ok')"
-    env = dict(os.environ, SEEDLING_FUSED="0", SEEDLING_EXT_DIR=str(tmp_path), PYTHONPATH=str(REPO))
+    code = "from seedling.kernels import fused; assert not fused.enabled() and not fused.available(); print('ok')"
+    env = dict(os.environ, SEEDLING_FUSED="0", SEEDLING_EXT_DIR=str(tmp_path))
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
     assert not list(tmp_path.iterdir())  # nothing was built
@@ -220,7 +220,7 @@ def test_a_step_plan_gives_the_per_step_results(packed):
 
 
 def test_the_sampler_tells_branches_every_step_first():
-    from model.sampler import Branch, euler_sample, make_schedule
+    from seedling.model.sampler import Branch, euler_sample, make_schedule
 
     seen, order = [], []
 
@@ -318,7 +318,7 @@ def test_bench_panel_linear_runs_and_agrees(tmp_path):
 
 @needs_compiler
 def test_resolved_block_weights_follow_edits_swaps_and_hooks():
-    from kernels.packed import refresh_packed
+    from seedling.kernels.packed import refresh_packed
 
     m = packed_model()
     blk = m.blocks[0]
@@ -349,7 +349,7 @@ def test_resolved_block_weights_follow_edits_swaps_and_hooks():
 def test_tile_attention_equals_masked_sdpa(B, L, n_ctx):
     import torch.nn.functional as F
 
-    from kernels.attention import structured_mask
+    from seedling.kernels.attention import structured_mask
 
     assert fused.available()
     g = torch.Generator().manual_seed(L + n_ctx)

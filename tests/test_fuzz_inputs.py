@@ -24,9 +24,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from backend.errors import JobError
-from backend.specs import make_spec
-from storage.jobs_common import JobStatus
+from seedling.backend.errors import JobError
+from seedling.backend.specs import make_spec
+from seedling.storage.jobs_common import JobStatus
 from tests.conftest import REPO_ROOT, SECURED_AUTH, drain
 from tests.fuzz_helpers import (
     TRAVERSAL,

@@ -16,9 +16,9 @@ def test_kit_build_and_setup_round_trip(tmp_path):
     spec.loader.exec_module(kit)
     from transformers import AutoModel, AutoTokenizer
 
-    from model.data.icons import load_icons
-    from model.data.tasks import TaskSampler
-    from model.text_encoder import minilm_path
+    from seedling.model.data.icons import load_icons
+    from seedling.model.data.tasks import TaskSampler
+    from seedling.model.text_encoder import minilm_path
 
     info = kit.build(tmp_path / "kit", n_prompts=300)
     assert 1000 < info["kept_rows"] < info["vocab"] == 30522

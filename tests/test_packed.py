@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.packed import (
+from seedling.kernels.packed import (
     PackedLinear,
     count_packed,
     pack_linears,
@@ -120,8 +120,8 @@ def test_packing_keeps_module_identity_state_dict_and_round_trips():
 
 
 def test_quantize_and_adapters_treat_packed_layers_as_linears():
-    from kernels.quant import Int8WeightLinear, quantize
-    from model.adapters import Adapter, remove_adapters, set_adapters
+    from seedling.kernels.quant import Int8WeightLinear, quantize
+    from seedling.model.adapters import Adapter, remove_adapters, set_adapters
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(128, 128), nn.GELU(), nn.Linear(128, 64))
@@ -143,7 +143,7 @@ def test_quantize_and_adapters_treat_packed_layers_as_linears():
 
 
 def test_packed_dit_cached_and_uncached_agree():
-    from model.dit import DiT_configs, UnifiedDiT
+    from seedling.model.dit import DiT_configs, UnifiedDiT
 
     torch.manual_seed(0)
     dit = UnifiedDiT(DiT_configs["tiny"]()).eval()
@@ -167,7 +167,7 @@ def test_packed_dit_cached_and_uncached_agree():
 
 
 def test_pipeline_packs_by_default_and_plain_gives_the_same_images():
-    from model.pipeline import SeedlingPipeline
+    from seedling.model.pipeline import SeedlingPipeline
 
     pipe = SeedlingPipeline.from_config("tiny", seed=0)
     for prm in pipe.dit.parameters():
@@ -186,7 +186,7 @@ def test_pipeline_packs_by_default_and_plain_gives_the_same_images():
 
 @pytest.mark.parametrize("approximate", ["tanh", "none"])
 def test_linear_gelu_fuses_on_the_packed_path_only(approximate):
-    from kernels.packed import linear_gelu
+    from seedling.kernels.packed import linear_gelu
 
     torch.manual_seed(0)
     lin = nn.Linear(64, 256)
@@ -207,7 +207,7 @@ def test_linear_gelu_fuses_on_the_packed_path_only(approximate):
 
 
 def test_text_encoder_is_packed_and_matches_the_plain_model():
-    from model.text_encoder import TextEncoder
+    from seedling.model.text_encoder import TextEncoder
 
     te = TextEncoder(max_length=16, cache_size=0)
     assert count_packed(te.model) > 0

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from model.autoencoder import images_to_tensor, tensor_to_images
-from model.pipeline import GenerationCancelled, SeedlingPipeline, feather_mask, transfer_detail
+from seedling.model.autoencoder import images_to_tensor, tensor_to_images
+from seedling.model.pipeline import GenerationCancelled, SeedlingPipeline, feather_mask, transfer_detail
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +183,7 @@ def test_quantized_pipeline_generates_close_to_fp32(mode):
 def test_batched_guidance_branches_equal_separate_branches(pipe, use_ref_cache, batch):
     """make_branches runs "cond" and "no_text" as one batch; the velocities must equal running each
     branch on its own (fp32, relative 1e-5), for every sample of the batch."""
-    from model.sampler import euler_sample, make_schedule
+    from seedling.model.sampler import euler_sample, make_schedule
 
     g = torch.Generator().manual_seed(0)
     C, L = pipe.dit.config.latent_channels, pipe.dit.config.text_len

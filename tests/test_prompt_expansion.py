@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.data import captions as cap
-from model.data import tasks as tk
-from model.data.icons import load_icons
-from model.prompt_expansion import lexicon as lx
-from model.prompt_expansion import parse as ps
-from model.prompt_expansion.evaluation import expected_prompts, is_correct, load_prompt_set
-from model.prompt_expansion.grounded import GroundedExpander
-from model.prompt_expansion.result import DECOMPOSE, PASSTHROUGH, REWRITE
+from seedling.model.data import captions as cap
+from seedling.model.data import tasks as tk
+from seedling.model.data.icons import load_icons
+from seedling.model.prompt_expansion import lexicon as lx
+from seedling.model.prompt_expansion import parse as ps
+from seedling.model.prompt_expansion.evaluation import expected_prompts, is_correct, load_prompt_set
+from seedling.model.prompt_expansion.grounded import GroundedExpander
+from seedling.model.prompt_expansion.result import DECOMPOSE, PASSTHROUGH, REWRITE
 
 PROMPTS = Path(__file__).parent / "data" / "pe_prompts.jsonl"
 # Measured 0.947 (162/171) on this set; the misses are MiniLM neighbours ("a chimp" -> "wind chime").
@@ -306,7 +306,7 @@ def test_expected_prompts_cover_each_row(pe, rows):
 
 
 def test_vocabulary_embeddings_are_cached_on_disk(pe, tmp_path, monkeypatch):
-    from model.prompt_expansion.grounding import VocabIndex
+    from seedling.model.prompt_expansion.grounding import VocabIndex
 
     first = VocabIndex.build(pe.vocab, pe.encoder, tmp_path)
     assert len(list(tmp_path.glob("pe_vocab_*.npy"))) == 1
@@ -330,7 +330,7 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from model.text_encoder import minilm_path
+    from seedling.model.text_encoder import minilm_path
 
     folder = tmp_path_factory.mktemp("tiny-lm")
     tok = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
@@ -351,7 +351,7 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
 
 
 def test_lm_expander_is_grounded_by_the_default_expander(pe, tiny_lm_dir, monkeypatch):
-    from model.prompt_expansion.lm import CausalLMExpander
+    from seedling.model.prompt_expansion.lm import CausalLMExpander
 
     lm = CausalLMExpander(tiny_lm_dir, pe, max_new_tokens=8)
     assert lm.name == f"lm:{tiny_lm_dir.name}"
@@ -371,7 +371,7 @@ def test_lm_expander_is_grounded_by_the_default_expander(pe, tiny_lm_dir, monkey
 
 
 def test_load_expander_rejects_a_folder_that_is_no_model(tmp_path):
-    from model.prompt_expansion.lm import CausalLMExpander
+    from seedling.model.prompt_expansion.lm import CausalLMExpander
 
     with pytest.raises(FileNotFoundError, match="no config.json"):
         CausalLMExpander(tmp_path, grounded=None)  # type: ignore[arg-type]

@@ -7,13 +7,13 @@ from __future__ import annotations
 import gradio as gr
 import pytest
 
-from backend.prompt_expansion import NotGrounded, PromptExpansionService, notes_markdown
-from backend.specs import make_spec, parse_spec, spec_json
-from model.prompt_expansion.result import PASSTHROUGH, REWRITE, ExpansionResult, Match
-from storage.images_common import ImageQuery
+from seedling.backend.prompt_expansion import NotGrounded, PromptExpansionService, notes_markdown
+from seedling.backend.specs import make_spec, parse_spec, spec_json
+from seedling.model.prompt_expansion.result import PASSTHROUGH, REWRITE, ExpansionResult, Match
+from seedling.storage.images_common import ImageQuery
+from seedling.ui import compose_tab, edit_tab, generate_tab, storyboard_tab
+from seedling.ui.blocks import build_ui
 from tests.conftest import execute_next
-from ui import compose_tab, edit_tab, generate_tab, storyboard_tab
-from ui.blocks import build_ui
 
 
 class FakeExpander:
@@ -177,8 +177,8 @@ def test_app_expands_through_gradio_client_and_the_png_keeps_both_prompts(tmp_pa
     from gradio_client import Client
     from PIL import Image
 
-    from backend.parameters import restore_parameters
-    from storage.pngmeta import read_parameters
+    from seedling.backend.parameters import restore_parameters
+    from seedling.storage.pngmeta import read_parameters
     from tests.conftest import AppProcess
 
     app = AppProcess(tmp_path_factory.mktemp("pe-app") / "data", tiny_model_dir).start()

@@ -5,8 +5,6 @@ package that bitsandbytes imports (see kernels/__init__.py).
 """
 
 import copy
-import importlib.metadata
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,14 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import kernels.quant as quant_module
-from kernels.quant import (
+import seedling.kernels.quant as quant_module
+from seedling.kernels.quant import (
     MIN_QUANT_WEIGHTS,
     QUANT_MODES,
     Int8WeightLinear,
     PackedW8A8Linear,
     W8A8Linear,
     default_skip,
+    int8_gemm_saturates,
     quantize,
     weight_bytes,
 )
@@ -42,7 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = {
     "int8": (1e-2, 2.5e-2),
     "w8a8": (1.5e-2, 4e-2),
-    "w8a8-packed": (1.5e-2, 4e-2),  # per-tensor uint8 activations: measured 1.1e-2, 2.7e-2
+    # per-tensor uint8 activations; with VNNI measured 1.1e-2, 2.7e-2. Without VNNI (AVX2) the
+    # activations are 7-bit (int8_gemm_saturates): measured 1.9e-2, 4.9e-2 (8-bit there: 3.0e-2, 7.3e-2)
+    "w8a8-packed": (1.5e-2, 4e-2) if not int8_gemm_saturates() else (2.5e-2, 6e-2),
     "bnb-int8": (1.5e-2, 4e-2),
     "bnb-nf4": (0.13, 0.3),
 }
@@ -115,6 +116,37 @@ def test_mode_close_to_fp32_and_smaller(mode):
     with torch.no_grad():
         assert rel_error(q.up(x), fp.up(x)) <= layer_tol
     assert weight_bytes(q) / weight_bytes(fp) <= MEMORY_RATIO[mode]
+
+
+_AVX2_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from test_quant import make_block, make_input, rel_error
+from seedling.kernels.quant import int8_gemm_saturates, quantize
+x = make_input()
+fp = make_block()
+q = quantize(make_block(), "w8a8-packed")
+with torch.no_grad():
+    out = {"block": rel_error(q(x), fp(x)), "layer": rel_error(q.up(x), fp.up(x))}
+    q.up.repack("onednn")
+    out["onednn_layer"] = rel_error(q.up(x), fp.up(x))
+print(json.dumps({**out, "saturates": int8_gemm_saturates()}))
+"""
+
+
+def test_w8a8_packed_on_the_avx2_path_of_any_x86_cpu():
+    """fbgemm and oneDNN capped at AVX2 (what a CPU without VNNI runs): 7-bit activations keep the
+    error within the AVX2 tolerance instead of saturating (8-bit there measured 3.0e-2 / 7.3e-2)."""
+    if not quant_module.packed_w8a8_available() or not torch.backends.cpu.get_cpu_capability().startswith("AVX"):
+        pytest.skip("needs an x86 CPU and torch's int8 GEMMs")
+    env = dict(os.environ, FBGEMM_ENABLE_INSTRUCTIONS="AVX2", ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
+    proc = subprocess.run([sys.executable, "-c", _AVX2_PROBE, str(Path(__file__).parent)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["saturates"]
+    assert seen["block"] <= 6e-2 and seen["layer"] <= 2.5e-2 and seen["onednn_layer"] <= 2.5e-2, seen
 
 
 def test_none_mode_is_the_identity():
@@ -201,7 +233,7 @@ def test_w8a8_int32_matmul_is_exact():
 
 
 def test_w8a8_without_int_mm_warns_and_emulates(monkeypatch):
-    from kernels import quant
+    from seedling.kernels import quant
 
     q = W8A8Linear.from_linear(make_block().up)
     x = make_input()
@@ -320,107 +352,13 @@ def test_bnb_mode_that_cannot_run_is_a_runtime_error(monkeypatch):
         quantize(make_block(), "bnb-nf4")
 
 
-# ---- the `kernels` name clash ------------------------------------------------------------
-
-
-def test_hf_kernels_api_raises_module_not_found_from_our_package():
-    import kernels
-
-    assert Path(kernels.__file__).resolve().parent == REPO / "kernels"
-    # What bitsandbytes does (backends/cpu/ops.py): same error type as a missing package.
-    with pytest.raises(ModuleNotFoundError):
-        from kernels import get_kernel  # noqa: F401
-    with pytest.raises(ModuleNotFoundError):
-        from kernels import LayerRepository  # noqa: F401
-    # Our own submodules still import, other missing names are plain AttributeErrors.
-    from kernels import quant
-
-    assert quant.quantize is quantize
-    assert not hasattr(kernels, "no_such_name")
-
-
-def test_transformers_and_diffusers_do_not_see_our_kernels():
-    """They look the package up by distribution metadata, which our folder has none of."""
-    assert importlib.util.find_spec("kernels") is not None  # our folder is importable...
-    with pytest.raises(importlib.metadata.PackageNotFoundError):
-        importlib.metadata.version("kernels")  # ...but is no installed distribution
-    from diffusers.utils.import_utils import is_kernels_available as diffusers_sees
-    from transformers.utils.import_utils import is_kernels_available as transformers_sees
-
-    assert not transformers_sees() and not diffusers_sees()
-
-
-# Runs bitsandbytes' NF4 CPU inference path in a fresh interpreter and reports what it saw.
-_NF4_PROBE = """
-import json, sys
-import torch
-import bitsandbytes as bnb
-from bitsandbytes.backends.cpu import ops as cpu_ops
-from bitsandbytes.functional import has_avx512bf16
-
-torch.manual_seed(0)
-layer = bnb.nn.Linear4bit(256, 512, compute_dtype=torch.float32, quant_type="nf4")
-layer.weight = bnb.nn.Params4bit(torch.randn(512, 256) * 0.05, requires_grad=False, quant_type="nf4")
-layer = layer.to("cpu").eval()
-x = torch.randn(3, 64, 256)
-with torch.no_grad():
-    y = layer(x)
-try:
-    from kernels import get_kernel
-    error = None
-except Exception as exc:
-    error = type(exc).__name__
-torch.save(y, sys.argv[1])
-print(json.dumps({
-    "kernels_file": getattr(sys.modules.get("kernels"), "__file__", None),
-    "import_error": error,
-    "hub_kernel": getattr(cpu_ops, "gemm_4bit_forward_kernel", "not defined"),
-    "avx512bf16": has_avx512bf16(),
-    "cpu_packed": bool(getattr(layer.weight.quant_state, "packing_format_for_cpu", False)),
-}, default=str))
-"""
-
-
-def _run_nf4_probe(cwd: Path, out: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    # `python -c` puts the working directory first on sys.path, like running from the repo root.
-    proc = subprocess.run(
-        [sys.executable, "-c", _NF4_PROBE, str(out)],
-        check=False,
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def test_bnb_nf4_cpu_path_is_the_same_with_our_kernels_importable(tmp_path):
-    bnb_or_skip()
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    without = _run_nf4_probe(outside, tmp_path / "without.pt")
-    if without["import_error"] is None:
-        pytest.skip("the Hugging Face `kernels` package is installed; nothing to compare against")
-    with_ours = _run_nf4_probe(REPO, tmp_path / "with.pt")
-
-    assert without["kernels_file"] is None
-    assert Path(with_ours["kernels_file"]).resolve() == REPO / "kernels" / "__init__.py"  # bnb reached ours
-    assert with_ours["import_error"] == without["import_error"] == "ModuleNotFoundError"
-    assert with_ours["hub_kernel"] == without["hub_kernel"]  # None where the CPU has AVX512-BF16
-    assert with_ours["cpu_packed"] == without["cpu_packed"]
-    assert torch.equal(torch.load(tmp_path / "with.pt"), torch.load(tmp_path / "without.pt"))
-
-
 @pytest.mark.parametrize("mode", ["bnb-int8", "bnb-nf4"])
 def test_bitsandbytes_modes_run_the_default_dit_in_eval_mode(mode):
     """Regression: bitsandbytes' CPU inference path (eval mode) repacks NF4 weights in blocks of 64
     input features and failed on the default DiT's 32-wide latent embedding, so `--quantize
     bnb-nf4` crashed every generation. Narrow layers now stay in full precision."""
     bnb_or_skip()
-    from model.dit import DiT_configs, UnifiedDiT
+    from seedling.model.dit import DiT_configs, UnifiedDiT
 
     torch.manual_seed(0)
     dit = UnifiedDiT(DiT_configs["default"]()).eval()
@@ -444,7 +382,7 @@ def test_bitsandbytes_modes_run_the_default_dit_in_eval_mode(mode):
 
 
 def test_pipeline_passes_the_int8_compute_to_every_layer():
-    from model.pipeline import SeedlingPipeline
+    from seedling.model.pipeline import SeedlingPipeline
 
     pipe = SeedlingPipeline.from_config("tiny", seed=0).quantize("int8", int8_compute="fp32")
     layers = [m for m in pipe.dit.modules() if isinstance(m, Int8WeightLinear)]
@@ -459,16 +397,18 @@ def packed_or_skip():
 
 
 def test_packed_w8a8_computes_with_per_tensor_uint8_activations():
-    """y = dequant(uint8 x) @ dequant(int8 W).T + b: x's grid from its min and max (asymmetric),
-    W's from each row's max (symmetric), on both engines."""
+    """y = dequant(uint8 x) @ dequant(int8 W).T + b: x's grid from its min and max (asymmetric;
+    255 levels, or 127 on a CPU whose int8 GEMM saturates), W's from each row's max (symmetric),
+    on both engines."""
     packed_or_skip()
     lin = make_block().up
     layer = PackedW8A8Linear.from_linear(lin)
     x = make_input(1, 32).reshape(32, 256)
     lo, hi = x.min().item(), x.max().item()
-    scale = (hi - lo) / 255
+    top = 127 if int8_gemm_saturates() else 255  # 7-bit activations where the GEMM would saturate
+    scale = (hi - lo) / top
     zero = round(-lo / scale)
-    x_deq = (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+    x_deq = (torch.clamp(torch.round(x / scale) + zero, 0, top) - zero) * scale
     expected = F.linear(x_deq.double(), layer.dequantize().double(), lin.bias.double())
     for engine in ("fbgemm", "onednn"):
         layer.repack(engine)
@@ -489,7 +429,7 @@ def test_packed_w8a8_unpacks_the_weight_it_was_given():
 
 
 def test_packed_w8a8_fused_gelu_matches_gelu_after_the_layer():
-    from kernels.packed import linear_gelu
+    from seedling.kernels.packed import linear_gelu
 
     packed_or_skip()
     layer = PackedW8A8Linear.from_linear(make_block().up)
@@ -504,7 +444,7 @@ def test_packed_w8a8_fused_gelu_matches_gelu_after_the_layer():
 
 
 def test_packed_w8a8_hooks_are_not_skipped_by_the_fused_gelu():
-    from kernels.packed import linear_gelu
+    from seedling.kernels.packed import linear_gelu
 
     packed_or_skip()
     layer = PackedW8A8Linear.from_linear(make_block().up)
@@ -527,7 +467,7 @@ def test_packed_w8a8_copies_pickles_and_casts():
         for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
             assert torch.equal(other(x), ref) and other.up.engine == "onednn"
         y = model.to(torch.bfloat16)(x.bfloat16())
-    assert y.dtype == torch.bfloat16 and rel_error(y, ref) < 4e-2
+    assert y.dtype == torch.bfloat16 and rel_error(y, ref) < (7e-2 if int8_gemm_saturates() else 4e-2)  # AVX2 path measured 5.5e-2
 
 
 def test_packed_w8a8_refuses_other_devices_and_missing_ops(monkeypatch):
@@ -543,7 +483,7 @@ def test_packed_w8a8_refuses_other_devices_and_missing_ops(monkeypatch):
 
 
 def test_pipeline_runs_w8a8_packed_close_to_fp32():
-    from model.pipeline import SeedlingPipeline
+    from seedling.model.pipeline import SeedlingPipeline
 
     packed_or_skip()
     pipe = SeedlingPipeline.from_config("tiny", seed=0)
@@ -563,6 +503,6 @@ def test_pipeline_runs_w8a8_packed_close_to_fp32():
 
 def test_the_app_offers_every_mode():
     """backend/settings.py keeps its own copy (the app process does not import torch to parse flags)."""
-    from backend.settings import QUANTIZE_MODES
+    from seedling.backend.settings import QUANTIZE_MODES
 
     assert QUANTIZE_MODES == QUANT_MODES

@@ -14,11 +14,11 @@ import sqlite3
 
 import pytest
 
-from backend.specs import make_spec
-from backend.supervisor import WorkerLock, wait_for_previous_worker
 from scripts import reliability as rel
-from storage.files import FileStore, StorageError, ensure_writable, storage_problem
-from storage.jobs_common import JobStatus
+from seedling.backend.specs import make_spec
+from seedling.backend.supervisor import WorkerLock, wait_for_previous_worker
+from seedling.storage.files import FileStore, StorageError, ensure_writable, storage_problem
+from seedling.storage.jobs_common import JobStatus
 from tests.conftest import AppProcess
 from tests.helpers import can_make_read_only
 
@@ -156,7 +156,7 @@ def test_ensure_writable_reports_a_full_disk(tmp_path, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("storage.files.os.fsync", full)
+    monkeypatch.setattr("seedling.storage.files.os.fsync", full)
     with pytest.raises(
         StorageError, match="The disk is full: could not write files to .*start the app again"
     ):
@@ -228,9 +228,9 @@ def test_a_full_history_database_is_a_sentence_not_a_traceback(tmp_path, monkeyp
     """SQLite's own SQLITE_FULL (max_page_count caps the file, as a full disk would)."""
     from sqlalchemy import event
 
-    from storage.db import Database
-    from storage.jobs_sqlite import SqliteJobStore
-    from storage.migrations import migrate
+    from seedling.storage.db import Database
+    from seedling.storage.jobs_sqlite import SqliteJobStore
+    from seedling.storage.migrations import migrate
 
     monkeypatch.chdir(tmp_path)
     db = Database("data/history.db")

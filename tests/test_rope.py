@@ -1,6 +1,6 @@
 import torch
 
-from model.rope import Rope3D, apply_rope, image_positions
+from seedling.model.rope import Rope3D, apply_rope, image_positions
 
 
 def _scores(rope, q, k, pq, pk):

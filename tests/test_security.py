@@ -17,9 +17,9 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from backend.errors import JobError
-from backend.specs import make_spec
-from storage.images_common import ImageQuery
+from seedling.backend.errors import JobError
+from seedling.backend.specs import make_spec
+from seedling.storage.images_common import ImageQuery
 from tests.conftest import REPO_ROOT, SECURED_AUTH, SECURED_MAX_UPLOAD_MB, drain
 from tests.fuzz_helpers import assert_readable
 from tests.helpers import gradio_path_refusals, logged_in_http, raw_call
@@ -49,7 +49,7 @@ def test_share_without_auth_launches_behind_a_generated_password(
     allow-list of the data folder only (launch is intercepted: no tunnel leaves this machine)."""
     import gradio as gr
 
-    import app
+    from seedling import app
 
     launched = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.update(kw))

@@ -10,14 +10,14 @@ import pytest
 from PIL import Image
 from sqlalchemy import inspect
 
-from storage.db import Database
-from storage.files import FileStore, pixel_hash, sha256_file
-from storage.images_common import ImageNotFound, ImageQuery, NewImage, ParentLink
-from storage.images_sqlite import SqliteImageStore, fts_query
-from storage.jobs_common import JobStatus
-from storage.jobs_sqlite import SqliteJobStore
-from storage.migrations import LATEST_VERSION, MIGRATIONS, migrate
-from storage.models import Base
+from seedling.storage.db import Database
+from seedling.storage.files import FileStore, pixel_hash, sha256_file
+from seedling.storage.images_common import ImageNotFound, ImageQuery, NewImage, ParentLink
+from seedling.storage.images_sqlite import SqliteImageStore, fts_query
+from seedling.storage.jobs_common import JobStatus
+from seedling.storage.jobs_sqlite import SqliteJobStore
+from seedling.storage.migrations import LATEST_VERSION, MIGRATIONS, migrate
+from seedling.storage.models import Base
 
 
 @pytest.fixture

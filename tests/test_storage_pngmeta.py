@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from storage.pngmeta import format_parameters, parse_parameters, png_info, read_parameters
+from seedling.storage.pngmeta import format_parameters, parse_parameters, png_info, read_parameters
 
 KEYS = ["Steps", "CFG scale", "Image CFG scale", "Seed", "Size", "Task", "Model", "Inputs"]
 prompts = st.text().filter(lambda p: "Negative prompt:" not in p)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model import train, train_ae
-from model.autoencoder import AE_CONFIGS, Autoencoder
-from model.train import task_probs
+from seedling.model import train, train_ae
+from seedling.model.autoencoder import AE_CONFIGS, Autoencoder
+from seedling.model.train import task_probs
 
 
 def test_curriculum_and_task_floor():
@@ -72,7 +72,7 @@ def test_dit_trainer_resume_is_exact(tmp_path):
         for k in a:
             assert torch.equal(a[k], b[k]), (name, k)
     # the export is a loadable pipeline
-    from model.pipeline import SeedlingPipeline
+    from seedling.model.pipeline import SeedlingPipeline
 
     pipe = SeedlingPipeline.from_pretrained(tmp_path / "export")
     assert pipe(prompt="a fox", steps=1, seed=0, height=32, width=32).images[0].size == (32, 32)
@@ -81,8 +81,8 @@ def test_dit_trainer_resume_is_exact(tmp_path):
 def test_planned_batches_depend_on_seed_and_step_only():
     import numpy as np
 
-    from model.data.icons import load_icons
-    from model.data.tasks import TaskSampler
+    from seedling.model.data.icons import load_icons
+    from seedling.model.data.tasks import TaskSampler
 
     icons = load_icons(limit=40)
     args = dict(seed=3, max_steps=100, token_budget=900, text_len=16, tpi=16, max_batch=48)

@@ -7,13 +7,13 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-from backend.specs import make_spec
+from seedling.backend.specs import make_spec
+from seedling.ui import generate_tab, storyboard_tab
+from seedling.ui.blocks import build_ui
+from seedling.ui.common import MODEL_CONCURRENCY_ID, watch
+from seedling.ui.edit_tab import mask_from_layers
+from seedling.ui.history_tab import image_query
 from tests.conftest import execute_next
-from ui import generate_tab, storyboard_tab
-from ui.blocks import build_ui
-from ui.common import MODEL_CONCURRENCY_ID, watch
-from ui.edit_tab import mask_from_layers
-from ui.history_tab import image_query
 
 MODEL_ENDPOINTS = {"generate", "edit", "compose", "storyboard"}
 
@@ -94,7 +94,7 @@ def test_default_sliders_name_the_models_own_defaults(services, tmp_path):
     import dataclasses
     import json
 
-    from backend.settings import Settings
+    from seedling.backend.settings import Settings
 
     config = json.loads((services.settings.model_path / "pipeline.json").read_text())
     demo = build_ui(services)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.db import Database
-from storage.images_sqlite import SqliteImageStore
+from seedling.storage.db import Database
+from seedling.storage.images_sqlite import SqliteImageStore
 from tests.conftest import REPO_ROOT, AppProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -127,7 +127,7 @@ def test_finetune_tab_trains_an_adapter_that_generate_can_use(tmp_path, tiny_mod
     from PIL import Image, ImageDraw
     from playwright.sync_api import sync_playwright
 
-    from storage.adapters_sqlite import SqliteAdapterStore
+    from seedling.storage.adapters_sqlite import SqliteAdapterStore
 
     ARTIFACTS.mkdir(exist_ok=True)
     upload = []

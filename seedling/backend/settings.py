@@ -1,0 +1,67 @@
+"""Settings shared by the app process and the worker process (passed to the worker as flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from seedling import DEFAULT_MODEL
+
+QUANTIZE_MODES = ("none", "int8", "w8a8", "w8a8-packed", "bnb-int8", "bnb-nf4")  # kernels.quant.QUANT_MODES
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    model_path: Path = DEFAULT_MODEL
+    device: str = "cpu"
+    quantize: str = "none"
+    redis_url: str | None = None  # Huey on Redis instead of SQLite (several workers)
+    max_queue: int = 32  # jobs queued or running before submit answers "queue full"
+    max_attempts: int = 3  # a job that kept killing its worker is failed after this many starts
+    pe_model: Path | None = None  # a local causal LM folder for prompt expansion (None: grounded expander)
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, not {self.quantize!r}")
+
+    def model_defaults(self) -> dict:
+        """The model's own sampling defaults from its pipeline.json (steps, guidance,
+        image_guidance), for the UI's labels; {} when the file is missing or unreadable (the
+        worker reports that when it loads the model)."""
+        import json
+
+        try:
+            config = json.loads((self.model_path / "pipeline.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        keys = {"default_steps": "steps", "guidance": "guidance", "image_guidance": "image_guidance"}
+        return {name: config[key] for key, name in keys.items() if isinstance(config, dict) and key in config}
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "history.db"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.data_dir / "queue.db"
+
+    def worker_args(self) -> list[str]:
+        """The same settings as command-line flags of `python -m seedling.backend.worker`."""
+        args = [
+            "--data-dir",
+            str(self.data_dir),
+            "--model",
+            str(self.model_path),
+            "--device",
+            self.device,
+            "--quantize",
+            self.quantize,
+        ]
+        if self.redis_url:
+            args += ["--redis", self.redis_url]
+        return args

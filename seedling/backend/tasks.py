@@ -1,0 +1,36 @@
+"""Huey tasks, registered on a given Huey instance. The app process registers them to enqueue;
+the worker process registers them to execute. A task body only hands the job id to the worker
+runtime: job parameters live in the job row, never in the queue message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from huey import Huey
+from huey.api import TaskWrapper
+
+from seedling.backend.worker_runtime import WorkerRuntime
+
+RUN_JOB = "seedling.run_job"
+
+
+@dataclass(frozen=True)
+class JobTasks:
+    run_job: TaskWrapper
+
+    def enqueue(self, job_id: int) -> None:
+        self.run_job(job_id)
+
+
+def register_tasks(huey: Huey, runtime: WorkerRuntime, warm_up: bool = False) -> JobTasks:
+    @huey.task(name=RUN_JOB)
+    def run_job(job_id: int) -> None:
+        runtime.run(job_id)
+
+    if warm_up:
+
+        @huey.on_startup(name="seedling.warm_up")
+        def _warm_up() -> None:
+            runtime.warm_up()
+
+    return JobTasks(run_job=run_job)

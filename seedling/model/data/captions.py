@@ -1,0 +1,279 @@
+"""Prompt and instruction phrasings for the generated data.
+
+Every caption function takes the `numpy.random.Generator` that picks among its phrasings, so
+captions are as deterministic as the images. Several phrasings per fact teach the model the
+fact rather than one sentence; the evaluation harness passes `phrasing=0` where it wants one
+canonical prompt.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seedling.model.data.knowledge import ChartSpec, ShapeObject, ShapeScene
+
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth")
+
+# Prepositional phrases for the grid cells, in the order `cell_phrase(cell, k)` picks them.
+_CELL_PHRASES = {
+    "top left": ("at the top left", "in the top left corner", "in the upper left"),
+    "top": ("at the top", "at the top center", "in the top middle"),
+    "top right": ("at the top right", "in the top right corner", "in the upper right"),
+    "left": ("on the left", "at the left", "in the middle left"),
+    "center": ("in the center", "in the middle", "at the center"),
+    "right": ("on the right", "at the right", "in the middle right"),
+    "bottom left": ("at the bottom left", "in the bottom left corner", "in the lower left"),
+    "bottom": ("at the bottom", "at the bottom center", "in the bottom middle"),
+    "bottom right": ("at the bottom right", "in the bottom right corner", "in the lower right"),
+}
+
+
+def pick(rng: np.random.Generator, options, phrasing: int | None = None):
+    """One of `options`: the `phrasing`-th if given (the eval's canonical prompt), else random."""
+    if phrasing is not None:
+        return options[phrasing % len(options)]
+    return options[rng.integers(len(options))]
+
+
+def article(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeiou" else "a"
+
+
+def with_article(noun: str) -> str:
+    return f"{article(noun)} {noun}"
+
+
+def plural(noun: str) -> str:
+    return noun + "es" if noun.endswith(("s", "x", "ch", "sh")) else noun + "s"
+
+
+def join_and(parts: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def cell_phrase(cell: str, k: int = 0) -> str:
+    return _CELL_PHRASES[cell][k % len(_CELL_PHRASES[cell])]
+
+
+# --------------------------------------------------------------------------------------------
+# Text-to-image captions
+# --------------------------------------------------------------------------------------------
+
+
+def _is_country_flag(name: str, group: str) -> bool:
+    # Flag icons are named after their country ("canada"); "flag in hole" names itself.
+    return group == "flag" and not name.startswith("flag")
+
+
+def icon_noun(name: str, group: str, definite: bool = False) -> str:
+    """The icon as a noun phrase: 'a fox' / 'the fox'; a country flag is 'the flag of canada'."""
+    if _is_country_flag(name, group):
+        return f"the flag of {name}"
+    return f"the {name}" if definite else with_article(name)
+
+
+def icon_caption(name: str, group: str, rng: np.random.Generator, phrasing: int | None = None) -> str:
+    """'fox', 'a fox', 'an emoji of a fox', 'fox icon'; flags read 'the flag of canada'."""
+    if _is_country_flag(name, group):
+        options = (
+            f"the flag of {name}",
+            f"flag of {name}",
+            f"{name} flag",
+            f"an emoji of the flag of {name}",
+        )
+    else:
+        options = (name, with_article(name), f"an emoji of {with_article(name)}", f"{name} icon")
+    return pick(rng, options, phrasing)
+
+
+def _group_scene(scene: ShapeScene) -> list[tuple[str, str, list[str]]]:
+    """Objects grouped by (colour, shape) in order of first appearance: (color, shape, cells)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for o in scene.objects:
+        groups.setdefault((o.color, o.shape), []).append(o.cell)
+    return [(c, s, cells) for (c, s), cells in groups.items()]
+
+
+def scene_caption(scene: ShapeScene, rng: np.random.Generator, phrasing: int | None = None) -> str:
+    """E.g. 'a blue square in the center and two red circles at the top left and on the right'."""
+    form = pick(rng, range(4), phrasing)
+    k = 0 if phrasing is not None else int(rng.integers(3))  # which cell phrase variant
+    parts = []
+    for color, shape, cells in _group_scene(scene):
+        where = join_and([cell_phrase(c, k) for c in cells])
+        if form == 2:  # terse: "red circle top left"
+            where = join_and(list(cells))
+            noun = (
+                f"{color} {shape}"
+                if len(cells) == 1
+                else f"{NUMBER_WORDS[len(cells)]} {color} {plural(shape)}"
+            )
+            parts.append(f"{noun} {where}")
+            continue
+        noun = (
+            with_article(f"{color} {shape}")
+            if len(cells) == 1
+            else f"{NUMBER_WORDS[len(cells)]} {color} {plural(shape)}"
+        )
+        parts.append(f"{noun} {where}")
+    body = join_and(parts) if form != 2 else ", ".join(parts)
+    n = len(scene.objects)
+    if form == 1:
+        return f"a white image with {body}"
+    if form == 3:
+        return f"{NUMBER_WORDS[n]} shape{'s' if n > 1 else ''}: {body}"
+    return body
+
+
+def word_caption(text: str, rng: np.random.Generator, phrasing: int | None = None) -> str:
+    return pick(
+        rng,
+        (
+            f'the word "{text}"',
+            f'text that says "{text}"',
+            f'"{text}" written in large letters',
+            f'the text "{text}"',
+        ),
+        phrasing,
+    )
+
+
+def chart_caption(spec: ChartSpec, rng: np.random.Generator, phrasing: int | None = None) -> str:
+    values = [str(v) for v in spec.values]
+    form = pick(rng, range(4), phrasing)
+    if form == 0:
+        return f"a bar chart with values {', '.join(values)}"
+    if form == 1:
+        return f"a bar chart of {join_and(values)}"
+    if form == 2:
+        return f"a chart with {NUMBER_WORDS[len(values)]} bars of heights {', '.join(values)}"
+    bars = [f"{c} {v}" for c, v in zip(spec.colors, values)]
+    return f"a bar chart: {', '.join(bars)}"
+
+
+# --------------------------------------------------------------------------------------------
+# Edit instructions
+# --------------------------------------------------------------------------------------------
+
+
+def object_ref(obj: ShapeObject, scene: ShapeScene) -> str:
+    """'the red circle', or 'the red circle at the top left' when the scene has several."""
+    same = [o for o in scene.objects if (o.color, o.shape) == (obj.color, obj.shape)]
+    name = f"the {obj.color} {obj.shape}"
+    return name if len(same) <= 1 else f"{name} {cell_phrase(obj.cell)}"
+
+
+def recolor_instruction(ref: str, new_color: str, rng: np.random.Generator) -> str:
+    return pick(
+        rng,
+        (
+            f"make {ref} {new_color}",
+            f"change {ref} to {new_color}",
+            f"recolor {ref} {new_color}",
+            f"paint {ref} {new_color}",
+        ),
+    )
+
+
+def background_instruction(color: str, rng: np.random.Generator) -> str:
+    return pick(
+        rng,
+        (
+            f"make the background {color}",
+            f"change the background to {color}",
+            f"use a {color} background",
+            f"set the background color to {color}",
+        ),
+    )
+
+
+def add_instruction(obj: ShapeObject, rng: np.random.Generator) -> str:
+    what = with_article(f"{obj.color} {obj.shape}")
+    where = cell_phrase(obj.cell, int(rng.integers(3)))
+    return pick(rng, (f"add {what} {where}", f"put {what} {where}", f"draw {what} {where}"))
+
+
+def remove_instruction(ref: str, rng: np.random.Generator) -> str:
+    return pick(rng, (f"remove {ref}", f"delete {ref}", f"take away {ref}", f"erase {ref}"))
+
+
+def move_instruction(ref: str, new_cell: str, rng: np.random.Generator) -> str:
+    where = f"to the {new_cell}"
+    return pick(
+        rng, (f"move {ref} {where}", f"put {ref} {cell_phrase(new_cell)} instead", f"shift {ref} {where}")
+    )
+
+
+def word_change_instruction(old: str, new: str, rng: np.random.Generator) -> str:
+    return pick(
+        rng,
+        (
+            f'change the word to "{new}"',
+            f'replace "{old}" with "{new}"',
+            f'make the text say "{new}"',
+            f'change the text to "{new}"',
+        ),
+    )
+
+
+def inpaint_prompt(obj: ShapeObject, rng: np.random.Generator) -> str:
+    what = with_article(f"{obj.color} {obj.shape}")
+    return pick(rng, (what, f"{what} here", f"fill the masked area with {what}"))
+
+
+# --------------------------------------------------------------------------------------------
+# Compose, storyboard, style
+# --------------------------------------------------------------------------------------------
+
+
+def compose_prompt(
+    nouns: list[str],
+    slot_phrases: list[str],
+    assignment: list[int],
+    rng: np.random.Generator,
+    phrasing: int | None = None,
+) -> str:
+    """Layout prompt. `nouns` are definite ('the fox'); `assignment[s]` is the reference in slot s.
+
+    Either by name ('the fox on the left and the cat on the right') or by reference order
+    ('put the first image on the left, the second image on the right').
+    """
+    form = pick(rng, range(2), phrasing)
+    if form == 0:
+        return join_and([f"{nouns[r]} {slot_phrases[s]}" for s, r in enumerate(assignment)])
+    by_ref = sorted(range(len(assignment)), key=lambda s: assignment[s])
+    parts = [f"the {ORDINALS[assignment[s]]} image {slot_phrases[s]}" for s in by_ref]
+    return "put " + join_and(parts)
+
+
+def storyboard_prompt(
+    noun: str, panel_phrases: list[str], rng: np.random.Generator, phrasing: int | None = None
+) -> str:
+    """'a storyboard of a fox: on a blue background, then on the left on a green background, ...'.
+
+    `noun` is the character with its article ('a fox').
+    """
+    n = NUMBER_WORDS[len(panel_phrases)]
+    head = pick(
+        rng, (f"a storyboard of {noun}", f"{n} panels of {noun}", f"a comic strip with {noun}"), phrasing
+    )
+    return f"{head}: " + ", then ".join(panel_phrases)
+
+
+def style_prompt(noun: str, rng: np.random.Generator, phrasing: int | None = None) -> str:
+    """`noun` is the content with its article ('a cat')."""
+    thing = noun
+    return pick(
+        rng,
+        (
+            f"{thing} in the same style",
+            f"the same style, but {thing}",
+            f"draw {thing} like this",
+            f"{thing}, styled like the reference",
+        ),
+        phrasing,
+    )

@@ -1,0 +1,488 @@
+"""Task tuples for the unified model: every image source yields data for every task.
+
+A `Sample` is what one training example (or one evaluation case) needs: the task name, the
+prompt, the reference images, an optional inpainting mask, the target output image(s) and a
+`meta` dict with the structured facts the evaluation judges check (specs, edited regions,
+compose slots, storyboard panels).
+
+Edits and inpaints render source and target from the same spec with one thing changed, so every
+pixel outside the edited region is identical; `meta["region"]` is that region as a (128, 128)
+bool mask (PSNR outside it is the preservation metric).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+
+from seedling.model.data import captions as cap
+from seedling.model.data import knowledge as kn
+from seedling.model.data.icons import Icon
+
+TASKS = ("t2i", "edit", "inpaint", "compose", "storyboard", "style")
+T2I_KINDS = ("icon", "shapes", "word", "chart")
+EDIT_KINDS = ("recolor", "background", "add", "remove", "move", "word")
+SIZE = kn.SIZE
+
+
+@dataclass
+class Sample:
+    task: str  # one of TASKS
+    prompt: str
+    refs: list[np.ndarray]  # reference images, each (128, 128, 3) uint8
+    mask: np.ndarray | None  # (128, 128) uint8, 255 = region to change; only for "inpaint"
+    outputs: list[np.ndarray]  # target images, each (128, 128, 3) uint8
+    meta: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Icon rendering helpers
+# --------------------------------------------------------------------------------------------
+
+
+def composite(rgba: np.ndarray, background=kn.WHITE) -> np.ndarray:
+    """(h, w, 4) uint8 over a flat colour -> (h, w, 3) uint8 (integer math: fast and exact)."""
+    a = rgba[..., 3:4].astype(np.uint16)
+    bg = np.asarray(background, np.uint16)
+    return ((rgba[..., :3] * a + bg * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def scaled_rgba(icon: Icon, size: int, angle: float = 0.0) -> np.ndarray:
+    """The icon resized to (size, size) and rotated by `angle` degrees, transparent outside."""
+    im = Image.fromarray(icon.rgba, "RGBA")
+    if size != im.width:
+        im = im.resize((size, size), Image.LANCZOS)
+    if angle:
+        im = im.rotate(angle, resample=Image.BICUBIC)
+    return np.asarray(im)
+
+
+def paste(canvas: np.ndarray, rgba: np.ndarray, x0: int, y0: int) -> None:
+    """Alpha-composite `rgba` onto `canvas` in place with its top-left corner at (x0, y0)."""
+    h, w = rgba.shape[:2]
+    region = canvas[y0 : y0 + h, x0 : x0 + w]
+    a = rgba[..., 3:4].astype(np.uint16)
+    region[:] = ((rgba[..., :3] * a + region * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def canvas(color=kn.WHITE) -> np.ndarray:
+    out = np.empty((SIZE, SIZE, 3), np.uint8)
+    out[:] = color
+    return out
+
+
+# Styles for the "style" task: each maps an icon to a (128, 128, 3) uint8 image.
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    return (rgb @ np.array([0.299, 0.587, 0.114])).round().clip(0, 255).astype(np.uint8)
+
+
+def _style_grayscale(icon: Icon) -> np.ndarray:
+    return np.repeat(_gray(composite(icon.rgba))[..., None], 3, axis=2)
+
+
+def _style_inverted(icon: Icon) -> np.ndarray:
+    return 255 - composite(icon.rgba)
+
+
+def _style_outline(icon: Icon) -> np.ndarray:
+    # Edges of the luminance, thickened to ~2 px so they survive an f8 autoencoder.
+    edges = np.array(Image.fromarray(_gray(composite(icon.rgba))).filter(ImageFilter.FIND_EDGES))
+    edges = np.where(edges > 40, 255, 0).astype(np.uint8)
+    edges[[0, -1], :] = edges[:, [0, -1]] = 0  # the filter sees an edge at the canvas border
+    edges = np.asarray(Image.fromarray(edges).filter(ImageFilter.MaxFilter(3)))
+    return np.repeat((255 - edges)[..., None], 3, axis=2)
+
+
+def _style_pixelated(icon: Icon) -> np.ndarray:
+    small = Image.fromarray(composite(icon.rgba)).resize((SIZE // 8, SIZE // 8), Image.BOX)
+    return np.asarray(small.resize((SIZE, SIZE), Image.NEAREST)).copy()
+
+
+def _style_posterized(icon: Icon) -> np.ndarray:
+    return np.asarray(ImageOps.posterize(Image.fromarray(composite(icon.rgba)), 2)).copy()
+
+
+def _style_sepia(icon: Icon) -> np.ndarray:
+    g = _gray(composite(icon.rgba)).astype(np.float32)[..., None]
+    return (g * np.array([1.0, 0.86, 0.66]) + np.array([20.0, 10.0, 0.0])).clip(0, 255).astype(np.uint8)
+
+
+def _style_dark(icon: Icon) -> np.ndarray:
+    return composite(icon.rgba, (30, 30, 45))
+
+
+STYLES = {
+    "grayscale": _style_grayscale,
+    "inverted": _style_inverted,
+    "outline": _style_outline,
+    "pixelated": _style_pixelated,
+    "posterized": _style_posterized,
+    "sepia": _style_sepia,
+    "dark background": _style_dark,
+}
+
+# Compose layouts: slot boxes (x0, y0, x1, y1), exclusive, square, and how prompts name them.
+LAYOUTS = {
+    "halves": ([(0, 32, 64, 96), (64, 32, 128, 96)], ["on the left", "on the right"]),
+    "thirds": (
+        [(0, 43, 42, 85), (43, 43, 85, 85), (86, 43, 128, 85)],
+        ["on the left", "in the middle", "on the right"],
+    ),
+    "two_over_one": (
+        [(0, 0, 64, 64), (64, 0, 128, 64), (32, 64, 96, 128)],
+        ["at the top left", "at the top right", "at the bottom"],
+    ),
+    "quadrants": (
+        [(0, 0, 64, 64), (64, 0, 128, 64), (0, 64, 64, 128), (64, 64, 128, 128)],
+        ["at the top left", "at the top right", "at the bottom left", "at the bottom right"],
+    ),
+}
+LAYOUTS_BY_COUNT = {2: ("halves",), 3: ("thirds", "two_over_one"), 4: ("quadrants",)}
+
+# Storyboard panel scenes: icon sizes in px and positions (phrase, where the icon centre goes).
+PANEL_SIZES = {"small": 56, "medium": 76, "large": 100}
+PANEL_POSITIONS = (
+    "center",
+    "left",
+    "right",
+    "top",
+    "bottom",
+    "top left",
+    "top right",
+    "bottom left",
+    "bottom right",
+)
+MAX_PANELS = 6
+
+
+def panel_origin(position: str, size: int, margin: int = 4) -> tuple[int, int]:
+    """Top-left corner of a `size` px icon placed at `position` inside a 128 px panel."""
+    lo, mid, hi = margin, (SIZE - size) // 2, SIZE - margin - size
+    col = lo if "left" in position else hi if "right" in position else mid
+    row = lo if "top" in position else hi if "bottom" in position else mid
+    return col, row
+
+
+def render_panel(icon: Icon, panel: dict) -> np.ndarray:
+    """One storyboard panel from its scene dict (background, position, size, angle)."""
+    out = canvas(kn.BACKGROUNDS[panel["background"]])
+    size = PANEL_SIZES[panel["size"]]
+    x0, y0 = panel_origin(panel["position"], size)
+    paste(out, scaled_rgba(icon, size, panel["angle"]), x0, y0)
+    return out
+
+
+def panel_phrase(panel: dict) -> str:
+    words = []
+    if panel["size"] != "medium":
+        words.append(panel["size"])
+    if panel["position"] != "center":
+        words.append(cap.cell_phrase(panel["position"]))
+    words.append(f"on {cap.with_article(panel['background'])} background")
+    return " ".join(words)
+
+
+# --------------------------------------------------------------------------------------------
+# The sampler
+# --------------------------------------------------------------------------------------------
+
+
+class TaskSampler:
+    """Draws `Sample`s for every task from the icons and the procedural knowledge images.
+
+    `sample(task, rng)` is the training entry point; the per-kind methods (`t2i_icon`,
+    `edit(kind=...)`, ...) let the evaluation ask for exactly the cases it judges. With no `rng`
+    the sampler's own generator (seeded by `seed`) is used, so `TaskSampler(icons, 0)` replays
+    the same stream every time.
+    """
+
+    def __init__(
+        self, icons: list[Icon], seed: int = 0, t2i_mix: dict[str, float] | None = None, max_panels: int = 4
+    ):
+        if len(icons) < 4:
+            raise ValueError("TaskSampler needs at least 4 icons (compose uses up to 4 distinct ones)")
+        if not 2 <= max_panels <= MAX_PANELS:
+            raise ValueError(f"max_panels must be in 2..{MAX_PANELS}, got {max_panels}")
+        self.icons = list(icons)
+        self.rng = np.random.default_rng(seed)
+        mix = t2i_mix or {"icon": 0.5, "shapes": 0.25, "word": 0.15, "chart": 0.1}
+        unknown = set(mix) - set(T2I_KINDS)
+        if unknown:
+            raise ValueError(f"unknown t2i kinds {sorted(unknown)}; known: {T2I_KINDS}")
+        self._t2i_kinds = tuple(mix)
+        p = np.array([mix[k] for k in self._t2i_kinds], float)
+        self._t2i_p = p / p.sum()
+        self.max_panels = max_panels
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def sample(self, task: str, rng: np.random.Generator | None = None) -> Sample:
+        rng = rng if rng is not None else self.rng
+        if task == "t2i":
+            return self.t2i(rng)
+        if task == "edit":
+            return self.edit(rng)
+        if task == "inpaint":
+            return self.inpaint(rng)
+        if task == "compose":
+            return self.compose(rng)
+        if task == "storyboard":
+            return self.storyboard(rng)
+        if task == "style":
+            return self.style(rng)
+        raise ValueError(f"unknown task {task!r}; known: {TASKS}")
+
+    def _icon(self, rng: np.random.Generator) -> Icon:
+        return self.icons[rng.integers(len(self.icons))]
+
+    def _distinct_icons(self, rng: np.random.Generator, n: int) -> list[Icon]:
+        return [self.icons[i] for i in rng.choice(len(self.icons), size=n, replace=False)]
+
+    # -- text to image ------------------------------------------------------------------------
+
+    def t2i(self, rng: np.random.Generator, kind: str | None = None) -> Sample:
+        kind = kind or self._t2i_kinds[rng.choice(len(self._t2i_kinds), p=self._t2i_p)]
+        if kind == "icon":
+            return self.t2i_icon(rng)
+        if kind == "shapes":
+            return self.t2i_shapes(rng)
+        if kind == "word":
+            return self.t2i_word(rng)
+        if kind == "chart":
+            return self.t2i_chart(rng)
+        raise ValueError(f"unknown t2i kind {kind!r}; known: {T2I_KINDS}")
+
+    def t2i_icon(
+        self, rng: np.random.Generator, icon: Icon | None = None, phrasing: int | None = None
+    ) -> Sample:
+        icon = icon or self._icon(rng)
+        prompt = cap.icon_caption(icon.name, icon.group, rng, phrasing)
+        meta = {"kind": "icon", "name": icon.name, "group": icon.group}
+        return Sample("t2i", prompt, [], None, [composite(icon.rgba)], meta)
+
+    def t2i_shapes(
+        self, rng: np.random.Generator, n_objects: int | None = None, phrasing: int | None = None
+    ) -> Sample:
+        scene = kn.random_scene(rng, n_objects)
+        prompt = cap.scene_caption(scene, rng, phrasing)
+        return Sample("t2i", prompt, [], None, [kn.render_scene(scene)], {"kind": "shapes", "scene": scene})
+
+    def t2i_word(
+        self, rng: np.random.Generator, phrasing: int | None = None, p_random_letters: float = 0.15
+    ) -> Sample:
+        word = kn.random_word(rng, p_random_letters)
+        prompt = cap.word_caption(word.text, rng, phrasing)
+        return Sample("t2i", prompt, [], None, [kn.render_word(word)], {"kind": "word", "word": word})
+
+    def t2i_chart(self, rng: np.random.Generator, phrasing: int | None = None) -> Sample:
+        chart = kn.random_chart(rng)
+        prompt = cap.chart_caption(chart, rng, phrasing)
+        return Sample("t2i", prompt, [], None, [kn.render_chart(chart)], {"kind": "chart", "chart": chart})
+
+    # -- instruction edits --------------------------------------------------------------------
+
+    def edit(self, rng: np.random.Generator, kind: str | None = None) -> Sample:
+        """refs=[source], outputs=[target]; meta["region"] = (128, 128) bool, the edited pixels."""
+        kind = kind or EDIT_KINDS[rng.integers(len(EDIT_KINDS))]
+        make = {
+            "recolor": self._edit_recolor,
+            "background": self._edit_background,
+            "add": self._edit_add,
+            "remove": self._edit_remove,
+            "move": self._edit_move,
+            "word": self._edit_word,
+        }.get(kind)
+        if make is None:
+            raise ValueError(f"unknown edit kind {kind!r}; known: {EDIT_KINDS}")
+        prompt, src, tgt, meta = make(rng)
+        return Sample("edit", prompt, [src], None, [tgt], {"kind": kind, **meta})
+
+    def _scene_edit(self, src: kn.ShapeScene, tgt: kn.ShapeScene, region: np.ndarray, prompt: str):
+        meta = {"source": src, "target": tgt, "region": region}
+        return prompt, kn.render_scene(src), kn.render_scene(tgt), meta
+
+    def _edit_recolor(self, rng):
+        src = kn.random_scene(rng)
+        obj = src.objects[rng.integers(len(src.objects))]
+        new_color = rng.choice([c for c in kn.COLORS if c != obj.color])
+        tgt = src.replace_object(obj, replace(obj, color=str(new_color)))
+        prompt = cap.recolor_instruction(cap.object_ref(obj, src), str(new_color), rng)
+        return self._scene_edit(src, tgt, kn.object_mask(obj), prompt)
+
+    def _edit_add(self, rng):
+        src = kn.random_scene(rng, int(rng.integers(1, 4)))
+        free = [c for c in kn.CELLS if src.object_at(c) is None]
+        new = kn.random_object(rng, free[rng.integers(len(free))])
+        tgt = src.add_object(new)
+        return self._scene_edit(src, tgt, kn.object_mask(new), cap.add_instruction(new, rng))
+
+    def _edit_remove(self, rng):
+        src = kn.random_scene(rng, int(rng.integers(2, 5)))
+        obj = src.objects[rng.integers(len(src.objects))]
+        tgt = src.replace_object(obj, None)
+        prompt = cap.remove_instruction(cap.object_ref(obj, src), rng)
+        return self._scene_edit(src, tgt, kn.object_mask(obj), prompt)
+
+    def _edit_move(self, rng):
+        src = kn.random_scene(rng, int(rng.integers(1, 4)))
+        obj = src.objects[rng.integers(len(src.objects))]
+        free = [c for c in kn.CELLS if src.object_at(c) is None]
+        moved = replace(obj, cell=free[rng.integers(len(free))], dx=0, dy=0)
+        tgt = src.replace_object(obj, moved)
+        prompt = cap.move_instruction(cap.object_ref(obj, src), moved.cell, rng)
+        return self._scene_edit(src, tgt, kn.object_mask(obj) | kn.object_mask(moved), prompt)
+
+    def _edit_background(self, rng):
+        icon = self._icon(rng)
+        names = list(kn.BACKGROUNDS)
+        old, new = (names[i] for i in rng.choice(len(names), size=2, replace=False))
+        # Only pixels the icon does not fully cover change (anti-aliased edges included).
+        region = icon.rgba[..., 3] < 255
+        meta = {"name": icon.name, "source_background": old, "target_background": new, "region": region}
+        prompt = cap.background_instruction(new, rng)
+        return (
+            prompt,
+            composite(icon.rgba, kn.BACKGROUNDS[old]),
+            composite(icon.rgba, kn.BACKGROUNDS[new]),
+            meta,
+        )
+
+    def _edit_word(self, rng):
+        src = kn.random_word(rng, p_random_letters=0.0)
+        text = src.text
+        while text.lower() == src.text.lower():
+            text = kn.WORDS[rng.integers(len(kn.WORDS))]
+        # Keep the source's letter case so that only the word changes.
+        text = text.upper() if src.text.isupper() else text.capitalize() if src.text[0].isupper() else text
+        tgt = replace(src, text=text)
+        region = kn.word_mask(src) | kn.word_mask(tgt)
+        meta = {"source": src, "target": tgt, "region": region}
+        prompt = cap.word_change_instruction(src.text, tgt.text, rng)
+        return prompt, kn.render_word(src), kn.render_word(tgt), meta
+
+    # -- masked edit --------------------------------------------------------------------------
+
+    def inpaint(self, rng: np.random.Generator, mask_kind: str | None = None) -> Sample:
+        """A new object in one grid cell (empty or replacing what was there), inside a mask.
+
+        mask_kind "cell": the cell's rectangle; "blob": an ellipse around the changed object(s).
+        """
+        mask_kind = mask_kind or ("cell", "blob")[rng.integers(2)]
+        src = kn.random_scene(rng)
+        cell = kn.CELLS[rng.integers(len(kn.CELLS))]
+        old = src.object_at(cell)
+        new = kn.random_object(rng, cell)
+        while old is not None and (new.color, new.shape) == (old.color, old.shape):
+            new = kn.random_object(rng, cell)
+        tgt = src.replace_object(old, new) if old is not None else src.add_object(new)
+        if mask_kind == "cell":
+            x0, y0, x1, y1 = kn.cell_box(cell)
+            region = np.zeros((SIZE, SIZE), bool)
+            region[y0:y1, x0:x1] = True
+        elif mask_kind == "blob":
+            changed = kn.object_mask(new, pad=2) | (kn.object_mask(old, pad=2) if old else False)
+            region = _ellipse_around(changed, extra=float(rng.uniform(0, 4)))
+        else:
+            raise ValueError(f"unknown mask kind {mask_kind!r}; known: cell, blob")
+        mask = np.where(region, 255, 0).astype(np.uint8)
+        meta = {"kind": mask_kind, "cell": cell, "source": src, "target": tgt, "region": region}
+        return Sample(
+            "inpaint",
+            cap.inpaint_prompt(new, rng),
+            [kn.render_scene(src)],
+            mask,
+            [kn.render_scene(tgt)],
+            meta,
+        )
+
+    # -- multi-reference composition ----------------------------------------------------------
+
+    def compose(
+        self, rng: np.random.Generator, n_refs: int | None = None, phrasing: int | None = None
+    ) -> Sample:
+        """2-4 icon references placed into a named layout; the slot order is shuffled so the
+        prompt, not the reference order, decides where each goes."""
+        n = int(n_refs if n_refs is not None else rng.integers(2, 5))
+        if n not in LAYOUTS_BY_COUNT:
+            raise ValueError(f"compose takes 2..4 references, got {n}")
+        icons = self._distinct_icons(rng, n)
+        layout = LAYOUTS_BY_COUNT[n][rng.integers(len(LAYOUTS_BY_COUNT[n]))]
+        boxes, phrases = LAYOUTS[layout]
+        assignment = [int(i) for i in rng.permutation(n)]  # assignment[slot] = reference index
+        out = canvas()
+        for (x0, y0, x1, y1), r in zip(boxes, assignment):
+            paste(out, scaled_rgba(icons[r], x1 - x0), x0, y0)
+        nouns = [cap.icon_noun(i.name, i.group, definite=True) for i in icons]
+        prompt = cap.compose_prompt(nouns, phrases, assignment, rng, phrasing)
+        meta = {
+            "layout": layout,
+            "names": [i.name for i in icons],
+            "slots": [(r, box) for r, box in zip(assignment, boxes)],
+        }
+        return Sample("compose", prompt, [composite(i.rgba) for i in icons], None, [out], meta)
+
+    # -- storyboard ---------------------------------------------------------------------------
+
+    def storyboard(
+        self, rng: np.random.Generator, n_panels: int | None = None, phrasing: int | None = None
+    ) -> Sample:
+        """One character in M panels whose scene (background, place, size, tilt) changes."""
+        m = int(n_panels if n_panels is not None else rng.integers(2, self.max_panels + 1))
+        if not 1 <= m <= MAX_PANELS:
+            raise ValueError(f"storyboards have 1..{MAX_PANELS} panels, got {m}")
+        icon = self._icon(rng)
+        backgrounds = [b for b in kn.BACKGROUNDS]
+        panels = []
+        for i in range(m):
+            size = list(PANEL_SIZES)[rng.integers(len(PANEL_SIZES))]
+            position = "center" if size == "large" else PANEL_POSITIONS[rng.integers(len(PANEL_POSITIONS))]
+            # Consecutive panels never share a background: the scene visibly changes.
+            choices = [b for b in backgrounds if not panels or b != panels[-1]["background"]]
+            panels.append(
+                {
+                    "background": choices[rng.integers(len(choices))],
+                    "position": position,
+                    "size": size,
+                    "angle": float(rng.integers(-10, 11)),
+                }
+            )
+        prompt = cap.storyboard_prompt(
+            cap.icon_noun(icon.name, icon.group), [panel_phrase(p) for p in panels], rng, phrasing
+        )
+        outputs = [render_panel(icon, p) for p in panels]
+        return Sample("storyboard", prompt, [], None, outputs, {"character": icon.name, "panels": panels})
+
+    # -- style transfer -----------------------------------------------------------------------
+
+    def style(
+        self, rng: np.random.Generator, style: str | None = None, phrasing: int | None = None
+    ) -> Sample:
+        """ref = icon A in style S, output = icon B in style S; the prompt names B."""
+        style = style or list(STYLES)[rng.integers(len(STYLES))]
+        if style not in STYLES:
+            raise ValueError(f"unknown style {style!r}; known: {tuple(STYLES)}")
+        a, b = self._distinct_icons(rng, 2)
+        meta = {"style": style, "content": b.name, "ref_content": a.name}
+        return Sample(
+            "style",
+            cap.style_prompt(cap.icon_noun(b.name, b.group), rng, phrasing),
+            [STYLES[style](a)],
+            None,
+            [STYLES[style](b)],
+            meta,
+        )
+
+
+def _ellipse_around(region: np.ndarray, extra: float = 0.0) -> np.ndarray:
+    """The smallest axis-aligned ellipse (plus `extra` px) that covers the bounding box of `region`.
+
+    An ellipse with semi-axes sqrt(2) times a rectangle's half-sides passes through its corners.
+    """
+    ys, xs = np.nonzero(region)
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    ay = (ys.max() - ys.min() + 1) / 2 * np.sqrt(2) + extra
+    ax = (xs.max() - xs.min() + 1) / 2 * np.sqrt(2) + extra
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    return ((yy - cy) / ay) ** 2 + ((xx - cx) / ax) ** 2 <= 1.0

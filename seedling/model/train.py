@@ -1,0 +1,420 @@
+"""Train the unified DiT on generated task tuples:
+
+    python -m seedling.model.train --ae runs/ae/final --out runs/dit --minutes 80 --export assets/default
+
+accelerate drives it (CPU, one GPU, or `accelerate launch` on several). Data is generated on the
+fly from the seed (OpenMoji icons + knowledge images -> tuples for every task) and encoded by the
+frozen autoencoder, so there is no dataset on disk and every sample is fresh.
+
+- Task mixing with a floor probability per task and a curriculum: t2i -> +edit/inpaint -> all.
+- Batches are homogeneous in (task, #refs, #outputs) and sized by a token budget.
+- Objective: flow matching + shortcut self-consistency (model/flow.py), so the model is trained
+  few-step from the start. Text dropped 10% (text guidance), references dropped 10% of batches
+  of reference tasks (image guidance).
+- EMA of the weights; checkpoint (model, EMA, optimiser, step, all RNG states) every
+  `--ckpt-every` steps; rerunning the command resumes exactly where it stopped.
+- Loss log in `<out>/loss.csv`; tqdm progress bar.
+
+On a GPU the data must keep up with the model: `--workers N` draws the batches in N processes.
+Every batch is then a function of (seed, step) alone (`planned_batch`), so the stream does not
+depend on the number of workers and a resumed run sees exactly the batches it would have seen.
+With `--workers 0` (the default) batches come from one sequential stream in this process, as in
+the CPU runs of the base model. On one H100 (session 7, ~2,270 samples/s; the model card has
+the whole chain):
+
+    python -m seedling.model.train --ae runs/ae/final --out runs/gpu --init runs/export --no-curriculum --bf16 \
+        --workers 13 --token-budget 49152 --max-batch 512 --max-steps 5000 --lr 3e-4 --export runs/gpu/export
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from seedling.model.autoencoder import Autoencoder, images_to_tensor
+from seedling.model.dit import DiT_configs, DiTConfig, UnifiedDiT
+from seedling.model.flow import shortcut_flow_loss
+
+TASK_WEIGHTS = {"t2i": 0.34, "edit": 0.2, "inpaint": 0.1, "compose": 0.12, "storyboard": 0.12, "style": 0.12}
+CURRICULUM = (  # (fraction of training at which the phase starts, tasks enabled)
+    (0.0, ("t2i",)),
+    (0.15, ("t2i", "edit", "inpaint")),
+    (0.35, tuple(TASK_WEIGHTS)),
+)
+TASK_FLOOR = 0.06  # every enabled task keeps at least this probability
+
+
+def task_probs(progress: float) -> dict[str, float]:
+    enabled = [tasks for start, tasks in CURRICULUM if progress >= start][-1]
+    w = {t: TASK_WEIGHTS[t] for t in enabled}
+    total = sum(w.values())
+    p = {t: max(v / total, TASK_FLOOR) for t, v in w.items()}
+    s = sum(p.values())
+    return {t: v / s for t, v in p.items()}
+
+
+def draw_task(rng: np.random.Generator, progress: float) -> str:
+    """One task drawn from `task_probs(progress)` (one `rng.choice`)."""
+    probs = task_probs(progress)
+    return str(rng.choice(list(probs), p=list(probs.values())))
+
+
+def batch_size_for(n_refs: int, n_out: int, token_budget: int, text_len: int, tpi: int, max_batch: int = 48) -> int:
+    """Samples per batch for a (#refs, #outputs) layout: the token budget over the tokens of one
+    sample, clamped to [2, max_batch]."""
+    tokens = (n_refs + n_out) * tpi + text_len
+    return int(max(2, min(max_batch, token_budget // tokens)))
+
+
+class BatchMaker:
+    """Draws samples task by task and groups them into homogeneous (task, N, M) batches."""
+
+    def __init__(
+        self, sampler, rng: np.random.Generator, token_budget: int, text_len: int, tokens_per_image: int,
+        max_batch: int = 48,
+    ):
+        self.sampler = sampler
+        self.rng = rng
+        self.token_budget = token_budget
+        self.text_len = text_len
+        self.tpi = tokens_per_image
+        self.max_batch = max_batch
+        self.buckets: dict[tuple, list] = defaultdict(list)
+
+    def batch_size(self, n_refs: int, n_out: int) -> int:
+        return batch_size_for(n_refs, n_out, self.token_budget, self.text_len, self.tpi, self.max_batch)
+
+    def next(self, task: str):
+        while True:
+            s = self.sampler.sample(task, self.rng)
+            key = (task, len(s.refs), len(s.outputs))
+            b = self.buckets[key]
+            b.append(s)
+            if len(b) >= self.batch_size(key[1], key[2]):
+                self.buckets[key] = []
+                return b
+
+
+def planned_batch(sampler, seed: int, step: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
+                  max_batch: int, curriculum: bool = True) -> dict:
+    """The batch of training step `step`, drawn from an rng seeded by (seed, step) alone: the
+    task from the curriculum at that step, then samples until one (#refs, #outputs) layout has a
+    full batch (the others are dropped). Returned stacked (`stack_samples`) with "step" and "task"."""
+    rng = np.random.default_rng([seed, step, 0x5EED])
+    task = draw_task(rng, step / max_steps if curriculum else 1.0)
+    samples = BatchMaker(sampler, rng, token_budget, text_len, tpi, max_batch).next(task)  # fresh buckets
+    return {"step": step, "task": task, **stack_samples(samples)}
+
+
+class PlannedBatches(torch.utils.data.IterableDataset):
+    """`planned_batch` for steps start, start+1, ... < max_steps, split round-robin over the
+    DataLoader's workers (whose in-order delivery gives the steps back in order)."""
+
+    def __init__(self, seed: int, start: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
+                 max_batch: int, icons=None, curriculum: bool = True):
+        self.args = (seed, start, max_steps, token_budget, text_len, tpi, max_batch)
+        self.icons = icons
+        self.curriculum = curriculum
+
+    def __iter__(self):
+        from seedling.model.data.icons import load_icons
+        from seedling.model.data.tasks import TaskSampler
+
+        seed, start, max_steps, token_budget, text_len, tpi, max_batch = self.args
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        sampler = TaskSampler(self.icons if self.icons is not None else load_icons(), seed=seed)
+        for step in range(start + wid, max_steps, nw):
+            yield planned_batch(sampler, seed, step, max_steps, token_budget, text_len, tpi, max_batch, self.curriculum)
+
+
+def _keep_arrays(batch: dict) -> dict:
+    """DataLoader collate for `planned_batch` dicts: numpy arrays -> tensors, nothing else."""
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
+def stack_samples(samples) -> dict:
+    """Samples of one layout -> uint8 arrays: refs (B, N, H, W, 3), outputs (B, M, H, W, 3), mask
+    (B, H, W) or None, and the prompts."""
+    B, N = len(samples), len(samples[0].refs)
+    refs = np.stack([np.stack(s.refs) for s in samples]) if N else np.zeros((B, 0, 1, 1, 3), np.uint8)
+    outputs = np.stack([np.stack(s.outputs) for s in samples])
+    mask = np.stack([s.mask for s in samples]) if samples[0].mask is not None else None
+    return {"refs": refs, "outputs": outputs, "mask": mask, "prompts": [s.prompt for s in samples]}
+
+
+class Throughput:
+    """Samples per second since the previous call of `rate`."""
+
+    def __init__(self, samples: int = 0):
+        self.t, self.n = time.time(), samples
+
+    def rate(self, samples: int) -> float:
+        now = time.time()
+        r = (samples - self.n) / max(now - self.t, 1e-6)
+        self.t, self.n = now, samples
+        return r
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, max_decay: float) -> None:
+    """EMA with warm-up: a short run must not keep a large share of its random initial weights."""
+    decay = min(max_decay, (1 + step) / (10 + step))
+    pe, pm = list(ema.parameters()), list(model.parameters())
+    if len(pe) != len(pm):
+        raise ValueError("EMA and model have different parameter lists")
+    torch._foreach_lerp_(pe, pm, 1 - decay)
+
+
+@torch.no_grad()
+def encode_batch(samples, ae: Autoencoder, device):
+    """-> refs: list of N (B, C, h, w); masks: list of N (B, 1, h, w) or None; x0: (B, M, C, h, w).
+    `samples`: a list of `Sample`s of one layout, or their `stack_samples` dict."""
+    st = samples if isinstance(samples, dict) else stack_samples(samples)
+    refs_u8, out_u8 = torch.as_tensor(st["refs"]), torch.as_tensor(st["outputs"])
+    B, N, M = refs_u8.shape[0], refs_u8.shape[1], out_u8.shape[1]
+    imgs = torch.cat([refs_u8.flatten(0, 1), out_u8.flatten(0, 1)]) if N else out_u8.flatten(0, 1)
+    chunk = 64 if torch.device(device).type == "cpu" else 1024
+    lat = torch.cat([ae.encode(images_to_tensor(imgs[i : i + chunk], device)) for i in range(0, len(imgs), chunk)])
+    C, h, w = lat.shape[1:]
+    ref_lat = lat[: B * N].reshape(B, N, C, h, w)
+    x0 = lat[B * N :].reshape(B, M, C, h, w)
+    refs = [ref_lat[:, j] for j in range(N)]
+    masks = None
+    if N and st["mask"] is not None:
+        pm = (torch.as_tensor(st["mask"]) >= 128).float()[:, None].to(device)
+        masks = [F.max_pool2d(pm, ae.factor)] + [torch.zeros(B, 1, h, w, device=device)] * (N - 1)
+    return refs, masks, x0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ae", default="runs/ae/final", help="trained autoencoder folder")
+    p.add_argument("--out", default="runs/dit")
+    p.add_argument("--config", default="default", choices=sorted(DiT_configs))
+    p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget for this invocation")
+    p.add_argument(
+        "--max-steps", type=int, default=20000, help="planned steps (sets curriculum and lr decay)"
+    )
+    p.add_argument(
+        "--token-budget", type=int, default=3072, help="tokens per batch (sets batch size per task)"
+    )
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--shortcut-fraction", type=float, default=0.25)
+    p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AVX512-BF16 and on GPUs)"
+    )
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="stop this invocation after N steps (the schedule still follows --max-steps)",
+    )
+    p.add_argument("--export", default="", help="write a pipeline folder (EMA weights, fp16) here at the end")
+    p.add_argument("--workers", type=int, default=0,
+                   help="data worker processes; >0 draws each step's batch from (seed, step) (see above)")
+    p.add_argument("--max-batch", type=int, default=48, help="upper bound on samples per batch")
+    p.add_argument("--no-curriculum", action="store_true",
+                   help="every task from the first step (for runs that start from trained weights)")
+    p.add_argument("--init", default="",
+                   help="a pipeline folder whose DiT weights start a new run (model and EMA); ignored on resume")
+    args = p.parse_args(argv)
+    if args.workers < 0 or args.max_batch < 2:
+        p.error("--workers must be >= 0 and --max-batch >= 2")
+
+    from accelerate import Accelerator
+
+    from seedling.model.data.icons import load_icons
+    from seedling.model.data.tasks import TaskSampler
+    from seedling.model.text_encoder import TextEncoder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    acc = Accelerator()
+    dev = acc.device
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    ae = Autoencoder.from_pretrained(args.ae).to(dev).requires_grad_(False)
+    ck = out / "checkpoint"
+    resuming = (ck / "model.safetensors").exists()
+    if (ck / "config.json").exists():
+        cfg = DiTConfig.from_dict(json.loads((ck / "config.json").read_text()))
+    elif args.init:
+        cfg = DiTConfig.from_dict(json.loads((Path(args.init) / "dit" / "config.json").read_text()))
+        if cfg.latent_channels != ae.config.latent_channels:
+            raise SystemExit(f"--init {args.init}: its DiT has {cfg.latent_channels} latent channels, "
+                             f"the autoencoder {ae.config.latent_channels}")
+    else:
+        cfg = DiT_configs[args.config]()
+        cfg.latent_channels = ae.config.latent_channels
+    torch.manual_seed(args.seed)
+    model = UnifiedDiT(cfg).to(dev)
+    if args.init and not resuming:
+        init = load_file(str(Path(args.init) / "dit" / "model.safetensors"))
+        model.load_state_dict({k: v.float() for k, v in init.items()})
+        acc.print(f"initialised from {args.init}")
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    rng = np.random.default_rng(args.seed + 1000 * acc.process_index)
+    step, samples_seen = 0, 0
+    if resuming:
+        model.load_state_dict(load_file(str(ck / "model.safetensors")))
+        ema.load_state_dict(load_file(str(ck / "ema.safetensors")))
+        opt.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True))
+        meta = torch.load(ck / "state.pt", weights_only=False)
+        step, samples_seen = meta["step"], meta["samples"]
+        rng.bit_generator.state = meta["rng"]
+        torch.set_rng_state(meta["torch_rng"])
+        acc.print(f"resumed from step {step} ({samples_seen} samples)")
+    acc.print(f"DiT {cfg.width}x{cfg.depth}: {model.num_parameters() / 1e6:.2f}M parameters")
+    model, opt = acc.prepare(model, opt)
+    raw = acc.unwrap_model(model)
+
+    icons = load_icons()
+    sampler = TaskSampler(icons, seed=args.seed)
+    te = TextEncoder(max_length=cfg.text_len, device=dev, cache_size=200000)
+    tpi = (128 // ae.factor // cfg.patch) ** 2
+    maker = BatchMaker(sampler, rng, args.token_budget, cfg.text_len, tpi, args.max_batch)
+    planned = None
+    if args.workers:
+        planned = iter(torch.utils.data.DataLoader(
+            # each process of a multi-GPU run draws its own stream, as the in-process rng does
+            PlannedBatches(args.seed + 1000 * acc.process_index, step, args.max_steps, args.token_budget,
+                           cfg.text_len, tpi, args.max_batch, icons, curriculum=not args.no_curriculum),
+            batch_size=None, num_workers=args.workers, prefetch_factor=2, persistent_workers=False,
+            pin_memory=dev.type == "cuda", collate_fn=_keep_arrays,
+            generator=torch.Generator().manual_seed(args.seed)))  # not the global RNG: resume stays exact
+
+    def save_ckpt():
+        if not acc.is_main_process:
+            return
+        ck.mkdir(parents=True, exist_ok=True)
+        (ck / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        save_file({k: v.contiguous() for k, v in raw.state_dict().items()}, str(ck / "model.safetensors.tmp"))
+        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(ck / "ema.safetensors.tmp"))
+        torch.save(opt.state_dict(), ck / "optimizer.pt.tmp")
+        torch.save(
+            {
+                "step": step,
+                "samples": samples_seen,
+                "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+            },
+            ck / "state.pt.tmp",
+        )
+        for n in ("model.safetensors", "ema.safetensors", "optimizer.pt", "state.pt"):
+            (ck / f"{n}.tmp").replace(ck / n)
+
+    log = open(out / "loss.csv", "a", newline="")
+    writer = csv.writer(log)
+    if log.tell() == 0:
+        writer.writerow(
+            ["step", "task", "n_refs", "n_out", "batch", "loss", "loss_fm", "loss_sc", "lr", "samples_per_s"]
+        )
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
+    t_end = time.time() + args.minutes * 60
+    bar = tqdm(total=args.max_steps, initial=step, desc="dit", disable=not acc.is_main_process)
+    model.train()
+    meter = Throughput(samples_seen)
+    start_step = step
+    while (
+        step < args.max_steps
+        and time.time() < t_end
+        and not (args.stop_after and step - start_step >= args.stop_after)
+    ):
+        progress = step / args.max_steps
+        warm = min(1.0, (step + 1) / 200)
+        decay = 1.0 if progress < 0.7 else 0.5 * (1 + math.cos(math.pi * (progress - 0.7) / 0.3))
+        lr = args.lr * warm * (0.05 + 0.95 * decay)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if planned is not None:
+            samples = next(planned)
+            if samples["step"] != step:
+                raise RuntimeError(f"data worker delivered step {samples['step']}, expected {step}")
+            task = samples["task"]
+            B = len(samples["prompts"])
+            prompts = samples["prompts"]
+        else:
+            task = draw_task(rng, 1.0 if args.no_curriculum else progress)
+            samples = maker.next(task)
+            B = len(samples)
+            prompts = [s.prompt for s in samples]
+        refs, masks, x0 = encode_batch(samples, ae, dev)
+        prompts = [("" if rng.random() < 0.1 else pr) for pr in prompts]
+        if refs and task != "inpaint" and rng.random() < 0.1:
+            refs, masks = [], None  # image-guidance "none" branch
+        states, pooled = te.encode(prompts)
+
+        def model_fn(x, t, d, sl):
+            rm = [m[sl] for m in masks] if masks is not None else None
+            return model(x, t, states[sl], pooled[sl], task, [r[sl] for r in refs], rm, d=d)
+
+        with amp:
+            loss, stats = shortcut_flow_loss(model_fn, x0, args.shortcut_fraction)
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema_update(ema, raw, step, args.ema)
+        step += 1
+        samples_seen += B
+        bar.update(1)
+        if step % 10 == 0:
+            sps = meter.rate(samples_seen)
+            bar.set_postfix(loss=f"{loss.item():.3f}", task=task, sps=f"{sps:.1f}")
+            writer.writerow(
+                [
+                    step,
+                    task,
+                    len(refs),
+                    x0.shape[1],
+                    B,
+                    f"{loss.item():.5f}",
+                    f"{stats.get('loss_fm', float('nan')):.5f}",
+                    f"{stats.get('loss_sc', float('nan')):.5f}",
+                    f"{lr:.2e}",
+                    f"{sps:.1f}",
+                ]
+            )
+            log.flush()
+        if step % args.ckpt_every == 0:
+            save_ckpt()
+    save_ckpt()
+    bar.close()
+    acc.print(f"stopped at step {step} ({samples_seen} samples)")
+
+    if args.export and acc.is_main_process:
+        from seedling.model.export import export
+
+        export(
+            ck,
+            args.ae,
+            args.export,
+            fp16=True,
+            ema=True,
+            extra_info={"config": cfg.to_dict(), "args": vars(args)},
+        )
+        acc.print(f"exported pipeline to {args.export}")
+
+
+if __name__ == "__main__":
+    main()

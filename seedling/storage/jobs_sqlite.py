@@ -1,0 +1,205 @@
+"""SQLite implementation of the job store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from seedling.storage.db import Database
+from seedling.storage.jobs_base import JobStoreBase
+from seedling.storage.jobs_common import ACTIVE_STATUSES, JobNotFound, JobRecord, JobStatus
+from seedling.storage.models import Job
+
+
+def _record(row: Job) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        kind=row.kind,
+        status=JobStatus(row.status),
+        spec=dict(row.spec),
+        created_at=row.created_at,
+        rerun_of=row.rerun_of,
+        adapter_id=row.adapter_id,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        progress_step=row.progress_step,
+        progress_total=row.progress_total,
+        error=row.error,
+        cancel_requested=bool(row.cancel_requested),
+        timings=dict(row.timings or {}),
+        attempts=row.attempts,
+        metrics=dict(row.metrics or {}),
+    )
+
+
+class SqliteJobStore(JobStoreBase):
+    def __init__(self, db: Database):
+        self._db = db
+
+    def create(
+        self, kind: str, spec: dict[str, Any], rerun_of: int | None = None, adapter_id: int | None = None
+    ) -> JobRecord:
+        now = time.time()
+        with self._db.write() as s:
+            row = Job(
+                kind=kind,
+                status=JobStatus.QUEUED.value,
+                spec=spec,
+                rerun_of=rerun_of,
+                adapter_id=adapter_id,
+                created_at=now,
+                queued_at=now,
+                metrics={},
+                progress_step=0,
+                progress_total=0,
+                cancel_requested=0,
+                timings={},
+                attempts=0,
+            )
+            s.add(row)
+            s.flush()
+            return _record(row)
+
+    def get(self, job_id: int) -> JobRecord:
+        with self._db.read() as s:
+            row = s.get(Job, job_id)
+            if row is None:
+                raise JobNotFound(f"job {job_id} does not exist")
+            return _record(row)
+
+    def claim(self, job_id: int) -> bool:
+        with self._db.write() as s:
+            result = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+                .values(
+                    status=JobStatus.RUNNING.value,
+                    started_at=time.time(),
+                    attempts=Job.attempts + 1,
+                    progress_step=0,
+                    error=None,
+                )
+            )
+            return result.rowcount == 1
+
+    def set_progress(self, job_id: int, step: int, total: int, preview_png: bytes | None) -> None:
+        values: dict[str, Any] = {"progress_step": step, "progress_total": total}
+        if preview_png is not None:
+            values["preview_png"] = preview_png
+        with self._db.write() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(**values))
+
+    def finish(
+        self,
+        job_id: int,
+        status: JobStatus,
+        error: str | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> None:
+        if not status.finished:
+            raise ValueError(f"{status} is not a finished status")
+        values: dict[str, Any] = {"status": status.value, "finished_at": time.time(), "error": error}
+        if timings is not None:
+            values["timings"] = timings
+        with self._db.write() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(**values))
+
+    def request_cancel(self, job_id: int) -> JobStatus:
+        with self._db.write() as s:
+            row = s.get(Job, job_id)
+            if row is None:
+                raise JobNotFound(f"job {job_id} does not exist")
+            if row.status == JobStatus.QUEUED.value:
+                row.status = JobStatus.CANCELLED.value
+                row.finished_at = time.time()
+                row.error = "cancelled before it started"
+            elif row.status == JobStatus.RUNNING.value:
+                row.cancel_requested = 1
+            return JobStatus(row.status)
+
+    def is_cancel_requested(self, job_id: int) -> bool:
+        with self._db.read() as s:
+            return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+    def get_preview(self, job_id: int) -> bytes | None:
+        with self._db.read() as s:
+            return s.scalar(select(Job.preview_png).where(Job.id == job_id))
+
+    def list(self, statuses: Iterable[JobStatus] | None = None, limit: int = 100) -> list[JobRecord]:
+        query = select(Job).order_by(Job.id.desc()).limit(limit)
+        if statuses is not None:
+            query = query.where(Job.status.in_([st.value for st in statuses]))
+        with self._db.read() as s:
+            return [_record(row) for row in s.scalars(query)]
+
+    def count_active(self) -> int:
+        with self._db.read() as s:
+            return s.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.status.in_([st.value for st in ACTIVE_STATUSES]))
+            )
+
+    def queue_position(self, job_id: int) -> int | None:
+        with self._db.read() as s:
+            row = s.execute(select(Job.status, Job.queued_at).where(Job.id == job_id)).first()
+            if row is None or row.status != JobStatus.QUEUED.value:
+                return None
+            # queue order is (queued_at, id): a requeued fine-tune job goes behind later jobs
+            queued_at = row.queued_at if row.queued_at is not None else 0.0
+            ahead = s.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(
+                    Job.status == JobStatus.QUEUED.value,
+                    (func.coalesce(Job.queued_at, 0.0) < queued_at)
+                    | ((func.coalesce(Job.queued_at, 0.0) == queued_at) & (Job.id < job_id)),
+                )
+            )
+            return int(ahead) + 1
+
+    def requeue(self, job_id: int) -> bool:
+        with self._db.write() as s:
+            result = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+                .values(status=JobStatus.QUEUED.value, queued_at=time.time(), attempts=0)
+            )
+            return result.rowcount == 1
+
+    def count_queued(self, exclude_kind: str | None = None) -> int:
+        query = select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED.value)
+        if exclude_kind is not None:
+            query = query.where(Job.kind != exclude_kind)
+        with self._db.read() as s:
+            return s.scalar(query)
+
+    def set_metrics(self, job_id: int, metrics: dict[str, Any]) -> None:
+        with self._db.write() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(metrics=metrics))
+
+    def reset_interrupted(self, max_attempts: int) -> tuple[list[int], list[int]]:
+        requeued: list[int] = []
+        failed: list[int] = []
+        with self._db.write() as s:
+            rows = s.scalars(
+                select(Job).where(Job.status.in_([st.value for st in ACTIVE_STATUSES])).order_by(Job.id)
+            )
+            for row in rows:
+                if row.status == JobStatus.RUNNING.value and row.attempts >= max_attempts:
+                    row.status = JobStatus.FAILED.value
+                    row.finished_at = time.time()
+                    row.error = f"the worker stopped while running this job {row.attempts} times; gave up"
+                    failed.append(row.id)
+                    continue
+                if row.cancel_requested:
+                    row.status = JobStatus.CANCELLED.value
+                    row.finished_at = time.time()
+                    continue
+                row.status = JobStatus.QUEUED.value
+                row.progress_step = 0
+                requeued.append(row.id)
+        return requeued, failed

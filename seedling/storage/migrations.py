@@ -1,0 +1,183 @@
+"""Explicit, ordered schema migrations recorded in a `schema_version` table.
+
+Each migration is a function of a connection inside one transaction; `migrate()` applies the
+ones newer than the stored version, in order, and records each. Never edit a released
+migration: append a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+
+from sqlalchemy import Connection, text
+
+from seedling.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+
+def _exec(conn: Connection, script: str) -> None:
+    """Run statements separated by lines holding only "--" (trigger bodies contain semicolons)."""
+    for statement in re.split(r"^\s*--\s*$", script, flags=re.MULTILINE):
+        if statement.strip():
+            conn.exec_driver_sql(statement)
+
+
+def _v1_core_tables(conn: Connection) -> None:
+    _exec(
+        conn,
+        """
+        CREATE TABLE adapters (
+            id INTEGER PRIMARY KEY,
+            name VARCHAR NOT NULL UNIQUE,
+            kind VARCHAR NOT NULL,
+            file_path VARCHAR,
+            sha256 VARCHAR,
+            base_model VARCHAR NOT NULL DEFAULT '',
+            params JSON NOT NULL DEFAULT '{}',
+            job_id INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+            created_at FLOAT NOT NULL
+        )
+        --
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            spec JSON NOT NULL,
+            rerun_of INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+            adapter_id INTEGER REFERENCES adapters(id) ON DELETE SET NULL,
+            created_at FLOAT NOT NULL,
+            started_at FLOAT,
+            finished_at FLOAT,
+            progress_step INTEGER NOT NULL DEFAULT 0,
+            progress_total INTEGER NOT NULL DEFAULT 0,
+            preview_png BLOB,
+            error TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            timings JSON NOT NULL DEFAULT '{}',
+            attempts INTEGER NOT NULL DEFAULT 0
+        )
+        --
+        CREATE INDEX ix_jobs_status ON jobs (status)
+        --
+        CREATE TABLE images (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+            origin VARCHAR NOT NULL,
+            output_index INTEGER NOT NULL DEFAULT 0,
+            file_path VARCHAR NOT NULL UNIQUE,
+            sha256 VARCHAR NOT NULL,
+            pixel_hash VARCHAR NOT NULL,
+            file_size INTEGER NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            seed INTEGER,
+            task VARCHAR,
+            prompt TEXT NOT NULL DEFAULT '',
+            params JSON NOT NULL DEFAULT '{}',
+            timings JSON NOT NULL DEFAULT '{}',
+            adapter_id INTEGER REFERENCES adapters(id) ON DELETE SET NULL,
+            created_at FLOAT NOT NULL
+        )
+        --
+        CREATE INDEX ix_images_job_id ON images (job_id)
+        --
+        CREATE INDEX ix_images_pixel_hash ON images (pixel_hash)
+        --
+        CREATE INDEX ix_images_task ON images (task)
+        --
+        CREATE INDEX ix_images_created_at ON images (created_at)
+        --
+        CREATE TABLE image_edges (
+            child_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            parent_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            role VARCHAR NOT NULL,
+            position INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (child_id, parent_id, role)
+        )
+        --
+        CREATE INDEX ix_image_edges_parent_id ON image_edges (parent_id)
+        """,
+    )
+
+
+def _v2_prompt_search(conn: Connection) -> None:
+    """FTS5 index over image prompts, kept in step with `images` by triggers (external content)."""
+    _exec(
+        conn,
+        """
+        CREATE VIRTUAL TABLE images_fts USING fts5(
+            prompt, content='images', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+        )
+        --
+        CREATE TRIGGER images_fts_insert AFTER INSERT ON images BEGIN
+            INSERT INTO images_fts(rowid, prompt) VALUES (new.id, new.prompt);
+        END
+        --
+        CREATE TRIGGER images_fts_delete AFTER DELETE ON images BEGIN
+            INSERT INTO images_fts(images_fts, rowid, prompt) VALUES ('delete', old.id, old.prompt);
+        END
+        --
+        CREATE TRIGGER images_fts_update AFTER UPDATE OF prompt ON images BEGIN
+            INSERT INTO images_fts(images_fts, rowid, prompt) VALUES ('delete', old.id, old.prompt);
+            INSERT INTO images_fts(rowid, prompt) VALUES (new.id, new.prompt);
+        END
+        --
+        INSERT INTO images_fts(images_fts) VALUES ('rebuild')
+        """,
+    )
+
+
+def _v3_finetune(conn: Connection) -> None:
+    """Fine-tuning: a job's live metrics (loss curve), the time it (re-)entered the queue (a
+    fine-tune job that yields to other jobs goes to the back), and what an adapter was trained on."""
+    _exec(
+        conn,
+        """
+        ALTER TABLE jobs ADD COLUMN queued_at FLOAT
+        --
+        UPDATE jobs SET queued_at = created_at
+        --
+        ALTER TABLE jobs ADD COLUMN metrics JSON NOT NULL DEFAULT '{}'
+        --
+        ALTER TABLE adapters ADD COLUMN data JSON NOT NULL DEFAULT '[]'
+        --
+        ALTER TABLE adapters ADD COLUMN metrics JSON NOT NULL DEFAULT '{}'
+        """,
+    )
+
+
+# (version, migration), in order. The version a database is at is the last one applied.
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
+    (1, _v1_core_tables),
+    (2, _v2_prompt_search),
+    (3, _v3_finetune),
+]
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def current_version(conn: Connection) -> int:
+    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute(text("SELECT MAX(version) FROM schema_version")).scalar()
+    return int(row or 0)
+
+
+def migrate(db: Database) -> int:
+    """Bring `db` to LATEST_VERSION; returns the version it is at. Safe to call from several
+    processes at once: the write transaction (BEGIN IMMEDIATE) serialises them."""
+    with db.engine.begin() as conn:
+        version = current_version(conn)
+        if version > LATEST_VERSION:
+            raise RuntimeError(
+                f"database {db.path} is at schema version {version}, newer than this code "
+                f"({LATEST_VERSION}); upgrade the app"
+            )
+        for target, migration in MIGRATIONS:
+            if target > version:
+                log.info("migrating %s to schema version %d (%s)", db.path, target, migration.__name__)
+                migration(conn)
+                conn.execute(text("INSERT INTO schema_version (version) VALUES (:v)"), {"v": target})
+                version = target
+    return version

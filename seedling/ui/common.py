@@ -1,0 +1,365 @@
+"""Helpers shared by the tabs: submitting a job, watching it (DB polling), user-facing errors."""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import gradio as gr
+from PIL import Image
+
+from seedling.backend.errors import JobError
+from seedling.backend.history import decode_image
+from seedling.backend.services import Services
+from seedling.backend.specs import MAX_SEED, JobSpec, make_spec
+from seedling.storage.files import StorageError
+from seedling.storage.images_common import ImageRecord, Relative
+from seedling.storage.jobs_common import JobRecord, JobStatus
+
+# Every event that waits on model work shares this id, so Gradio schedules them as one group.
+MODEL_CONCURRENCY_ID = "model"
+POLL_S = 0.1
+PRIVATE = "private"  # api_visibility of UI glue events
+
+
+def model_event(services: Services) -> dict:
+    """Keyword arguments for every event that waits on model work: one shared concurrency group,
+    one wider than the job queue, so jobs wait (with positions) in the Huey queue, not in Gradio's,
+    and a submit beyond --max-queue reaches JobService and answers "queue full" at once (as wide
+    as the queue, it would wait unseen in Gradio's queue instead)."""
+    return {"concurrency_id": MODEL_CONCURRENCY_ID, "concurrency_limit": services.settings.max_queue + 1}
+
+
+# What a handler turns into a message for the person: the backend's refusals and storage trouble
+# (disk full, read-only data folder) - both are sentences already.
+USER_ERRORS = (JobError, StorageError)
+
+
+def user_error(err: Exception) -> gr.Error:
+    """A backend message (a sentence in lower case) as the error a person sees."""
+    text = str(err).strip() or "Something went wrong."
+    return gr.Error(text[0].upper() + text[1:])
+
+
+def _check_upload(path: str | None, mode: str | None = None, what: str = "the uploaded picture"):
+    """Decode an uploaded file with the app's limits (bombs, damaged files), or raise gr.Error."""
+    if not path:
+        raise gr.Error("The picture did not arrive; upload it again.")
+    try:
+        return decode_image(path, mode, what)
+    except USER_ERRORS as err:
+        raise user_error(err) from None
+
+
+def readable(component, check: Callable | None = None):
+    """`component` (an input) whose refusal of a value it cannot read (text in a slider, a damaged
+    picture, ...) is a sentence for the caller, not an exception Gradio hides ("set show_error").
+    `check(payload)` may return the value itself (or raise gr.Error) before Gradio's own reading.
+    The instance's preprocess is wrapped: a subclass would make Gradio write a .pyi into ui/."""
+    original = component.preprocess
+
+    def preprocess(payload):
+        if check is not None and payload is not None:
+            value = check(payload)
+            if value is not None:
+                return value
+        name = component.label or "a field"
+        try:
+            return original(payload)
+        except gr.Error as err:
+            if "<class " not in str(err):  # Gradio's own sentence ("Value 0 is less than minimum value 1.")
+                raise
+            choices = getattr(component, "choices", None)
+            listed = f" choose one of: {', '.join(str(c[1]) for c in choices)}" if choices else ""
+            raise gr.Error(
+                f"{str(payload)[:40]!r} is not a valid value for {name};{listed}".rstrip(";")
+            ) from None
+        except Exception:  # noqa: BLE001 - whatever the component raised, the value is unusable
+            raise gr.Error(f"{str(payload)[:40]!r} is not a valid value for {name}.") from None
+
+    component.preprocess = preprocess
+    return component
+
+
+def SafeImage(**kwargs) -> gr.Image:
+    """gr.Image whose uploads are decoded with the app's limits: a damaged file, a file that is no
+    picture or a decompression bomb ends in a sentence."""
+    image = gr.Image(**kwargs)
+
+    def check(payload):
+        decoded = _check_upload(payload.path, image.image_mode)
+        return decoded if image.type == "pil" else None
+
+    return readable(image, check)
+
+
+def SafeImageEditor(**kwargs) -> gr.ImageEditor:
+    """gr.ImageEditor with the same upload checks (background, layers, composite)."""
+    editor = gr.ImageEditor(**kwargs)
+
+    def check(payload):
+        if payload.id is None:
+            for part in (payload.background, payload.composite, *(payload.layers or [])):
+                if part is not None:
+                    _check_upload(getattr(part, "path", None), None, "the picture in the editor")
+
+    return readable(editor, check)
+
+
+def _readable_factory(cls):
+    def make(*args, **kwargs):
+        return readable(cls(*args, **kwargs))
+
+    make.__name__ = cls.__name__
+    make.__doc__ = f"gr.{cls.__name__} whose unreadable values are refused with a sentence."
+    return make
+
+
+Slider = _readable_factory(gr.Slider)
+Number = _readable_factory(gr.Number)
+Dropdown = _readable_factory(gr.Dropdown)
+Radio = _readable_factory(gr.Radio)
+Checkbox = _readable_factory(gr.Checkbox)
+Textbox = _readable_factory(gr.Textbox)
+Dataframe = _readable_factory(gr.Dataframe)
+File = _readable_factory(gr.File)
+
+
+def api_call(fn: Callable) -> Callable:
+    """An API endpoint whose backend errors (bad id, unknown job, ...) reach the caller as gr.Error."""
+
+    @functools.wraps(fn)  # gr.api reads the parameters and the docstring
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as err:
+            raise user_error(err) from None
+
+    return wrapper
+
+
+def resolve_seed(seed: float | None) -> int:
+    """-1 (or empty) picks a random seed; the job records the one used."""
+    try:
+        value = float(seed) if seed is not None else -1.0
+    except (TypeError, ValueError):
+        raise gr.Error(f"The seed must be a whole number (-1 = random), not {str(seed)[:40]!r}.") from None
+    if not math.isfinite(value) or value != int(value) or value > MAX_SEED:
+        raise gr.Error(f"The seed must be a whole number from -1 to {MAX_SEED}, not {seed!r}.")
+    return random.randint(0, MAX_SEED) if value < 0 else int(value)
+
+
+def build_spec(kind: str, **fields) -> JobSpec:
+    """A validated spec, or a gr.Error a person can read."""
+    try:
+        return make_spec(kind, **fields)
+    except USER_ERRORS as err:
+        raise user_error(err) from None
+
+
+def submit(services: Services, spec: JobSpec, rerun_of: int | None = None) -> JobRecord:
+    try:
+        if rerun_of is not None:
+            return services.jobs.rerun(rerun_of)
+        return services.jobs.submit(spec)
+    except USER_ERRORS as err:
+        raise user_error(err) from None
+
+
+def gallery_items(services: Services, images: list[ImageRecord]) -> list[tuple[str, str]]:
+    return [(str(services.history.path(im)), f"#{im.id} · {im.task or im.origin}") for im in images]
+
+
+def relative_items(services: Services, relatives: list[Relative]) -> list[tuple[str, str]]:
+    return [(str(services.history.path(r.image)), f"#{r.image.id} · {r.role}") for r in relatives]
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    status: str  # markdown for a person
+    preview: Image.Image | None
+    images: list[ImageRecord] | None  # set once, when the job succeeded
+    done: bool
+
+
+def _status_line(job: JobRecord, position: int | None) -> str:
+    if job.status == JobStatus.QUEUED:
+        where = f" (position {position})" if position else ""
+        return f"Job {job.id}: waiting in the queue{where}"
+    if job.status == JobStatus.RUNNING:
+        steps = f" step {job.progress_step}/{job.progress_total}" if job.progress_total else ""
+        return f"Job {job.id}: running{steps}"
+    if job.status == JobStatus.SUCCEEDED:
+        total = job.timings.get("submit_to_saved")
+        return f"Job {job.id}: done" + (f" in {total:.2f} s" if total is not None else "")
+    return f"Job {job.id}: {job.status.value}" + (f": {job.error}" if job.error else "")
+
+
+def watch(services: Services, job_id: int, progress: gr.Progress | None = None) -> Iterator[JobUpdate]:
+    """Poll the job row until it finishes, yielding status and new previews. A failed job ends
+    with gr.Error (its message, not a traceback); a cancelled one with a gr.Warning."""
+    last_step = -1
+    while True:
+        view = services.jobs.view(job_id)
+        job = view.job
+        if progress is not None and job.progress_total:
+            progress((job.progress_step, job.progress_total), desc=f"job {job.id}", unit="steps")
+        if job.status == JobStatus.FAILED:
+            raise gr.Error(f"Job {job.id} failed: {job.error}")
+        if job.status == JobStatus.CANCELLED:
+            gr.Warning(f"Job {job.id} was cancelled")
+            yield JobUpdate(_status_line(job, None), None, None, done=True)
+            return
+        if job.status == JobStatus.SUCCEEDED:
+            yield JobUpdate(_status_line(job, None), None, view.images, done=True)
+            return
+        preview = None
+        if job.progress_step != last_step and job.progress_step > 0:
+            data = services.jobs.preview(job_id)
+            preview = Image.open(io.BytesIO(data)) if data else None
+            last_step = job.progress_step
+        yield JobUpdate(_status_line(job, view.queue_position), preview, None, done=False)
+        time.sleep(POLL_S)
+
+
+def cancel_handler(services: Services) -> Callable[[int | None], str]:
+    def cancel(job_id: int | None) -> str:
+        if job_id is None:
+            return "Nothing to cancel"
+        status = services.jobs.cancel(int(job_id))
+        if status == JobStatus.RUNNING:
+            return f"Job {job_id}: cancelling at the next step…"
+        return f"Job {job_id}: {status.value}"
+
+    return cancel
+
+
+def run_and_watch(
+    services: Services, spec: JobSpec | None, progress: gr.Progress, rerun_of: int | None = None
+):
+    """Submit, then stream (job_id, status, preview, gallery) tuples for a tab's outputs."""
+    job = submit(services, spec, rerun_of=rerun_of)  # type: ignore[arg-type]
+    yield job.id, f"Job {job.id}: submitted", None, gr.skip()
+    for update in watch(services, job.id, progress):
+        if update.images:  # done: the preview shows the first result
+            items = gallery_items(services, update.images)
+            yield job.id, update.status, items[0][0], items
+        else:
+            yield (
+                job.id,
+                update.status,
+                update.preview if update.preview is not None else gr.skip(),
+                gr.skip(),
+            )
+
+
+def seed_input(label: str = "Seed (-1 = random)") -> gr.Number:
+    return Number(value=-1, precision=0, label=label, minimum=-1, maximum=MAX_SEED)
+
+
+def _default_label(name: str, value) -> str:
+    """The label of a 0-means-default slider, e.g. `Steps (0 = model default: 2)`; without the
+    value when the model's own is unknown."""
+    return f"{name} (0 = model default: {value:g})" if value is not None else f"{name} (0 = model default)"
+
+
+def steps_input(default: int | None = None) -> gr.Slider:
+    return Slider(0, 50, value=0, step=1, label=_default_label("Steps", default))
+
+
+def guidance_input(name: str = "Guidance", default: float | None = None) -> gr.Slider:
+    return Slider(0.0, 15.0, value=0.0, step=0.5, label=_default_label(name, default))
+
+
+def run_buttons(label: str, elem_prefix: str) -> tuple[gr.Button, gr.Button]:
+    """The primary action and its Cancel button, side by side."""
+    with gr.Row():
+        run = gr.Button(label, variant="primary", elem_id=f"{elem_prefix}-run")
+        cancel = gr.Button("Cancel", elem_id=f"{elem_prefix}-cancel")
+    return run, cancel
+
+
+def results_column(elem_prefix: str) -> tuple[gr.Markdown, gr.Image, gr.Gallery]:
+    """The right-hand column every model tab shows: job status, live preview, results."""
+    with gr.Column(scale=1):
+        status = gr.Markdown("", elem_id=f"{elem_prefix}-status")
+        preview = gr.Image(label="Preview", interactive=False, height=160)
+        gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id=f"{elem_prefix}-gallery")
+    return status, preview, gallery
+
+
+def whole(value):
+    """A widget number as an int when it is one (128.0 -> 128); anything else unchanged, for the
+    spec's validation to name (NaN, 3.5, "abc" each get a sentence there, not a ValueError here)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+def optional(value: float | None) -> float | None:
+    """Sliders have no "unset": 0 means "let the model choose"."""
+    return None if value is None or value == 0 else value
+
+
+@dataclass
+class AdapterPicker:
+    """Fine-tuned adapters for a generation tab: any number of them, one strength for all."""
+
+    adapters: gr.Dropdown
+    strength: gr.Slider
+
+    @property
+    def inputs(self) -> list:
+        return [self.adapters, self.strength]
+
+
+def adapter_choices(services: Services) -> list[tuple[str, str]]:
+    """(label, value) pairs; the value is the adapter id as text (Dropdown values are strings)."""
+    return [(f"{a.name} ({a.kind}, #{a.id})", str(a.id)) for a in services.adapters.list()]
+
+
+def adapter_picker(services: Services, elem_prefix: str) -> AdapterPicker:
+    with gr.Row():
+        adapters = Dropdown(
+            choices=adapter_choices(services),
+            value=[],
+            multiselect=True,
+            label="Adapters (from the Fine-tune tab)",
+            scale=3,
+            allow_custom_value=True,  # API callers may pass ids; unknown ones get the backend's message
+            elem_id=f"{elem_prefix}-adapters",
+        )
+        strength = Slider(
+            -1.0,
+            2.0,
+            value=1.0,
+            step=0.05,
+            label="Adapter strength",
+            scale=2,
+            elem_id=f"{elem_prefix}-strength",
+        )
+    return AdapterPicker(adapters, strength)
+
+
+def adapter_uses(selected: list | str | None, strength: float | None) -> list[tuple[int, float]]:
+    """Dropdown values (adapter ids as text) and the strength slider -> spec `adapters`."""
+    if selected is None or selected == "":
+        return []
+    if isinstance(selected, (str, int)):
+        selected = [selected]
+    try:
+        s = 1.0 if strength is None else float(strength)
+    except (TypeError, ValueError):
+        raise gr.Error(f"Adapter strength must be a number, not {str(strength)[:40]!r}.") from None
+    uses = []
+    for value in selected:
+        try:
+            uses.append((int(value), s))
+        except (TypeError, ValueError):
+            raise gr.Error(f"Unknown adapter {value!r}: pick one from the list.") from None
+    return uses
