@@ -16,9 +16,9 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,13 +28,16 @@ from PIL import Image
 from seedling.model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor, tensor_to_images
 from seedling.model.dit import DiT_configs, UnifiedDiT
 from seedling.model.sampler import Branch, euler_sample, make_schedule
+from seedling.model.task_table import TASK_NAMES, TASKS, check_size, task_spec
 
 # how fp32 linears multiply on CPU (set_linear_kernel; kernels/packed.py)
 LINEAR_KERNELS = ("packed", "plain")
-# (min, max) number of input images per task
-TASK_IMAGES = {"t2i": (0, 0), "edit": (1, 1), "inpaint": (1, 1), "compose": (1, 4), "storyboard": (0, 1), "style": (1, 1)}
-MAX_OUTPUTS = 8
-MAX_SIDE = 1024
+# (min, max) number of input images per task (compatibility name; the task table is the source)
+TASK_IMAGES = {name: (int(t.references.lo), int(t.references.hi)) for name, t in TASKS.items()}
+
+
+def _whole(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 class GenerationCancelled(Exception):
@@ -100,7 +103,7 @@ def feather_mask(mask: np.ndarray, px: int) -> np.ndarray:
 
 
 class SeedlingPipeline:
-    tasks = tuple(TASK_IMAGES)
+    tasks = TASK_NAMES
 
     def __init__(self, dit: UnifiedDiT, autoencoder: Autoencoder, text_encoder=None,
                  config: PipelineConfig | None = None, linear_kernel: str = "packed"):
@@ -120,7 +123,7 @@ class SeedlingPipeline:
 
     # -- construction and persistence -----------------------------------------------------
     @classmethod
-    def from_config(cls, name: str = "tiny", seed: int = 0, text_encoder=None) -> "SeedlingPipeline":
+    def from_config(cls, name: str = "tiny", seed: int = 0, text_encoder=None) -> SeedlingPipeline:
         """Random weights from a named config ("tiny" for tests, "default")."""
         if name not in DiT_configs:
             raise ValueError(f"unknown config {name!r}; choose one of {sorted(DiT_configs)}")
@@ -130,7 +133,7 @@ class SeedlingPipeline:
         return cls(dit, ae, text_encoder, PipelineConfig(text_len=dit.config.text_len))
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str = "cpu", text_encoder=None) -> "SeedlingPipeline":
+    def from_pretrained(cls, folder: str | Path, device: str = "cpu", text_encoder=None) -> SeedlingPipeline:
         folder = Path(folder)
         if not (folder / "pipeline.json").exists():
             raise FileNotFoundError(f"{folder} is not a Seedling model folder (no pipeline.json)")
@@ -149,14 +152,14 @@ class SeedlingPipeline:
         self.autoencoder.save_pretrained(folder / "autoencoder", dtype)
         (folder / "pipeline.json").write_text(json.dumps(self.config.to_dict(), indent=2))
 
-    def to(self, device) -> "SeedlingPipeline":
+    def to(self, device) -> SeedlingPipeline:
         self.device = torch.device(device)
         self.dit.to(self.device)
         self.autoencoder.to(self.device)
         self.text_encoder.to(self.device)
         return self
 
-    def set_linear_kernel(self, kind: str) -> "SeedlingPipeline":
+    def set_linear_kernel(self, kind: str) -> SeedlingPipeline:
         """How the DiT's full-precision linears multiply on CPU: "packed" (the default: oneDNN
         with the weight reordered once, 2-2.7x faster per layer than MKL at the DiT's shapes,
         the same fp32 results up to summation order; kernels/packed.py) or "plain"
@@ -173,7 +176,7 @@ class SeedlingPipeline:
             self.linear_kernel = "plain"
         return self
 
-    def quantize(self, mode: str | None, int8_compute: str = "auto") -> "SeedlingPipeline":
+    def quantize(self, mode: str | None, int8_compute: str = "auto") -> SeedlingPipeline:
         """Quantize the DiT's linear layers ("none", "int8", "w8a8", "bnb-int8", "bnb-nf4").
         `int8_compute` ("auto", "bf16", "fp32"): the product dtype of "int8" layers on fp32 CPU
         inputs; "auto" uses bf16 where the CPU multiplies it natively (kernels/quant.py)."""
@@ -199,24 +202,20 @@ class SeedlingPipeline:
 
     # -- validation ---------------------------------------------------------------------------
     def _check(self, task, images, mask, num_outputs, steps, guidance, image_guidance, height, width):
-        if task not in TASK_IMAGES:
-            raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASK_IMAGES)}")
-        lo, hi = TASK_IMAGES[task]
+        spec = task_spec(task)
+        lim = spec.limits
         n = len(images)
-        if not lo <= n <= hi:
-            want = f"exactly {lo}" if lo == hi else f"{lo} to {hi}"
-            raise ValueError(f"the {task!r} task takes {want} input image(s), but {n} were given")
-        if not isinstance(num_outputs, (int, np.integer)) or not 1 <= num_outputs <= MAX_OUTPUTS:
-            raise ValueError(f"num_outputs must be a whole number from 1 to {MAX_OUTPUTS}, got {num_outputs!r}")
-        if not isinstance(steps, (int, np.integer)) or steps < 1 or steps > 1000:
-            raise ValueError(f"steps must be a whole number from 1 to 1000, got {steps!r}")
-        for name, val in (("guidance", guidance), ("image_guidance", image_guidance)):
-            if not isinstance(val, (int, float)) or not math.isfinite(val) or not 0 <= val <= 30:
-                raise ValueError(f"{name} must be a finite number between 0 and 30, got {val!r}")
-        g = self.grid
-        for name, val in (("height", height), ("width", width)):
-            if not isinstance(val, (int, np.integer)) or val < g or val > MAX_SIDE or val % g:
-                raise ValueError(f"{name} must be a multiple of {g} between {g} and {MAX_SIDE} pixels, got {val!r}")
+        if not spec.references.contains(n):
+            raise ValueError(f"the {task!r} task takes {spec.references.describe()} input image(s), but {n} were given")
+        if not _whole(num_outputs) or not spec.outputs.contains(num_outputs):
+            raise ValueError(f"num_outputs for the {task!r} task must be a whole number from "
+                             f"{spec.outputs.lo} to {spec.outputs.hi}, got {num_outputs!r}")
+        if not _whole(steps) or not lim.steps.contains(steps):
+            raise ValueError(f"steps must be a whole number from {lim.steps.lo} to {lim.steps.hi}, got {steps!r}")
+        for name, val, rng in (("guidance", guidance, lim.guidance), ("image_guidance", image_guidance, lim.image_guidance)):
+            if not isinstance(val, (int, float)) or not math.isfinite(val) or not rng.contains(val):
+                raise ValueError(f"{name} must be a finite number between {rng.lo:g} and {rng.hi:g}, got {val!r}")
+        check_size(height, width, self.grid, lim)
         if task == "inpaint" and mask is None:
             raise ValueError("the 'inpaint' task needs a mask (white = the region to change)")
         if mask is not None and task != "inpaint":
@@ -282,7 +281,7 @@ class SeedlingPipeline:
 
     @torch.no_grad()
     def __call__(self, prompt: str = "", task: str = "t2i", images: Sequence[Image.Image] | None = None,
-                 mask: Image.Image | None = None, num_outputs: int = 1, steps: int | None = None,
+                 mask: Image.Image | None = None, num_outputs: int | None = None, steps: int | None = None,
                  guidance: float | None = None, image_guidance: float | None = None, seed: int | None = None,
                  height: int | None = None, width: int | None = None, use_ref_cache: bool = True,
                  callback: Callable | None = None, previews: bool = True,
@@ -293,10 +292,12 @@ class SeedlingPipeline:
         images = [im.convert("RGB") for im in images]
         if mask is not None and not isinstance(mask, Image.Image):
             mask = Image.fromarray(np.asarray(mask))
+        if num_outputs is None:
+            num_outputs = task_spec(task).default_outputs
         steps = self.config.default_steps if steps is None else steps
         guidance = self.config.guidance if guidance is None else guidance
         image_guidance = self.config.image_guidance if image_guidance is None else image_guidance
-        if images and task in ("edit", "inpaint", "style") and height is None and width is None:
+        if images and task_spec(task).keeps_source_size and height is None and width is None:
             width, height = images[0].size
         height = self.config.default_size if height is None else height
         width = self.config.default_size if width is None else width
