@@ -380,6 +380,6 @@ class SeedlingPipeline:
                    for o in out]
         timings["decode"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
-        params = dict(prompt=prompt, task=task, num_outputs=num_outputs, steps=steps, guidance=guidance,
-                      image_guidance=image_guidance, seed=int(seed), height=height, width=width)
+        params = {"prompt": prompt, "task": task, "num_outputs": num_outputs, "steps": steps, "guidance": guidance,
+                      "image_guidance": image_guidance, "seed": int(seed), "height": height, "width": width}
         return PipelineOutput(images=out, seed=int(seed), timings=timings, parameters=params)
