@@ -126,10 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_worker and not settings.redis_url:
         wait_for_previous_worker(settings.data_dir)  # a killed app's worker finishes its job first
     services = build_services(settings)
-    services.jobs.requeue_interrupted()
+    # SQLite queue: no worker is alive now, every running job was interrupted. Redis: workers
+    # elsewhere may be running jobs; only those whose lease expired are requeued.
+    services.jobs.requeue_interrupted(owners=() if settings.redis_url else None)
     supervisor = None
     if not args.no_worker:
-        supervisor = WorkerSupervisor(settings.worker_args(), on_restart=services.jobs.requeue_interrupted)
+        supervisor = WorkerSupervisor(
+            settings.worker_args(), on_restart=lambda dead: services.jobs.requeue_interrupted(owners=[dead])
+        )
         supervisor.start()
     _stop_on_sigterm()
     try:

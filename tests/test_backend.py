@@ -109,6 +109,20 @@ def test_inpaint_with_uploaded_source_and_mask(services):
     assert roles == {"source": upload.id, "mask": mask.id}
 
 
+def test_the_same_picture_as_two_references_composes(services):
+    """Regression: the same picture in ref1 and ref2 is one image id; the job used to run to the
+    end and then fail on the lineage edges' primary key."""
+    ref = services.history.store_input(Image.new("RGB", (128, 128), "red"))
+    job = services.jobs.submit(
+        make_spec("compose", prompt="two of them", reference_image_ids=[ref.id, ref.id], steps=1)
+    )
+    execute_next(services.huey)
+    view = services.jobs.view(job.id)
+    assert view.job.status == JobStatus.SUCCEEDED, view.job.error
+    parents = services.history.lineage(view.images[0].id).parents
+    assert [(r.image.id, r.role, r.position) for r in parents] == [(ref.id, "reference", 0), (ref.id, "reference", 1)]
+
+
 def test_compose_and_storyboard_lineage(services):
     refs = [services.history.store_input(Image.new("RGB", (128, 128), c)) for c in ("red", "green")]
     compose = services.jobs.submit(
@@ -222,7 +236,8 @@ def test_restart_requeues_interrupted_jobs_without_running_twice(settings, share
     before.close()
 
     after = build_services(settings, huey=make_memory_huey(), loader=shared_model_host_loader)
-    assert after.jobs.requeue_interrupted() == [crashed.id, waiting.id]
+    # the crashed job is requeued; both queued jobs get one wake-up each (the new queue is empty)
+    assert after.jobs.requeue_interrupted() == [crashed.id] and len(after.huey.pending()) == 2
     after.jobs._enqueue(waiting.id)  # a stale duplicate message, as a persistent queue may hold
     assert drain(after.huey) == 3
     for job_id in (crashed.id, waiting.id):

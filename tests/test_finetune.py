@@ -112,7 +112,7 @@ def test_validation_reports_every_problem_in_words():
 def test_unreadable_files_and_unmatched_pairs_are_named(tmp_path):
     (tmp_path / "ok.png").write_bytes(png(picture(0)))
     (tmp_path / "broken.png").write_bytes(b"not a png at all")
-    with pytest.raises(DatasetError, match="broken.png: not a readable image"):
+    with pytest.raises(DatasetError, match="broken.png is not a picture in a format this app reads"):
         load_folder(tmp_path)
     entries = {"x_before.png": png(picture(0)), "x.txt": b"make it red"}
     with pytest.raises(DatasetError, match="x_before.png: no matching 'after' image"):
@@ -375,3 +375,21 @@ def test_zip_bombs_stop_at_the_limit(monkeypatch):
     assert lying != honest
     with pytest.raises(DatasetError, match="MB uncompressed|not a readable zip"):
         load_zip(lying)
+
+
+def test_training_pictures_pass_the_same_size_gate_before_decoding(tmp_path):
+    import seedling.model.finetune_data as fd
+    """Regression: a 12000x12000 PNG (a few hundred KB) was accepted and decoded in full. The header
+    is refused now, before any pixel is decoded; a big allowed photo is kept at 1024 px short side."""
+
+    huge = tmp_path / "huge.png"
+    Image.new("1", (12000, 12000)).save(huge)
+    assert huge.stat().st_size < 2_000_000
+    (tmp_path / "huge.txt").write_text("a black square")
+    with pytest.raises(DatasetError, match=r"huge.png .*too many pixels.*scale it down"):
+        fd.load_files([huge, tmp_path / "huge.txt"])
+    big = tmp_path / "big.jpg"
+    Image.new("RGB", (3000, 2000), "red").save(big)
+    (tmp_path / "big.txt").write_text("a red field")
+    (example,) = fd.load_files([big, tmp_path / "big.txt"])
+    assert example.image.size == (1536, 1024)

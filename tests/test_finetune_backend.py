@@ -167,7 +167,8 @@ def test_a_restart_resumes_a_yielded_training_job(settings, trainable_loader, mo
     first.close()
 
     second = build_services(settings, huey=make_memory_huey(), loader=trainable_loader)
-    assert ft.id in second.jobs.requeue_interrupted()
+    assert second.jobs.requeue_interrupted() == []  # it had yielded: queued, not interrupted...
+    assert len(second.huey.pending()) == 2  # ...and the new queue gets a wake-up for each queued job
     while (task := second.huey.dequeue()) is not None:
         second.huey.execute(task)
     job = second.jobs.get(ft.id)

@@ -65,7 +65,7 @@ def test_upload_table_keeps_typed_captions_and_reads_sidecars(tmp_path, services
     assert finetune_tab._typed(table)["1.png"] == "typed by hand"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"nope")
-    with pytest.raises(InvalidJob, match="broken.png: not a readable image"):
+    with pytest.raises(InvalidJob, match="broken.png is not a picture in a format this app reads"):
         services.finetune.read_upload([*paths, str(broken)])
 
 

@@ -9,12 +9,13 @@ import time
 import pytest
 from PIL import Image
 from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
 
 from seedling.storage.db import Database
 from seedling.storage.files import FileStore, pixel_hash, sha256_file
 from seedling.storage.images_common import ImageNotFound, ImageQuery, NewImage, ParentLink
 from seedling.storage.images_sqlite import SqliteImageStore, fts_query
-from seedling.storage.jobs_common import JobStatus
+from seedling.storage.jobs_common import JobStatus, LeaseLost
 from seedling.storage.jobs_sqlite import SqliteJobStore
 from seedling.storage.migrations import LATEST_VERSION, MIGRATIONS, migrate
 from seedling.storage.models import Base
@@ -172,10 +173,98 @@ def test_reset_interrupted_requeues_fails_poison_jobs_and_honours_cancel(db):
     with db.write() as s:  # the poison job already killed the worker twice before
         s.connection().exec_driver_sql(f"UPDATE jobs SET attempts = 3 WHERE id = {poison}")
     requeued, failed = jobs.reset_interrupted(max_attempts=3)
-    assert requeued == [crashed, waiting] and failed == [poison]
-    assert jobs.get(crashed).status == JobStatus.QUEUED
+    assert requeued == [crashed] and failed == [poison]  # a queued job needs no requeue
+    assert jobs.get(crashed).status == JobStatus.QUEUED and jobs.get(waiting).status == JobStatus.QUEUED
     assert jobs.get(cancelled).status == JobStatus.CANCELLED
     assert "gave up" in jobs.get(poison).error
+
+
+def test_only_expired_leases_or_dead_owners_are_requeued(db):
+    jobs = SqliteJobStore(db)
+    live, dead, expired = (jobs.create("generate", {}).id for _ in range(3))
+    assert jobs.claim(live, "w-live", lease_s=30) and jobs.claim(dead, "w-dead", lease_s=30)
+    assert jobs.claim(expired, "w-hung", lease_s=1)
+    later = time.time() + 5
+    assert jobs.reset_interrupted(3, owners=(), now=later) == ([expired], [])  # a live lease is kept
+    assert jobs.reset_interrupted(3, owners=["w-dead"], now=later) == ([dead], [])
+    assert jobs.get(live).status == JobStatus.RUNNING and jobs.get(live).lease_owner == "w-live"
+    assert jobs.reset_interrupted(3) == ([live], [])  # no worker alive at all: everything comes back
+
+
+def test_a_requeued_job_keeps_its_place_in_line(db):
+    jobs = SqliteJobStore(db)
+    first, second, third = (jobs.create("generate", {}).id for _ in range(3))
+    assert jobs.claim_next("w1") == first  # ... and w1 dies
+    jobs.reset_interrupted(3, owners=["w1"])
+    assert [jobs.claim_next("w2"), jobs.claim_next("w2"), jobs.claim_next("w2")] == [first, second, third]
+    assert jobs.claim_next("w2") is None
+
+
+def test_lease_renewal_belongs_to_its_owner(db):
+    jobs = SqliteJobStore(db)
+    job = jobs.create("generate", {}).id
+    assert jobs.claim_next("w1", lease_s=1) == job
+    assert jobs.renew_lease(job, "w1", lease_s=30) and not jobs.renew_lease(job, "w2")
+    jobs.reset_interrupted(3, owners=["w1"])
+    assert not jobs.renew_lease(job, "w1")  # requeued: w1 holds it no more
+    assert not jobs.finish(job, JobStatus.SUCCEEDED, owner="w1") and jobs.get(job).status == JobStatus.QUEUED
+
+
+def test_outputs_and_success_commit_together_and_only_once(db, files):
+    jobs = SqliteJobStore(db)
+    images = SqliteImageStore(db)
+    job = jobs.create("generate", {}).id
+    assert jobs.claim_next("w1") == job
+    jobs.reset_interrupted(3, owners=["w1"])  # w1 was thought dead; w2 runs the job again
+    assert jobs.claim_next("w2") == job
+    with pytest.raises(LeaseLost):  # w1 comes back with its results: nothing is written
+        jobs.complete(job, [_new_image(files, job_id=job)], [], False, owner="w1")
+    assert images.for_job(job) == [] and jobs.get(job).status == JobStatus.RUNNING
+    (out,) = jobs.complete(job, [_new_image(files, job_id=job)], [], False, owner="w2")
+    assert jobs.get(job).status == JobStatus.SUCCEEDED and [im.id for im in images.for_job(job)] == [out.id]
+    with pytest.raises(IntegrityError):  # the schema refuses a second set of outputs for a job
+        images.add([_new_image(files, job_id=job, output_index=0)])
+
+
+def test_a_queued_job_that_has_its_outputs_is_finished_not_rerun(db, files):
+    jobs = SqliteJobStore(db)
+    images = SqliteImageStore(db)
+    job = jobs.create("generate", {}).id
+    images.add([_new_image(files, job_id=job)])  # written by an older version before it crashed
+    assert not jobs.claim(job, "w1") and jobs.claim_next("w1") is None
+    assert jobs.get(job).status == JobStatus.SUCCEEDED
+
+
+def test_the_same_picture_may_be_two_references(db, files):
+    images = SqliteImageStore(db)
+    (ref,) = images.add([_new_image(files, origin="upload")])
+    (out,) = images.add([_new_image(files, task="compose")],
+                        [ParentLink(ref.id, "reference", 0), ParentLink(ref.id, "reference", 1)])
+    assert [(r.image.id, r.position) for r in images.parents(out.id)] == [(ref.id, 0), (ref.id, 1)]
+
+
+def test_v4_migration_keeps_the_first_outputs_of_a_job_run_twice(tmp_path, files):
+    """A database of schema 3 where a job ran twice (two rows per output index) and a later edit
+    used the duplicate as its source: the duplicate goes, the edit's lineage points at the first."""
+    db = Database(tmp_path / "old.db")
+    with db.engine.begin() as conn:
+        for version, step in MIGRATIONS[:3]:
+            step(conn)
+        conn.exec_driver_sql("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.exec_driver_sql("INSERT INTO schema_version VALUES (1), (2), (3)")
+        conn.exec_driver_sql("INSERT INTO jobs (id, kind, status, spec, created_at) VALUES (1, 'generate', 'succeeded', '{}', 0)")
+        for image_id, job, index in ((1, 1, 0), (2, 1, 0), (3, None, 0)):
+            stored = files.save_png(Image.new("RGB", (8, 8), (image_id, 0, 0)), "images")
+            conn.exec_driver_sql(
+                "INSERT INTO images (id, job_id, origin, output_index, file_path, sha256, pixel_hash, file_size,"
+                " width, height, created_at) VALUES (?, ?, 'output', ?, ?, 'h', 'p', 1, 8, 8, 0)",
+                (image_id, job, index, stored.rel_path),
+            )
+        conn.exec_driver_sql("INSERT INTO image_edges (child_id, parent_id, role, position) VALUES (3, 2, 'source', 0)")
+    assert migrate(db) == LATEST_VERSION
+    images = SqliteImageStore(db)
+    assert [im.id for im in images.for_job(1)] == [1]
+    assert [(r.image.id, r.role) for r in images.parents(3)] == [(1, "source")]
 
 
 # --- images, lineage, search -------------------------------------------------------------------

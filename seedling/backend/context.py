@@ -14,6 +14,7 @@ from typing import Any
 
 from PIL import Image
 
+from seedling.backend.faults import crash_point
 from seedling.storage.adapters_base import AdapterStoreBase
 from seedling.storage.adapters_common import AdapterNameTaken, AdapterRecord, NewAdapter
 from seedling.storage.files import FileStore, StoredFile
@@ -71,8 +72,12 @@ class JobContext:
         files: FileStore,
         adapters: AdapterStoreBase | None = None,
         can_yield: bool = False,
+        owner: str | None = None,
+        lease_lost: Callable[[], bool] = lambda: False,
     ):
         self.job_id = job_id
+        self.owner = owner  # the worker whose lease the job runs under
+        self._lease_lost = lease_lost
         self._jobs = jobs
         self._images = images
         self._files = files
@@ -84,11 +89,13 @@ class JobContext:
         self._jobs.set_progress(
             self.job_id, step, total, preview_png(preview) if preview is not None else None
         )
+        crash_point("progress", self.job_id)
         if self._step_delay_s:
             time.sleep(self._step_delay_s)
 
     def cancel_requested(self) -> bool:
-        return self._jobs.is_cancel_requested(self.job_id)
+        """Cancel asked by the user, or this worker lost the job's lease (it was requeued)."""
+        return self._lease_lost() or self._jobs.is_cancel_requested(self.job_id)
 
     def load_image(self, image_id: int, mode: str = "RGB") -> Image.Image:
         record = self._images.get(image_id)
@@ -97,14 +104,17 @@ class JobContext:
     def save_outputs(
         self, outputs: Sequence[OutputImage], parents: Sequence[ParentLink], link_siblings: bool
     ) -> list[ImageRecord]:
-        """Write every file (atomically, hashed), then commit all rows and edges in one transaction;
-        if anything fails, remove the files already written (no row points at them)."""
+        """Write every file (atomically, hashed), then commit all rows and edges together with the
+        job's SUCCEEDED status in one transaction: a job has all its outputs and is done, or has
+        none and is not. If anything fails, remove the files already written (no row points at
+        them). Raises LeaseLost when this worker no longer holds the job."""
         new_images: list[NewImage] = []
         try:
             for out in outputs:
                 stored = self._files.save_png(out.image.convert("RGB"), "images", out.parameters)
                 new_images.append(self._new_image(out, stored))
-            return self._images.add(new_images, parents, link_siblings=link_siblings)
+            crash_point("files_written", self.job_id)
+            return self._jobs.complete(self.job_id, new_images, parents, link_siblings, self.owner)
         except Exception:
             self._discard(new_images)  # no row points at these files: do not leave them behind
             raise

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from seedling.backend.errors import InvalidJob, NotFound
 from seedling.backend.parameters import RestoredParameters, restore_parameters
 from seedling.backend.specs import as_row_id
+from seedling.pictures import PictureError, open_picture
 from seedling.storage.adapters_sqlite import AdapterRecord, SqliteAdapterStore
 from seedling.storage.files import FileStore, pixel_hash
 from seedling.storage.images_base import ImageStoreBase
@@ -22,47 +21,17 @@ from seedling.storage.pngmeta import read_parameters
 
 log = logging.getLogger(__name__)
 
-# Limits on a picture someone hands the app (uploads, dropped PNGs, training pictures): checked
-# on the header, before any pixels are decoded, so a "decompression bomb" costs nothing.
-MAX_INPUT_SIDE = 8192
-MAX_INPUT_PIXELS = 4096 * 4096
 
 
 def decode_image(
     source: bytes | str | Path, mode: str | None = "RGB", what: str = "the image"
 ) -> Image.Image:
-    """A picture from bytes or a file, fully decoded (and turned upright by its EXIF tag), or
-    InvalidJob with a sentence: not an image, damaged or cut short, or too many pixels."""
-    if not isinstance(source, (bytes, str, Path)) or (
-        not isinstance(source, bytes) and "\x00" in str(source)
-    ):
-        raise InvalidJob(f"{what} is not a file name or picture data")
+    """A picture from bytes or a file through the one gate (seedling.pictures), or InvalidJob
+    with a sentence: not an image, damaged or cut short, or too many pixels."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-                w, h = im.size
-                if w < 1 or h < 1 or max(w, h) > MAX_INPUT_SIDE or w * h > MAX_INPUT_PIXELS:
-                    raise InvalidJob(
-                        f"{what} is {w}x{h} pixels; pictures may have at most {MAX_INPUT_PIXELS:,} "
-                        f"pixels and {MAX_INPUT_SIDE} per side"
-                    )
-                im.load()
-                image = ImageOps.exif_transpose(im)
-                return image.convert(mode) if mode is not None and image.mode != mode else image.copy()
-    except InvalidJob:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidJob(f"{what} declares far too many pixels to be opened safely") from None
-    except FileNotFoundError:
-        raise InvalidJob(f"{what} could not be found") from None
-    except Image.UnidentifiedImageError:
-        raise InvalidJob(
-            f"{what} is not a picture in a format this app reads (PNG, JPEG, WebP, ...)"
-        ) from None
-    except Exception as err:  # noqa: BLE001 - PIL raises many types for damaged files; all mean "unreadable"
-        log.info("unreadable image: %s: %s", type(err).__name__, err)
-        raise InvalidJob(f"{what} is damaged or cut short and cannot be read") from None
+        return open_picture(source, what, mode)
+    except PictureError as err:
+        raise InvalidJob(str(err)) from None
 
 
 @dataclass(frozen=True)

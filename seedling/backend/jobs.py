@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from seedling.backend.errors import InvalidJob, NotFound, QueueFull
@@ -37,8 +37,10 @@ class JobService:
         max_queue: int,
         max_attempts: int = 3,
         adapters: AdapterStoreBase | None = None,
+        pending: Callable[[], int] | None = None,
     ):
         self._jobs = jobs
+        self._pending = pending  # how many wake-ups wait on the queue (None: unknown)
         self._images = images
         self._enqueue = enqueue
         self.max_queue = max_queue
@@ -132,13 +134,18 @@ class JobService:
     def preview(self, job_id: int) -> bytes | None:
         return self._jobs.get_preview(job_id)
 
-    def requeue_interrupted(self) -> list[int]:
-        """Start-up: jobs a crash or restart left queued or running go back on the queue.
-        A stale duplicate message is harmless: a job runs only if it can be claimed."""
-        requeued, failed = self._jobs.reset_interrupted(self.max_attempts)
+    def requeue_interrupted(self, owners: Iterable[str] | None = None) -> list[int]:
+        """Jobs a crash left running go back on the queue at their old place in line: those whose
+        worker's lease expired, those of `owners` (workers known dead), or, with owners=None (a
+        start with no worker alive: the SQLite queue), every running job. Then the queue gets
+        exactly as many wake-ups as it lacks for the queued jobs (a message taken by a worker
+        that died before it claimed a job is replaced; none is doubled)."""
+        requeued, failed = self._jobs.reset_interrupted(self.max_attempts, owners)
         for job_id in failed:
             log.warning("job %d failed: the worker died on it %d times", job_id, self.max_attempts)
-        for job_id in requeued:
+        queued = sorted(job.id for job in self._jobs.list([JobStatus.QUEUED], limit=10 * self.max_queue))
+        missing = len(queued) - (self._pending() if self._pending is not None else 0)
+        for job_id in queued[len(queued) - missing :] if missing > 0 else []:
             self._enqueue(job_id)
         if requeued:
             log.info("requeued %d interrupted jobs: %s", len(requeued), requeued)

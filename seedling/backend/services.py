@@ -55,12 +55,16 @@ def build_services(
     image_store = SqliteImageStore(db)
     adapter_store = SqliteAdapterStore(db)
     model = ModelHost(settings.model_path, settings.device, settings.quantize, loader=loader)
-    runtime = WorkerRuntime(job_store, image_store, files, model, adapter_store)
+    runtime = WorkerRuntime(
+        job_store, image_store, files, model, adapter_store, owner=settings.worker_id, lease_s=settings.lease_s
+    )
+    runtime.max_attempts = settings.max_attempts
     huey = huey if huey is not None else make_huey(settings)
     tasks = register_tasks(huey, runtime, warm_up=warm_up)
     runtime.enqueue = tasks.enqueue  # a fine-tune job requeues itself to let waiting jobs run
     jobs = JobService(
-        job_store, image_store, tasks.enqueue, settings.max_queue, settings.max_attempts, adapter_store
+        job_store, image_store, tasks.enqueue, settings.max_queue, settings.max_attempts, adapter_store,
+        pending=lambda: len(huey.pending()),
     )
     history = HistoryService(image_store, files, adapter_store)
     return Services(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seedling import DEFAULT_MODEL
+from seedling.storage.jobs_common import LEASE_S
 
 QUANTIZE_MODES = ("none", "int8", "w8a8", "w8a8-packed", "bnb-int8", "bnb-nf4")  # kernels.quant.QUANT_MODES
 
@@ -20,8 +21,12 @@ class Settings:
     max_queue: int = 32  # jobs queued or running before submit answers "queue full"
     max_attempts: int = 3  # a job that kept killing its worker is failed after this many starts
     pe_model: Path | None = None  # a local causal LM folder for prompt expansion (None: grounded expander)
+    lease_s: float = LEASE_S  # a running job is requeued by others only after its lease expired
+    worker_id: str | None = None  # this worker's lease owner name (default: host:pid:random)
 
     def __post_init__(self) -> None:
+        if not 1.0 <= self.lease_s <= 3600.0:
+            raise ValueError(f"lease_s must be between 1 and 3600 seconds, not {self.lease_s!r}")
         if self.quantize not in QUANTIZE_MODES:
             raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, not {self.quantize!r}")
 
@@ -64,4 +69,6 @@ class Settings:
         ]
         if self.redis_url:
             args += ["--redis", self.redis_url]
+        if self.lease_s != LEASE_S:
+            args += ["--lease-s", str(self.lease_s)]
         return args

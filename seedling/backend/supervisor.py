@@ -11,7 +11,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -95,17 +97,19 @@ def _is_worker(pid: int) -> bool:
 
 
 class WorkerSupervisor:
-    """`on_restart` runs before every restart after a crash (the app requeues interrupted jobs)."""
+    """`on_restart(dead_worker_id)` runs before every restart after a crash (the app requeues
+    the jobs that worker held). Each start gets a new worker id (`--worker-id`)."""
 
     def __init__(
         self,
         args: Sequence[str],
-        on_restart: Callable[[], object] = lambda: None,
+        on_restart: Callable[[str], object] = lambda worker_id: None,
         max_backoff_s: float = 30.0,
         python: str = sys.executable,
         stable_after_s: float = STABLE_AFTER_S,
     ):
         self._cmd = [python, "-m", "seedling.backend.worker", *args, "--parent-pid", str(os.getpid())]
+        self.worker_id = ""
         self._on_restart = on_restart
         self._max_backoff_s = max_backoff_s
         self._stable_after_s = stable_after_s
@@ -125,7 +129,8 @@ class WorkerSupervisor:
         self._thread.start()
 
     def _spawn(self) -> None:
-        self._proc = subprocess.Popen(self._cmd)
+        self.worker_id = f"{socket.gethostname()}:supervised:{secrets.token_hex(4)}"
+        self._proc = subprocess.Popen([*self._cmd, "--worker-id", self.worker_id])
         self._started_at = time.monotonic()
         log.info("worker started (pid %d)", self._proc.pid)
 
@@ -143,7 +148,7 @@ class WorkerSupervisor:
                 return
             backoff = min(backoff * 2, self._max_backoff_s)
             try:
-                self._on_restart()
+                self._on_restart(self.worker_id)
             except Exception:  # a failed requeue must not stop the supervisor from restarting
                 log.exception("on_restart failed")
             self.restarts += 1

@@ -1,6 +1,8 @@
 """Huey tasks, registered on a given Huey instance. The app process registers them to enqueue;
-the worker process registers them to execute. A task body only hands the job id to the worker
-runtime: job parameters live in the job row, never in the queue message."""
+the worker process registers them to execute. A queue message is a wake-up: the worker claims
+the first job in the database's queue order, so a requeued job keeps its place in line and a
+duplicate message finds nothing to do. The job id travels only for the logs; job parameters live
+in the job row, never in the queue message."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ class JobTasks:
 def register_tasks(huey: Huey, runtime: WorkerRuntime, warm_up: bool = False) -> JobTasks:
     @huey.task(name=RUN_JOB)
     def run_job(job_id: int) -> None:
-        runtime.run(job_id)
+        runtime.run_next()
 
     if warm_up:
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from seedling import DEFAULT_MODEL
 from seedling.backend.settings import QUANTIZE_MODES, Settings
+from seedling.storage.jobs_common import LEASE_S
 
 log = logging.getLogger("seedling.backend.worker")
 
@@ -37,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quantize", default="none", choices=QUANTIZE_MODES)
     p.add_argument("--redis", default=None, metavar="URL")
     p.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
+    p.add_argument("--worker-id", default=None, help="the name this worker's job leases carry")
+    p.add_argument("--lease-s", type=float, default=LEASE_S, help="seconds a job's lease lasts unrenewed")
     return p.parse_args(argv)
 
 
@@ -59,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         quantize=args.quantize,
         redis_url=args.redis,
+        lease_s=args.lease_s,
+        worker_id=args.worker_id,
     )
     from seedling.backend.services import build_services  # after logging is set up
     from seedling.backend.supervisor import WorkerLock
@@ -80,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("removed %d temporary files left by an interrupted write", swept)
     if args.parent_pid is not None:
         threading.Thread(target=_exit_with_parent, args=(args.parent_pid,), daemon=True).start()
+    # Leases: renew the running job's, requeue jobs of workers that stopped renewing theirs.
+    services.runtime.start_heartbeat(threading.Event())
+    if lock is not None:  # sole worker of this folder: wake-ups lost in a crash are put back
+        services.jobs.requeue_interrupted(owners=())
     consumer = services.huey.create_consumer(
         workers=1,
         periodic=False,

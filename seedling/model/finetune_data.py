@@ -19,6 +19,8 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, ImageOps
 
+from seedling.pictures import PictureError, open_picture
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MIN_SIDE = 64  # below half the 128 px grid a picture is mostly upsampling blur: refuse, don't train on it
 MAX_EXAMPLES = 500
@@ -55,14 +57,17 @@ Example = CaptionedImage | EditPair
 
 
 # -- images ------------------------------------------------------------------------------------
+# Training pictures are resized to the model's grid; keeping more than this costs memory only.
+TRAIN_MAX_SHORT_SIDE = 1024
+
+
 def open_image(source: bytes | str | Path, name: str) -> Image.Image:
-    """A fully loaded picture, or DatasetError naming the file."""
+    """A loaded picture through the app's one gate (size and pixel limits checked before
+    decoding; shrunk to TRAIN_MAX_SHORT_SIDE), or DatasetError naming the file."""
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-            im.load()
-            return ImageOps.exif_transpose(im)
-    except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files; all mean "unreadable"
-        raise DatasetError([f"{name}: not a readable image ({type(err).__name__}: {err})"]) from None
+        return open_picture(source, name, mode=None, max_short_side=TRAIN_MAX_SHORT_SIDE)
+    except PictureError as err:
+        raise DatasetError([str(err)]) from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -53,6 +53,26 @@ def _record(row: Image) -> ImageRecord:
     )
 
 
+def insert_images(
+    s: Session, images: Sequence[NewImage], parents: Sequence[ParentLink] = (), link_siblings: bool = False
+) -> list[ImageRecord]:
+    """Insert image rows and their lineage edges in the caller's transaction (the job store
+    commits a job's outputs together with its final status through this)."""
+    now = time.time()
+    rows = [Image(**vars(new), created_at=now) for new in images]
+    s.add_all(rows)
+    s.flush()
+    for row in rows:
+        for link in parents:
+            s.add(ImageEdge(child_id=row.id, parent_id=link.parent_id, role=link.role, position=link.position))
+        if link_siblings:
+            for other in rows:
+                if other is not row:
+                    s.add(ImageEdge(child_id=row.id, parent_id=other.id, role="sibling", position=other.output_index))
+    s.flush()
+    return [_record(row) for row in rows]
+
+
 class SqliteImageStore(ImageStoreBase):
     def __init__(self, db: Database):
         self._db = db
@@ -63,30 +83,8 @@ class SqliteImageStore(ImageStoreBase):
         parents: Sequence[ParentLink] = (),
         link_siblings: bool = False,
     ) -> list[ImageRecord]:
-        now = time.time()
         with self._db.write() as s:
-            rows = [Image(**vars(new), created_at=now) for new in images]
-            s.add_all(rows)
-            s.flush()
-            for row in rows:
-                for link in parents:
-                    s.add(
-                        ImageEdge(
-                            child_id=row.id, parent_id=link.parent_id, role=link.role, position=link.position
-                        )
-                    )
-                if link_siblings:
-                    for other in rows:
-                        if other is not row:
-                            s.add(
-                                ImageEdge(
-                                    child_id=row.id,
-                                    parent_id=other.id,
-                                    role="sibling",
-                                    position=other.output_index,
-                                )
-                            )
-            return [_record(row) for row in rows]
+            return insert_images(s, images, parents, link_siblings)
 
     def get(self, image_id: int) -> ImageRecord:
         with self._db.read() as s:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from seedling.storage.jobs_common import JobRecord, JobStatus
+from seedling.storage.images_common import ImageRecord, NewImage, ParentLink
+from seedling.storage.jobs_common import LEASE_S, JobRecord, JobStatus
 
 
 class JobStoreBase(ABC):
@@ -21,8 +22,30 @@ class JobStoreBase(ABC):
         """The job, or raise JobNotFound."""
 
     @abstractmethod
-    def claim(self, job_id: int) -> bool:
-        """QUEUED -> RUNNING; False when the job is not queued (already claimed, cancelled, gone)."""
+    def claim(self, job_id: int, owner: str | None = None, lease_s: float = LEASE_S) -> bool:
+        """QUEUED -> RUNNING under `owner`'s lease; False when the job is not queued (already
+        claimed, cancelled, gone) or already has its outputs (then it is marked SUCCEEDED)."""
+
+    @abstractmethod
+    def claim_next(self, owner: str, lease_s: float = LEASE_S) -> int | None:
+        """Claim the first job in queue order ((queued_at, id)); None when none is queued."""
+
+    @abstractmethod
+    def renew_lease(self, job_id: int, owner: str, lease_s: float = LEASE_S) -> bool:
+        """Extend `owner`'s lease on a running job; False when it holds the job no more."""
+
+    @abstractmethod
+    def complete(
+        self,
+        job_id: int,
+        outputs: Sequence[NewImage],
+        parents: Sequence[ParentLink],
+        link_siblings: bool,
+        owner: str | None,
+        timings: dict[str, float] | None = None,
+    ) -> list[ImageRecord]:
+        """In one transaction: add the job's output rows and edges and mark it SUCCEEDED. Raises
+        LeaseLost (nothing written) when the job is not running under `owner` any more."""
 
     @abstractmethod
     def set_progress(self, job_id: int, step: int, total: int, preview_png: bytes | None) -> None:
@@ -35,8 +58,10 @@ class JobStoreBase(ABC):
         status: JobStatus,
         error: str | None = None,
         timings: dict[str, float] | None = None,
-    ) -> None:
-        """Move a job to a finished status."""
+        owner: str | None = None,
+    ) -> bool:
+        """Move a job to a finished status; with `owner`, only while that worker runs it (a
+        SUCCEEDED job then only gets its timings). False when nothing was changed."""
 
     @abstractmethod
     def request_cancel(self, job_id: int) -> JobStatus:
@@ -74,6 +99,10 @@ class JobStoreBase(ABC):
         """Replace a job's live metrics (a fine-tune job's loss curve)."""
 
     @abstractmethod
-    def reset_interrupted(self, max_attempts: int) -> tuple[list[int], list[int]]:
-        """After a crash: RUNNING jobs go back to QUEUED (or FAILED once they used max_attempts).
-        Returns (ids to enqueue again, oldest first; ids failed)."""
+    def reset_interrupted(
+        self, max_attempts: int, owners: Iterable[str] | None = None, now: float | None = None
+    ) -> tuple[list[int], list[int]]:
+        """RUNNING jobs whose lease expired, or held by one of `owners` (workers known dead; None:
+        every running job, for a start with no worker alive), go back to QUEUED at their old place
+        in line (or FAILED once they used max_attempts). Returns (ids requeued, oldest first; ids
+        failed)."""

@@ -26,6 +26,16 @@ class JobNotFound(LookupError):
     pass
 
 
+class LeaseLost(RuntimeError):
+    """This worker no longer holds the job (its lease expired and the job was requeued, or it was
+    cancelled): nothing it computed may be recorded."""
+
+
+# A running job's lease: the worker renews it every LEASE_S / 6 while it runs; anyone may requeue
+# the job once the lease has expired (its worker died or hangs).
+LEASE_S = 30.0
+
+
 @dataclass(frozen=True)
 class JobRecord:
     id: int
@@ -44,3 +54,5 @@ class JobRecord:
     timings: dict[str, float] = field(default_factory=dict)
     attempts: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)  # live training metrics (fine-tune jobs)
+    lease_owner: str | None = None  # the worker running it
+    lease_expires_at: float | None = None  # requeued by anyone only after this (UNIX seconds)

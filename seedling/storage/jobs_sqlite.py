@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from seedling.storage.db import Database
+from seedling.storage.images_common import ImageRecord, NewImage, ParentLink
+from seedling.storage.images_sqlite import insert_images
 from seedling.storage.jobs_base import JobStoreBase
-from seedling.storage.jobs_common import ACTIVE_STATUSES, JobNotFound, JobRecord, JobStatus
-from seedling.storage.models import Job
+from seedling.storage.jobs_common import (
+    ACTIVE_STATUSES,
+    LEASE_S,
+    JobNotFound,
+    JobRecord,
+    JobStatus,
+    LeaseLost,
+)
+from seedling.storage.models import Image, Job
 
 
 def _record(row: Job) -> JobRecord:
@@ -32,7 +42,12 @@ def _record(row: Job) -> JobRecord:
         timings=dict(row.timings or {}),
         attempts=row.attempts,
         metrics=dict(row.metrics or {}),
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
     )
+
+
+_QUEUE_ORDER = (func.coalesce(Job.queued_at, 0.0), Job.id)
 
 
 class SqliteJobStore(JobStoreBase):
@@ -70,20 +85,83 @@ class SqliteJobStore(JobStoreBase):
                 raise JobNotFound(f"job {job_id} does not exist")
             return _record(row)
 
-    def claim(self, job_id: int) -> bool:
+    def claim(self, job_id: int, owner: str | None = None, lease_s: float = LEASE_S) -> bool:
+        with self._db.write() as s:
+            return self._claim(s, job_id, owner, lease_s)
+
+    def claim_next(self, owner: str, lease_s: float = LEASE_S) -> int | None:
+        with self._db.write() as s:
+            queued = s.scalars(
+                select(Job.id).where(Job.status == JobStatus.QUEUED.value).order_by(*_QUEUE_ORDER)
+            ).all()
+            for job_id in queued:  # the first that is not already done (outputs found: finished)
+                if self._claim(s, job_id, owner, lease_s):
+                    return job_id
+            return None
+
+    @staticmethod
+    def _claim(s: Session, job_id: int, owner: str | None, lease_s: float) -> bool:
+        has_outputs = s.scalar(
+            select(func.count()).select_from(Image).where(Image.job_id == job_id, Image.origin == "output")
+        )
+        now = time.time()
+        if has_outputs:  # ran to the end before a crash: it is done, never run twice
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status.in_([st.value for st in ACTIVE_STATUSES]))
+                .values(status=JobStatus.SUCCEEDED.value, finished_at=now, error=None, lease_owner=None)
+            )
+            return False
+        result = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+            .values(
+                status=JobStatus.RUNNING.value,
+                started_at=now,
+                attempts=Job.attempts + 1,
+                progress_step=0,
+                error=None,
+                lease_owner=owner,
+                lease_expires_at=now + lease_s,
+            )
+        )
+        return result.rowcount == 1
+
+    def renew_lease(self, job_id: int, owner: str, lease_s: float = LEASE_S) -> bool:
         with self._db.write() as s:
             result = s.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
-                .values(
-                    status=JobStatus.RUNNING.value,
-                    started_at=time.time(),
-                    attempts=Job.attempts + 1,
-                    progress_step=0,
-                    error=None,
-                )
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.lease_owner == owner)
+                .values(lease_expires_at=time.time() + lease_s)
             )
             return result.rowcount == 1
+
+    def complete(
+        self,
+        job_id: int,
+        outputs: Sequence[NewImage],
+        parents: Sequence[ParentLink],
+        link_siblings: bool,
+        owner: str | None,
+        timings: dict[str, float] | None = None,
+    ) -> list[ImageRecord]:
+        with self._db.write() as s:
+            values: dict[str, Any] = {
+                "status": JobStatus.SUCCEEDED.value, "finished_at": time.time(), "error": None,
+                "lease_owner": None,
+            }
+            if timings is not None:
+                values["timings"] = timings
+            done = s.execute(update(Job).where(*self._held(job_id, owner)).values(**values))
+            if done.rowcount != 1:
+                raise LeaseLost(f"job {job_id} is not running under this worker any more; its results are dropped")
+            return insert_images(s, outputs, parents, link_siblings)
+
+    @staticmethod
+    def _held(job_id: int, owner: str | None) -> tuple:
+        """WHERE clauses: the job runs, under `owner` when one is given."""
+        held = (Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+        return (*held, Job.lease_owner == owner) if owner is not None else held
 
     def set_progress(self, job_id: int, step: int, total: int, preview_png: bytes | None) -> None:
         values: dict[str, Any] = {"progress_step": step, "progress_total": total}
@@ -98,14 +176,26 @@ class SqliteJobStore(JobStoreBase):
         status: JobStatus,
         error: str | None = None,
         timings: dict[str, float] | None = None,
-    ) -> None:
+        owner: str | None = None,
+    ) -> bool:
         if not status.finished:
             raise ValueError(f"{status} is not a finished status")
-        values: dict[str, Any] = {"status": status.value, "finished_at": time.time(), "error": error}
+        values: dict[str, Any] = {"status": status.value, "finished_at": time.time(), "error": error,
+                                  "lease_owner": None}
         if timings is not None:
             values["timings"] = timings
         with self._db.write() as s:
-            s.execute(update(Job).where(Job.id == job_id).values(**values))
+            if owner is None:
+                return s.execute(update(Job).where(Job.id == job_id).values(**values)).rowcount == 1
+            if s.execute(update(Job).where(*self._held(job_id, owner)).values(**values)).rowcount == 1:
+                return True
+            if status == JobStatus.SUCCEEDED and timings is not None:  # complete() already finished it
+                s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == JobStatus.SUCCEEDED.value)
+                    .values(timings=timings)
+                )
+            return False
 
     def request_cancel(self, job_id: int) -> JobStatus:
         with self._db.write() as s:
@@ -166,7 +256,7 @@ class SqliteJobStore(JobStoreBase):
             result = s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-                .values(status=JobStatus.QUEUED.value, queued_at=time.time(), attempts=0)
+                .values(status=JobStatus.QUEUED.value, queued_at=time.time(), attempts=0, lease_owner=None)
             )
             return result.rowcount == 1
 
@@ -181,25 +271,31 @@ class SqliteJobStore(JobStoreBase):
         with self._db.write() as s:
             s.execute(update(Job).where(Job.id == job_id).values(metrics=metrics))
 
-    def reset_interrupted(self, max_attempts: int) -> tuple[list[int], list[int]]:
+    def reset_interrupted(
+        self, max_attempts: int, owners: Iterable[str] | None = None, now: float | None = None
+    ) -> tuple[list[int], list[int]]:
         requeued: list[int] = []
         failed: list[int] = []
+        now = time.time() if now is None else now
+        dead = None if owners is None else set(owners)
         with self._db.write() as s:
-            rows = s.scalars(
-                select(Job).where(Job.status.in_([st.value for st in ACTIVE_STATUSES])).order_by(Job.id)
-            )
+            rows = s.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value).order_by(Job.id))
             for row in rows:
-                if row.status == JobStatus.RUNNING.value and row.attempts >= max_attempts:
+                expired = row.lease_expires_at is None or row.lease_expires_at < now
+                if dead is not None and not expired and row.lease_owner not in dead:
+                    continue  # a live worker elsewhere runs it
+                row.lease_owner = None
+                if row.cancel_requested:
+                    row.status = JobStatus.CANCELLED.value
+                    row.finished_at = now
+                    continue
+                if row.attempts >= max_attempts:
                     row.status = JobStatus.FAILED.value
-                    row.finished_at = time.time()
+                    row.finished_at = now
                     row.error = f"the worker stopped while running this job {row.attempts} times; gave up"
                     failed.append(row.id)
                     continue
-                if row.cancel_requested:
-                    row.status = JobStatus.CANCELLED.value
-                    row.finished_at = time.time()
-                    continue
-                row.status = JobStatus.QUEUED.value
+                row.status = JobStatus.QUEUED.value  # queued_at unchanged: it keeps its place in line
                 row.progress_step = 0
                 requeued.append(row.id)
         return requeued, failed

@@ -149,11 +149,72 @@ def _v3_finetune(conn: Connection) -> None:
     )
 
 
+def _v4_exactly_once(conn: Connection) -> None:
+    """Exactly-once jobs and repeated references.
+
+    - A job's outputs are unique by (job, output index): a second set of outputs for one job
+      cannot be written. Older databases may hold such duplicates (a worker killed between saving
+      a job's images and marking it done ran the job again): the first row of each pair stays,
+      lineage that pointed at a duplicate points at the row kept, the duplicate rows go (their
+      files stay on disk; `HistoryService.verify` does not list them).
+    - Lineage edges are keyed by position too: the same picture may be reference 1 and 2.
+    - A running job's lease (owner, expiry): only jobs whose lease expired are requeued."""
+    _exec(
+        conn,
+        """
+        CREATE TABLE image_edges_v4 (
+            child_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            parent_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            role VARCHAR NOT NULL,
+            position INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (child_id, parent_id, role, position)
+        )
+        --
+        INSERT INTO image_edges_v4 (child_id, parent_id, role, position)
+            SELECT child_id, parent_id, role, position FROM image_edges
+        --
+        DROP TABLE image_edges
+        --
+        ALTER TABLE image_edges_v4 RENAME TO image_edges
+        --
+        CREATE INDEX ix_image_edges_parent_id ON image_edges (parent_id)
+        --
+        CREATE TEMP TABLE duplicate_outputs AS
+            SELECT d.id AS dup_id, (
+                SELECT MIN(k.id) FROM images k
+                WHERE k.origin = 'output' AND k.job_id = d.job_id AND k.output_index = d.output_index
+            ) AS keep_id
+            FROM images d
+            WHERE d.origin = 'output' AND d.job_id IS NOT NULL AND d.id > (
+                SELECT MIN(k.id) FROM images k
+                WHERE k.origin = 'output' AND k.job_id = d.job_id AND k.output_index = d.output_index
+            )
+        --
+        INSERT OR IGNORE INTO image_edges (child_id, parent_id, role, position)
+            SELECT e.child_id, dup.keep_id, e.role, e.position
+            FROM image_edges e JOIN duplicate_outputs dup ON e.parent_id = dup.dup_id
+            WHERE e.child_id NOT IN (SELECT dup_id FROM duplicate_outputs)
+        --
+        DELETE FROM images WHERE id IN (SELECT dup_id FROM duplicate_outputs)
+        --
+        DROP TABLE duplicate_outputs
+        --
+        CREATE UNIQUE INDEX ux_images_job_output ON images (job_id, output_index)
+            WHERE origin = 'output' AND job_id IS NOT NULL
+        --
+        ALTER TABLE jobs ADD COLUMN lease_owner VARCHAR
+        --
+        ALTER TABLE jobs ADD COLUMN lease_expires_at FLOAT
+        """,
+    )
+
+
 # (version, migration), in order. The version a database is at is the last one applied.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1_core_tables),
     (2, _v2_prompt_search),
     (3, _v3_finetune),
+    (4, _v4_exactly_once),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -57,12 +57,25 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     queued_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # orders the queue
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # live training metrics
+    # A running job belongs to the worker holding its lease; the worker renews it while it runs.
+    lease_owner: Mapped[str | None] = mapped_column(String, nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     images: Mapped[list[Image]] = relationship(back_populates="job", passive_deletes=True)
 
 
 class Image(Base):
     __tablename__ = "images"
+    # Exactly once: one set of outputs per job (a rerun after a crash cannot add a second).
+    __table_args__ = (
+        Index(
+            "ux_images_job_output",
+            "job_id",
+            "output_index",
+            unique=True,
+            sqlite_where=text("origin = 'output' AND job_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int | None] = mapped_column(
@@ -100,4 +113,4 @@ class ImageEdge(Base):
         ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     role: Mapped[str] = mapped_column(String, primary_key=True)
-    position: Mapped[int] = mapped_column(Integer, default=0)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, default=0)
