@@ -56,7 +56,7 @@ def sample(pipe, x, states, pooled, refs, steps, cached: bool, guidance: float =
     branches = pipe.make_branches("compose", states, pooled, refs, masks, x.shape[0], guidance, 1.0, cached,
                                   n_out=n_out)
     times = make_schedule(steps)
-    return euler_sample(branches, x.clone(), times, guidance, 1.0, shortcut=pipe.config.shortcut)
+    return euler_sample(branches, x.clone(), times, guidance, 1.0, shortcut=pipe.settings.shortcut)
 
 
 def token_limit(steps: int, ctx_tokens: int, out_tokens: int) -> float:
@@ -98,10 +98,10 @@ def main(argv=None):
     st, po = states[:1], pooled[:1]
     x = torch.randn(1, 1, C, 16, 16, generator=g)
     rows = []
-    guidances = args.guidance or sorted({1.0, float(pipe.config.guidance)})
+    guidances = args.guidance or sorted({1.0, float(pipe.settings.guidance)})
     settings = []
     for value in dict.fromkeys(guidances):
-        default = " (the model's default)" if value == pipe.config.guidance else ""
+        default = " (the model's default)" if value == pipe.settings.guidance else ""
         label = "1 branch (guidance 1)" if value == 1.0 else f"guidance {value:g}: cond + no_text batched"
         settings.append((value, label + default))
     kernels = [k.strip() for k in args.linear.split(",") if k.strip()]

@@ -153,7 +153,7 @@ def main(argv=None) -> dict:
     else:
         model_name = resolve_model(args.model)
         pipe = SeedlingPipeline.from_pretrained(model_name)
-    size = pipe.config.default_size
+    size = pipe.settings.default_size
 
     # 1. the user set and the held-out prompts: distinct icons, chosen by seed
     icons = load_icons()

@@ -50,7 +50,7 @@ def build(config: str, device: str, dtype: torch.dtype, seed: int = 0) -> Seedli
             p.add_(torch.randn_like(p) * 0.02)
     base = AE_CONFIGS["tiny" if config == "tiny" else "default"]
     ae_cfg = dataclasses.replace(base, latent_channels=dit.config.latent_channels)
-    pipe = SeedlingPipeline(dit, Autoencoder(ae_cfg), config=PipelineConfig(text_len=dit.config.text_len))
+    pipe = SeedlingPipeline(dit, Autoencoder(ae_cfg), pipeline_config=PipelineConfig(text_len=dit.config.text_len))
     pipe.to(device)
     if dtype != torch.float32:
         pipe.dit.to(dtype)

@@ -196,7 +196,7 @@ def bench_pipeline(args) -> None:
             start = time.perf_counter()
             generate(pipe, r)
             times[mode].append(time.perf_counter() - start)
-    cfg = next(iter(pipes.values())).config
+    cfg = next(iter(pipes.values())).settings
     base = statistics.median(times["none"])
     rows = []
     for mode, pipe in pipes.items():

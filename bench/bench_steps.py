@@ -63,12 +63,12 @@ def main(argv=None):
     for model, mode in itertools.product(args.model, args.quantize):
         pipe = apply_mode(SeedlingPipeline.from_pretrained(model), mode)
         mb = weight_bytes(pipe.dit) / 2**20
-        base_schedule, base_shift = pipe.config.schedule, pipe.config.shift
+        base_schedule, base_shift = pipe.settings.schedule, pipe.settings.shift
         for steps, guidance, sched in itertools.product(args.steps, args.guidance, args.schedules):
             if sched and sched.startswith("shift:"):
-                pipe.config.schedule, pipe.config.shift = "shift", float(sched.split(":")[1])
+                pipe.settings.schedule, pipe.settings.shift = "shift", float(sched.split(":")[1])
             else:
-                pipe.config.schedule, pipe.config.shift = (sched or base_schedule), base_shift
+                pipe.settings.schedule, pipe.settings.shift = (sched or base_schedule), base_shift
             cfg = hs.EvalConfig(n_icons=args.n_icons, limit=args.limit,
                                 suites=tuple(args.suites) if args.suites else None)
             gen = hs.PipelineGenerator(pipe, steps=steps, guidance=guidance)
@@ -79,7 +79,7 @@ def main(argv=None):
                        for name in res.metrics["suites"]}
             secs = [m["gen_seconds_per_case"] for m in res.metrics["suites"].values() if "gen_seconds_per_case" in m]
             row = dict(model=model, quantize=mode, dit_weight_mb=mb, steps=steps,
-                       guidance=guidance if guidance is not None else pipe.config.guidance,
+                       guidance=guidance if guidance is not None else pipe.settings.guidance,
                        schedule=sched or base_schedule, primary=primary,
                        score=sum(primary.values()) / max(len(primary), 1),
                        seconds_per_case=sum(secs) / max(len(secs), 1), wall_s=wall)

@@ -45,7 +45,7 @@ def narrow_twin(dit, linear: str):
     from seedling.kernels.packed import pack_linears
     from seedling.model.dit import UnifiedDiT
 
-    cfg = dit.config
+    cfg = dit.dims
     twin = UnifiedDiT(replace(cfg, width=cfg.head_dim, heads=1)).eval()
     if linear == "packed":
         pack_linears(twin)

@@ -33,6 +33,6 @@ def test_narrow_twin_keeps_the_structure():
 
     dit = UnifiedDiT(DiT_default())
     twin = bench.narrow_twin(dit, "plain")
-    assert twin.config.depth == dit.config.depth and twin.config.head_dim == dit.config.head_dim
-    assert twin.config.width == dit.config.head_dim and twin.config.heads == 1
+    assert twin.config.depth == dit.config.depth and twin.dims.head_dim == dit.dims.head_dim
+    assert twin.config.width == dit.dims.head_dim and twin.config.heads == 1
     assert twin.num_parameters() < dit.num_parameters() / 10  # 0.7M of 10.2M, mostly the 384-wide text inputs

@@ -54,7 +54,7 @@ def test_distill_runs_resumes_and_exports(tmp_path):
     lines = (tmp_path / "run" / "loss.csv").read_text().splitlines()
     assert lines[0].startswith("step,task,nfe")
     pipe = SeedlingPipeline.from_pretrained(tmp_path / "export")
-    assert pipe.config.default_steps == 2 and pipe.config.guidance == 1.0
+    assert pipe.settings.default_steps == 2 and pipe.settings.guidance == 1.0
     changed = [k for k, v in pipe.dit.state_dict().items() if not torch.allclose(v, first[k].half().float())]
     assert changed, "the student's weights did not move"
     assert pipe(prompt="a fox", seed=0, height=32, width=32).images[0].size == (32, 32)

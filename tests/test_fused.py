@@ -137,7 +137,7 @@ def test_the_op_rejects_bad_arguments(model):
     assert fused.available()
     blk = model.blocks[0]
     w = blk.fused_weights()
-    D, Dh = model.config.width, model.config.head_dim
+    D, Dh = model.config.width, model.dims.head_dim
     x = torch.randn(1, 4, D)
     one = torch.randn(1, 1, 6, D)  # the modulation table of a one-block model
     cos, sin = torch.ones(4, Dh // 2), torch.zeros(4, Dh // 2)

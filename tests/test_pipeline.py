@@ -83,16 +83,16 @@ def test_transfer_detail_restores_the_source_only_where_nothing_changed():
 def test_edit_puts_back_source_detail_where_the_model_changed_nothing(pipe):
     src = rgb(11)
     kw = dict(prompt="make it blue", task="edit", images=[src], seed=2, steps=2)
-    pipe.config.detail_transfer = False
+    pipe.settings.detail_transfer = False
     try:
         plain = pipe(**kw).images[0]
     finally:
-        pipe.config.detail_transfer = True
+        pipe.settings.detail_transfer = True
     kept = pipe(**kw).images[0]
     with torch.no_grad():
         recon = tensor_to_images(pipe.autoencoder.decode(pipe.autoencoder.encode(images_to_tensor([src], "cpu"))))[0]
     expect = transfer_detail(arr(src).astype(np.float32), arr(recon).astype(np.float32),
-                             arr(plain).astype(np.float32), pipe.config.detail_tolerance)
+                             arr(plain).astype(np.float32), pipe.settings.detail_tolerance)
     assert np.abs(arr(kept) - np.round(expect)).max() <= 1
     assert not np.array_equal(arr(kept), arr(plain))
 

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from seedling.model import train, train_ae
 from seedling.model.autoencoder import AE_CONFIGS, Autoencoder
+from seedling.model.modeling import weights_path
 from seedling.model.train import task_probs
 
 
@@ -34,7 +35,7 @@ def test_autoencoder_trainer_resumes(tmp_path):
 def test_autoencoder_decoder_only_keeps_the_latent_space(tmp_path):
     torch.manual_seed(0)
     base = Autoencoder(AE_CONFIGS["tiny"])
-    base.config.latent_shift, base.config.latent_scale = 0.25, 0.5
+    base.register_to_config(latent_shift=0.25, latent_scale=0.5)
     base.save_pretrained(tmp_path / "pipe" / "autoencoder")  # a pipeline folder's layout
     out = tmp_path / "dec"
     args = ["--out", str(out), "--init", str(tmp_path / "pipe"), "--decoder-only", "--batch", "4", "--crop", "32",
@@ -127,7 +128,7 @@ def test_dit_trainer_with_workers_resumes_exactly_and_inits_from_a_pipeline(tmp_
         b = load_file(str(tmp_path / "oneshot" / "checkpoint" / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name
     # --init started from the exported weights (fp16 there), not from this seed's random init
-    start = load_file(str(tmp_path / "init" / "dit" / "model.safetensors"))
+    start = load_file(str(weights_path(tmp_path / "init" / "dit")))
     torch.manual_seed(0)
     fresh = train.UnifiedDiT(train.DiT_configs["tiny"]()).state_dict()
     ema = load_file(str(tmp_path / "oneshot" / "checkpoint" / "ema.safetensors"))

@@ -13,14 +13,16 @@ diffusion. Both live in the config so a saved folder is self-describing.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from diffusers import ModelMixin  # noqa: F401  (diffusers' pipeline loader finds the base class here)
+from diffusers.configuration_utils import register_to_config
+
+from seedling.model.modeling import SeedlingModelMixin
 
 
 @dataclass
@@ -43,7 +45,7 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AutoencoderConfig":
-        d = dict(d)
+        d = {k: v for k, v in d.items() if not k.startswith("_")}  # diffusers' bookkeeping keys
         d["channels"] = tuple(d["channels"])
         return cls(**d)
 
@@ -110,16 +112,24 @@ class Decoder(nn.Module):
         return F.pixel_shuffle(self.out(F.silu(self.norm(h))), 2)  # (B, 3, H, W)
 
 
-class Autoencoder(nn.Module):
-    def __init__(self, cfg: AutoencoderConfig):
+class Autoencoder(SeedlingModelMixin):
+    """config.json holds AutoencoderConfig's fields; `Autoencoder(AutoencoderConfig(...))` also works.
+    After training, record the measured normalisation with
+    `register_to_config(latent_shift=..., latent_scale=...)`."""
+
+    @register_to_config
+    def __init__(self, latent_channels: int = 8, channels: tuple[int, ...] = (32, 64, 128), groups: int = 8,
+                 latent_shift: float = 0.0, latent_scale: float = 1.0):
         super().__init__()
-        self.config = cfg
+        if isinstance(latent_channels, AutoencoderConfig):  # the pre-diffusers call: Autoencoder(cfg)
+            self.register_to_config(**latent_channels.to_dict())
+        cfg = AutoencoderConfig.from_dict({k: self.config[k] for k in AutoencoderConfig.__dataclass_fields__})
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
 
     @property
     def factor(self) -> int:
-        return self.config.factor
+        return 2 ** len(self.config.channels)
 
     def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
@@ -138,23 +148,6 @@ class Autoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode_raw(x)
         return self.decode_raw(z), z
-
-    # -- persistence: safetensors + JSON, never pickles --------------------------------------
-    def save_pretrained(self, folder: str | Path, dtype: torch.dtype = torch.float32) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
-        save_file({k: v.detach().to(dtype).contiguous() for k, v in self.state_dict().items()},
-                  str(folder / "model.safetensors"))
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "Autoencoder":
-        folder = Path(folder)
-        cfg = AutoencoderConfig.from_dict(json.loads((folder / "config.json").read_text()))
-        model = cls(cfg)
-        state = {k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}
-        model.load_state_dict(state)
-        return model.eval()
 
 
 def autoencoder_folder(path: str | Path) -> Path:

@@ -122,8 +122,8 @@ def main(argv=None):
     base = SeedlingPipeline.from_pretrained(args.model, device=str(dev))
     ae: Autoencoder = base.autoencoder.requires_grad_(False)
     teacher: UnifiedDiT = base.dit.eval().requires_grad_(False)
-    cfg = teacher.config
-    guidance = base.config.guidance if args.teacher_guidance is None else args.teacher_guidance
+    cfg = teacher.dims
+    guidance = base.settings.guidance if args.teacher_guidance is None else args.teacher_guidance
     student = copy.deepcopy(teacher).train().requires_grad_(True)
     fake = copy.deepcopy(teacher).train().requires_grad_(True)
     ema = copy.deepcopy(teacher).eval()
@@ -252,7 +252,7 @@ def main(argv=None):
     if args.export:
         from seedling.model.export import export
 
-        base_cfg = {k: v for k, v in base.config.to_dict().items() if k != "text_len"}
+        base_cfg = {k: v for k, v in base.settings.to_dict().items() if k != "text_len"}
         base_cfg.update(default_steps=args.export_steps, guidance=1.0, schedule="uniform")
         export(ck, Path(args.model) / "autoencoder", args.export, fp16=True, ema=True, pipeline_config=base_cfg,
                extra_info={"distilled_from": str(args.model), "args": vars(args)})

@@ -18,19 +18,19 @@ One token sequence per sample:  [reference tokens ; text tokens ; output tokens]
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from diffusers import ModelMixin  # noqa: F401  (diffusers' pipeline loader finds the base class here)
+from diffusers.configuration_utils import register_to_config
 
 from seedling.kernels import fused
 from seedling.kernels.attention import attention, cached_context_attention
 from seedling.kernels.packed import PackedLinear, has_hooks, is_linear, linear_gelu, pack_linears, version_key
+from seedling.model.modeling import SeedlingModelMixin
 from seedling.model.rope import Rope3D, apply_rope_complex, image_positions, text_positions
 
 TASKS = ("t2i", "edit", "inpaint", "compose", "storyboard", "style")
@@ -65,7 +65,7 @@ class DiTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiTConfig":
-        d = dict(d)
+        d = {k: v for k, v in d.items() if not k.startswith("_")}  # diffusers' bookkeeping keys
         d["rope_axes"] = tuple(d["rope_axes"])
         d["tasks"] = tuple(d["tasks"])
         return cls(**d)
@@ -376,12 +376,23 @@ class StepPlan:
         return self.steps.get((tuple(t.tolist()), tuple(d.tolist())))
 
 
-class UnifiedDiT(nn.Module):
-    def __init__(self, cfg: DiTConfig):
+class UnifiedDiT(SeedlingModelMixin):
+    """config.json holds DiTConfig's fields; `UnifiedDiT(DiTConfig(...))` also works. Inside the
+    model, `self.dims` is the DiTConfig (with its derived `head_dim`)."""
+
+    @register_to_config
+    def __init__(self, width: int = 256, depth: int = 8, heads: int = 4, mlp_ratio: float = 4.0,
+                 latent_channels: int = 8, patch: int = 2, text_dim: int = 384, text_len: int = 32,
+                 rope_axes: tuple[int, int, int] = (16, 24, 24), rope_theta: float = 10000.0,
+                 ref_index_offset: int = 16, num_tasks: int = 8, attention_backend: str = "split",
+                 tasks: tuple[str, ...] = TASKS):
         super().__init__()
+        if isinstance(width, DiTConfig):  # the pre-diffusers call: UnifiedDiT(cfg)
+            self.register_to_config(**width.to_dict())
+        cfg = DiTConfig.from_dict({k: self.config[k] for k in DiTConfig.__dataclass_fields__})
         if sum(cfg.rope_axes) != cfg.head_dim:
             raise ValueError(f"rope_axes {cfg.rope_axes} must sum to head_dim {cfg.head_dim}")
-        self.config = cfg
+        self.dims = cfg
         D, C, p = cfg.width, cfg.latent_channels, cfg.patch
         self.out_embed = nn.Linear(C * p * p, D)  # noisy output latents
         self.ref_embed = nn.Linear((C + 1) * p * p, D)  # clean reference latents + mask channel
@@ -433,19 +444,19 @@ class UnifiedDiT(nn.Module):
             task = [task] * batch
         ids = []
         for name in task:
-            if name not in self.config.tasks:
-                raise ValueError(f"unknown task {name!r}; the model knows {list(self.config.tasks)}")
-            ids.append(self.config.tasks.index(name))
+            if name not in self.dims.tasks:
+                raise ValueError(f"unknown task {name!r}; the model knows {list(self.dims.tasks)}")
+            ids.append(self.dims.tasks.index(name))
         return torch.tensor(ids, device=device, dtype=torch.long)
 
     def _context_tokens(self, refs, ref_masks, text_states, ref_indices):
         """refs: list of (B, C, h, w); ref_masks: list of (B, 1, h, w) or None; text: (B, Lt, 384).
         Returns tokens (B, Nc, D) and positions (Nc, 3)."""
-        p = self.config.patch
+        p = self.dims.patch
         device = text_states.device
         tokens, pos = [], []
         if ref_indices is None:
-            ref_indices = [self.config.ref_index_offset + j for j in range(len(refs))]
+            ref_indices = [self.dims.ref_index_offset + j for j in range(len(refs))]
         for j, r in enumerate(refs):
             m = ref_masks[j] if ref_masks is not None and ref_masks[j] is not None else torch.zeros_like(r[:, :1])
             tokens.append(self.ref_embed(patchify(torch.cat([r, m.to(r.dtype)], 1), p)))  # (B, hw, D)
@@ -460,17 +471,17 @@ class UnifiedDiT(nn.Module):
 
     def _embed_outputs(self, x_out):
         B, M, C, h, w = x_out.shape
-        tokens = self.out_embed(patchify(x_out.reshape(B * M, C, h, w), self.config.patch))  # (B*M, hw/p^2, D)
+        tokens = self.out_embed(patchify(x_out.reshape(B * M, C, h, w), self.dims.patch))  # (B*M, hw/p^2, D)
         return tokens.reshape(B, M * tokens.shape[1], -1)
 
     def _output_positions(self, x_out):
         _, M, _, h, w = x_out.shape
-        p = self.config.patch
+        p = self.dims.patch
         return torch.cat([image_positions(i, h // p, w // p, x_out.device) for i in range(M)], 0)
 
     def _unpatchify_outputs(self, y, shape):
         B, M, C, h, w = shape
-        p = self.config.patch
+        p = self.dims.patch
         y = y.reshape(B * M, (h // p) * (w // p), -1)
         return unpatchify(y, p, C, h // p, w // p).reshape(B, M, C, h, w)
 
@@ -519,7 +530,7 @@ class UnifiedDiT(nn.Module):
         n_ctx = ctx.shape[1]
         x = torch.cat([ctx, out], 1)  # (B, Nc + No, D)
         rot = self.rope.complex(torch.cat([pos_ctx, pos_out], 0))
-        backend = backend or self.config.attention_backend
+        backend = backend or self.dims.attention_backend
         if planned:
             table_ctx, table_out, weights, final = plan.ctx_table, step.table, plan.weights, step.final
         else:
@@ -561,7 +572,7 @@ class UnifiedDiT(nn.Module):
         if table is not None:
             cos, sin = rot.real.contiguous(), rot.imag.contiguous()
             B, n_ctx = x.shape[:2]
-            H, Dh = self.config.heads, self.config.head_dim
+            H, Dh = self.dims.heads, self.dims.head_dim
             depth = len(self.blocks)
             bufs = [(x.new_empty(B, H, n_ctx + n_out, Dh), x.new_empty(B, H, n_ctx + n_out, Dh)) for _ in range(depth)] if n_out else []
             r = self._run_fused(x, table, None, 0, weights, cos, sin, [k for k, _ in bufs], [v for _, v in bufs], "context")
@@ -688,14 +699,14 @@ class UnifiedDiT(nn.Module):
         ):
             return None
         stacked = self._stacked_adaLN(lins)
-        return stacked(F.silu(c)).view(c.shape[0], len(lins), 6, self.config.width)
+        return stacked(F.silu(c)).view(c.shape[0], len(lins), 6, self.dims.width)
 
     def _stacked_adaLN(self, lins) -> nn.Linear:
         key = tuple(version_key(p) for lin in lins for p in (lin.weight, lin.bias))
         cached = self.__dict__.get("_adaLN_stack")  # not a registered module: no state_dict entry
         if cached is not None and cached[0] == key:
             return cached[1]
-        D = self.config.width
+        D = self.dims.width
         with torch.no_grad():
             w = torch.cat([lin.weight for lin in lins])  # (depth * 6D, D)
             b = torch.stack([lin.bias for lin in lins]).view(len(lins), 6, D).clone()
@@ -717,19 +728,3 @@ class UnifiedDiT(nn.Module):
     # -- helpers ------------------------------------------------------------------------------
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-    def save_pretrained(self, folder: str | Path, dtype: torch.dtype = torch.float32) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
-        save_file({k: v.detach().to(dtype).contiguous() for k, v in self.state_dict().items()},
-                  str(folder / "model.safetensors"))
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path, device="cpu") -> "UnifiedDiT":
-        folder = Path(folder)
-        cfg = DiTConfig.from_dict(json.loads((folder / "config.json").read_text()))
-        model = cls(cfg)
-        state = {k: v.float() for k, v in load_file(str(folder / "model.safetensors"), device=str(device)).items()}
-        model.load_state_dict(state)
-        return model.to(device).eval()

@@ -33,7 +33,7 @@ def export(
     dit = UnifiedDiT(cfg)
     dit.load_state_dict(load_file(str(ck / ("ema.safetensors" if ema else "model.safetensors"))))
     pcfg = PipelineConfig(text_len=cfg.text_len, **(pipeline_config or {}))
-    pipe = SeedlingPipeline(dit.eval(), Autoencoder.from_pretrained(ae), config=pcfg)
+    pipe = SeedlingPipeline(dit.eval(), Autoencoder.from_pretrained(ae), pipeline_config=pcfg)
     pipe.save_pretrained(out, dtype=torch.float16 if fp16 else torch.float32)
     state = ck / "state.pt"
     if state.exists():

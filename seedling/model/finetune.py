@@ -223,7 +223,7 @@ def extract_adapter(model: nn.Module, base: nn.Module, config: FinetuneConfig, m
     meta = {
         **metadata,
         "method": config.method,
-        "base_config": base.config.to_dict() if hasattr(base, "config") else {},
+        "base_config": {k: v for k, v in getattr(base, "config", {}).items() if not k.startswith("_")},
         "training": config.to_dict(),
     }
     if config.method == "lora":
@@ -350,8 +350,7 @@ def sample_images(
 
     prompts = sample_prompts(examples, config)
     # "plain": leave the classes of the model being trained alone
-    sampler = SeedlingPipeline(dit, pipe.autoencoder, pipe.text_encoder, pipe.config, linear_kernel="plain")
-    sampler.device = pipe.device  # not .to(): that would move (and clear) the shared text encoder
+    sampler = SeedlingPipeline(dit, pipe.autoencoder, pipe.text_encoder, pipe.settings, linear_kernel="plain")
     edit = isinstance(examples[0], EditPair)
     images = []
     for i, prompt in enumerate(prompts):

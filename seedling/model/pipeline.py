@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
 from seedling.model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor, tensor_to_images
+from seedling.model.convert import write_pipeline_metadata
 from seedling.model.dit import DiT_configs, UnifiedDiT
 from seedling.model.sampler import Branch, euler_sample, make_schedule
 from seedling.model.task_table import TASK_NAMES, TASKS, check_size, task_spec
@@ -34,6 +36,15 @@ from seedling.model.task_table import TASK_NAMES, TASKS, check_size, task_spec
 LINEAR_KERNELS = ("packed", "plain")
 # (min, max) number of input images per task (compatibility name; the task table is the source)
 TASK_IMAGES = {name: (int(t.references.lo), int(t.references.hi)) for name, t in TASKS.items()}
+
+
+def _alias(name: str, value, diffusers_name: str, diffusers_value):
+    """One argument given under the studio's name or diffusers' (not two different values)."""
+    if diffusers_value is None:
+        return value
+    if value is not None and value != diffusers_value:
+        raise ValueError(f"{name}={value!r} and {diffusers_name}={diffusers_value!r} disagree; give one")
+    return diffusers_value
 
 
 def _whole(value) -> bool:
@@ -102,20 +113,38 @@ def feather_mask(mask: np.ndarray, px: int) -> np.ndarray:
     return np.where(mask, np.clip(2 * blurred - 1, 0, 1), 0.0).astype(np.float32)
 
 
-class SeedlingPipeline:
+def default_scheduler(shift: float = 1.0) -> FlowMatchEulerDiscreteScheduler:
+    """The diffusers scheduler equal to our sampler's time grid and Euler update: flow matching,
+    x_{t'} = x_t + (t' - t) v, times shifted by t' = s t / (1 + (s - 1) t) (tests/test_scheduler.py)."""
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+
+
+class SeedlingPipeline(DiffusionPipeline):
+    """Components: `dit` (UnifiedDiT), `autoencoder` (Autoencoder), `scheduler`
+    (FlowMatchEulerDiscreteScheduler, the sampler's equivalent); the MiniLM text encoder is built
+    from its PyPI package unless given. `settings` (PipelineConfig) are the model's sampling
+    defaults, saved in model_index.json ("pipeline_config") and in pipeline.json."""
+
     tasks = TASK_NAMES
+    model_cpu_offload_seq = "dit->autoencoder"
+    _optional_components = ["scheduler"]
 
     def __init__(self, dit: UnifiedDiT, autoencoder: Autoencoder, text_encoder=None,
-                 config: PipelineConfig | None = None, linear_kernel: str = "packed"):
-        self.dit = dit.eval()
-        self.autoencoder = autoencoder.eval()
-        self.config = config or PipelineConfig(text_len=dit.config.text_len)
+                 pipeline_config: PipelineConfig | dict | None = None, linear_kernel: str = "packed",
+                 scheduler: FlowMatchEulerDiscreteScheduler | None = None):
+        super().__init__()
+        if isinstance(pipeline_config, dict):
+            pipeline_config = PipelineConfig(**pipeline_config)
+        self.settings = pipeline_config or PipelineConfig(text_len=dit.config.text_len)
+        if scheduler is None:
+            scheduler = default_scheduler(self.settings.shift)
+        self.register_modules(dit=dit.eval(), autoencoder=autoencoder.eval(), scheduler=scheduler)
+        self.register_to_config(pipeline_config=self.settings.to_dict())
         if text_encoder is None:
             from seedling.model.text_encoder import TextEncoder
 
             text_encoder = TextEncoder(max_length=dit.config.text_len)
         self.text_encoder = text_encoder
-        self.device = torch.device("cpu")
         self.quantization = "none"
         if dit.config.latent_channels != autoencoder.config.latent_channels:
             raise ValueError("the DiT and the autoencoder disagree on the number of latent channels")
@@ -133,30 +162,44 @@ class SeedlingPipeline:
         return cls(dit, ae, text_encoder, PipelineConfig(text_len=dit.config.text_len))
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str = "cpu", text_encoder=None) -> SeedlingPipeline:
+    def from_pretrained(cls, folder: str | Path, device: str = "cpu", text_encoder=None, **kwargs) -> SeedlingPipeline:
+        """A model folder: diffusers' layout (model_index.json) or the pre-diffusers one (pipeline.json,
+        dit/, autoencoder/; seedling/model/convert.py adds model_index.json to it). Runs no code from
+        the folder (unlike `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`, which
+        imports its seedling_pipeline.py and gives the same pipeline)."""
         folder = Path(folder)
-        if not (folder / "pipeline.json").exists():
-            raise FileNotFoundError(f"{folder} is not a Seedling model folder (no pipeline.json)")
-        cfg = json.loads((folder / "pipeline.json").read_text())
-        dit = UnifiedDiT.from_pretrained(folder / "dit")
-        ae = Autoencoder.from_pretrained(folder / "autoencoder")
-        pipe = cls(dit, ae, text_encoder, PipelineConfig(**cfg))
+        if (folder / "model_index.json").exists():
+            index = json.loads((folder / "model_index.json").read_text())
+            settings = index.get("pipeline_config")
+            scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler") if (
+                folder / "scheduler" / "scheduler_config.json").exists() else None
+        elif (folder / "pipeline.json").exists():
+            settings, scheduler = json.loads((folder / "pipeline.json").read_text()), None
+        else:
+            raise FileNotFoundError(f"{folder} is not a Seedling model folder (no model_index.json or pipeline.json)")
+        dit = UnifiedDiT.from_pretrained(folder / "dit", **kwargs)
+        ae = Autoencoder.from_pretrained(folder / "autoencoder", **kwargs)
+        pipe = cls(dit, ae, text_encoder, PipelineConfig(**settings) if settings else None, scheduler=scheduler)
         return pipe.to(device)
 
-    def save_pretrained(self, folder: str | Path, dtype: torch.dtype = torch.float32) -> None:
+    def save_pretrained(self, folder: str | Path, dtype: torch.dtype = torch.float32, **kwargs) -> None:
+        """diffusers' layout (model_index.json, dit/, autoencoder/, scheduler/) plus pipeline.json
+        (the app reads the sampling defaults from it) and the module file that lets
+        DiffusionPipeline.from_pretrained find this class. `dtype`: the weights' precision on disk."""
         if self.quantization != "none":
             raise ValueError("save the model before quantizing it: quantized layers are an inference-time form")
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.dit.save_pretrained(folder / "dit", dtype)
-        self.autoencoder.save_pretrained(folder / "autoencoder", dtype)
-        (folder / "pipeline.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        self.register_to_config(pipeline_config=self.settings.to_dict())
+        super().save_pretrained(str(folder), **kwargs)
+        if dtype != torch.float32:  # the library saved fp32 weights: replace them with the smaller copy
+            self.dit.save_pretrained(folder / "dit", dtype=dtype)
+            self.autoencoder.save_pretrained(folder / "autoencoder", dtype=dtype)
+        write_pipeline_metadata(folder, self.settings.to_dict())
 
     def to(self, device) -> SeedlingPipeline:
-        self.device = torch.device(device)
-        self.dit.to(self.device)
-        self.autoencoder.to(self.device)
-        self.text_encoder.to(self.device)
+        self.dit.to(device)
+        self.autoencoder.to(device)
+        self.text_encoder.to(device)
         return self
 
     def set_linear_kernel(self, kind: str) -> SeedlingPipeline:
@@ -193,7 +236,7 @@ class SeedlingPipeline:
 
     @property
     def default_steps(self) -> int:
-        return self.config.default_steps
+        return self.settings.default_steps
 
     @property
     def grid(self) -> int:
@@ -285,7 +328,27 @@ class SeedlingPipeline:
                  guidance: float | None = None, image_guidance: float | None = None, seed: int | None = None,
                  height: int | None = None, width: int | None = None, use_ref_cache: bool = True,
                  callback: Callable | None = None, previews: bool = True,
-                 schedule: str | list | None = None) -> PipelineOutput:
+                 schedule: str | list | None = None, *, num_inference_steps: int | None = None,
+                 guidance_scale: float | None = None, image_guidance_scale: float | None = None,
+                 num_images_per_prompt: int | None = None, generator: torch.Generator | None = None,
+                 callback_on_step_end: Callable | None = None, output_type: str = "pil",
+                 return_dict: bool = True) -> PipelineOutput:
+        """One generation. diffusers' names and the studio's name the same things:
+        num_inference_steps = steps, guidance_scale = guidance, image_guidance_scale = image_guidance,
+        num_images_per_prompt = num_outputs (panels for a storyboard); `generator` instead of `seed`
+        (the result's seed is its initial seed). `callback(step, total, preview)` may return False to
+        cancel; `callback_on_step_end(pipe, step, t, {"latents": ...})` is diffusers' form (set
+        `pipe._interrupt = True` in it to cancel). output_type: "pil", "np" (floats in [0, 1]) or
+        "latent". Bad input raises ValueError with a sentence."""
+        steps = _alias("steps", steps, "num_inference_steps", num_inference_steps)
+        guidance = _alias("guidance", guidance, "guidance_scale", guidance_scale)
+        image_guidance = _alias("image_guidance", image_guidance, "image_guidance_scale", image_guidance_scale)
+        num_outputs = _alias("num_outputs", num_outputs, "num_images_per_prompt", num_images_per_prompt)
+        if output_type not in ("pil", "np", "latent"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'latent', got {output_type!r}")
+        if generator is not None and seed is not None:
+            raise ValueError("give a seed or a generator, not both")
+        self._interrupt = False
         t_start = time.perf_counter()
         prompt = "" if prompt is None else str(prompt)
         images = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in (images or [])]
@@ -294,17 +357,20 @@ class SeedlingPipeline:
             mask = Image.fromarray(np.asarray(mask))
         if num_outputs is None:
             num_outputs = task_spec(task).default_outputs
-        steps = self.config.default_steps if steps is None else steps
-        guidance = self.config.guidance if guidance is None else guidance
-        image_guidance = self.config.image_guidance if image_guidance is None else image_guidance
+        steps = self.settings.default_steps if steps is None else steps
+        guidance = self.settings.guidance if guidance is None else guidance
+        image_guidance = self.settings.image_guidance if image_guidance is None else image_guidance
         if images and task_spec(task).keeps_source_size and height is None and width is None:
             width, height = images[0].size
-        height = self.config.default_size if height is None else height
-        width = self.config.default_size if width is None else width
+        height = self.settings.default_size if height is None else height
+        width = self.settings.default_size if width is None else width
         self._check(task, images, mask, num_outputs, steps, guidance, image_guidance, height, width)
-        if seed is None:
-            seed = random.randrange(2**31)
-        gen = torch.Generator().manual_seed(int(seed))
+        if generator is not None:
+            gen, seed = generator, generator.initial_seed()
+        else:
+            if seed is None:
+                seed = random.randrange(2**31)
+            gen = torch.Generator().manual_seed(int(seed))
         timings: dict[str, float] = {}
 
         # Storyboards are M panels of one sequence (they attend to each other); other tasks give
@@ -351,6 +417,10 @@ class SeedlingPipeline:
                 return x * (1 - keep) + keep * ((1 - t) * z_src + t * noise)
 
         def on_step(i, total, x, x0_pred):
+            if callback_on_step_end is not None:
+                callback_on_step_end(self, i - 1, times[i - 1], {"latents": x, "x0_pred": x0_pred})
+                if self._interrupt:
+                    raise GenerationCancelled(f"interrupted at step {i} of {total}")
             if callback is None:
                 return
             preview = None
@@ -359,27 +429,37 @@ class SeedlingPipeline:
             if callback(i, total, preview) is False:
                 raise GenerationCancelled(f"cancelled at step {i} of {total}")
 
-        times = make_schedule(steps, schedule if schedule is not None else self.config.schedule, self.config.shift)
+        times = make_schedule(steps, schedule if schedule is not None else self.settings.schedule, self.settings.shift)
         t0 = time.perf_counter()
-        lat = euler_sample(branches, noise.clone(), times.to(dev), guidance, image_guidance,
-                           shortcut=self.config.shortcut, on_step=on_step, project=project)
+        lat = euler_sample(branches, noise.clone(), times.to(dev), guidance, image_guidance, shortcut=self.settings.shortcut,
+                           on_step=on_step if callback or callback_on_step_end else None, project=project)
         timings["sample"] = time.perf_counter() - t0
 
+        if output_type == "latent":
+            return self._output(lat.reshape(B * M, C, h, w), seed, timings, t_start, return_dict)
         t0 = time.perf_counter()
         out = tensor_to_images(self.autoencoder.decode(lat.reshape(B * M, C, h, w)))
-        if task == "edit" and pix_mask is None and self.config.detail_transfer:
+        if task == "edit" and pix_mask is None and self.settings.detail_transfer:
             src = np.asarray(sized[0], dtype=np.float32)
             recon = np.asarray(tensor_to_images(self.autoencoder.decode(refs[0]))[0], dtype=np.float32)
             out = [Image.fromarray(np.round(transfer_detail(src, recon, np.asarray(o, np.float32),
-                                                            self.config.detail_tolerance)).astype(np.uint8))
+                                                            self.settings.detail_tolerance)).astype(np.uint8))
                    for o in out]
         if pix_mask is not None:
-            wgt = feather_mask(pix_mask, self.config.feather_px)[..., None]
+            wgt = feather_mask(pix_mask, self.settings.feather_px)[..., None]
             src = np.asarray(images[0], dtype=np.float32)
             out = [Image.fromarray(np.round(src * (1 - wgt) + np.asarray(o, np.float32) * wgt).astype(np.uint8))
                    for o in out]
         timings["decode"] = time.perf_counter() - t0
-        timings["total"] = time.perf_counter() - t_start
         params = {"prompt": prompt, "task": task, "num_outputs": num_outputs, "steps": steps, "guidance": guidance,
                       "image_guidance": image_guidance, "seed": int(seed), "height": height, "width": width}
-        return PipelineOutput(images=out, seed=int(seed), timings=timings, parameters=params)
+        if output_type == "np":
+            out = np.stack([np.asarray(o, dtype=np.float32) / 255.0 for o in out])
+        return self._output(out, seed, timings, t_start, return_dict, params)
+
+    @staticmethod
+    def _output(images, seed, timings, t_start, return_dict, params=None):
+        timings["total"] = time.perf_counter() - t_start
+        if not return_dict:
+            return (images,)
+        return PipelineOutput(images=images, seed=int(seed), timings=timings, parameters=params or {})

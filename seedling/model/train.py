@@ -47,6 +47,7 @@ from tqdm import tqdm
 from seedling.model.autoencoder import Autoencoder, images_to_tensor
 from seedling.model.dit import DiT_configs, DiTConfig, UnifiedDiT
 from seedling.model.flow import shortcut_flow_loss
+from seedling.model.modeling import weights_path
 
 TASK_WEIGHTS = {"t2i": 0.34, "edit": 0.2, "inpaint": 0.1, "compose": 0.12, "storyboard": 0.12, "style": 0.12}
 CURRICULUM = (  # (fraction of training at which the phase starts, tasks enabled)
@@ -268,7 +269,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     model = UnifiedDiT(cfg).to(dev)
     if args.init and not resuming:
-        init = load_file(str(Path(args.init) / "dit" / "model.safetensors"))
+        init = load_file(str(weights_path(Path(args.init) / "dit")))
         model.load_state_dict({k: v.float() for k, v in init.items()})
         acc.print(f"initialised from {args.init}")
     ema = copy.deepcopy(model).requires_grad_(False)

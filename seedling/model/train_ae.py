@@ -179,8 +179,7 @@ def main(argv=None):
     if not args.decoder_only:  # a fixed encoder keeps its latent statistics
         with torch.no_grad():
             zs = torch.cat([m.encode_raw(xs[i : i + 32]) for i in range(0, len(xs), 32)])
-        m.config.latent_shift = float(zs.mean())
-        m.config.latent_scale = float(1.0 / zs.std())
+        m.register_to_config(latent_shift=float(zs.mean()), latent_scale=float(1.0 / zs.std()))
     val_psnr = roundtrip_psnr(m)
     m.save_pretrained(out / "final")
     acc.print(
