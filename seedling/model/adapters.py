@@ -1,7 +1,11 @@
 """Adapters: fine-tuned weight changes of the DiT, as files and as reversible edits of a live model.
 
-Files: `<name>.safetensors` holds the tensors and `<name>.json` beside it the metadata (the same
-JSON is embedded in the safetensors header, so the tensor file alone is enough to load).
+Files, two layouts; `load_adapter` reads both, `save_adapter` writes the one its path names:
+- a folder (LoRA only): peft's `adapter_config.json` + `adapter_model.safetensors`, which
+  `PeftModel.from_pretrained(dit, folder)` loads; the studio's metadata rides in the safetensors
+  header ("seedling"), which peft ignores.
+- `<name>.safetensors` with `<name>.json` beside it (the same JSON is in the header, so the tensor
+  file alone is enough): the studio's single-file form, and the only one for full fine-tunes.
 - kind "lora": peft's key names, `<module>.lora_A.weight` (r, in) and `<module>.lora_B.weight`
   (out, r) for every adapted linear; its weight change is alpha / r * B @ A.
 - kind "full": `<parameter>` -> (fine-tuned - base) for every DiT parameter that training changed.
@@ -17,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +35,9 @@ from torch import nn
 from seedling.kernels.packed import is_linear
 
 FORMAT = "seedling-adapter/1"
+PEFT_CONFIG_NAME = "adapter_config.json"  # peft's file names (peft.utils.CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME)
+PEFT_WEIGHTS_NAME = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."  # peft's key prefix: the PeftModel wrapping the DiT
 KINDS = ("lora", "full")
 _STATE_ATTR = "_seedling_adapters"
 
@@ -76,36 +83,68 @@ class Adapter:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def save_adapter(adapter: Adapter, path: str | Path) -> Path:
-    """Write `path` (.safetensors) and its .json sidecar, each atomically (temp file + rename)."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"an adapter file ends in .safetensors, not {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "kind": adapter.kind, **adapter.metadata}
-    text = json.dumps(meta, indent=2, sort_keys=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in adapter.tensors.items()}
+def _atomic_files(writers: dict[Path, Callable[[Path], object]]) -> None:
+    """Write every file through a temp name, then rename them all: readers never see half a file."""
     tag = uuid.uuid4().hex[:8]
-    tmp = path.with_name(f".{path.name}.{tag}.tmp")
-    tmp_json = path.with_name(f".{path.stem}.json.{tag}.tmp")
+    tmps = {path: path.with_name(f".{path.name}.{tag}.tmp") for path in writers}
     try:
-        save_file(tensors, str(tmp), metadata={"seedling": json.dumps(meta, sort_keys=True)})
-        tmp_json.write_text(text)
-        os.replace(tmp, path)
-        os.replace(tmp_json, path.with_suffix(".json"))
+        for path, write in writers.items():
+            write(tmps[path])
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
-        tmp_json.unlink(missing_ok=True)
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+
+
+def save_adapter(adapter: Adapter, path: str | Path) -> Path:
+    """`path` ending in .safetensors: that file and its .json sidecar. Any other path: a peft
+    adapter folder (LoRA only). Each file is written atomically (temp file + rename)."""
+    path = Path(path)
+    meta = {"format": FORMAT, "kind": adapter.kind, **adapter.metadata}
+    header = {"seedling": json.dumps(meta, sort_keys=True), "format": "pt"}
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in adapter.tensors.items()}
+    if path.suffix == ".safetensors":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(meta, indent=2, sort_keys=True)
+        _atomic_files({path: lambda f: save_file(tensors, str(f), metadata=header),
+                       path.with_suffix(".json"): lambda f: f.write_text(text)})
+        return path
+    if adapter.kind != "lora":
+        raise ValueError("only LoRA adapters have peft's folder form; save a full fine-tune as a .safetensors file")
+    if path.suffix:
+        raise ValueError(f"an adapter is a .safetensors file or a folder, not {path.name!r}")
+    path.mkdir(parents=True, exist_ok=True)
+    config = peft_config(adapter).to_dict()
+    config["peft_type"] = str(config["peft_type"].value if hasattr(config["peft_type"], "value") else config["peft_type"])
+    config["target_modules"] = sorted(config["target_modules"])
+    text = json.dumps(config, indent=2, sort_keys=True, default=str)
+    prefixed = {PEFT_PREFIX + k: v for k, v in tensors.items()}
+    _atomic_files({path / PEFT_WEIGHTS_NAME: lambda f: save_file(prefixed, str(f), metadata=header),
+                   path / PEFT_CONFIG_NAME: lambda f: f.write_text(text)})
     return path
 
 
+def peft_config(adapter: Adapter):
+    """The peft LoraConfig equal to a LoRA adapter: its rank and alpha on exactly its layers."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=adapter.rank, lora_alpha=float(adapter.metadata["alpha"]), lora_dropout=0.0,
+                      target_modules=adapter.lora_modules(), bias="none",
+                      base_model_name_or_path=adapter.metadata.get("base_model"))
+
+
 def load_adapter(path: str | Path) -> Adapter:
+    """An adapter from a .safetensors file (with or without its sidecar) or a peft folder; a peft
+    folder not written by the studio loads too (its metadata then comes from adapter_config.json)."""
     path = Path(path)
+    if path.is_dir():
+        return _load_peft_folder(path)
     if not path.is_file():
         raise FileNotFoundError(f"adapter file {path} does not exist")
-    with safe_open(str(path), framework="pt") as f:
-        header = (f.metadata() or {}).get("seedling")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
+    if path.name == PEFT_WEIGHTS_NAME and (path.parent / PEFT_CONFIG_NAME).is_file():
+        return _load_peft_folder(path.parent)
+    header, tensors = _read(path)
     if header is None:
         raise ValueError(f"{path.name} is not a Seedling adapter (no 'seedling' metadata in its header)")
     meta = json.loads(header)
@@ -114,8 +153,38 @@ def load_adapter(path: str | Path) -> Adapter:
     return Adapter(kind=meta.pop("kind"), tensors=tensors, metadata=meta)
 
 
+def _read(path: Path) -> tuple[str | None, dict[str, torch.Tensor]]:
+    with safe_open(str(path), framework="pt") as f:
+        header = (f.metadata() or {}).get("seedling")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
+    return header, tensors
+
+
+def _load_peft_folder(folder: Path) -> Adapter:
+    if not (folder / PEFT_CONFIG_NAME).is_file() or not (folder / PEFT_WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"{folder} is no peft adapter folder ({PEFT_CONFIG_NAME} + {PEFT_WEIGHTS_NAME})")
+    config = json.loads((folder / PEFT_CONFIG_NAME).read_text())
+    if config.get("peft_type") != "LORA":
+        raise ValueError(f"{folder.name}: only LoRA peft adapters apply to the DiT, not {config.get('peft_type')}")
+    header, tensors = _read(folder / PEFT_WEIGHTS_NAME)
+    tensors = {k.removeprefix(PEFT_PREFIX): v for k, v in tensors.items()}
+    meta = json.loads(header) if header is not None else {"name": folder.name}
+    meta.pop("format", None)
+    meta.pop("kind", None)
+    meta.setdefault("rank", config["r"])
+    meta.setdefault("alpha", config["lora_alpha"])
+    if (meta["rank"], float(meta["alpha"])) != (config["r"], float(config["lora_alpha"])):
+        raise ValueError(f"{folder.name}: its header and adapter_config.json disagree on rank/alpha")
+    return Adapter(kind="lora", tensors=tensors, metadata=meta)
+
+
 def delete_adapter_files(path: str | Path) -> None:
     path = Path(path)
+    if path.is_dir():
+        for name in (PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME):
+            (path / name).unlink(missing_ok=True)
+        path.rmdir()
+        return
     path.unlink(missing_ok=True)
     path.with_suffix(".json").unlink(missing_ok=True)
 
