@@ -1,41 +1,94 @@
-"""Attention backends behind one function, each with its constraints (cf. diffusers'
-attention_dispatch).
+"""Attention behind one entry point, each backend registered with constraints that are checked
+(cf. diffusers' attention_dispatch).
 
 The unified DiT's sequence is [context (references ; text) ; outputs] with the structured mask
-"context never attends to outputs, outputs attend to everything". Three ways to compute it:
+"context never attends to outputs, outputs attend to everything". Backends:
 
-- "dense":  one SDPA over the whole sequence with a boolean block mask (the reference path).
-- "split":  two unmasked SDPA calls, context->context and outputs->all. Mathematically equal to
-            "dense" and cheaper: no mask materialised, no wasted context->output scores. The
-            reference K/V cache is the same split with the context K/V computed once.
-- "flex":   FlexAttention with a block mask (torch.nn.attention.flex_attention); pays on CUDA
-            where it compiles to a fused kernel; on CPU it falls back to "split".
+- "split": two unmasked SDPA calls, context->context and outputs->all. Equal to "dense" up to
+  float rounding and cheaper (no mask, no wasted context->output scores). The C++ fused blocks
+  (kernels/fused.py) compute exactly this split, so only this backend may run on them.
+- "dense": one SDPA over the whole sequence with a boolean (L, L) block mask: the reference.
+- "flex":  FlexAttention with a block mask, compiled; CUDA only.
+- "sdpa-cached": outputs attending to [cached context K/V ; their own K/V] (no mask needed: the
+  context rows are not recomputed). The reference K/V cache's path.
 
-All take q, k, v of shape (B, H, L, Dh) and the number of context tokens `n_ctx`.
+`attention(..., backend=None)` picks the first backend whose constraints hold, in the order of
+AUTO_ORDER; a named backend whose constraints fail raises ValueError saying which, never a
+silent fallback.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-_BACKENDS: dict[str, Callable] = {}
-_CONSTRAINTS: dict[str, str] = {}
+MASKS = ("structured", "none")  # the attention patterns the DiT asks for
+AUTO_ORDER = ("flex", "split", "dense")
 
 
-def register(name: str, constraint: str):
+@dataclass(frozen=True)
+class AttentionBackend:
+    name: str
+    fn: Callable
+    devices: tuple[str, ...] | None  # device types it runs on; None: any
+    dtypes: tuple[torch.dtype, ...] | None  # None: any floating dtype
+    masks: tuple[str, ...]  # which of MASKS it computes
+    cached: bool  # the cached path: queries are outputs only, keys/values [cached context ; outputs]
+    fused_blocks: bool = False  # the C++ fused blocks compute this backend's math (kernels/fused.py)
+
+    def unmet(self, q: torch.Tensor, mask: str, cached: bool) -> str | None:
+        """Why this backend cannot run these inputs, or None."""
+        if mask not in self.masks:
+            return f"it does not compute the {mask!r} mask (only {', '.join(self.masks)})"
+        if cached != self.cached:
+            return "it is for the cached path" if self.cached else "it is not for the cached path"
+        if self.devices is not None and q.device.type not in self.devices:
+            return f"it runs on {', '.join(self.devices)}, not {q.device.type}"
+        if not q.is_floating_point() or (self.dtypes is not None and q.dtype not in self.dtypes):
+            return f"it does not take {q.dtype}"
+        return None
+
+
+_BACKENDS: dict[str, AttentionBackend] = {}
+
+
+def register(name: str, *, devices=None, dtypes=None, masks=MASKS, cached=False, fused_blocks=False):
     def deco(fn):
-        _BACKENDS[name] = fn
-        _CONSTRAINTS[name] = constraint
+        _BACKENDS[name] = AttentionBackend(name, fn, devices, dtypes, tuple(masks), cached, fused_blocks)
         return fn
 
     return deco
 
 
-def available_backends() -> dict[str, str]:
-    return dict(_CONSTRAINTS)
+def available_backends() -> dict[str, AttentionBackend]:
+    return dict(_BACKENDS)
+
+
+def get_backend(name: str) -> AttentionBackend:
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown attention backend {name!r}; available: {sorted(_BACKENDS)}") from None
+
+
+def choose_backend(q: torch.Tensor, mask: str = "structured", cached: bool = False,
+                   backend: str | None = None) -> AttentionBackend:
+    """`backend` if its constraints hold (ValueError naming the unmet one otherwise); None or
+    "auto": the first of AUTO_ORDER (then any registered) whose constraints hold."""
+    if backend not in (None, "auto"):
+        chosen = get_backend(backend)
+        reason = chosen.unmet(q, mask, cached)
+        if reason is not None:
+            raise ValueError(f"attention backend {backend!r} cannot run here: {reason}")
+        return chosen
+    names = [*AUTO_ORDER, *(n for n in _BACKENDS if n not in AUTO_ORDER)]
+    for name in names:
+        if name in _BACKENDS and _BACKENDS[name].unmet(q, mask, cached) is None:
+            return _BACKENDS[name]
+    raise ValueError(f"no attention backend runs {q.dtype} on {q.device.type} ({mask}, cached={cached})")
 
 
 def structured_mask(n_ctx: int, n_total: int, device=None) -> torch.Tensor:
@@ -45,13 +98,13 @@ def structured_mask(n_ctx: int, n_total: int, device=None) -> torch.Tensor:
     return m
 
 
-@register("dense", "any device; materialises an (L, L) mask")
+@register("dense")
 def dense_attention(q, k, v, n_ctx: int):
     mask = structured_mask(n_ctx, q.shape[-2], q.device)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-@register("split", "any device; equal to dense up to float rounding")
+@register("split", fused_blocks=True)
 def split_attention(q, k, v, n_ctx: int):
     if n_ctx == 0:
         return F.scaled_dot_product_attention(q, k, v)
@@ -63,10 +116,8 @@ def split_attention(q, k, v, n_ctx: int):
 _flex_cache: dict = {}
 
 
-@register("flex", "CUDA (compiled FlexAttention); falls back to split elsewhere")
+@register("flex", devices=("cuda",))
 def flex_attention(q, k, v, n_ctx: int):
-    if q.device.type != "cuda":
-        return split_attention(q, k, v, n_ctx)
     from torch.nn.attention.flex_attention import create_block_mask
     from torch.nn.attention.flex_attention import flex_attention as _flex
 
@@ -82,13 +133,14 @@ def flex_attention(q, k, v, n_ctx: int):
     return _flex_cache["compiled"](q, k, v, block_mask=_flex_cache[key])
 
 
-def attention(q, k, v, n_ctx: int, backend: str = "split"):
+def attention(q, k, v, n_ctx: int, backend: str | None = "split"):
     """Structured attention over [context ; outputs]. q, k, v: (B, H, L, Dh) -> (B, H, L, Dh)."""
-    try:
-        fn = _BACKENDS[backend]
-    except KeyError:
-        raise ValueError(f"unknown attention backend {backend!r}; available: {sorted(_BACKENDS)}") from None
-    return fn(q, k, v, n_ctx)
+    return choose_backend(q, "structured" if n_ctx else "none", False, backend).fn(q, k, v, n_ctx)
+
+
+@register("sdpa-cached", masks=("none",), cached=True)
+def _cached_sdpa(q_out, k, v):
+    return F.scaled_dot_product_attention(q_out, k, v)
 
 
 def cached_context_attention(q_out, k_ctx, v_ctx, k_out, v_out, kv_buffer=None):
@@ -103,7 +155,8 @@ def cached_context_attention(q_out, k_ctx, v_ctx, k_out, v_out, kv_buffer=None):
         n_ctx = kb.shape[2] - k_out.shape[2]
         kb[:, :, n_ctx:].copy_(k_out)
         vb[:, :, n_ctx:].copy_(v_out)
-        return F.scaled_dot_product_attention(q_out, kb, vb)
-    k = torch.cat([k_ctx, k_out], dim=2) if k_ctx is not None else k_out
-    v = torch.cat([v_ctx, v_out], dim=2) if v_ctx is not None else v_out
-    return F.scaled_dot_product_attention(q_out, k, v)
+        k, v = kb, vb
+    else:
+        k = torch.cat([k_ctx, k_out], dim=2) if k_ctx is not None else k_out
+        v = torch.cat([v_ctx, v_out], dim=2) if v_ctx is not None else v_out
+    return choose_backend(q_out, "none", True, "sdpa-cached").fn(q_out, k, v)

@@ -35,13 +35,10 @@ from pathlib import Path
 
 import torch
 
+from seedling.kernels.derived import BLOCK_CACHE_ATTR, PANELS_ATTR, version_key  # noqa: F401  (BLOCK_CACHE_ATTR: re-exported for model/dit.py)
+
 SOURCE = Path(__file__).with_name("csrc") / "fused_block.cpp"
 OP_NAME = "dit_blocks"
-# Attributes where derived tensors are kept on modules (caches, never saved; kernels/packed.py's
-# refresh_packed drops both): a linear's weight panels (`panel_weight`) and a DiT block's resolved
-# fused weights (model/dit.py, DiTBlock.fused_weights).
-PANELS_ATTR = "_fused_panels"
-BLOCK_CACHE_ATTR = "_fused_cache"
 
 _lock = threading.Lock()
 _state: dict = {"loaded": None, "error": None, "enabled": os.environ.get("SEEDLING_FUSED", "1") != "0"}
@@ -216,8 +213,6 @@ def pack_panels(weight: torch.Tensor) -> torch.Tensor | None:
 def panel_weight(linear: torch.nn.Module) -> torch.Tensor | None:
     """`pack_panels(linear.weight)`, kept on the layer and rebuilt when the weight changes (keyed like
     kernels/packed.py: the parameter, its storage and its version counter)."""
-    from seedling.kernels.packed import version_key
-
     key = version_key(linear.weight)
     cached = linear.__dict__.get(PANELS_ATTR)
     if cached is not None and cached[0] == key:

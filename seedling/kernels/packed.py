@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seedling.kernels.fused import BLOCK_CACHE_ATTR, PANELS_ATTR
+from seedling.kernels.derived import BLOCK_CACHE_ATTR, PANELS_ATTR, version_key
 
 # oneDNN's reorder takes the expected number of rows as a hint for its blocking; the DiT's
 # per-step products have 64-352 rows.
@@ -108,12 +108,6 @@ def linear_gelu(linear: nn.Module, x: torch.Tensor, approximate: str = "none") -
         elif (fused := getattr(linear, "forward_gelu", None)) is not None:
             return fused(x, approximate)
     return F.gelu(linear(x), approximate=approximate)
-
-
-def version_key(t: torch.Tensor) -> tuple:
-    """Identifies a tensor's current contents for a derived cache: the object, its storage and
-    its version counter (bumped by every in-place op, not by edits through `.data`)."""
-    return (id(t), t.data_ptr(), t._version, t.shape, t.dtype, t.device)
 
 
 def has_hooks(module: nn.Module) -> bool:

@@ -28,7 +28,7 @@ from diffusers import ModelMixin  # noqa: F401  (diffusers' pipeline loader find
 from diffusers.configuration_utils import register_to_config
 
 from seedling.kernels import fused
-from seedling.kernels.attention import attention, cached_context_attention
+from seedling.kernels.attention import attention, cached_context_attention, choose_backend
 from seedling.kernels.packed import PackedLinear, has_hooks, is_linear, linear_gelu, pack_linears, version_key
 from seedling.model.modeling import SeedlingModelMixin
 from seedling.model.rope import Rope3D, apply_rope_complex, image_positions, text_positions
@@ -530,7 +530,9 @@ class UnifiedDiT(SeedlingModelMixin):
         n_ctx = ctx.shape[1]
         x = torch.cat([ctx, out], 1)  # (B, Nc + No, D)
         rot = self.rope.complex(torch.cat([pos_ctx, pos_out], 0))
-        backend = backend or self.dims.attention_backend
+        # A named backend that cannot run here raises; the C++ blocks run only the backend they implement.
+        chosen = choose_backend(x, "structured" if n_ctx else "none", False, backend or self.dims.attention_backend)
+        backend = chosen.name
         if planned:
             table_ctx, table_out, weights, final = plan.ctx_table, step.table, plan.weights, step.final
         else:
@@ -538,7 +540,7 @@ class UnifiedDiT(SeedlingModelMixin):
             table = self.modulation_table(c_both)
             table_ctx, table_out = (None, None) if table is None else (table[:B], table[B:])
             weights, final = self._fused_blocks(x), None
-        if backend != "split":
+        if not chosen.fused_blocks:
             weights = None
         if weights is not None:
             cos, sin = rot.real.contiguous(), rot.imag.contiguous()
