@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             allowed_paths=[str(settings.files_dir.resolve())],
             max_file_size=int(args.max_upload_mb * 1024 * 1024),
             ssr_mode=False,
+            # Every refusal is a sentence: Gradio's own (a file path no one uploaded, a malformed
+            # value) too, not an empty {"error": null}. Our handlers raise gr.Error sentences.
+            show_error=True,
             footer_links=["api", "settings"],
         )
     except KeyboardInterrupt:

@@ -259,7 +259,9 @@ def run_and_watch(
 
 
 def seed_input(label: str = "Seed (-1 = random)") -> gr.Number:
-    return Number(value=-1, precision=0, label=label, minimum=-1, maximum=MAX_SEED)
+    # precision=None: a fractional seed reaches resolve_seed, which refuses it with a sentence
+    # (precision=0 had Gradio round 1.5 to 2 silently).
+    return Number(value=-1, precision=None, label=label, minimum=-1, maximum=MAX_SEED)
 
 
 def _default_label(name: str, value) -> str:
