@@ -197,6 +197,23 @@ class FileStore:
                 pass
         return removed
 
+    def sweep_orphans(self, folder: str, referenced: set[str], older_than_s: float) -> int:
+        """Remove finished files in `folder` that no row points at (`referenced`: relative paths)
+        and that are older than older_than_s: outputs written by a worker killed before it
+        committed their rows. Returns how many were removed."""
+        removed = 0
+        cutoff = time.time() - older_than_s
+        base = self.root / folder
+        for path in base.rglob("*.png") if base.exists() else []:
+            rel = path.relative_to(self.root).as_posix()
+            try:
+                if rel not in referenced and path.is_file() and path.stat().st_mtime <= cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                pass
+        return removed
+
     def path(self, rel_path: str) -> Path:
         """Absolute path of a stored file; refuses anything outside the store."""
         path = (self.root / rel_path).resolve()
