@@ -285,3 +285,18 @@ def test_a_fractional_seed_and_a_huge_prompt_are_refused_with_sentences(secured_
                        api_name="/generate")  # fmt: skip
     with pytest.raises(AppError, match=r"1,000,000 characters long; at most 2,000 .*shorten it"):
         client.predict("x" * 1_000_000, "t2i", api_name="/expand_prompt")
+
+
+def test_the_login_page_does_not_describe_the_api(secured_app):
+    """Regression: the login page embedded the whole API description (window.gradio_api_info)
+    while /gradio_api/info answered 401."""
+    import httpx
+
+    with httpx.Client(base_url=secured_app.url, timeout=30) as anonymous:
+        page = anonymous.get("/")
+        assert page.status_code == 200 and '"auth_required"' in page.text
+        assert "window.gradio_api_info = null;" in page.text
+        assert "named_endpoints" not in page.text and "/generate" not in page.text
+        assert anonymous.get("/gradio_api/info").status_code == 401
+    http = _session(secured_app)
+    assert "named_endpoints" in http.get("/gradio_api/info").text  # logged in: the API is there

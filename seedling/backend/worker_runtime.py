@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from seedling.backend import worker_status
 from seedling.backend.context import JobContext
 from seedling.backend.errors import JobCancelled, JobYielded
 from seedling.backend.faults import crash_point
@@ -72,11 +73,18 @@ class WorkerRuntime:
         self.max_attempts = 3
 
     def warm_up(self) -> None:
-        """Load the model before the first job arrives (called when the consumer starts)."""
+        """Load the model before the first job arrives (called when the consumer starts), saying
+        what it does in the data folder's worker status (the app shows it to waiting jobs)."""
+        data_dir = self.files.root.parent
+
+        def report(phase: str) -> None:
+            worker_status.report(data_dir, self.owner, phase)
+
         try:
-            self.model.get()
+            self.model.get(report)
         except Exception:  # a broken model must not stop the consumer; each job reports it
             log.exception("could not load the model at start-up")
+        report(worker_status.READY)
 
     def run_next(self) -> int | None:
         """Claim and run the first job in queue order (a queue message is a wake-up: which job
