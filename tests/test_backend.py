@@ -340,3 +340,20 @@ def test_waiting_jobs_are_told_what_start_up_is_doing(tmp_path, tiny_model_dir):
     phases = []
     host.get(phases.append)
     assert phases and phases[0].startswith(f"loading the model {tiny_model_dir.name}")
+
+
+def test_restarts_do_not_multiply_queue_messages(settings):
+    """Regression: every worker restart re-enqueued all queued jobs (55 duplicate messages after 3
+    kills). On the persistent SQLite queue a restart now adds only the wake-ups that are missing."""
+    services = build_services(settings)  # SqliteHuey in the data folder, as the app runs it
+    try:
+        ids = [services.jobs.submit(make_spec("generate", prompt=f"fox {i}", steps=1)).id for i in range(3)]
+        assert len(services.huey.pending()) == 3
+        for _ in range(3):
+            services.jobs.requeue_interrupted(owners=["a-dead-worker"])
+        assert len(services.huey.pending()) == 3
+        services.huey.dequeue()  # a worker took a message and died before it claimed the job
+        services.jobs.requeue_interrupted()
+        assert len(services.huey.pending()) == 3 and services.jobs.get(ids[0]).status == JobStatus.QUEUED
+    finally:
+        services.close()
