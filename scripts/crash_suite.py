@@ -11,7 +11,7 @@ what each job left behind. Real processes on 127.0.0.1, the tiny random-weight m
 Checked for every job: it ended SUCCEEDED (0 lost), with exactly `num_outputs` output rows
 (0 jobs with two sets), every file matching its hash, no orphan or temporary files.
 
-    python -m scripts.crash_suite --jobs 50 --redis-jobs 50    # from the repository root: table + runs/crash_suite.json
+    python -m scripts.crash_suite --jobs 50 --redis-jobs 150   # from the repository root: table + runs/crash_suite.json
 """
 
 from __future__ import annotations
@@ -130,17 +130,22 @@ def _redis(work: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("redis-server did not start")
 
 
-def _worker(data: Path, model: Path, url: str, worker_id: str, log: Path, env: dict) -> subprocess.Popen:
+def _worker(
+    data: Path, model: Path, url: str, worker_id: str, log: Path, env: dict, step_delay_s: float
+) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "seedling.backend.worker", "--data-dir", str(data), "--model", str(model),
            "--redis", url, "--worker-id", worker_id, "--lease-s", str(LEASE_S)]  # fmt: skip
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, STEP_DELAY_ENV: "0.05", **env})  # fmt: skip
+                                env={**os.environ, STEP_DELAY_ENV: str(step_delay_s), **env})  # fmt: skip
 
 
-def run_redis_suite(work: Path, model: Path, n_jobs: int, timeout_s: float = 900.0) -> dict:
+def run_redis_suite(
+    work: Path, model: Path, n_jobs: int, timeout_s: float = 900.0, step_delay_s: float = 0.05
+) -> dict:
     """Three workers on one Redis queue; worker 0 dies at each of its jobs' commit points and is
-    restarted under a new id; the others requeue its jobs once their lease expires."""
+    restarted under a new id; the others requeue its jobs once their lease expires. A longer
+    `step_delay_s` lets the restarted victim take (and die on) more of the jobs."""
     data = work / "redis" / "data"
     data.mkdir(parents=True, exist_ok=True)
     crash_log = work / "redis-crash.log"
@@ -148,13 +153,13 @@ def run_redis_suite(work: Path, model: Path, n_jobs: int, timeout_s: float = 900
     server, url = _redis(work)
     start = time.monotonic()
     victim_env = {CRASH_AT_ENV: "cycle", CRASH_LOG_ENV: str(crash_log)}
-    workers = {f"steady-{k}": _worker(data, model, url, f"steady-{k}", log, {}) for k in (1, 2)}
-    victim = {"n": 0, "proc": _worker(data, model, url, "victim-0", log, victim_env)}
+    workers = {f"steady-{k}": _worker(data, model, url, f"steady-{k}", log, {}, step_delay_s) for k in (1, 2)}
+    victim = {"n": 0, "proc": _worker(data, model, url, "victim-0", log, victim_env, step_delay_s)}
 
     def restart_victim() -> None:  # what a supervisor does: a dead worker comes back, new id
         if victim["proc"].poll() is not None:
             victim["n"] += 1
-            victim["proc"] = _worker(data, model, url, f"victim-{victim['n']}", log, victim_env)
+            victim["proc"] = _worker(data, model, url, f"victim-{victim['n']}", log, victim_env, step_delay_s)
 
     try:
         settings = Settings(data_dir=data, model_path=model, redis_url=url, max_queue=max(32, n_jobs))
@@ -187,7 +192,8 @@ def _row(name: str, r: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=50, help="jobs through the app (one kill each)")
-    p.add_argument("--redis-jobs", type=int, default=50, help="jobs on the 3-worker Redis queue")
+    p.add_argument("--redis-jobs", type=int, default=150, help="jobs on the 3-worker Redis queue")
+    p.add_argument("--redis-step-delay", type=float, default=0.5, help="seconds each step of a Redis job waits")
     p.add_argument("--out", type=Path, default=Path("runs/crash_suite.json"))
     args = p.parse_args(argv)
     from seedling.model.pipeline import SeedlingPipeline
@@ -196,9 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         model = work / "tiny-model"
         SeedlingPipeline.from_config("tiny", seed=0).save_pretrained(str(model))
-        results = {"app": run_app_suite(work, model, args.jobs)}
+        results = {"app": run_app_suite(work, model, args.jobs)} if args.jobs else {}
         if args.redis_jobs:
-            results["redis"] = run_redis_suite(work, model, args.redis_jobs)
+            results["redis"] = run_redis_suite(work, model, args.redis_jobs, step_delay_s=args.redis_step_delay)
     print("| suite | jobs | kills (claimed / progress / files / committed / finished) | succeeded | lost | "
           "two sets | bad files | orphans | temp files | s |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     for name, r in results.items():

@@ -42,5 +42,5 @@ def test_crash_suite_full_counts(tmp_path, tiny_model_dir):
     assert_exactly_once(app)
     assert app["kills"] == 50
     if shutil.which("redis-server") is not None:
-        redis = cs.run_redis_suite(tmp_path, tiny_model_dir, n_jobs=50, timeout_s=1200)
+        redis = cs.run_redis_suite(tmp_path, tiny_model_dir, n_jobs=150, timeout_s=1200, step_delay_s=0.5)
         assert_exactly_once(redis)

@@ -114,6 +114,9 @@ class WorkerRuntime:
 
     def _execute_claimed(self, job_id: int) -> JobStatus:
         job = self.jobs.get(job_id)
+        # an earlier run died: files it wrote but never recorded go now (the job has no outputs)
+        if job.attempts > 1 and (removed := self.files.remove_tagged("images", f"job{job_id}")):
+            log.info("job %d: removed %d result files of its interrupted run", job_id, removed)
         ctx = JobContext(
             job_id, self.jobs, self.images, self.files, self.adapters,
             can_yield=self.enqueue is not None, owner=self.owner, lease_lost=self._lease_lost.is_set,
