@@ -113,10 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.max_upload_mb > 0:
         raise SystemExit("--max-upload-mb must be a positive number")
     serve_only_from(settings.data_dir)
+    from starlette.middleware import Middleware
+
     from seedling.backend.services import build_services
     from seedling.backend.supervisor import WorkerSupervisor, wait_for_previous_worker
     from seedling.storage.files import StorageError, ensure_writable
     from seedling.ui.blocks import build_ui
+    from seedling.ui.login_page import HideApiInfoOnLogin
 
     try:  # a read-only or full data folder: say so and stop, rather than fail on every job
         ensure_writable(settings.data_dir, settings.files_dir)
@@ -147,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             allowed_paths=[str(settings.files_dir.resolve())],
             max_file_size=int(args.max_upload_mb * 1024 * 1024),
             ssr_mode=False,
+            # Every refusal is a sentence: Gradio's own (a file path no one uploaded, a malformed
+            # value) too, not an empty {"error": null}. Our handlers raise gr.Error sentences.
+            show_error=True,
+            app_kwargs={"middleware": [Middleware(HideApiInfoOnLogin)]},
             footer_links=["api", "settings"],
         )
     except KeyboardInterrupt:

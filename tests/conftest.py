@@ -81,7 +81,10 @@ class AppProcess:
     """`python app.py` as a child process on a free localhost port (start, wait until it answers,
     stop with SIGTERM as a user's Ctrl-C would)."""
 
-    def __init__(self, data_dir: Path, model_dir: Path, *extra: str, step_delay_s: float = 0.0):
+    def __init__(
+        self, data_dir: Path, model_dir: Path, *extra: str, step_delay_s: float = 0.0, env: dict | None = None
+    ):
+        self.env = env or {}  # more environment for the app and its worker (fault injection)
         self.data_dir = data_dir
         self.model_dir = model_dir
         self.extra = extra
@@ -127,6 +130,7 @@ class AppProcess:
                     "GRADIO_ANALYTICS_ENABLED": "False",
                     "NO_PROXY": "127.0.0.1,localhost",
                     STEP_DELAY_ENV: str(self.step_delay_s),
+                    **self.env,
                 },
             )
         deadline = time.monotonic() + timeout_s

@@ -3,6 +3,7 @@ stores of a data folder opened from outside the app, a read-only folder that sto
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -168,9 +169,16 @@ def raw_call(http, client, api_name: str, **values) -> str:
     return http.get(f"/gradio_api/call/{name}/{r.json()['event_id']}").text
 
 
-GRADIO_PATH_REFUSAL = "to the gradio cache dir because it was not uploaded by a user"
-
-
-def gradio_path_refusals(log_path: Path) -> int:
-    """How often Gradio's own check refused a FileData path that no user uploaded (from the app log)."""
-    return log_path.read_text(errors="replace").count(GRADIO_PATH_REFUSAL) if log_path.exists() else 0
+def error_message(events: str) -> str | None:
+    """The message of the first error event in an event stream (None when it has none, or when
+    the error came without a message: the `{"error": null}` a person cannot act on)."""
+    if "event: error" not in events:
+        return None
+    data = events.split("event: error", 1)[1].split("data:", 1)[1].split("\n", 1)[0].strip()
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return data or None
+    if isinstance(value, dict):
+        value = value.get("error") or value.get("message")
+    return str(value) if value else None

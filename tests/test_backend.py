@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from PIL import Image
 
@@ -306,3 +308,52 @@ def test_injected_step_delay_makes_each_step_last_at_least_that_long(settings, s
         assert svc.jobs.get(job.id).status == JobStatus.SUCCEEDED and elapsed >= 0.4
     finally:
         svc.close()
+
+
+def test_waiting_jobs_are_told_what_start_up_is_doing(tmp_path, tiny_model_dir):
+    """Regression: on a first start the worker compiled kernels for minutes while jobs only said
+    "waiting in the queue"."""
+    import subprocess
+    import sys
+
+    from seedling.backend import worker_status
+    from seedling.backend.model_host import ModelHost
+    from seedling.storage.jobs_common import JobRecord
+    from seedling.ui.common import _status_line
+
+    assert worker_status.waiting_because(tmp_path) is None  # no worker has said anything
+    worker_status.report(tmp_path, "w1", "loading the model tiny")
+    why = worker_status.waiting_because(tmp_path)
+    assert why.startswith("loading the model tiny (for ")
+    job = JobRecord(id=4, kind="generate", status=JobStatus.QUEUED, spec={}, created_at=0.0)
+    assert _status_line(job, 1, why).startswith("Job 4: waiting in the queue (position 1); the worker is loading")
+    worker_status.report(tmp_path, "w2", worker_status.READY)
+    assert worker_status.waiting_because(tmp_path) is None  # one worker takes jobs: nothing to explain
+    # a worker that died while loading is not reported (its file is removed)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "workers" / "w2.json").unlink()
+    status = tmp_path / "workers" / "w1.json"
+    status.write_text(status.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {dead.stdout.strip()}'))
+    assert worker_status.waiting_because(tmp_path) is None and not status.exists()
+    # the phase names the kernel build when it is still to come
+    host = ModelHost(tiny_model_dir, "cpu", "none")
+    phases = []
+    host.get(phases.append)
+    assert phases and phases[0].startswith(f"loading the model {tiny_model_dir.name}")
+
+
+def test_restarts_do_not_multiply_queue_messages(settings):
+    """Regression: every worker restart re-enqueued all queued jobs (55 duplicate messages after 3
+    kills). On the persistent SQLite queue a restart now adds only the wake-ups that are missing."""
+    services = build_services(settings)  # SqliteHuey in the data folder, as the app runs it
+    try:
+        ids = [services.jobs.submit(make_spec("generate", prompt=f"fox {i}", steps=1)).id for i in range(3)]
+        assert len(services.huey.pending()) == 3
+        for _ in range(3):
+            services.jobs.requeue_interrupted(owners=["a-dead-worker"])
+        assert len(services.huey.pending()) == 3
+        services.huey.dequeue()  # a worker took a message and died before it claimed the job
+        services.jobs.requeue_interrupted()
+        assert len(services.huey.pending()) == 3 and services.jobs.get(ids[0]).status == JobStatus.QUEUED
+    finally:
+        services.close()

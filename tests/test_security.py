@@ -20,9 +20,10 @@ from PIL import Image
 from seedling.backend.errors import JobError
 from seedling.backend.specs import make_spec
 from seedling.storage.images_common import ImageQuery
+from seedling.ui.blocks import NOT_AN_UPLOAD
 from tests.conftest import REPO_ROOT, SECURED_AUTH, SECURED_MAX_UPLOAD_MB, drain
 from tests.fuzz_helpers import assert_readable
-from tests.helpers import gradio_path_refusals, logged_in_http, raw_call
+from tests.helpers import error_message, logged_in_http, raw_call
 
 
 def _session(app) -> httpx.Client:
@@ -156,12 +157,12 @@ def test_api_ids_and_server_paths_cannot_reach_outside(secured_app):
     http = _session(secured_app)
     for path in ("/etc/passwd", str(REPO_ROOT / "README.md"), "../../../../../../etc/passwd"):
         fake = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "passwd.png"}
-        refusals = gradio_path_refusals(secured_app.log_path)
         events = raw_call(http, client, "/compose", mode="compose", prompt="x", ref1=fake)
         assert "event: error" in events, events[-500:]
         assert "root:" not in events and "Seedling" not in events
-        # refused by Gradio's path check before any of our code saw it (not by a failed image decode)
-        assert gradio_path_refusals(secured_app.log_path) == refusals + 1, secured_app.log()[-800:]
+        # refused by Gradio's path check (InvalidPathError) before any of our code read a byte,
+        # with a sentence that says what to do, not {"error": null}
+        assert error_message(events) == NOT_AN_UPLOAD, events[-500:]
     con = sqlite3.connect(secured_app.data_dir / "history.db")
     try:
         uploads = con.execute("SELECT count(*) FROM images WHERE width = 0").fetchone()[0]
@@ -234,3 +235,68 @@ def test_history_delete_removes_rows_edges_and_files(services):
     assert h.search(ImageQuery(text="sun")) == []
     with pytest.raises(JobError, match="does not exist"):
         h.delete(output.id)  # twice: a sentence, not a crash
+
+
+BAD_PATHS = ("/etc/passwd", "<db>", "../../../../etc/passwd", "file:///etc/passwd", "x\x00.png")
+
+
+def _file_params(param: dict) -> str | None:
+    """'file' for a FileData parameter, 'editor' for an ImageEditor value, 'files' for a list."""
+    component = str(param.get("component", "")).lower()
+    if component == "imageeditor":
+        return "editor"
+    if component in ("image", "file", "uploadbutton") or "filedata" in str(param.get("python_type", "")).lower():
+        return "files" if "list" in str(param.get("python_type", {}).get("type", "")).lower() else "file"
+    return None
+
+
+def test_every_file_argument_of_every_route_refuses_server_paths_with_a_sentence(secured_app):
+    """Regression: /edit, /compose, /finetune called with a file path (/etc/passwd, history.db,
+    ../.., file://, a NUL byte) answered {"error": null}. Each now answers with a sentence."""
+    client = Client(secured_app.url, auth=SECURED_AUTH, verbose=False)
+    http = _session(secured_app)
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    tried = 0
+    for api, info in endpoints.items():
+        for param in info["parameters"]:
+            kind = _file_params(param)
+            if kind is None:
+                continue
+            for bad in BAD_PATHS:
+                path = str(secured_app.data_dir / "history.db") if bad == "<db>" else bad
+                fake = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "x.png"}
+                value = {"editor": {"background": fake, "layers": [], "composite": fake},
+                         "files": [fake], "file": fake}[kind]  # fmt: skip
+                events = raw_call(http, client, api, **{param["parameter_name"]: value})
+                message = error_message(events)
+                assert message, f"{api}({param['parameter_name']}={bad!r}) answered without a sentence: {events[-300:]}"
+                assert_readable(message)
+                assert "root:" not in events and "SQLite format" not in events
+                tried += 1
+    assert tried >= 15, tried  # /edit, /compose (refs, style), /storyboard, /finetune, PNG restore...
+
+
+def test_a_fractional_seed_and_a_huge_prompt_are_refused_with_sentences(secured_app):
+    """Regression: seed 1.5 was rounded silently; a 1 MB prompt was accepted and echoed by
+    /expand_prompt."""
+    client = Client(secured_app.url, auth=SECURED_AUTH, verbose=False)
+    with pytest.raises(AppError, match="seed must be a whole number"):
+        client.predict(prompt="a fox", width=128, height=128, steps=1, guidance=0, seed=1.5, num_outputs=1,
+                       api_name="/generate")  # fmt: skip
+    with pytest.raises(AppError, match=r"1,000,000 characters long; at most 2,000 .*shorten it"):
+        client.predict("x" * 1_000_000, "t2i", api_name="/expand_prompt")
+
+
+def test_the_login_page_does_not_describe_the_api(secured_app):
+    """Regression: the login page embedded the whole API description (window.gradio_api_info)
+    while /gradio_api/info answered 401."""
+    import httpx
+
+    with httpx.Client(base_url=secured_app.url, timeout=30) as anonymous:
+        page = anonymous.get("/")
+        assert page.status_code == 200 and '"auth_required"' in page.text
+        assert "window.gradio_api_info = null;" in page.text
+        assert "named_endpoints" not in page.text and "/generate" not in page.text
+        assert anonymous.get("/gradio_api/info").status_code == 401
+    http = _session(secured_app)
+    assert "named_endpoints" in http.get("/gradio_api/info").text  # logged in: the API is there

@@ -111,7 +111,9 @@ class JobContext:
         new_images: list[NewImage] = []
         try:
             for out in outputs:
-                stored = self._files.save_png(out.image.convert("RGB"), "images", out.parameters)
+                stored = self._files.save_png(
+                    out.image.convert("RGB"), "images", out.parameters, tag=f"job{self.job_id}"
+                )
                 new_images.append(self._new_image(out, stored))
             crash_point("files_written", self.job_id)
             return self._jobs.complete(self.job_id, new_images, parents, link_siblings, self.owner)

@@ -103,6 +103,13 @@ class HistoryService:
             )
         return record
 
+    def sweep_orphan_outputs(self, older_than_s: float) -> int:
+        """Remove result files no row points at (a worker killed between writing a job's files
+        and committing them), once older than older_than_s (0 when no other worker can be
+        saving now)."""
+        referenced = {record.file_path for record in self._images.all()}
+        return self._files.sweep_orphans("images", referenced, older_than_s)
+
     def verify(self) -> list[ImageRecord]:
         """Images whose file is missing or whose bytes no longer match their hash."""
         return [rec for rec in self._images.all() if not self._files.verify(rec.file_path, rec.sha256)]

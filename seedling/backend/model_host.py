@@ -47,9 +47,21 @@ class ModelHost:
     def loaded(self) -> bool:
         return self._pipe is not None
 
-    def get(self) -> Any:
+    def get(self, report: Callable[[str], None] | None = None) -> Any:
+        """The pipeline, loaded on first use; `report(phrase)` hears what the load is doing."""
         with self._lock:
             if self._pipe is None:
                 log.info("loading model %s on %s (quantize=%s)", self.model_path, self.device, self.quantize)
+                if report is not None:
+                    report(self._load_phase())
                 self._pipe = self._loader(self.model_path, self.device, self.quantize)
             return self._pipe
+
+    def _load_phase(self) -> str:
+        phase = f"loading the model {self.model_path.name}"
+        if self.device == "cpu" and self.quantize == "none" and self._loader is load_pipeline:
+            from seedling.kernels import fused
+
+            if fused.enabled() and not fused.library_path().exists():
+                phase += " and compiling its fused CPU kernels (once per machine, up to a few minutes)"
+        return phase

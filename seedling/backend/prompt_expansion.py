@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from seedling.backend.errors import JobError
+from seedling.backend.specs import MAX_PROMPT
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,14 @@ class PromptExpansionService:
             return self._expander
 
     def expand(self, prompt: str, task: str, num_outputs: int | None = None, n_refs: int | None = None):
-        """An ExpansionResult (model/prompt_expansion/result.py) for `prompt` typed for `task`."""
+        """An ExpansionResult (model/prompt_expansion/result.py) for `prompt` typed for `task`;
+        ValueError (a sentence) for a prompt longer than a job may have."""
+        if prompt is not None and not isinstance(prompt, str):
+            raise ValueError(f"the prompt must be text, not {type(prompt).__name__}")
+        if prompt and len(prompt) > MAX_PROMPT:
+            raise ValueError(
+                f"the prompt is {len(prompt):,} characters long; at most {MAX_PROMPT:,} are allowed: shorten it"
+            )
         expander = self.expander
         with self._call_lock:
             return expander.expand(prompt or "", task, num_outputs=num_outputs, n_refs=n_refs)

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from seedling.backend.faults import MAX_BACKOFF_ENV
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "worker.lock"
@@ -111,7 +113,7 @@ class WorkerSupervisor:
         self._cmd = [python, "-m", "seedling.backend.worker", *args, "--parent-pid", str(os.getpid())]
         self.worker_id = ""
         self._on_restart = on_restart
-        self._max_backoff_s = max_backoff_s
+        self._max_backoff_s = float(os.environ.get(MAX_BACKOFF_ENV) or max_backoff_s)
         self._stable_after_s = stable_after_s
         self._proc: subprocess.Popen | None = None
         self._started_at = 0.0
@@ -135,14 +137,14 @@ class WorkerSupervisor:
         log.info("worker started (pid %d)", self._proc.pid)
 
     def _watch(self) -> None:
-        backoff = 1.0
+        backoff = min(1.0, self._max_backoff_s)
         while not self._stopping.is_set():
             assert self._proc is not None
             code = self._proc.wait()
             if self._stopping.is_set():
                 return
             if time.monotonic() - self._started_at >= self._stable_after_s:
-                backoff = 1.0  # it ran fine, then died (killed, out of memory): no crash loop
+                backoff = min(1.0, self._max_backoff_s)  # it ran fine, then died (killed, out of memory): no crash loop
             log.error("worker exited with code %s; restarting in %.0f s", code, backoff)
             if self._stopping.wait(backoff):
                 return

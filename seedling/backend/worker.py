@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         lease_s=args.lease_s,
         worker_id=args.worker_id,
     )
+    from seedling.backend import worker_status
     from seedling.backend.services import build_services  # after logging is set up
     from seedling.backend.supervisor import WorkerLock
     from seedling.storage.files import StorageError, ensure_writable
@@ -81,8 +82,13 @@ def main(argv: list[str] | None = None) -> int:
             log.error("worker %s already serves %s; not starting a second one", lock.holder(), args.data_dir)
             return EXIT_LOCKED
     services = build_services(settings, warm_up=True)
+    worker_status.report(settings.data_dir, services.runtime.owner, "starting")
     if lock is not None and (swept := services.files.sweep_temp_files()):
         log.info("removed %d temporary files left by an interrupted write", swept)
+    # Outputs written by a worker killed before it committed them: at once when this is the only
+    # worker; with Redis only long-abandoned ones (another worker may be between the two writes).
+    if orphans := services.history.sweep_orphan_outputs(0.0 if lock is not None else 20 * settings.lease_s):
+        log.info("removed %d result files of jobs interrupted before they were recorded", orphans)
     if args.parent_pid is not None:
         threading.Thread(target=_exit_with_parent, args=(args.parent_pid,), daemon=True).start()
     # Leases: renew the running job's, requeue jobs of workers that stopped renewing theirs.

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from seedling.backend import worker_status
 from seedling.backend.context import JobContext
 from seedling.backend.errors import JobCancelled, JobYielded
 from seedling.backend.faults import crash_point
@@ -72,11 +73,18 @@ class WorkerRuntime:
         self.max_attempts = 3
 
     def warm_up(self) -> None:
-        """Load the model before the first job arrives (called when the consumer starts)."""
+        """Load the model before the first job arrives (called when the consumer starts), saying
+        what it does in the data folder's worker status (the app shows it to waiting jobs)."""
+        data_dir = self.files.root.parent
+
+        def report(phase: str) -> None:
+            worker_status.report(data_dir, self.owner, phase)
+
         try:
-            self.model.get()
+            self.model.get(report)
         except Exception:  # a broken model must not stop the consumer; each job reports it
             log.exception("could not load the model at start-up")
+        report(worker_status.READY)
 
     def run_next(self) -> int | None:
         """Claim and run the first job in queue order (a queue message is a wake-up: which job
@@ -106,6 +114,9 @@ class WorkerRuntime:
 
     def _execute_claimed(self, job_id: int) -> JobStatus:
         job = self.jobs.get(job_id)
+        # an earlier run died: files it wrote but never recorded go now (the job has no outputs)
+        if job.attempts > 1 and (removed := self.files.remove_tagged("images", f"job{job_id}")):
+            log.info("job %d: removed %d result files of its interrupted run", job_id, removed)
         ctx = JobContext(
             job_id, self.jobs, self.images, self.files, self.adapters,
             can_yield=self.enqueue is not None, owner=self.owner, lease_lost=self._lease_lost.is_set,

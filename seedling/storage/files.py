@@ -12,6 +12,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -140,14 +141,20 @@ class FileStore:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def save_png(self, image: Image.Image, folder: Folder, parameters: str | None = None) -> StoredFile:
+    def save_png(
+        self, image: Image.Image, folder: Folder, parameters: str | None = None, tag: str | None = None
+    ) -> StoredFile:
+        """Write a PNG atomically under a new name. `tag` (e.g. "job12") ends the name, so the files
+        of a job killed before it recorded them can be found (`remove_tagged`)."""
         if folder not in _FOLDERS:
             raise ValueError(f"unknown folder {folder!r}")
+        if tag is not None and not re.fullmatch(r"[a-z0-9]{1,32}", tag):
+            raise ValueError(f"a file tag is 1-32 lower-case letters and digits, not {tag!r}")
         buf = io.BytesIO()
         image.save(buf, format="PNG", pnginfo=png_info(parameters) if parameters is not None else None)
         data = buf.getvalue()
         name = uuid.uuid4().hex
-        rel_path = f"{folder}/{name[:2]}/{name}.png"
+        rel_path = f"{folder}/{name[:2]}/{name}" + (f"-{tag}" if tag else "") + ".png"
         self.write_bytes_atomic(rel_path, data)
         return StoredFile(
             rel_path=rel_path,
@@ -192,6 +199,36 @@ class FileStore:
             try:
                 if tmp.is_file() and tmp.stat().st_mtime < cutoff:
                     tmp.unlink()
+                    removed += 1
+            except OSError:
+                pass
+        return removed
+
+    def remove_tagged(self, folder: str, tag: str) -> int:
+        """Remove the files of `folder` written with `tag` (a job's outputs that were never
+        recorded: call it only when no row can point at them). Returns how many were removed."""
+        removed = 0
+        base = self.root / folder
+        for path in base.glob(f"*/*-{tag}.png") if base.exists() else []:
+            try:
+                path.unlink()
+                removed += 1
+            except OSError:
+                pass
+        return removed
+
+    def sweep_orphans(self, folder: str, referenced: set[str], older_than_s: float) -> int:
+        """Remove finished files in `folder` that no row points at (`referenced`: relative paths)
+        and that are older than older_than_s: outputs written by a worker killed before it
+        committed their rows. Returns how many were removed."""
+        removed = 0
+        cutoff = time.time() - older_than_s
+        base = self.root / folder
+        for path in base.rglob("*.png") if base.exists() else []:
+            rel = path.relative_to(self.root).as_posix()
+            try:
+                if rel not in referenced and path.is_file() and path.stat().st_mtime <= cutoff:
+                    path.unlink()
                     removed += 1
             except OSError:
                 pass

@@ -7,6 +7,7 @@ adapter filter): they reload on page load, after a training run, after a delete,
 from __future__ import annotations
 
 import gradio as gr
+from gradio.exceptions import InvalidPathError
 
 from seedling.backend.errors import JobError
 from seedling.backend.services import Services
@@ -24,8 +25,32 @@ TAB_FOR_KIND = {
 }
 
 
+# What a file argument that names no upload is told (a path on the server, a URL, a NUL byte).
+NOT_AN_UPLOAD = (
+    "Every picture or file must be uploaded to this app; a path on the server, a URL or a file "
+    "name with a NUL byte is refused. Upload the file and try again."
+)
+
+
+class StudioBlocks(gr.Blocks):
+    """gr.Blocks whose refusal of a file argument that no one uploaded is a sentence that says what
+    to do, not Gradio's internal path text (or an empty error when show_error is off)."""
+
+    async def preprocess_data(self, *args, **kwargs):
+        try:
+            return await super().preprocess_data(*args, **kwargs)
+        except gr.Error:
+            raise
+        except InvalidPathError:
+            raise gr.Error(NOT_AN_UPLOAD) from None
+        except ValueError as err:
+            if "null byte" in str(err):
+                raise gr.Error(NOT_AN_UPLOAD) from None
+            raise
+
+
 def build_ui(services: Services) -> gr.Blocks:
-    with gr.Blocks(title="Seedling Studio") as demo:
+    with StudioBlocks(title="Seedling Studio") as demo:
         gr.Markdown("## Seedling Studio")
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate", elem_id="tab-generate"):

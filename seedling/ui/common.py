@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 from PIL import Image
 
+from seedling.backend import worker_status
 from seedling.backend.errors import JobError
 from seedling.backend.history import decode_image
 from seedling.backend.services import Services
@@ -187,10 +188,11 @@ class JobUpdate:
     done: bool
 
 
-def _status_line(job: JobRecord, position: int | None) -> str:
+def _status_line(job: JobRecord, position: int | None, starting: str | None = None) -> str:
     if job.status == JobStatus.QUEUED:
         where = f" (position {position})" if position else ""
-        return f"Job {job.id}: waiting in the queue{where}"
+        why = f"; the worker is {starting}" if starting else ""
+        return f"Job {job.id}: waiting in the queue{where}{why}"
     if job.status == JobStatus.RUNNING:
         steps = f" step {job.progress_step}/{job.progress_total}" if job.progress_total else ""
         return f"Job {job.id}: running{steps}"
@@ -223,7 +225,8 @@ def watch(services: Services, job_id: int, progress: gr.Progress | None = None) 
             data = services.jobs.preview(job_id)
             preview = Image.open(io.BytesIO(data)) if data else None
             last_step = job.progress_step
-        yield JobUpdate(_status_line(job, view.queue_position), preview, None, done=False)
+        starting = worker_status.waiting_because(services.settings.data_dir) if job.status == JobStatus.QUEUED else None
+        yield JobUpdate(_status_line(job, view.queue_position, starting), preview, None, done=False)
         time.sleep(POLL_S)
 
 
@@ -259,7 +262,9 @@ def run_and_watch(
 
 
 def seed_input(label: str = "Seed (-1 = random)") -> gr.Number:
-    return Number(value=-1, precision=0, label=label, minimum=-1, maximum=MAX_SEED)
+    # precision=None: a fractional seed reaches resolve_seed, which refuses it with a sentence
+    # (precision=0 had Gradio round 1.5 to 2 silently).
+    return Number(value=-1, precision=None, label=label, minimum=-1, maximum=MAX_SEED)
 
 
 def _default_label(name: str, value) -> str:
