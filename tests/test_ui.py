@@ -106,3 +106,49 @@ def test_default_sliders_name_the_models_own_defaults(services, tmp_path):
     (tmp_path / "pipeline.json").write_text("{not json")
     blank = dataclasses.replace(services.settings, model_path=tmp_path)
     assert blank.model_defaults() == {} and Settings(model_path=tmp_path / "missing").model_defaults() == {}
+
+
+def test_a_waiting_request_is_woken_by_the_one_job_reader_not_by_polling(services):
+    """Three requests wait on three queued jobs: while nothing changes, the process's one reader
+    reads the jobs once (not every request every 0.1 s); when a job finishes in another
+    connection, its request has the images well within a second."""
+    import threading
+    import time
+
+    jobs = [services.jobs.submit(make_spec("generate", prompt=f"fox {i}", steps=1)) for i in range(3)]
+    got: dict[int, float] = {}
+    said: dict[int, list[str]] = {job.id: [] for job in jobs}
+
+    def wait_for(job_id):
+        for update in watch(services, job_id):
+            said[job_id].append(update.status)
+            if update.done:
+                got[job_id] = time.time()
+
+    threads = [threading.Thread(target=wait_for, args=(job.id,)) for job in jobs]
+    for t in threads:
+        t.start()
+    time.sleep(0.6)  # idle: every request has said its "position n" line once, nothing re-read
+    assert services.events.reads <= 2
+    assert [len(lines) for lines in said.values()] == [1, 1, 1]
+    assert said[jobs[1].id] == [f"Job {jobs[1].id}: waiting in the queue (position 2)"]
+    for _ in jobs:
+        execute_next(services.huey)
+    for t in threads:
+        t.join(timeout=10)
+    for job in jobs:
+        finished_at = services.jobs.get(job.id).finished_at
+        assert 0 <= got[job.id] - finished_at < 1.0
+    # a line is said when it changes, never twice in a row
+    for lines in said.values():
+        assert all(a != b for a, b in zip(lines, lines[1:], strict=False)) and "done" in lines[-1]
+
+
+def test_poll_mode_keeps_the_old_per_request_polling(services):
+    import dataclasses
+
+    services.settings = dataclasses.replace(services.settings, watch="poll")
+    job = services.jobs.submit(make_spec("generate", prompt="fox", steps=1))
+    stream = watch(services, job.id)
+    assert "position 1" in next(stream).status and "position 1" in next(stream).status  # re-said each poll
+    assert services.events.reads == 0

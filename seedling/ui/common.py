@@ -1,4 +1,4 @@
-"""Helpers shared by the tabs: submitting a job, watching it (DB polling), user-facing errors."""
+"""Helpers shared by the tabs: submitting a job, watching it (woken by the job reader), user-facing errors."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from seedling.storage.jobs_common import JobRecord, JobStatus
 
 # Every event that waits on model work shares this id, so Gradio schedules them as one group.
 MODEL_CONCURRENCY_ID = "model"
-POLL_S = 0.1
+POLL_S = 0.1  # the old per-request polling (Settings.watch == "poll")
+WAIT_S = 1.0  # the longest a waiting request sleeps without a change to its job
 PRIVATE = "private"  # api_visibility of UI glue events
 
 
@@ -202,31 +203,59 @@ def _status_line(job: JobRecord, position: int | None, starting: str | None = No
     return f"Job {job.id}: {job.status.value}" + (f": {job.error}" if job.error else "")
 
 
+def _job_update(
+    services: Services, view, last_step: int, progress: gr.Progress | None
+) -> tuple[JobUpdate, int]:
+    """The update a person sees for a job's current row, and the step whose preview it carries.
+    A failed job raises gr.Error (its message, not a traceback); a cancelled one warns."""
+    job = view.job
+    if progress is not None and job.progress_total:
+        progress((job.progress_step, job.progress_total), desc=f"job {job.id}", unit="steps")
+    if job.status == JobStatus.FAILED:
+        raise gr.Error(f"Job {job.id} failed: {job.error}")
+    if job.status == JobStatus.CANCELLED:
+        gr.Warning(f"Job {job.id} was cancelled")
+        return JobUpdate(_status_line(job, None), None, None, done=True), last_step
+    if job.status == JobStatus.SUCCEEDED:
+        return JobUpdate(_status_line(job, None), None, view.images, done=True), last_step
+    preview = None
+    if job.progress_step != last_step and job.progress_step > 0:
+        data = services.jobs.preview(job.id)
+        preview = Image.open(io.BytesIO(data)) if data else None
+        last_step = job.progress_step
+    starting = worker_status.waiting_because(services.settings.data_dir) if job.status == JobStatus.QUEUED else None
+    return JobUpdate(_status_line(job, view.queue_position, starting), preview, None, done=False), last_step
+
+
 def watch(services: Services, job_id: int, progress: gr.Progress | None = None) -> Iterator[JobUpdate]:
-    """Poll the job row until it finishes, yielding status and new previews. A failed job ends
-    with gr.Error (its message, not a traceback); a cancelled one with a gr.Warning."""
+    """Updates of a job until it finishes: status lines, new previews, then its images. Waits on
+    the process's one job reader (services.events) and says something only when it changed."""
+    if services.settings.watch == "poll" or services.events is None:
+        yield from _watch_polling(services, job_id, progress)
+        return
+    events = services.events
+    with events.watching(job_id):
+        state, last_step, said = None, -1, None
+        while True:
+            update, last_step = _job_update(services, services.jobs.view(job_id), last_step, progress)
+            if update.done or update.preview is not None or update.status != said:
+                said = update.status
+                yield update
+            if update.done:
+                return
+            # a queued job's line is re-made at least every WAIT_S: the worker's start-up phase
+            state = events.wait(job_id, state, WAIT_S)
+
+
+def _watch_polling(services: Services, job_id: int, progress: gr.Progress | None) -> Iterator[JobUpdate]:
+    """The path before issue 20 (Settings.watch == "poll"): every waiting request re-reads its
+    job every POLL_S and yields each time. Kept as the baseline of bench/bench_ui_latency.py."""
     last_step = -1
     while True:
-        view = services.jobs.view(job_id)
-        job = view.job
-        if progress is not None and job.progress_total:
-            progress((job.progress_step, job.progress_total), desc=f"job {job.id}", unit="steps")
-        if job.status == JobStatus.FAILED:
-            raise gr.Error(f"Job {job.id} failed: {job.error}")
-        if job.status == JobStatus.CANCELLED:
-            gr.Warning(f"Job {job.id} was cancelled")
-            yield JobUpdate(_status_line(job, None), None, None, done=True)
+        update, last_step = _job_update(services, services.jobs.view(job_id), last_step, progress)
+        yield update
+        if update.done:
             return
-        if job.status == JobStatus.SUCCEEDED:
-            yield JobUpdate(_status_line(job, None), None, view.images, done=True)
-            return
-        preview = None
-        if job.progress_step != last_step and job.progress_step > 0:
-            data = services.jobs.preview(job_id)
-            preview = Image.open(io.BytesIO(data)) if data else None
-            last_step = job.progress_step
-        starting = worker_status.waiting_because(services.settings.data_dir) if job.status == JobStatus.QUEUED else None
-        yield JobUpdate(_status_line(job, view.queue_position, starting), preview, None, done=False)
         time.sleep(POLL_S)
 
 
