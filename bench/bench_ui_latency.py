@@ -62,7 +62,7 @@ def start_app(data_dir: Path, model: Path, watch: str, max_queue: int, log_path:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"app exited early; see {log_path}")
+            raise RuntimeError(f"app exited early:\n{log_path.read_text(errors='replace')[-3000:]}")
         try:
             with urllib.request.urlopen(url + "gradio_api/info", timeout=2):
                 return proc, url

@@ -113,6 +113,11 @@ def SafeImageEditor(**kwargs) -> gr.ImageEditor:
     return readable(editor, check)
 
 
+def Gallery(**kwargs) -> gr.Gallery:
+    """gr.Gallery that shows each picture whole (letterboxed in its cell), never cropped to fill it."""
+    return gr.Gallery(object_fit="contain", **kwargs)
+
+
 def _readable_factory(cls):
     def make(*args, **kwargs):
         return readable(cls(*args, **kwargs))
@@ -323,7 +328,7 @@ def results_column(elem_prefix: str) -> tuple[gr.Markdown, gr.Image, gr.Gallery]
     with gr.Column(scale=1):
         status = gr.Markdown("", elem_id=f"{elem_prefix}-status")
         preview = gr.Image(label="Preview", interactive=False, height=160)
-        gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id=f"{elem_prefix}-gallery")
+        gallery = Gallery(label="Results", columns=4, height=320, elem_id=f"{elem_prefix}-gallery")
     return status, preview, gallery
 
 

@@ -11,6 +11,7 @@ from seedling.ui import prompt_expansion as pe_ui
 from seedling.ui.common import (
     PRIVATE,
     AdapterPicker,
+    Gallery,
     SafeImage,
     Slider,
     Textbox,
@@ -89,8 +90,8 @@ def build(services: Services) -> StoryboardTab:
         with gr.Column(scale=1):
             status = gr.Markdown("", elem_id="story-status")
             preview = gr.Image(label="Preview", interactive=False, height=160)
-    strip = gr.Gallery(
-        label="Storyboard", columns=6, rows=1, height=220, object_fit="contain", elem_id="story-strip"
+    strip = Gallery(
+        label="Storyboard", columns=6, rows=1, height=220, elem_id="story-strip"
     )
     job_id = gr.State(None)
 
