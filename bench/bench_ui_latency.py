@@ -3,8 +3,9 @@
     python bench/bench_ui_latency.py [--clients 8] [--jobs 4] [--modes poll,push] [--out runs/ui_latency.json]
 
 For each mode it starts `python app.py --watch MODE` (a random-weight tiny model, a fresh data
-folder, 127.0.0.1), warms the worker with one job, then has `--clients` gradio_client clients
-each submit `--jobs` Generate jobs at once. For every job it records the moment the client's
+folder, 127.0.0.1), warms the worker with one job, then has `--clients` gradio_client clients,
+each in its own process as each person has their own browser, submit `--jobs` Generate jobs at
+once. For every job it records the moment the client's
 result callback has the result (files fetched) and compares it with the job's finished_at in the
 database (same machine, same clock). Meanwhile one more client calls /job_status in a loop and
 records how long each call takes. The modes run one after the other in the same run, on the same
@@ -88,56 +89,84 @@ def _generate_args(i: int, steps: int) -> dict:
     }  # fmt: skip
 
 
+def _client(url: str, first: int, jobs: int, steps: int, ready, go, out) -> None:
+    """One person's client, in its own process: connect, wait for the start, submit `jobs` jobs at
+    once, and record when each result is in (its files fetched)."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    received: dict[int, float] = {}
+    lock = threading.Lock()
+
+    def on_result(*outputs):
+        now = time.time()
+        with lock:
+            received[_job_id(outputs)] = now
+
+    ready.put(1)
+    go.wait()
+    submitted = [
+        client.submit(**_generate_args(first + j, steps), result_callbacks=[on_result]) for j in range(jobs)
+    ]
+    errors = []
+    for job in submitted:
+        try:
+            job.result(timeout=900)
+        except Exception as err:  # noqa: BLE001 - counted and reported, not fatal to the run
+            errors.append(str(err)[:200])
+    deadline = time.monotonic() + 30  # the callbacks run just after result() returns
+    while len(received) < len(submitted) - len(errors) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    out.put({"received": received, "errors": errors})
+
+
 def run_mode(watch: str, model: Path, tmp: Path, clients: int, jobs: int, steps: int) -> dict:
+    import multiprocessing as mp
+
     from gradio_client import Client
 
     data_dir = tmp / f"data-{watch}"
     proc, url = start_app(data_dir, model, watch, max_queue=max(32, clients * jobs + 1), log_path=tmp / f"{watch}.log")
+    ctx = mp.get_context("spawn")
     try:
         warm = Client(url, verbose=False)
         warm.predict(**_generate_args(10_000, steps))  # the worker loads the model
-        conns = [Client(url, verbose=False) for _ in range(clients)]
-        received: dict[int, float] = {}
-        lock = threading.Lock()
-
-        def on_result(*outputs):
-            now = time.time()
-            with lock:
-                received[_job_id(outputs)] = now
+        ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+        people = [
+            ctx.Process(target=_client, args=(url, c * jobs, jobs, steps, ready, go, out)) for c in range(clients)
+        ]
+        for person in people:
+            person.start()
+        for _ in people:
+            ready.get(timeout=300)
 
         stop = threading.Event()
         status_calls: list[float] = []
 
         def probe():  # what another person's /job_status call meets under this load
-            client = Client(url, verbose=False)
             while not stop.is_set():
                 t0 = time.perf_counter()
-                client.predict(1, api_name="/job_status")
+                warm.predict(1, api_name="/job_status")
                 status_calls.append(time.perf_counter() - t0)
                 stop.wait(0.5)
 
         prober = threading.Thread(target=probe, daemon=True)
-        prober.start()
         t_start = time.time()
-        submitted = [
-            conn.submit(**_generate_args(c * jobs + j, steps), result_callbacks=[on_result])
-            for j in range(jobs)
-            for c, conn in enumerate(conns)
-        ]
-        for job in submitted:
-            job.result(timeout=900)
-        deadline = time.monotonic() + 30  # the callbacks run just after result() returns
-        while len(received) < len(submitted) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        go.set()
+        prober.start()
+        results = [out.get(timeout=1200) for _ in people]
+        wall = time.time() - t_start
         stop.set()
         prober.join(timeout=60)
-        wall = time.time() - t_start
+        for person in people:
+            person.join(timeout=60)
     finally:
         proc.terminate()
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
+    received = {job_id: t for r in results for job_id, t in r["received"].items()}
     db = sqlite3.connect(data_dir / "history.db")
     finished = dict(db.execute("SELECT id, finished_at FROM jobs"))
     db.close()
@@ -146,8 +175,12 @@ def run_mode(watch: str, model: Path, tmp: Path, clients: int, jobs: int, steps:
         "watch": watch,
         "jobs_measured": len(lags),
         "jobs_submitted": clients * jobs,
+        "errors": [e for r in results for e in r["errors"]],
         "wall_s": wall,
         "lag_s": lags,
+        "per_job": [
+            {"job": job_id, "finished_at": finished[job_id], "received": received[job_id]} for job_id in sorted(received)
+        ],
         "job_status_s": status_calls,
     }
 

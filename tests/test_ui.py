@@ -130,7 +130,7 @@ def test_a_waiting_request_is_woken_by_the_one_job_reader_not_by_polling(service
         t.start()
     time.sleep(0.6)  # idle: every request has said its "position n" line once, nothing re-read
     assert services.events.reads <= 2
-    assert [len(lines) for lines in said.values()] == [1, 1, 1]
+    assert [len(lines) for lines in said.values()] == [1, 1, 1], said
     assert said[jobs[1].id] == [f"Job {jobs[1].id}: waiting in the queue (position 2)"]
     for _ in jobs:
         execute_next(services.huey)
@@ -152,3 +152,9 @@ def test_poll_mode_keeps_the_old_per_request_polling(services):
     stream = watch(services, job.id)
     assert "position 1" in next(stream).status and "position 1" in next(stream).status  # re-said each poll
     assert services.events.reads == 0
+
+
+def test_every_gallery_shows_whole_pictures(services):
+    demo = build_ui(services)
+    galleries = [c for c in demo.blocks.values() if isinstance(c, gr.Gallery)]
+    assert len(galleries) >= 7 and {g.object_fit for g in galleries} == {"contain"}

@@ -79,6 +79,11 @@ class JobEvents:
                 self._cond.wait(left)
             return self._states.get(job_id)
 
+    def state(self, job_id: int) -> JobState | None:
+        """The job's last read state (None: not watched or not read yet)."""
+        with self._cond:
+            return self._states.get(job_id)
+
     def close(self) -> None:
         self._stop.set()
         self._wake.set()

@@ -26,6 +26,11 @@ from seedling.storage.jobs_common import JobRecord, JobStatus
 MODEL_CONCURRENCY_ID = "model"
 POLL_S = 0.1  # the old per-request polling (Settings.watch == "poll")
 WAIT_S = 1.0  # the longest a waiting request sleeps without a change to its job
+# The most often a waiting request tells its person something new (its end: at once): a running
+# job's steps and previews, and a queued job's place in line, which moves for every waiting
+# request each time a job ends (each update costs Gradio a component rebuild per skipped output).
+SAY_EVERY_S = 0.25
+SAY_QUEUED_EVERY_S = 1.0
 PRIVATE = "private"  # api_visibility of UI glue events
 
 
@@ -208,14 +213,11 @@ def _status_line(job: JobRecord, position: int | None, starting: str | None = No
     return f"Job {job.id}: {job.status.value}" + (f": {job.error}" if job.error else "")
 
 
-def _job_update(
-    services: Services, view, last_step: int, progress: gr.Progress | None
-) -> tuple[JobUpdate, int]:
-    """The update a person sees for a job's current row, and the step whose preview it carries.
-    A failed job raises gr.Error (its message, not a traceback); a cancelled one warns."""
+def _job_update(services: Services, view, last_step: int, with_preview: bool = True) -> tuple[JobUpdate, int]:
+    """The update a person sees for a job's current row, and the step whose preview it carries
+    (`with_preview`: read a new preview if there is one). A failed job raises gr.Error (its
+    message, not a traceback); a cancelled one warns."""
     job = view.job
-    if progress is not None and job.progress_total:
-        progress((job.progress_step, job.progress_total), desc=f"job {job.id}", unit="steps")
     if job.status == JobStatus.FAILED:
         raise gr.Error(f"Job {job.id} failed: {job.error}")
     if job.status == JobStatus.CANCELLED:
@@ -224,7 +226,7 @@ def _job_update(
     if job.status == JobStatus.SUCCEEDED:
         return JobUpdate(_status_line(job, None), None, view.images, done=True), last_step
     preview = None
-    if job.progress_step != last_step and job.progress_step > 0:
+    if with_preview and job.progress_step != last_step and job.progress_step > 0:
         data = services.jobs.preview(job.id)
         preview = Image.open(io.BytesIO(data)) if data else None
         last_step = job.progress_step
@@ -232,24 +234,40 @@ def _job_update(
     return JobUpdate(_status_line(job, view.queue_position, starting), preview, None, done=False), last_step
 
 
+def _report(progress: gr.Progress | None, job: JobRecord) -> None:
+    if progress is not None and job.progress_total:
+        progress((job.progress_step, job.progress_total), desc=f"job {job.id}", unit="steps")
+
+
 def watch(services: Services, job_id: int, progress: gr.Progress | None = None) -> Iterator[JobUpdate]:
     """Updates of a job until it finishes: status lines, new previews, then its images. Waits on
-    the process's one job reader (services.events) and says something only when it changed."""
+    the process's one job reader (services.events) and says something only when it changed, at
+    most every SAY_EVERY_S while it runs and SAY_QUEUED_EVERY_S while it waits, its end at once."""
     if services.settings.watch == "poll" or services.events is None:
         yield from _watch_polling(services, job_id, progress)
         return
     events = services.events
     with events.watching(job_id):
-        state, last_step, said = None, -1, None
+        state, last_step, said, said_at = None, -1, None, -SAY_QUEUED_EVERY_S
         while True:
-            update, last_step = _job_update(services, services.jobs.view(job_id), last_step, progress)
-            if update.done or update.preview is not None or update.status != said:
-                said = update.status
+            view = services.jobs.view(job_id)
+            pause = SAY_EVERY_S if view.job.status == JobStatus.RUNNING else SAY_QUEUED_EVERY_S
+            quiet_for = pause - (time.monotonic() - said_at)  # > 0: spoke too recently
+            update, last_step = _job_update(services, view, last_step, with_preview=quiet_for <= 0)
+            step = view.job.progress_step
+            changed = update.preview is not None or update.status != said or 0 < step != last_step
+            if update.done or (changed and quiet_for <= 0):
+                _report(progress, view.job)
+                said, said_at = update.status, time.monotonic()
                 yield update
-            if update.done:
-                return
-            # a queued job's line is re-made at least every WAIT_S: the worker's start-up phase
-            state = events.wait(job_id, state, WAIT_S)
+                if update.done:
+                    return
+                # a queued job's line is re-made at least every WAIT_S: the worker's start-up phase
+                state = events.wait(job_id, state, WAIT_S)
+            elif changed:  # to say once the pause is over, or at once if the job ends meanwhile
+                state = events.wait(job_id, events.state(job_id), quiet_for)
+            else:
+                state = events.wait(job_id, state, WAIT_S)
 
 
 def _watch_polling(services: Services, job_id: int, progress: gr.Progress | None) -> Iterator[JobUpdate]:
@@ -257,7 +275,9 @@ def _watch_polling(services: Services, job_id: int, progress: gr.Progress | None
     job every POLL_S and yields each time. Kept as the baseline of bench/bench_ui_latency.py."""
     last_step = -1
     while True:
-        update, last_step = _job_update(services, services.jobs.view(job_id), last_step, progress)
+        view = services.jobs.view(job_id)
+        _report(progress, view.job)
+        update, last_step = _job_update(services, view, last_step)
         yield update
         if update.done:
             return
@@ -282,17 +302,17 @@ def run_and_watch(
     """Submit, then stream (job_id, status, preview, gallery) tuples for a tab's outputs."""
     job = submit(services, spec, rerun_of=rerun_of)  # type: ignore[arg-type]
     yield job.id, f"Job {job.id}: submitted", None, gr.skip()
+    shown = False  # a preview of this job is on screen; until then the (cleared) preview stays None
     for update in watch(services, job.id, progress):
         if update.images:  # done: the preview shows the first result
             items = gallery_items(services, update.images)
             yield job.id, update.status, items[0][0], items
         else:
-            yield (
-                job.id,
-                update.status,
-                update.preview if update.preview is not None else gr.skip(),
-                gr.skip(),
-            )
+            # None rather than gr.skip() while no preview is shown: a skip costs Gradio a rebuild
+            # of the component's config, for every update of every waiting request
+            preview = update.preview if update.preview is not None else (gr.skip() if shown else None)
+            shown = shown or update.preview is not None
+            yield job.id, update.status, preview, gr.skip()
 
 
 def seed_input(label: str = "Seed (-1 = random)") -> gr.Number:
