@@ -3,6 +3,8 @@ helpers that turn widget values into specs."""
 
 from __future__ import annotations
 
+import itertools
+
 import gradio as gr
 import pytest
 from PIL import Image
@@ -141,7 +143,7 @@ def test_a_waiting_request_is_woken_by_the_one_job_reader_not_by_polling(service
         assert 0 <= got[job.id] - finished_at < 1.0
     # a line is said when it changes, never twice in a row
     for lines in said.values():
-        assert all(a != b for a, b in zip(lines, lines[1:], strict=False)) and "done" in lines[-1]
+        assert all(a != b for a, b in itertools.pairwise(lines)) and "done" in lines[-1]
 
 
 def test_poll_mode_keeps_the_old_per_request_polling(services):
@@ -157,4 +159,4 @@ def test_poll_mode_keeps_the_old_per_request_polling(services):
 def test_every_gallery_shows_whole_pictures(services):
     demo = build_ui(services)
     galleries = [c for c in demo.blocks.values() if isinstance(c, gr.Gallery)]
-    assert len(galleries) >= 7 and {g.object_fit for g in galleries} == {"contain"}
+    assert len(galleries) >= 7 and {(g.object_fit, g.fit_columns) for g in galleries} == {("contain", False)}

@@ -119,8 +119,11 @@ def SafeImageEditor(**kwargs) -> gr.ImageEditor:
 
 
 def Gallery(**kwargs) -> gr.Gallery:
-    """gr.Gallery that shows each picture whole (letterboxed in its cell), never cropped to fill it."""
-    return gr.Gallery(object_fit="contain", **kwargs)
+    """gr.Gallery that shows each picture whole: letterboxed in its cell, never cropped to fill it,
+    and a cell stays one column wide when there are fewer pictures than columns (Gradio's
+    fit_columns would grow a single result's square cell to the full width, taller than the box,
+    which then cuts it off)."""
+    return gr.Gallery(object_fit="contain", fit_columns=False, **kwargs)
 
 
 def _readable_factory(cls):

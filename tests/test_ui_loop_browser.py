@@ -1,0 +1,120 @@
+"""Issue 20, the designer's iteration loop, in a real browser (Playwright driving Debian's
+Chromium, headless) against `python app.py` on localhost: what a person sees. One app and one
+browser serve the whole module (starting an app costs ~15 s here); each test opens a fresh page.
+Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import AppProcess
+from tests.test_ui_browser import ARTIFACTS, CHROMIUM, FLAGS, TIMEOUT_MS, _wait_text
+from tests.test_ui_browser import pytestmark as browser_marks
+
+pytestmark = browser_marks
+
+# How much of the picture in an <img> is on screen: its drawn rectangle (object-fit and the
+# natural size decide it) clipped by every ancestor that hides overflow. 'fill' distorts: 0.
+VISIBLE_FRACTION = """
+img => {
+  const box = img.getBoundingClientRect();
+  const fit = getComputedStyle(img).objectFit;
+  const nw = img.naturalWidth, nh = img.naturalHeight;
+  if (!nw || !nh || !box.width || !box.height) return 0;
+  let s;
+  if (fit === 'cover') s = Math.max(box.width / nw, box.height / nh);
+  else if (fit === 'contain') s = Math.min(box.width / nw, box.height / nh);
+  else if (fit === 'scale-down') s = Math.min(1, box.width / nw, box.height / nh);
+  else if (fit === 'none') s = 1;
+  else return (Math.abs(box.width / box.height - nw / nh) < 0.02) ? 1 : 0;  // fill: whole if not distorted
+  const w = nw * s, h = nh * s;
+  let l = box.left + (box.width - w) / 2, t = box.top + (box.height - h) / 2, r = l + w, b = t + h;
+  const area = w * h;
+  for (let el = img; el; el = el.parentElement) {
+    const cs = getComputedStyle(el);
+    if (el === img || [cs.overflow, cs.overflowX, cs.overflowY].some(o => o !== 'visible')) {
+      const c = el.getBoundingClientRect();
+      l = Math.max(l, c.left); t = Math.max(t, c.top); r = Math.min(r, c.right); b = Math.min(b, c.bottom);
+    }
+  }
+  return Math.max(0, r - l) * Math.max(0, b - t) / area;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, tiny_model_dir):
+    proc = AppProcess(tmp_path_factory.mktemp("loop") / "data", tiny_model_dir).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(app, browser):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app.url)
+    yield page
+    page.close()
+
+
+def _loaded_images(page, gallery_id: str, count: int = 1):
+    images = page.locator(f"#{gallery_id} img")
+    images.nth(count - 1).wait_for()
+    images.first.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "([id, n]) => { const im = [...document.querySelectorAll('#' + id + ' img')];"
+        " return im.length >= n && im.every(i => i.complete && i.naturalWidth > 0); }",
+        arg=[gallery_id, count],
+    )
+    return images
+
+
+def _assert_whole(page, gallery_id: str) -> None:
+    images = _loaded_images(page, gallery_id)
+    for i in range(images.count()):
+        fraction = images.nth(i).evaluate(VISIBLE_FRACTION)
+        assert fraction > 0.99, f"#{gallery_id} image {i}: only {fraction:.0%} of the picture is visible"
+
+
+def test_a_single_wide_result_is_shown_whole_in_every_gallery(page):
+    """A 16:9 result (224x128) in Generate, Edit, History's gallery and Parents: all of it visible."""
+    page.locator("#gen-prompt textarea").fill("a wide red fox")
+    page.get_by_label("16:9").check()
+    page.locator("#gen-run").click()
+    _wait_text(page, "gen-status", "done")
+    _assert_whole(page, "gen-gallery")
+    page.screenshot(path=ARTIFACTS / "loop-1-generate-whole.png", full_page=True)
+
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history-refresh").click()
+    page.locator("#history-gallery button.thumbnail-item").first.click()
+    _wait_text(page, "history-details", "224x128")
+    _assert_whole(page, "history-gallery")
+
+    page.locator("#history-send-edit").click()
+    page.locator("#edit-instruction textarea").wait_for(state="visible")
+    page.wait_for_timeout(1000)  # the editor loads its background
+    page.locator("#edit-instruction textarea").fill("make the fox blue")
+    page.locator("#edit-run").click()
+    _wait_text(page, "edit-status", "done")
+    _assert_whole(page, "edit-gallery")
+
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history-refresh").click()
+    _wait_text(page, "history-gallery", "edit")
+    page.locator("#history-gallery button.thumbnail-item").first.click()
+    _wait_text(page, "history-details", "make the fox blue")
+    _assert_whole(page, "history-parents")
+    page.screenshot(path=ARTIFACTS / "loop-2-parents-whole.png", full_page=True)
