@@ -118,3 +118,37 @@ def test_a_single_wide_result_is_shown_whole_in_every_gallery(page):
     _wait_text(page, "history-details", "make the fox blue")
     _assert_whole(page, "history-parents")
     page.screenshot(path=ARTIFACTS / "loop-2-parents-whole.png", full_page=True)
+
+
+def test_each_click_is_a_job_listed_with_its_place_and_a_cancel(browser, tmp_path, tiny_model_dir):
+    """Three Generate clicks while the first job runs are three jobs: the tab lists them with their
+    places in line; 'Cancel job' on the last cancels that one only; the list empties as they end."""
+    from seedling.storage.db import Database
+    from seedling.storage.jobs_sqlite import SqliteJobStore
+
+    slow = AppProcess(tmp_path / "data", tiny_model_dir, step_delay_s=0.6).start()  # ~2.4 s a job
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(slow.url)
+        page.locator("#gen-prompt textarea").fill("a fox in a queue")
+        for _ in range(3):
+            page.locator("#gen-run").click()
+            page.wait_for_timeout(300)
+        _wait_text(page, "gen-jobs", "3 job(s) of this tab waiting or running")
+        _wait_text(page, "gen-job-1", "Job 1: running")
+        _wait_text(page, "gen-job-3", "Job 3: waiting in the queue (position 2)")
+        page.screenshot(path=ARTIFACTS / "loop-3-queued.png", full_page=True)
+        page.locator("#gen-cancel-3").click()
+        _wait_text(page, "gen-status", "Job 3: cancelled")
+        page.locator("#gen-job-3").wait_for(state="detached")
+        _wait_text(page, "gen-status", "Job 2: done")
+        page.locator("#gen-jobs").wait_for(state="detached")
+        _assert_whole(page, "gen-gallery")
+        page.close()
+    finally:
+        slow.stop()
+    db = Database(slow.data_dir / "history.db")
+    statuses = {job.id: job.status.value for job in SqliteJobStore(db).list()}
+    db.dispose()
+    assert statuses == {1: "succeeded", 2: "succeeded", 3: "cancelled"}

@@ -6,6 +6,7 @@ import functools
 import io
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -299,23 +300,102 @@ def cancel_handler(services: Services) -> Callable[[int | None], str]:
     return cancel
 
 
+class TabJobs:
+    """The jobs one tab has queued or running for each browser session, listed under its results
+    with their places in line and a Cancel per job. Every click on the tab's Run button is a job
+    (the event runs with trigger_mode="multiple"); each of its requests refreshes the list."""
+
+    def __init__(self, services: Services, elem_prefix: str):
+        self._services = services
+        self.elem_prefix = elem_prefix
+        self._lock = threading.Lock()
+        self._active: dict[str, list[int]] = {}  # session -> job ids, oldest first
+        self.state = gr.State([])  # [(job id, line)] for the render below
+
+        @gr.render(inputs=self.state)
+        def show(jobs):
+            if not jobs:
+                return
+            gr.Markdown(f"**{len(jobs)} job(s) of this tab waiting or running**", elem_id=f"{elem_prefix}-jobs")
+            for job_id, line in jobs:
+                with gr.Row(equal_height=True):
+                    gr.Markdown(line, elem_id=f"{elem_prefix}-job-{job_id}")
+                    button = gr.Button(
+                        f"Cancel job {job_id}", size="sm", scale=0, elem_id=f"{elem_prefix}-cancel-{job_id}"
+                    )
+                    button.click(
+                        lambda j=job_id: cancel_handler(services)(j),
+                        None,
+                        self.status_output,
+                        api_visibility=PRIVATE,
+                        queue=False,
+                    )
+
+        self.status_output = None  # set by results_column: where a per-job Cancel answers
+
+    def add(self, session: str, job_id: int) -> None:
+        with self._lock:
+            self._active.setdefault(session, []).append(job_id)
+
+    def remove(self, session: str, job_id: int) -> None:
+        with self._lock:
+            ids = self._active.get(session, [])
+            if job_id in ids:
+                ids.remove(job_id)
+            if not ids:
+                self._active.pop(session, None)
+
+    def lines(self, session: str) -> list[tuple[int, str]]:
+        """(job id, status line) of the session's jobs of this tab that still wait or run."""
+        with self._lock:
+            ids = list(self._active.get(session, []))
+        lines = []
+        for job_id in ids:
+            view = self._services.jobs.view(job_id)
+            if not view.job.status.finished:
+                lines.append((job_id, _status_line(view.job, view.queue_position)))
+        return lines
+
+
 def run_and_watch(
-    services: Services, spec: JobSpec | None, progress: gr.Progress, rerun_of: int | None = None
+    services: Services,
+    spec: JobSpec | None,
+    progress: gr.Progress,
+    rerun_of: int | None = None,
+    tab_jobs: TabJobs | None = None,
+    request: gr.Request | None = None,
 ):
-    """Submit, then stream (job_id, status, preview, gallery) tuples for a tab's outputs."""
+    """Submit, then stream (job_id, status, preview, gallery) tuples for a tab's outputs, and with
+    `tab_jobs` a fifth value: the list of the session's jobs of that tab."""
     job = submit(services, spec, rerun_of=rerun_of)  # type: ignore[arg-type]
-    yield job.id, f"Job {job.id}: submitted", None, gr.skip()
-    shown = False  # a preview of this job is on screen; until then the (cleared) preview stays None
-    for update in watch(services, job.id, progress):
-        if update.images:  # done: the preview shows the first result
-            items = gallery_items(services, update.images)
-            yield job.id, update.status, items[0][0], items
-        else:
-            # None rather than gr.skip() while no preview is shown: a skip costs Gradio a rebuild
-            # of the component's config, for every update of every waiting request
-            preview = update.preview if update.preview is not None else (gr.skip() if shown else None)
-            shown = shown or update.preview is not None
-            yield job.id, update.status, preview, gr.skip()
+    session = getattr(request, "session_hash", None) or "-"
+    if tab_jobs is None:
+        listed = ()
+    else:
+        tab_jobs.add(session, job.id)
+
+        def listed():
+            return (tab_jobs.lines(session),)
+
+    try:
+        yield job.id, f"Job {job.id}: submitted", None, gr.skip(), *(listed() if listed else ())
+        shown = False  # a preview of this job is on screen; until then the (cleared) preview stays None
+        for update in watch(services, job.id, progress):
+            if update.done and tab_jobs is not None:
+                tab_jobs.remove(session, job.id)
+            extra = listed() if listed else ()
+            if update.images:  # done: the preview shows the first result
+                items = gallery_items(services, update.images)
+                yield job.id, update.status, items[0][0], items, *extra
+            else:
+                # None rather than gr.skip() while no preview is shown: a skip costs Gradio a rebuild
+                # of the component's config, for every update of every waiting request
+                preview = update.preview if update.preview is not None else (gr.skip() if shown else None)
+                shown = shown or update.preview is not None
+                yield job.id, update.status, preview, gr.skip(), *extra
+    finally:
+        if tab_jobs is not None:
+            tab_jobs.remove(session, job.id)
 
 
 def seed_input(label: str = "Seed (-1 = random)") -> gr.Number:
@@ -346,13 +426,18 @@ def run_buttons(label: str, elem_prefix: str) -> tuple[gr.Button, gr.Button]:
     return run, cancel
 
 
-def results_column(elem_prefix: str) -> tuple[gr.Markdown, gr.Image, gr.Gallery]:
-    """The right-hand column every model tab shows: job status, live preview, results."""
+def results_column(
+    services: Services, elem_prefix: str
+) -> tuple[gr.Markdown, gr.Image, gr.Gallery, TabJobs]:
+    """The right-hand column every model tab shows: job status, this tab's jobs in line (each with
+    its Cancel), live preview, results."""
     with gr.Column(scale=1):
         status = gr.Markdown("", elem_id=f"{elem_prefix}-status")
+        jobs = TabJobs(services, elem_prefix)
+        jobs.status_output = status
         preview = gr.Image(label="Preview", interactive=False, height=160)
         gallery = Gallery(label="Results", columns=4, height=320, elem_id=f"{elem_prefix}-gallery")
-    return status, preview, gallery
+    return status, preview, gallery, jobs
 
 
 def whole(value):

@@ -108,7 +108,7 @@ def build(services: Services) -> EditTab:
                 seed = seed_input()
             picker = adapter_picker(services, "edit")
             run, cancel = run_buttons("Edit", "edit")
-        status, preview, gallery = results_column("edit")
+        status, preview, gallery, tab_jobs = results_column(services, "edit")
     job_id = gr.State(None)
 
     def edit(
@@ -123,6 +123,7 @@ def build(services: Services) -> EditTab:
         prompt_expansion=False,
         expanded_prompt="",
         progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
+        request: gr.Request = None,
     ):
         """Edit a source image by instruction; a painted mask makes it a masked (inpaint) edit.
 
@@ -155,7 +156,7 @@ def build(services: Services) -> EditTab:
             spec = build_spec(
                 "inpaint", mask_image_id=services.history.store_input(mask, "mask").id, **common
             )
-        for job, status, *rest in run_and_watch(services, spec, progress):
+        for job, status, *rest in run_and_watch(services, spec, progress, tab_jobs=tab_jobs, request=request):
             yield job, pe_ui.status_with(run_prompt, status), *rest
 
     def task_of(text, editor_value):
@@ -168,8 +169,9 @@ def build(services: Services) -> EditTab:
     run.click(
         edit,
         [editor, instruction, image_guidance, guidance, steps, seed, *picker.inputs, *expansion.inputs],
-        [job_id, status, preview, gallery],
+        [job_id, status, preview, gallery, tab_jobs.state],
         api_name="edit",
+        trigger_mode="multiple",  # a click while a job runs is a second job, not dropped
         **model_event(services),
     )
     cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)

@@ -110,7 +110,7 @@ def build(services: Services) -> GenerateTab:
                 type="filepath",
                 elem_id="gen-png-drop",
             )
-        status, preview, gallery = results_column("gen")
+        status, preview, gallery, tab_jobs = results_column(services, "gen")
     job_id = gr.State(None)
     tab = GenerateTab(prompt, width, height, steps, guidance, seed, num_outputs, gallery, picker, expansion)
 
@@ -129,6 +129,7 @@ def build(services: Services) -> GenerateTab:
         prompt_expansion=False,
         expanded_prompt="",
         progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
+        request: gr.Request = None,
     ):
         """Text to image. Returns the status line, the last preview and the result gallery.
 
@@ -146,14 +147,15 @@ def build(services: Services) -> GenerateTab:
             num_outputs=whole(num_outputs),
             adapters=adapter_uses(adapters, adapter_strength),
         )
-        for job, status, *rest in run_and_watch(services, spec, progress):
+        for job, status, *rest in run_and_watch(services, spec, progress, tab_jobs=tab_jobs, request=request):
             yield job, pe_ui.status_with(run_prompt, status), *rest
 
     run.click(
         generate,
         [prompt, width, height, steps, guidance, seed, num_outputs, *picker.inputs, *expansion.inputs],
-        [job_id, status, preview, gallery],
+        [job_id, status, preview, gallery, tab_jobs.state],
         api_name="generate",
+        trigger_mode="multiple",  # a click while a job runs is a second job, not dropped
         **model_event(services),
     )
     cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)
