@@ -160,3 +160,43 @@ def test_every_gallery_shows_whole_pictures(services):
     demo = build_ui(services)
     galleries = [c for c in demo.blocks.values() if isinstance(c, gr.Gallery)]
     assert len(galleries) >= 7 and {(g.object_fit, g.fit_columns) for g in galleries} == {("contain", False)}
+
+
+def _inpaint_image(services):
+    import numpy as np
+
+    source = services.history.store_input(Image.new("RGB", (128, 128), "teal"))
+    mask = Image.new("L", (128, 128), 0)
+    mask.paste(255, (16, 32, 80, 96))
+    mask_row = services.history.store_input(mask, "mask")
+    job = services.jobs.submit(
+        make_spec("inpaint", prompt="paint a sun", source_image_id=source.id, mask_image_id=mask_row.id, seed=3)
+    )
+    execute_next(services.huey)
+    (image,) = services.jobs.view(job.id).images
+    return image, np.asarray(mask) > 127
+
+
+def test_reuse_parameters_of_an_inpaint_image_brings_back_its_mask(services):
+    """Reuse on an inpaint result fills the Edit tab with the instruction and the source with its
+    mask painted on, so pressing Edit again is the same masked edit (issue 20)."""
+    import numpy as np
+
+    image, painted = _inpaint_image(services)
+    demo = build_ui(services)
+    reuse = next(fn for fn in demo.fns.values() if fn.name == "reuse")
+    outputs = reuse.fn(image.id)
+    values = dict(zip([block._id for block in reuse.outputs], outputs, strict=True))
+    editor_id = next(b._id for b in reuse.outputs if isinstance(b, gr.ImageEditor))
+    editor = values[editor_id]
+    restored = mask_from_layers(editor["layers"], editor["background"].size)
+    assert restored is not None and np.array_equal(np.asarray(restored) > 127, painted)
+    instruction = next(b._id for b in reuse.outputs if getattr(b, "elem_id", None) == "edit-instruction")
+    assert values[instruction] == "paint a sun"
+
+
+def test_an_inpaint_png_dropped_on_generate_leaves_the_prompt_alone(services):
+    image, _ = _inpaint_image(services)
+    values = generate_tab.restored_values(services, str(services.history.path(image)), 9)
+    assert values[:9] == [gr.skip()] * 9
+    assert "belong to the Edit tab" in values[-1] and "nothing here was changed" in values[-1]

@@ -152,3 +152,59 @@ def test_each_click_is_a_job_listed_with_its_place_and_a_cancel(browser, tmp_pat
     statuses = {job.id: job.status.value for job in SqliteJobStore(db).list()}
     db.dispose()
     assert statuses == {1: "succeeded", 2: "succeeded", 3: "cancelled"}
+
+
+def test_reuse_on_an_inpaint_image_redoes_the_masked_edit(app, page, tiny_model_dir):
+    """Reuse parameters on an inpaint result opens Edit with its instruction and its mask: pressing
+    Edit runs the same masked edit (inpaint, same mask), not a whole-image edit. Dropping that PNG
+    on Generate leaves the text-to-image prompt alone and says where it belongs."""
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    from seedling.backend.services import build_services
+    from seedling.backend.settings import Settings
+    from seedling.backend.specs import make_spec
+    from seedling.storage.jobs_sqlite import SqliteJobStore
+
+    services = build_services(Settings(data_dir=app.data_dir, model_path=tiny_model_dir))
+    try:  # an inpaint job on the app's own queue, as the Edit tab makes one
+        source = services.history.store_input(Image.new("RGB", (128, 128), "teal"))
+        mask = Image.new("L", (128, 128), 0)
+        mask.paste(255, (16, 32, 80, 96))
+        mask_row = services.history.store_input(mask, "mask")
+        job = services.jobs.submit(
+            make_spec("inpaint", prompt="paint a sun", source_image_id=source.id, mask_image_id=mask_row.id)
+        )
+        deadline = time.monotonic() + 120
+        while not services.jobs.get(job.id).status.finished and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (image,) = services.jobs.view(job.id).images
+        png = services.history.path(image)
+
+        page.locator("#gen-prompt textarea").fill("my text-to-image prompt")
+        page.locator("#gen-png-drop input[type=file]").set_input_files(str(png))
+        _wait_text(page, "gen-status", "belong to the Edit tab")
+        assert page.locator("#gen-prompt textarea").input_value() == "my text-to-image prompt"
+
+        page.get_by_role("tab", name="History").click()
+        page.locator("#history-refresh").click()
+        page.locator(f"#history-gallery button.thumbnail-item:has-text('#{image.id} ')").click()
+        _wait_text(page, "history-details", "paint a sun")
+        page.locator("#history-reuse").click()
+        page.locator("#edit-instruction textarea").wait_for(state="visible")
+        page.wait_for_function(
+            "() => document.querySelector('#edit-instruction textarea').value === 'paint a sun'"
+        )
+        page.wait_for_timeout(1000)  # the editor loads its background and layer
+        page.screenshot(path=ARTIFACTS / "loop-4-reuse-inpaint.png", full_page=True)
+        page.locator("#edit-run").click()
+        _wait_text(page, "edit-status", "done")
+
+        newest = max(SqliteJobStore(services.db).list(), key=lambda j: j.id)
+        assert newest.id != job.id and newest.kind == "inpaint"
+        redone = services.history.open(newest.spec["mask_image_id"]).convert("L")
+        assert np.array_equal(np.asarray(redone) > 127, np.asarray(mask) > 127)
+    finally:
+        services.close()

@@ -72,6 +72,22 @@ def mask_from_layers(layers: list[Image.Image | None], size: tuple[int, int]) ->
     return Image.fromarray(mask.astype(np.uint8) * 255, mode="L") if mask.any() else None
 
 
+MASK_PAINT = (255, 0, 255, 255)  # the editor's brush colour: a restored mask looks as it was painted
+
+
+def editor_value(source: Image.Image, mask: Image.Image | None = None) -> dict:
+    """The editor's value for `source` with `mask` (white = change) painted back on as a layer,
+    so the next Edit is the same masked edit (`mask_from_layers` reads the same mask back)."""
+    source = source.convert("RGBA")
+    if mask is None:
+        return {"background": source, "layers": [], "composite": source}
+    painted = np.asarray(mask.convert("L").resize(source.size, Image.NEAREST)) > 127
+    layer = np.zeros((source.height, source.width, 4), dtype=np.uint8)
+    layer[painted] = MASK_PAINT
+    layer_image = Image.fromarray(layer, mode="RGBA")
+    return {"background": source, "layers": [layer_image], "composite": Image.alpha_composite(source, layer_image)}
+
+
 def check_size(image: Image.Image) -> None:
     w, h = image.size
     if w % 16 or h % 16 or max(w, h) > MAX_SIDE:

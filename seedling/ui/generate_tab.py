@@ -84,6 +84,35 @@ def values_from_params(params: dict) -> list:
     ]
 
 
+# Where the parameters of a PNG another tab made belong (its text is an edit instruction, a
+# composition or a story, not a text-to-image prompt).
+MADE_IN = {
+    "edit": "Edit",
+    "inpaint": "Edit",
+    "compose": "Compose",
+    "style": "Compose",
+    "storyboard": "Storyboard",
+}
+
+
+def restored_values(services: Services, path: str, n_fields: int) -> list:
+    """Values for the tab's parameter fields and its status line from a dropped PNG. A PNG made by
+    another tab changes nothing here and says where its parameters go."""
+    try:
+        restored = services.history.parameters_from_png(path)
+    except (ValueError, OSError) as err:
+        raise gr.Error(f"Could not read parameters: {err}") from None
+    if restored.kind in MADE_IN:
+        tab = MADE_IN[restored.kind]
+        message = (
+            f"This PNG is a {restored.kind} image: its parameters belong to the {tab} tab, so nothing "
+            f"here was changed. To redo it, find it in History and press Reuse parameters (it opens "
+            f"the {tab} tab with its inputs)."
+        )
+        return [gr.skip()] * n_fields + [message]
+    return values_from_params(vars(restored)) + [f"Restored parameters of a {restored.kind} image"]
+
+
 def build(services: Services) -> GenerateTab:
     defaults = services.settings.model_defaults()
     with gr.Row():
@@ -165,11 +194,7 @@ def build(services: Services) -> GenerateTab:
     def restore(path):
         if not path:
             return [gr.skip()] * len(tab.param_outputs) + [gr.skip()]
-        try:
-            restored = services.history.parameters_from_png(path)
-        except (ValueError, OSError) as err:
-            raise gr.Error(f"Could not read parameters: {err}") from None
-        return values_from_params(vars(restored)) + [f"Restored parameters of a {restored.kind} image"]
+        return restored_values(services, path, len(tab.param_outputs))
 
     png_drop.upload(restore, png_drop, tab.param_outputs + [status], api_visibility=PRIVATE)
     return tab
