@@ -208,3 +208,20 @@ def test_reuse_on_an_inpaint_image_redoes_the_masked_edit(app, page, tiny_model_
         assert np.array_equal(np.asarray(redone) > 127, np.asarray(mask) > 127)
     finally:
         services.close()
+
+
+def test_history_search_finds_word_forms(page):
+    """'foxes' finds the picture of 'a lone fox' (stemmed search); 'zebras' finds nothing."""
+    page.locator("#gen-prompt textarea").fill("a lone fox")
+    page.locator("#gen-run").click()
+    _wait_text(page, "gen-status", "done")
+    page.get_by_role("tab", name="History").click()
+    search = page.locator("#history-search textarea, #history-search input").first
+    search.fill("zebras")
+    search.press("Enter")
+    page.wait_for_function("() => !document.querySelector('#history-gallery button.thumbnail-item')")
+    search.fill("lone foxes")
+    search.press("Enter")
+    page.locator("#history-gallery button.thumbnail-item").first.click()
+    _wait_text(page, "history-details", "a lone fox")
+    assert page.locator("#history-gallery button.thumbnail-item").count() == 1
