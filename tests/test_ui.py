@@ -200,3 +200,13 @@ def test_an_inpaint_png_dropped_on_generate_leaves_the_prompt_alone(services):
     values = generate_tab.restored_values(services, str(services.history.path(image)), 9)
     assert values[:9] == [gr.skip()] * 9
     assert "belong to the Edit tab" in values[-1] and "nothing here was changed" in values[-1]
+
+
+def test_the_seed_used_is_shown_when_the_job_ends(services):
+    from seedling.ui.common import resolve_seed
+
+    seed = resolve_seed(-1)  # a random one, as the tabs pick it
+    job = services.jobs.submit(make_spec("generate", prompt="fox", steps=1, seed=seed))
+    execute_next(services.huey)
+    (last,) = list(watch(services, job.id))
+    assert last.done and last.status.endswith(f"· seed {seed}")

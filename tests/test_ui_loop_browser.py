@@ -215,6 +215,7 @@ def test_history_search_finds_word_forms(page):
     page.locator("#gen-prompt textarea").fill("a lone fox")
     page.locator("#gen-run").click()
     _wait_text(page, "gen-status", "done")
+    _wait_text(page, "gen-status", "· seed ")  # the random seed it used, to keep or vary
     page.get_by_role("tab", name="History").click()
     search = page.locator("#history-search textarea, #history-search input").first
     search.fill("zebras")

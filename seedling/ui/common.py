@@ -213,7 +213,12 @@ def _status_line(job: JobRecord, position: int | None, starting: str | None = No
         return f"Job {job.id}: running{steps}"
     if job.status == JobStatus.SUCCEEDED:
         total = job.timings.get("submit_to_saved")
-        return f"Job {job.id}: done" + (f" in {total:.2f} s" if total is not None else "")
+        seed = job.spec.get("seed")  # the one used, also when the person asked for a random one
+        return (
+            f"Job {job.id}: done"
+            + (f" in {total:.2f} s" if total is not None else "")
+            + (f" · seed {seed}" if seed is not None else "")
+        )
     return f"Job {job.id}: {job.status.value}" + (f": {job.error}" if job.error else "")
 
 
