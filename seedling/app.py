@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from seedling import DEFAULT_MODEL
-from seedling.backend.settings import QUANTIZE_MODES, Settings
+from seedling.backend.settings import QUANTIZE_MODES, WATCH_MODES, Settings
 
 log = logging.getLogger("seedling")
 SHARE_USER = "seedling"
@@ -55,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--redis", default=None, metavar="URL", help="Huey on Redis (several workers) instead of SQLite"
     )
     p.add_argument("--max-queue", type=int, default=32, help="jobs waiting or running before 'queue full'")
+    p.add_argument(
+        "--watch",
+        default="push",
+        choices=WATCH_MODES,
+        help="how waiting requests learn of job changes: one reader per process (push, default) or "
+        "each request polling the database every 0.1 s (poll: the old path, for benchmarks)",
+    )
     p.add_argument(
         "--no-worker",
         action="store_true",
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         redis_url=args.redis,
         max_queue=args.max_queue,
         pe_model=args.pe_model,
+        watch=args.watch,
     )
     if not settings.model_path.is_dir():
         log.warning("model folder %s does not exist: jobs will fail until it does", settings.model_path)
@@ -150,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             allowed_paths=[str(settings.files_dir.resolve())],
             max_file_size=int(args.max_upload_mb * 1024 * 1024),
             ssr_mode=False,
+            # each waiting request holds a thread while it waits (on the job reader or, with
+            # --watch poll, in its sleep): room for a full queue of them plus everything else
+            max_threads=40 + settings.max_queue,
             # Every refusal is a sentence: Gradio's own (a file path no one uploaded, a malformed
             # value) too, not an empty {"error": null}. Our handlers raise gr.Error sentences.
             show_error=True,

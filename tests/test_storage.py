@@ -345,3 +345,36 @@ def test_find_by_pixels_prefers_outputs(db, files):
     upload, output = images.add([_new_image(files, origin="upload"), _new_image(files, origin="output")])
     assert images.find_by_pixels(upload.pixel_hash).id == output.id
     assert images.find_by_pixels("nope") is None
+
+
+def test_prompt_search_finds_word_forms(db, files):
+    images = SqliteImageStore(db)
+    images.add([_new_image(files, prompt=p) for p in ("a fox running", "two foxes", "a red barn")])
+
+    def found(text):
+        return sorted(r.prompt for r in images.search(ImageQuery(text=text)))
+
+    assert found("foxes") == ["a fox running", "two foxes"]
+    assert found("fox") == ["a fox running", "two foxes"]
+    assert found("runs") == ["a fox running"]
+    assert found("barns red") == ["a red barn"]
+
+
+def test_v5_migration_rebuilds_the_prompt_index_with_stemming(tmp_path, files):
+    """A database of schema 4 with images in it: after the migration "foxes" finds "a fox" (rows
+    written before it are indexed), and rows added or deleted afterwards keep the index in step."""
+    db = Database(tmp_path / "old.db")
+    with db.engine.begin() as conn:
+        for version, step in MIGRATIONS[:4]:
+            step(conn)
+        conn.exec_driver_sql("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.exec_driver_sql("INSERT INTO schema_version VALUES (1), (2), (3), (4)")
+    images = SqliteImageStore(db)
+    (old,) = images.add([_new_image(files, prompt="a fox in snow")])
+    assert images.search(ImageQuery(text="foxes")) == []  # schema 4: no stemming
+    assert migrate(db) == LATEST_VERSION == 5
+    assert [r.id for r in images.search(ImageQuery(text="foxes"))] == [old.id]
+    (new,) = images.add([_new_image(files, color=(1, 2, 3), prompt="foxes at night")])
+    images.delete(old.id)
+    assert [r.id for r in images.search(ImageQuery(text="fox"))] == [new.id]
+    db.dispose()

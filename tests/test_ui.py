@@ -3,6 +3,8 @@ helpers that turn widget values into specs."""
 
 from __future__ import annotations
 
+import itertools
+
 import gradio as gr
 import pytest
 from PIL import Image
@@ -106,3 +108,105 @@ def test_default_sliders_name_the_models_own_defaults(services, tmp_path):
     (tmp_path / "pipeline.json").write_text("{not json")
     blank = dataclasses.replace(services.settings, model_path=tmp_path)
     assert blank.model_defaults() == {} and Settings(model_path=tmp_path / "missing").model_defaults() == {}
+
+
+def test_a_waiting_request_is_woken_by_the_one_job_reader_not_by_polling(services):
+    """Three requests wait on three queued jobs: while nothing changes, the process's one reader
+    reads the jobs once (not every request every 0.1 s); when a job finishes in another
+    connection, its request has the images well within a second."""
+    import threading
+    import time
+
+    jobs = [services.jobs.submit(make_spec("generate", prompt=f"fox {i}", steps=1)) for i in range(3)]
+    got: dict[int, float] = {}
+    said: dict[int, list[str]] = {job.id: [] for job in jobs}
+
+    def wait_for(job_id):
+        for update in watch(services, job_id):
+            said[job_id].append(update.status)
+            if update.done:
+                got[job_id] = time.time()
+
+    threads = [threading.Thread(target=wait_for, args=(job.id,)) for job in jobs]
+    for t in threads:
+        t.start()
+    time.sleep(0.6)  # idle: every request has said its "position n" line once, nothing re-read
+    assert services.events.reads <= 2
+    assert [len(lines) for lines in said.values()] == [1, 1, 1], said
+    assert said[jobs[1].id] == [f"Job {jobs[1].id}: waiting in the queue (position 2)"]
+    for _ in jobs:
+        execute_next(services.huey)
+    for t in threads:
+        t.join(timeout=10)
+    for job in jobs:
+        finished_at = services.jobs.get(job.id).finished_at
+        assert 0 <= got[job.id] - finished_at < 1.0
+    # a line is said when it changes, never twice in a row
+    for lines in said.values():
+        assert all(a != b for a, b in itertools.pairwise(lines)) and "done" in lines[-1]
+
+
+def test_poll_mode_keeps_the_old_per_request_polling(services):
+    import dataclasses
+
+    services.settings = dataclasses.replace(services.settings, watch="poll")
+    job = services.jobs.submit(make_spec("generate", prompt="fox", steps=1))
+    stream = watch(services, job.id)
+    assert "position 1" in next(stream).status and "position 1" in next(stream).status  # re-said each poll
+    assert services.events.reads == 0
+
+
+def test_every_gallery_shows_whole_pictures(services):
+    demo = build_ui(services)
+    galleries = [c for c in demo.blocks.values() if isinstance(c, gr.Gallery)]
+    assert len(galleries) >= 7 and {(g.object_fit, g.fit_columns) for g in galleries} == {("contain", False)}
+
+
+def _inpaint_image(services):
+    import numpy as np
+
+    source = services.history.store_input(Image.new("RGB", (128, 128), "teal"))
+    mask = Image.new("L", (128, 128), 0)
+    mask.paste(255, (16, 32, 80, 96))
+    mask_row = services.history.store_input(mask, "mask")
+    job = services.jobs.submit(
+        make_spec("inpaint", prompt="paint a sun", source_image_id=source.id, mask_image_id=mask_row.id, seed=3)
+    )
+    execute_next(services.huey)
+    (image,) = services.jobs.view(job.id).images
+    return image, np.asarray(mask) > 127
+
+
+def test_reuse_parameters_of_an_inpaint_image_brings_back_its_mask(services):
+    """Reuse on an inpaint result fills the Edit tab with the instruction and the source with its
+    mask painted on, so pressing Edit again is the same masked edit (issue 20)."""
+    import numpy as np
+
+    image, painted = _inpaint_image(services)
+    demo = build_ui(services)
+    reuse = next(fn for fn in demo.fns.values() if fn.name == "reuse")
+    outputs = reuse.fn(image.id)
+    values = dict(zip([block._id for block in reuse.outputs], outputs, strict=True))
+    editor_id = next(b._id for b in reuse.outputs if isinstance(b, gr.ImageEditor))
+    editor = values[editor_id]
+    restored = mask_from_layers(editor["layers"], editor["background"].size)
+    assert restored is not None and np.array_equal(np.asarray(restored) > 127, painted)
+    instruction = next(b._id for b in reuse.outputs if getattr(b, "elem_id", None) == "edit-instruction")
+    assert values[instruction] == "paint a sun"
+
+
+def test_an_inpaint_png_dropped_on_generate_leaves_the_prompt_alone(services):
+    image, _ = _inpaint_image(services)
+    values = generate_tab.restored_values(services, str(services.history.path(image)), 9)
+    assert values[:9] == [gr.skip()] * 9
+    assert "belong to the Edit tab" in values[-1] and "nothing here was changed" in values[-1]
+
+
+def test_the_seed_used_is_shown_when_the_job_ends(services):
+    from seedling.ui.common import resolve_seed
+
+    seed = resolve_seed(-1)  # a random one, as the tabs pick it
+    job = services.jobs.submit(make_spec("generate", prompt="fox", steps=1, seed=seed))
+    execute_next(services.huey)
+    (last,) = list(watch(services, job.id))
+    assert last.done and last.status.endswith(f"· seed {seed}")

@@ -10,6 +10,7 @@ from seedling.backend.adapters import AdapterService
 from seedling.backend.finetune import FinetuneService
 from seedling.backend.history import HistoryService
 from seedling.backend.huey_app import make_huey
+from seedling.backend.job_events import JobEvents
 from seedling.backend.jobs import JobService
 from seedling.backend.model_host import Loader, ModelHost, load_pipeline
 from seedling.backend.prompt_expansion import PromptExpansionService
@@ -37,8 +38,11 @@ class Services:
     finetune: FinetuneService
     runtime: WorkerRuntime  # used only where jobs execute: the worker, or in-process in tests
     expansion: PromptExpansionService = field(default_factory=PromptExpansionService)  # loads on first use
+    events: JobEvents | None = None  # one reader of job changes for every waiting request
 
     def close(self) -> None:
+        if self.events is not None:
+            self.events.close()
         self.db.dispose()
 
 
@@ -79,4 +83,5 @@ def build_services(
         finetune=FinetuneService(jobs, history),
         runtime=runtime,
         expansion=PromptExpansionService(settings.pe_model),
+        events=JobEvents(settings.db_path),  # its thread starts with the first waiting request
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from seedling import DEFAULT_MODEL
 from seedling.storage.jobs_common import LEASE_S
 
+WATCH_MODES = ("push", "poll")
 QUANTIZE_MODES = ("none", "int8", "w8a8", "w8a8-packed", "bnb-int8", "bnb-nf4")  # kernels.quant.QUANT_MODES
 
 
@@ -23,12 +24,17 @@ class Settings:
     pe_model: Path | None = None  # a local causal LM folder for prompt expansion (None: grounded expander)
     lease_s: float = LEASE_S  # a running job is requeued by others only after its lease expired
     worker_id: str | None = None  # this worker's lease owner name (default: host:pid:random)
+    # How a waiting request learns about its job: "push" (one reader per process wakes it) or
+    # "poll" (each request re-reads the job every 0.1 s: the old path, kept as the benchmark's baseline)
+    watch: str = "push"
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.lease_s <= 3600.0:
             raise ValueError(f"lease_s must be between 1 and 3600 seconds, not {self.lease_s!r}")
         if self.quantize not in QUANTIZE_MODES:
             raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, not {self.quantize!r}")
+        if self.watch not in WATCH_MODES:
+            raise ValueError(f"watch must be one of {', '.join(WATCH_MODES)}, not {self.watch!r}")
 
     def model_defaults(self) -> dict:
         """The model's own sampling defaults from its pipeline.json (steps, guidance,

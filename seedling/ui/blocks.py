@@ -134,17 +134,18 @@ def _wire_history_actions(services, tabs, hist, gen, edit, compose, story) -> No
         values: list = []
         for name, (outputs, from_params) in tab_fields.items():
             values += from_params(image.params) if name == target else [gr.skip()] * len(outputs)
-        parents = [
-            r
-            for r in services.history.lineage(image.id).parents
-            if r.role in ("source", "reference", "style")
-        ]
+        lineage = services.history.lineage(image.id).parents
+        parents = [r for r in lineage if r.role in ("source", "reference", "style")]
         paths = [str(services.history.path(r.image)) for r in parents]
-        editor = (
-            {"background": paths[0], "layers": [], "composite": paths[0]}
-            if target == "edit" and paths
-            else gr.skip()
-        )
+        editor = gr.skip()
+        if target == "edit" and parents:
+            # an inpaint image brings its mask back, painted on the source: the next Edit is the
+            # same masked edit, not a whole-image edit
+            mask = next((r for r in lineage if r.role == "mask"), None)
+            editor = edit_tab.editor_value(
+                services.history.open(parents[0].image.id),
+                services.history.open(mask.image.id) if mask is not None else None,
+            )
         refs = [
             paths[i] if target == "compose" and i < len(paths) else gr.skip()
             for i in range(len(compose.refs))

@@ -1,4 +1,4 @@
-"""Helpers shared by the tabs: submitting a job, watching it (DB polling), user-facing errors."""
+"""Helpers shared by the tabs: submitting a job, watching it (woken by the job reader), user-facing errors."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import functools
 import io
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +25,13 @@ from seedling.storage.jobs_common import JobRecord, JobStatus
 
 # Every event that waits on model work shares this id, so Gradio schedules them as one group.
 MODEL_CONCURRENCY_ID = "model"
-POLL_S = 0.1
+POLL_S = 0.1  # the old per-request polling (Settings.watch == "poll")
+WAIT_S = 1.0  # the longest a waiting request sleeps without a change to its job
+# The most often a waiting request tells its person something new (its end: at once): a running
+# job's steps and previews, and a queued job's place in line, which moves for every waiting
+# request each time a job ends (each update costs Gradio a component rebuild per skipped output).
+SAY_EVERY_S = 0.25
+SAY_QUEUED_EVERY_S = 1.0
 PRIVATE = "private"  # api_visibility of UI glue events
 
 
@@ -110,6 +117,14 @@ def SafeImageEditor(**kwargs) -> gr.ImageEditor:
                     _check_upload(getattr(part, "path", None), None, "the picture in the editor")
 
     return readable(editor, check)
+
+
+def Gallery(**kwargs) -> gr.Gallery:
+    """gr.Gallery that shows each picture whole: letterboxed in its cell, never cropped to fill it,
+    and a cell stays one column wide when there are fewer pictures than columns (Gradio's
+    fit_columns would grow a single result's square cell to the full width, taller than the box,
+    which then cuts it off)."""
+    return gr.Gallery(object_fit="contain", fit_columns=False, **kwargs)
 
 
 def _readable_factory(cls):
@@ -198,35 +213,83 @@ def _status_line(job: JobRecord, position: int | None, starting: str | None = No
         return f"Job {job.id}: running{steps}"
     if job.status == JobStatus.SUCCEEDED:
         total = job.timings.get("submit_to_saved")
-        return f"Job {job.id}: done" + (f" in {total:.2f} s" if total is not None else "")
+        seed = job.spec.get("seed")  # the one used, also when the person asked for a random one
+        return (
+            f"Job {job.id}: done"
+            + (f" in {total:.2f} s" if total is not None else "")
+            + (f" · seed {seed}" if seed is not None else "")
+        )
     return f"Job {job.id}: {job.status.value}" + (f": {job.error}" if job.error else "")
 
 
+def _job_update(services: Services, view, last_step: int, with_preview: bool = True) -> tuple[JobUpdate, int]:
+    """The update a person sees for a job's current row, and the step whose preview it carries
+    (`with_preview`: read a new preview if there is one). A failed job raises gr.Error (its
+    message, not a traceback); a cancelled one warns."""
+    job = view.job
+    if job.status == JobStatus.FAILED:
+        raise gr.Error(f"Job {job.id} failed: {job.error}")
+    if job.status == JobStatus.CANCELLED:
+        gr.Warning(f"Job {job.id} was cancelled")
+        return JobUpdate(_status_line(job, None), None, None, done=True), last_step
+    if job.status == JobStatus.SUCCEEDED:
+        return JobUpdate(_status_line(job, None), None, view.images, done=True), last_step
+    preview = None
+    if with_preview and job.progress_step != last_step and job.progress_step > 0:
+        data = services.jobs.preview(job.id)
+        preview = Image.open(io.BytesIO(data)) if data else None
+        last_step = job.progress_step
+    starting = worker_status.waiting_because(services.settings.data_dir) if job.status == JobStatus.QUEUED else None
+    return JobUpdate(_status_line(job, view.queue_position, starting), preview, None, done=False), last_step
+
+
+def _report(progress: gr.Progress | None, job: JobRecord) -> None:
+    if progress is not None and job.progress_total:
+        progress((job.progress_step, job.progress_total), desc=f"job {job.id}", unit="steps")
+
+
 def watch(services: Services, job_id: int, progress: gr.Progress | None = None) -> Iterator[JobUpdate]:
-    """Poll the job row until it finishes, yielding status and new previews. A failed job ends
-    with gr.Error (its message, not a traceback); a cancelled one with a gr.Warning."""
+    """Updates of a job until it finishes: status lines, new previews, then its images. Waits on
+    the process's one job reader (services.events) and says something only when it changed, at
+    most every SAY_EVERY_S while it runs and SAY_QUEUED_EVERY_S while it waits, its end at once."""
+    if services.settings.watch == "poll" or services.events is None:
+        yield from _watch_polling(services, job_id, progress)
+        return
+    events = services.events
+    with events.watching(job_id):
+        state, last_step, said, said_at = None, -1, None, -SAY_QUEUED_EVERY_S
+        while True:
+            view = services.jobs.view(job_id)
+            pause = SAY_EVERY_S if view.job.status == JobStatus.RUNNING else SAY_QUEUED_EVERY_S
+            quiet_for = pause - (time.monotonic() - said_at)  # > 0: spoke too recently
+            update, last_step = _job_update(services, view, last_step, with_preview=quiet_for <= 0)
+            step = view.job.progress_step
+            changed = update.preview is not None or update.status != said or 0 < step != last_step
+            if update.done or (changed and quiet_for <= 0):
+                _report(progress, view.job)
+                said, said_at = update.status, time.monotonic()
+                yield update
+                if update.done:
+                    return
+                # a queued job's line is re-made at least every WAIT_S: the worker's start-up phase
+                state = events.wait(job_id, state, WAIT_S)
+            elif changed:  # to say once the pause is over, or at once if the job ends meanwhile
+                state = events.wait(job_id, events.state(job_id), quiet_for)
+            else:
+                state = events.wait(job_id, state, WAIT_S)
+
+
+def _watch_polling(services: Services, job_id: int, progress: gr.Progress | None) -> Iterator[JobUpdate]:
+    """The path before issue 20 (Settings.watch == "poll"): every waiting request re-reads its
+    job every POLL_S and yields each time. Kept as the baseline of bench/bench_ui_latency.py."""
     last_step = -1
     while True:
         view = services.jobs.view(job_id)
-        job = view.job
-        if progress is not None and job.progress_total:
-            progress((job.progress_step, job.progress_total), desc=f"job {job.id}", unit="steps")
-        if job.status == JobStatus.FAILED:
-            raise gr.Error(f"Job {job.id} failed: {job.error}")
-        if job.status == JobStatus.CANCELLED:
-            gr.Warning(f"Job {job.id} was cancelled")
-            yield JobUpdate(_status_line(job, None), None, None, done=True)
+        _report(progress, view.job)
+        update, last_step = _job_update(services, view, last_step)
+        yield update
+        if update.done:
             return
-        if job.status == JobStatus.SUCCEEDED:
-            yield JobUpdate(_status_line(job, None), None, view.images, done=True)
-            return
-        preview = None
-        if job.progress_step != last_step and job.progress_step > 0:
-            data = services.jobs.preview(job_id)
-            preview = Image.open(io.BytesIO(data)) if data else None
-            last_step = job.progress_step
-        starting = worker_status.waiting_because(services.settings.data_dir) if job.status == JobStatus.QUEUED else None
-        yield JobUpdate(_status_line(job, view.queue_position, starting), preview, None, done=False)
         time.sleep(POLL_S)
 
 
@@ -242,23 +305,102 @@ def cancel_handler(services: Services) -> Callable[[int | None], str]:
     return cancel
 
 
+class TabJobs:
+    """The jobs one tab has queued or running for each browser session, listed under its results
+    with their places in line and a Cancel per job. Every click on the tab's Run button is a job
+    (the event runs with trigger_mode="multiple"); each of its requests refreshes the list."""
+
+    def __init__(self, services: Services, elem_prefix: str):
+        self._services = services
+        self.elem_prefix = elem_prefix
+        self._lock = threading.Lock()
+        self._active: dict[str, list[int]] = {}  # session -> job ids, oldest first
+        self.state = gr.State([])  # [(job id, line)] for the render below
+
+        @gr.render(inputs=self.state)
+        def show(jobs):
+            if not jobs:
+                return
+            gr.Markdown(f"**{len(jobs)} job(s) of this tab waiting or running**", elem_id=f"{elem_prefix}-jobs")
+            for job_id, line in jobs:
+                with gr.Row(equal_height=True):
+                    gr.Markdown(line, elem_id=f"{elem_prefix}-job-{job_id}")
+                    button = gr.Button(
+                        f"Cancel job {job_id}", size="sm", scale=0, elem_id=f"{elem_prefix}-cancel-{job_id}"
+                    )
+                    button.click(
+                        lambda j=job_id: cancel_handler(services)(j),
+                        None,
+                        self.status_output,
+                        api_visibility=PRIVATE,
+                        queue=False,
+                    )
+
+        self.status_output = None  # set by results_column: where a per-job Cancel answers
+
+    def add(self, session: str, job_id: int) -> None:
+        with self._lock:
+            self._active.setdefault(session, []).append(job_id)
+
+    def remove(self, session: str, job_id: int) -> None:
+        with self._lock:
+            ids = self._active.get(session, [])
+            if job_id in ids:
+                ids.remove(job_id)
+            if not ids:
+                self._active.pop(session, None)
+
+    def lines(self, session: str) -> list[tuple[int, str]]:
+        """(job id, status line) of the session's jobs of this tab that still wait or run."""
+        with self._lock:
+            ids = list(self._active.get(session, []))
+        lines = []
+        for job_id in ids:
+            view = self._services.jobs.view(job_id)
+            if not view.job.status.finished:
+                lines.append((job_id, _status_line(view.job, view.queue_position)))
+        return lines
+
+
 def run_and_watch(
-    services: Services, spec: JobSpec | None, progress: gr.Progress, rerun_of: int | None = None
+    services: Services,
+    spec: JobSpec | None,
+    progress: gr.Progress,
+    rerun_of: int | None = None,
+    tab_jobs: TabJobs | None = None,
+    request: gr.Request | None = None,
 ):
-    """Submit, then stream (job_id, status, preview, gallery) tuples for a tab's outputs."""
+    """Submit, then stream (job_id, status, preview, gallery) tuples for a tab's outputs, and with
+    `tab_jobs` a fifth value: the list of the session's jobs of that tab."""
     job = submit(services, spec, rerun_of=rerun_of)  # type: ignore[arg-type]
-    yield job.id, f"Job {job.id}: submitted", None, gr.skip()
-    for update in watch(services, job.id, progress):
-        if update.images:  # done: the preview shows the first result
-            items = gallery_items(services, update.images)
-            yield job.id, update.status, items[0][0], items
-        else:
-            yield (
-                job.id,
-                update.status,
-                update.preview if update.preview is not None else gr.skip(),
-                gr.skip(),
-            )
+    session = getattr(request, "session_hash", None) or "-"
+    if tab_jobs is None:
+        listed = ()
+    else:
+        tab_jobs.add(session, job.id)
+
+        def listed():
+            return (tab_jobs.lines(session),)
+
+    try:
+        yield job.id, f"Job {job.id}: submitted", None, gr.skip(), *(listed() if listed else ())
+        shown = False  # a preview of this job is on screen; until then the (cleared) preview stays None
+        for update in watch(services, job.id, progress):
+            if update.done and tab_jobs is not None:
+                tab_jobs.remove(session, job.id)
+            extra = listed() if listed else ()
+            if update.images:  # done: the preview shows the first result
+                items = gallery_items(services, update.images)
+                yield job.id, update.status, items[0][0], items, *extra
+            else:
+                # None rather than gr.skip() while no preview is shown: a skip costs Gradio a rebuild
+                # of the component's config, for every update of every waiting request
+                preview = update.preview if update.preview is not None else (gr.skip() if shown else None)
+                shown = shown or update.preview is not None
+                yield job.id, update.status, preview, gr.skip(), *extra
+    finally:
+        if tab_jobs is not None:
+            tab_jobs.remove(session, job.id)
 
 
 def seed_input(label: str = "Seed (-1 = random)") -> gr.Number:
@@ -289,13 +431,18 @@ def run_buttons(label: str, elem_prefix: str) -> tuple[gr.Button, gr.Button]:
     return run, cancel
 
 
-def results_column(elem_prefix: str) -> tuple[gr.Markdown, gr.Image, gr.Gallery]:
-    """The right-hand column every model tab shows: job status, live preview, results."""
+def results_column(
+    services: Services, elem_prefix: str
+) -> tuple[gr.Markdown, gr.Image, gr.Gallery, TabJobs]:
+    """The right-hand column every model tab shows: job status, this tab's jobs in line (each with
+    its Cancel), live preview, results."""
     with gr.Column(scale=1):
         status = gr.Markdown("", elem_id=f"{elem_prefix}-status")
+        jobs = TabJobs(services, elem_prefix)
+        jobs.status_output = status
         preview = gr.Image(label="Preview", interactive=False, height=160)
-        gallery = gr.Gallery(label="Results", columns=4, height=320, elem_id=f"{elem_prefix}-gallery")
-    return status, preview, gallery
+        gallery = Gallery(label="Results", columns=4, height=320, elem_id=f"{elem_prefix}-gallery")
+    return status, preview, gallery, jobs
 
 
 def whole(value):

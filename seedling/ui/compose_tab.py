@@ -87,7 +87,7 @@ def build(services: Services) -> ComposeTab:
                 seed = seed_input()
             picker = adapter_picker(services, "compose")
             run, cancel = run_buttons("Compose", "compose")
-        status, preview, gallery = results_column("compose")
+        status, preview, gallery, tab_jobs = results_column(services, "compose")
     job_id = gr.State(None)
 
     def compose(
@@ -105,6 +105,7 @@ def build(services: Services) -> ComposeTab:
         prompt_expansion=False,
         expanded_prompt="",
         progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
+        request: gr.Request = None,
     ):
         """Compose 1-4 reference images as the prompt describes (mode "style": exactly one image).
 
@@ -131,7 +132,7 @@ def build(services: Services) -> ComposeTab:
             spec = build_spec("style", style_image_id=ids[0], **common)
         else:
             spec = build_spec("compose", reference_image_ids=ids, **common)
-        for job, status, *rest in run_and_watch(services, spec, progress):
+        for job, status, *rest in run_and_watch(services, spec, progress, tab_jobs=tab_jobs, request=request):
             yield job, pe_ui.status_with(run_prompt, status), *rest
 
     def task_of(text, mode, *ref_images):
@@ -141,8 +142,9 @@ def build(services: Services) -> ComposeTab:
     run.click(
         compose,
         [mode, prompt, guidance, steps, seed, *refs, *picker.inputs, *expansion.inputs],
-        [job_id, status, preview, gallery],
+        [job_id, status, preview, gallery, tab_jobs.state],
         api_name="compose",
+        trigger_mode="multiple",  # a click while a job runs is a second job, not dropped
         **model_event(services),
     )
     cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)

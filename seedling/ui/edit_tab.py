@@ -72,6 +72,22 @@ def mask_from_layers(layers: list[Image.Image | None], size: tuple[int, int]) ->
     return Image.fromarray(mask.astype(np.uint8) * 255, mode="L") if mask.any() else None
 
 
+MASK_PAINT = (255, 0, 255, 255)  # the editor's brush colour: a restored mask looks as it was painted
+
+
+def editor_value(source: Image.Image, mask: Image.Image | None = None) -> dict:
+    """The editor's value for `source` with `mask` (white = change) painted back on as a layer,
+    so the next Edit is the same masked edit (`mask_from_layers` reads the same mask back)."""
+    source = source.convert("RGBA")
+    if mask is None:
+        return {"background": source, "layers": [], "composite": source}
+    painted = np.asarray(mask.convert("L").resize(source.size, Image.NEAREST)) > 127
+    layer = np.zeros((source.height, source.width, 4), dtype=np.uint8)
+    layer[painted] = MASK_PAINT
+    layer_image = Image.fromarray(layer, mode="RGBA")
+    return {"background": source, "layers": [layer_image], "composite": Image.alpha_composite(source, layer_image)}
+
+
 def check_size(image: Image.Image) -> None:
     w, h = image.size
     if w % 16 or h % 16 or max(w, h) > MAX_SIDE:
@@ -108,7 +124,7 @@ def build(services: Services) -> EditTab:
                 seed = seed_input()
             picker = adapter_picker(services, "edit")
             run, cancel = run_buttons("Edit", "edit")
-        status, preview, gallery = results_column("edit")
+        status, preview, gallery, tab_jobs = results_column(services, "edit")
     job_id = gr.State(None)
 
     def edit(
@@ -123,6 +139,7 @@ def build(services: Services) -> EditTab:
         prompt_expansion=False,
         expanded_prompt="",
         progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
+        request: gr.Request = None,
     ):
         """Edit a source image by instruction; a painted mask makes it a masked (inpaint) edit.
 
@@ -155,7 +172,7 @@ def build(services: Services) -> EditTab:
             spec = build_spec(
                 "inpaint", mask_image_id=services.history.store_input(mask, "mask").id, **common
             )
-        for job, status, *rest in run_and_watch(services, spec, progress):
+        for job, status, *rest in run_and_watch(services, spec, progress, tab_jobs=tab_jobs, request=request):
             yield job, pe_ui.status_with(run_prompt, status), *rest
 
     def task_of(text, editor_value):
@@ -168,8 +185,9 @@ def build(services: Services) -> EditTab:
     run.click(
         edit,
         [editor, instruction, image_guidance, guidance, steps, seed, *picker.inputs, *expansion.inputs],
-        [job_id, status, preview, gallery],
+        [job_id, status, preview, gallery, tab_jobs.state],
         api_name="edit",
+        trigger_mode="multiple",  # a click while a job runs is a second job, not dropped
         **model_event(services),
     )
     cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)

@@ -84,6 +84,35 @@ def values_from_params(params: dict) -> list:
     ]
 
 
+# Where the parameters of a PNG another tab made belong (its text is an edit instruction, a
+# composition or a story, not a text-to-image prompt).
+MADE_IN = {
+    "edit": "Edit",
+    "inpaint": "Edit",
+    "compose": "Compose",
+    "style": "Compose",
+    "storyboard": "Storyboard",
+}
+
+
+def restored_values(services: Services, path: str, n_fields: int) -> list:
+    """Values for the tab's parameter fields and its status line from a dropped PNG. A PNG made by
+    another tab changes nothing here and says where its parameters go."""
+    try:
+        restored = services.history.parameters_from_png(path)
+    except (ValueError, OSError) as err:
+        raise gr.Error(f"Could not read parameters: {err}") from None
+    if restored.kind in MADE_IN:
+        tab = MADE_IN[restored.kind]
+        message = (
+            f"This PNG is a {restored.kind} image: its parameters belong to the {tab} tab, so nothing "
+            f"here was changed. To redo it, find it in History and press Reuse parameters (it opens "
+            f"the {tab} tab with its inputs)."
+        )
+        return [gr.skip()] * n_fields + [message]
+    return values_from_params(vars(restored)) + [f"Restored parameters of a {restored.kind} image"]
+
+
 def build(services: Services) -> GenerateTab:
     defaults = services.settings.model_defaults()
     with gr.Row():
@@ -110,7 +139,7 @@ def build(services: Services) -> GenerateTab:
                 type="filepath",
                 elem_id="gen-png-drop",
             )
-        status, preview, gallery = results_column("gen")
+        status, preview, gallery, tab_jobs = results_column(services, "gen")
     job_id = gr.State(None)
     tab = GenerateTab(prompt, width, height, steps, guidance, seed, num_outputs, gallery, picker, expansion)
 
@@ -129,6 +158,7 @@ def build(services: Services) -> GenerateTab:
         prompt_expansion=False,
         expanded_prompt="",
         progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
+        request: gr.Request = None,
     ):
         """Text to image. Returns the status line, the last preview and the result gallery.
 
@@ -146,14 +176,15 @@ def build(services: Services) -> GenerateTab:
             num_outputs=whole(num_outputs),
             adapters=adapter_uses(adapters, adapter_strength),
         )
-        for job, status, *rest in run_and_watch(services, spec, progress):
+        for job, status, *rest in run_and_watch(services, spec, progress, tab_jobs=tab_jobs, request=request):
             yield job, pe_ui.status_with(run_prompt, status), *rest
 
     run.click(
         generate,
         [prompt, width, height, steps, guidance, seed, num_outputs, *picker.inputs, *expansion.inputs],
-        [job_id, status, preview, gallery],
+        [job_id, status, preview, gallery, tab_jobs.state],
         api_name="generate",
+        trigger_mode="multiple",  # a click while a job runs is a second job, not dropped
         **model_event(services),
     )
     cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)
@@ -163,11 +194,7 @@ def build(services: Services) -> GenerateTab:
     def restore(path):
         if not path:
             return [gr.skip()] * len(tab.param_outputs) + [gr.skip()]
-        try:
-            restored = services.history.parameters_from_png(path)
-        except (ValueError, OSError) as err:
-            raise gr.Error(f"Could not read parameters: {err}") from None
-        return values_from_params(vars(restored)) + [f"Restored parameters of a {restored.kind} image"]
+        return restored_values(services, path, len(tab.param_outputs))
 
     png_drop.upload(restore, png_drop, tab.param_outputs + [status], api_visibility=PRIVATE)
     return tab

@@ -18,6 +18,7 @@ from seedling.ui.common import (
     PRIVATE,
     USER_ERRORS,
     Dropdown,
+    Gallery,
     Textbox,
     gallery_items,
     relative_items,
@@ -115,7 +116,7 @@ def build(services: Services) -> HistoryTab:
         refresh = gr.Button("Search", scale=1, elem_id="history-refresh")
     with gr.Row():
         with gr.Column(scale=3):
-            gallery = gr.Gallery(
+            gallery = Gallery(
                 label="History", columns=6, height=460, allow_preview=False, elem_id="history-gallery"
             )
         with gr.Column(scale=2):
@@ -130,14 +131,14 @@ def build(services: Services) -> HistoryTab:
                 delete = gr.Button("Delete", variant="stop", elem_id="history-delete")
             status = gr.Markdown("", elem_id="history-status")
             preview = gr.Image(label="Re-run preview", interactive=False, height=120, visible=True)
-            parents = gr.Gallery(
+            parents = Gallery(
                 label="Parents (click to open)",
                 columns=4,
                 height=140,
                 allow_preview=False,
                 elem_id="history-parents",
             )
-            children = gr.Gallery(
+            children = Gallery(
                 label="Children (click to open)",
                 columns=4,
                 height=140,

@@ -11,8 +11,10 @@ from seedling.ui import prompt_expansion as pe_ui
 from seedling.ui.common import (
     PRIVATE,
     AdapterPicker,
+    Gallery,
     SafeImage,
     Slider,
+    TabJobs,
     Textbox,
     adapter_picker,
     adapter_uses,
@@ -88,9 +90,11 @@ def build(services: Services) -> StoryboardTab:
             run, cancel = run_buttons("Make storyboard", "story")
         with gr.Column(scale=1):
             status = gr.Markdown("", elem_id="story-status")
+            tab_jobs = TabJobs(services, "story")
+            tab_jobs.status_output = status
             preview = gr.Image(label="Preview", interactive=False, height=160)
-    strip = gr.Gallery(
-        label="Storyboard", columns=6, rows=1, height=220, object_fit="contain", elem_id="story-strip"
+    strip = Gallery(
+        label="Storyboard", columns=6, rows=1, height=220, elem_id="story-strip"
     )
     job_id = gr.State(None)
 
@@ -106,6 +110,7 @@ def build(services: Services) -> StoryboardTab:
         prompt_expansion=False,
         expanded_prompt="",
         progress=gr.Progress(),  # noqa: B008 - the Gradio idiom
+        request: gr.Request = None,
     ):
         """A storyboard of 2-6 panels; lines of the story become panels.
 
@@ -132,7 +137,7 @@ def build(services: Services) -> StoryboardTab:
             seed=resolve_seed(seed),
             adapters=adapter_uses(adapters, adapter_strength),
         )
-        for job, status, *rest in run_and_watch(services, spec, progress):
+        for job, status, *rest in run_and_watch(services, spec, progress, tab_jobs=tab_jobs, request=request):
             yield job, pe_ui.status_with(run_prompt, status), *rest
 
     def task_of(text, panels):
@@ -142,8 +147,9 @@ def build(services: Services) -> StoryboardTab:
     run.click(
         storyboard,
         [story, panels, character, guidance, steps, seed, *picker.inputs, *expansion.inputs],
-        [job_id, status, preview, strip],
+        [job_id, status, preview, strip, tab_jobs.state],
         api_name="storyboard",
+        trigger_mode="multiple",  # a click while a job runs is a second job, not dropped
         **model_event(services),
     )
     cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)

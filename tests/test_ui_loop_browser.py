@@ -1,0 +1,228 @@
+"""Issue 20, the designer's iteration loop, in a real browser (Playwright driving Debian's
+Chromium, headless) against `python app.py` on localhost: what a person sees. One app and one
+browser serve the whole module (starting an app costs ~15 s here); each test opens a fresh page.
+Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import AppProcess
+from tests.test_ui_browser import ARTIFACTS, CHROMIUM, FLAGS, TIMEOUT_MS, _wait_text
+from tests.test_ui_browser import pytestmark as browser_marks
+
+pytestmark = browser_marks
+
+# How much of the picture in an <img> is on screen: its drawn rectangle (object-fit and the
+# natural size decide it) clipped by every ancestor that hides overflow. 'fill' distorts: 0.
+VISIBLE_FRACTION = """
+img => {
+  const box = img.getBoundingClientRect();
+  const fit = getComputedStyle(img).objectFit;
+  const nw = img.naturalWidth, nh = img.naturalHeight;
+  if (!nw || !nh || !box.width || !box.height) return 0;
+  let s;
+  if (fit === 'cover') s = Math.max(box.width / nw, box.height / nh);
+  else if (fit === 'contain') s = Math.min(box.width / nw, box.height / nh);
+  else if (fit === 'scale-down') s = Math.min(1, box.width / nw, box.height / nh);
+  else if (fit === 'none') s = 1;
+  else return (Math.abs(box.width / box.height - nw / nh) < 0.02) ? 1 : 0;  // fill: whole if not distorted
+  const w = nw * s, h = nh * s;
+  let l = box.left + (box.width - w) / 2, t = box.top + (box.height - h) / 2, r = l + w, b = t + h;
+  const area = w * h;
+  for (let el = img; el; el = el.parentElement) {
+    const cs = getComputedStyle(el);
+    if (el === img || [cs.overflow, cs.overflowX, cs.overflowY].some(o => o !== 'visible')) {
+      const c = el.getBoundingClientRect();
+      l = Math.max(l, c.left); t = Math.max(t, c.top); r = Math.min(r, c.right); b = Math.min(b, c.bottom);
+    }
+  }
+  return Math.max(0, r - l) * Math.max(0, b - t) / area;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, tiny_model_dir):
+    proc = AppProcess(tmp_path_factory.mktemp("loop") / "data", tiny_model_dir).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(app, browser):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app.url)
+    yield page
+    page.close()
+
+
+def _loaded_images(page, gallery_id: str, count: int = 1):
+    images = page.locator(f"#{gallery_id} img")
+    images.nth(count - 1).wait_for()
+    images.first.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "([id, n]) => { const im = [...document.querySelectorAll('#' + id + ' img')];"
+        " return im.length >= n && im.every(i => i.complete && i.naturalWidth > 0); }",
+        arg=[gallery_id, count],
+    )
+    return images
+
+
+def _assert_whole(page, gallery_id: str) -> None:
+    images = _loaded_images(page, gallery_id)
+    for i in range(images.count()):
+        fraction = images.nth(i).evaluate(VISIBLE_FRACTION)
+        assert fraction > 0.99, f"#{gallery_id} image {i}: only {fraction:.0%} of the picture is visible"
+
+
+def test_a_single_wide_result_is_shown_whole_in_every_gallery(page):
+    """A 16:9 result (224x128) in Generate, Edit, History's gallery and Parents: all of it visible."""
+    page.locator("#gen-prompt textarea").fill("a wide red fox")
+    page.get_by_label("16:9").check()
+    page.locator("#gen-run").click()
+    _wait_text(page, "gen-status", "done")
+    _assert_whole(page, "gen-gallery")
+    page.screenshot(path=ARTIFACTS / "loop-1-generate-whole.png", full_page=True)
+
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history-refresh").click()
+    page.locator("#history-gallery button.thumbnail-item").first.click()
+    _wait_text(page, "history-details", "224x128")
+    _assert_whole(page, "history-gallery")
+
+    page.locator("#history-send-edit").click()
+    page.locator("#edit-instruction textarea").wait_for(state="visible")
+    page.wait_for_timeout(1000)  # the editor loads its background
+    page.locator("#edit-instruction textarea").fill("make the fox blue")
+    page.locator("#edit-run").click()
+    _wait_text(page, "edit-status", "done")
+    _assert_whole(page, "edit-gallery")
+
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history-refresh").click()
+    _wait_text(page, "history-gallery", "edit")
+    page.locator("#history-gallery button.thumbnail-item").first.click()
+    _wait_text(page, "history-details", "make the fox blue")
+    _assert_whole(page, "history-parents")
+    page.screenshot(path=ARTIFACTS / "loop-2-parents-whole.png", full_page=True)
+
+
+def test_each_click_is_a_job_listed_with_its_place_and_a_cancel(browser, tmp_path, tiny_model_dir):
+    """Three Generate clicks while the first job runs are three jobs: the tab lists them with their
+    places in line; 'Cancel job' on the last cancels that one only; the list empties as they end."""
+    from seedling.storage.db import Database
+    from seedling.storage.jobs_sqlite import SqliteJobStore
+
+    slow = AppProcess(tmp_path / "data", tiny_model_dir, step_delay_s=0.6).start()  # ~2.4 s a job
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(slow.url)
+        page.locator("#gen-prompt textarea").fill("a fox in a queue")
+        for _ in range(3):
+            page.locator("#gen-run").click()
+            page.wait_for_timeout(300)
+        _wait_text(page, "gen-jobs", "3 job(s) of this tab waiting or running")
+        _wait_text(page, "gen-job-1", "Job 1: running")
+        _wait_text(page, "gen-job-3", "Job 3: waiting in the queue (position 2)")
+        page.screenshot(path=ARTIFACTS / "loop-3-queued.png", full_page=True)
+        page.locator("#gen-cancel-3").click()
+        _wait_text(page, "gen-status", "Job 3: cancelled")
+        page.locator("#gen-job-3").wait_for(state="detached")
+        _wait_text(page, "gen-status", "Job 2: done")
+        page.locator("#gen-jobs").wait_for(state="detached")
+        _assert_whole(page, "gen-gallery")
+        page.close()
+    finally:
+        slow.stop()
+    db = Database(slow.data_dir / "history.db")
+    statuses = {job.id: job.status.value for job in SqliteJobStore(db).list()}
+    db.dispose()
+    assert statuses == {1: "succeeded", 2: "succeeded", 3: "cancelled"}
+
+
+def test_reuse_on_an_inpaint_image_redoes_the_masked_edit(app, page, tiny_model_dir):
+    """Reuse parameters on an inpaint result opens Edit with its instruction and its mask: pressing
+    Edit runs the same masked edit (inpaint, same mask), not a whole-image edit. Dropping that PNG
+    on Generate leaves the text-to-image prompt alone and says where it belongs."""
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    from seedling.backend.services import build_services
+    from seedling.backend.settings import Settings
+    from seedling.backend.specs import make_spec
+    from seedling.storage.jobs_sqlite import SqliteJobStore
+
+    services = build_services(Settings(data_dir=app.data_dir, model_path=tiny_model_dir))
+    try:  # an inpaint job on the app's own queue, as the Edit tab makes one
+        source = services.history.store_input(Image.new("RGB", (128, 128), "teal"))
+        mask = Image.new("L", (128, 128), 0)
+        mask.paste(255, (16, 32, 80, 96))
+        mask_row = services.history.store_input(mask, "mask")
+        job = services.jobs.submit(
+            make_spec("inpaint", prompt="paint a sun", source_image_id=source.id, mask_image_id=mask_row.id)
+        )
+        deadline = time.monotonic() + 120
+        while not services.jobs.get(job.id).status.finished and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (image,) = services.jobs.view(job.id).images
+        png = services.history.path(image)
+
+        page.locator("#gen-prompt textarea").fill("my text-to-image prompt")
+        page.locator("#gen-png-drop input[type=file]").set_input_files(str(png))
+        _wait_text(page, "gen-status", "belong to the Edit tab")
+        assert page.locator("#gen-prompt textarea").input_value() == "my text-to-image prompt"
+
+        page.get_by_role("tab", name="History").click()
+        page.locator("#history-refresh").click()
+        page.locator(f"#history-gallery button.thumbnail-item:has-text('#{image.id} ')").click()
+        _wait_text(page, "history-details", "paint a sun")
+        page.locator("#history-reuse").click()
+        page.locator("#edit-instruction textarea").wait_for(state="visible")
+        page.wait_for_function(
+            "() => document.querySelector('#edit-instruction textarea').value === 'paint a sun'"
+        )
+        page.wait_for_timeout(1000)  # the editor loads its background and layer
+        page.screenshot(path=ARTIFACTS / "loop-4-reuse-inpaint.png", full_page=True)
+        page.locator("#edit-run").click()
+        _wait_text(page, "edit-status", "done")
+
+        newest = max(SqliteJobStore(services.db).list(), key=lambda j: j.id)
+        assert newest.id != job.id and newest.kind == "inpaint"
+        redone = services.history.open(newest.spec["mask_image_id"]).convert("L")
+        assert np.array_equal(np.asarray(redone) > 127, np.asarray(mask) > 127)
+    finally:
+        services.close()
+
+
+def test_history_search_finds_word_forms(page):
+    """'foxes' finds the picture of 'a lone fox' (stemmed search); 'zebras' finds nothing."""
+    page.locator("#gen-prompt textarea").fill("a lone fox")
+    page.locator("#gen-run").click()
+    _wait_text(page, "gen-status", "done")
+    _wait_text(page, "gen-status", "· seed ")  # the random seed it used, to keep or vary
+    page.get_by_role("tab", name="History").click()
+    search = page.locator("#history-search textarea, #history-search input").first
+    search.fill("zebras")
+    search.press("Enter")
+    page.wait_for_function("() => !document.querySelector('#history-gallery button.thumbnail-item')")
+    search.fill("lone foxes")
+    search.press("Enter")
+    page.locator("#history-gallery button.thumbnail-item").first.click()
+    _wait_text(page, "history-details", "a lone fox")
+    assert page.locator("#history-gallery button.thumbnail-item").count() == 1
