@@ -19,8 +19,8 @@ On a GPU the data must keep up with the model: `--workers N` draws the batches i
 Every batch is then a function of (seed, step) alone (`planned_batch`), so the stream does not
 depend on the number of workers and a resumed run sees exactly the batches it would have seen.
 With `--workers 0` (the default) batches come from one sequential stream in this process, as in
-the CPU runs of the base model. On one H100 (session 7, ~2,270 samples/s; the model card has
-the whole chain):
+the CPU runs of the base model. On one H100 (throughput and the whole chain of runs are in the
+model card):
 
     python -m seedling.model.train --ae runs/ae/final --out runs/gpu --init runs/export --no-curriculum --bf16 \
         --workers 13 --token-budget 49152 --max-batch 512 --max-steps 5000 --lr 3e-4 --export runs/gpu/export
