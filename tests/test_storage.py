@@ -297,17 +297,19 @@ def test_lineage_parents_children_and_siblings(db, files):
         images.get(source.id)
 
 
+def _found(images: SqliteImageStore, text: str) -> list[str]:
+    """The prompts a history search for `text` finds, sorted."""
+    return sorted(r.prompt for r in images.search(ImageQuery(text=text)))
+
+
 def test_prompt_search_prefixes_and_all_words(db, files):
     images = SqliteImageStore(db)
     images.add([_new_image(files, prompt=p) for p in ("a red fox in snow", "a red barn", "blue fox")])
 
-    def found(text):
-        return sorted(r.prompt for r in images.search(ImageQuery(text=text)))
-
-    assert found("fox") == ["a red fox in snow", "blue fox"]
-    assert found("red fo") == ["a red fox in snow"]
-    assert found("RED") == ["a red barn", "a red fox in snow"]
-    assert found("zebra") == []
+    assert _found(images, "fox") == ["a red fox in snow", "blue fox"]
+    assert _found(images, "red fo") == ["a red fox in snow"]
+    assert _found(images, "RED") == ["a red barn", "a red fox in snow"]
+    assert _found(images, "zebra") == []
 
 
 @pytest.mark.parametrize("text", ['"', "fox OR", "NEAR(", "prompt:fox", "*", "a AND (b", "-fox", "^"])
@@ -351,13 +353,10 @@ def test_prompt_search_finds_word_forms(db, files):
     images = SqliteImageStore(db)
     images.add([_new_image(files, prompt=p) for p in ("a fox running", "two foxes", "a red barn")])
 
-    def found(text):
-        return sorted(r.prompt for r in images.search(ImageQuery(text=text)))
-
-    assert found("foxes") == ["a fox running", "two foxes"]
-    assert found("fox") == ["a fox running", "two foxes"]
-    assert found("runs") == ["a fox running"]
-    assert found("barns red") == ["a red barn"]
+    assert _found(images, "foxes") == ["a fox running", "two foxes"]
+    assert _found(images, "fox") == ["a fox running", "two foxes"]
+    assert _found(images, "runs") == ["a fox running"]
+    assert _found(images, "barns red") == ["a red barn"]
 
 
 def test_v5_migration_rebuilds_the_prompt_index_with_stemming(tmp_path, files):
