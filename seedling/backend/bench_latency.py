@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from seedling.atomic import write_atomic
 from seedling.backend.services import build_services
 from seedling.backend.settings import Settings
 from seedling.backend.specs import make_spec
@@ -97,8 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
     result = {"model": str(model), "steps": args.steps, "jobs": rows, "summary": summary}
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+        write_atomic(args.out, json.dumps(result, indent=2))
     return result
 
 

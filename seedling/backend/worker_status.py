@@ -12,6 +12,8 @@ import re
 import time
 from pathlib import Path
 
+from seedling.atomic import write_atomic
+
 READY = "ready"
 FOLDER = "workers"
 
@@ -24,10 +26,7 @@ def report(data_dir: Path, worker_id: str, phase: str) -> None:
     """Record this worker's phase (a phrase: "loading the model", ...; READY when it takes jobs)."""
     path = _path(data_dir, worker_id)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"phase": phase, "pid": os.getpid(), "since": time.time()}))
-        tmp.replace(path)
+        write_atomic(path, json.dumps({"phase": phase, "pid": os.getpid(), "since": time.time()}))
     except OSError:  # a full or read-only folder: the status is a courtesy, jobs still run
         pass
 

@@ -19,9 +19,7 @@ that adds the LoRA branch instead. Nothing here edits the pipeline or the DiT's 
 from __future__ import annotations
 
 import json
-import os
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from seedling.atomic import write_all_atomic
 from seedling.kernels.packed import is_linear
 
 FORMAT = "seedling-adapter/1"
@@ -83,20 +82,6 @@ class Adapter:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def _atomic_files(writers: dict[Path, Callable[[Path], object]]) -> None:
-    """Write every file through a temp name, then rename them all: readers never see half a file."""
-    tag = uuid.uuid4().hex[:8]
-    tmps = {path: path.with_name(f".{path.name}.{tag}.tmp") for path in writers}
-    try:
-        for path, write in writers.items():
-            write(tmps[path])
-        for path, tmp in tmps.items():
-            os.replace(tmp, path)
-    finally:
-        for tmp in tmps.values():
-            tmp.unlink(missing_ok=True)
-
-
 def save_adapter(adapter: Adapter, path: str | Path) -> Path:
     """`path` ending in .safetensors: that file and its .json sidecar. Any other path: a peft
     adapter folder (LoRA only). Each file is written atomically (temp file + rename)."""
@@ -107,7 +92,7 @@ def save_adapter(adapter: Adapter, path: str | Path) -> Path:
     if path.suffix == ".safetensors":
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(meta, indent=2, sort_keys=True)
-        _atomic_files({path: lambda f: save_file(tensors, str(f), metadata=header),
+        write_all_atomic({path: lambda f: save_file(tensors, str(f), metadata=header),
                        path.with_suffix(".json"): lambda f: f.write_text(text)})
         return path
     if adapter.kind != "lora":
@@ -120,7 +105,7 @@ def save_adapter(adapter: Adapter, path: str | Path) -> Path:
     config["target_modules"] = sorted(config["target_modules"])
     text = json.dumps(config, indent=2, sort_keys=True, default=str)
     prefixed = {PEFT_PREFIX + k: v for k, v in tensors.items()}
-    _atomic_files({path / PEFT_WEIGHTS_NAME: lambda f: save_file(prefixed, str(f), metadata=header),
+    write_all_atomic({path / PEFT_WEIGHTS_NAME: lambda f: save_file(prefixed, str(f), metadata=header),
                    path / PEFT_CONFIG_NAME: lambda f: f.write_text(text)})
     return path
 

@@ -17,6 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+from seedling.atomic import write_atomic
+
 PIPELINE_MODULE = "seedling_pipeline"
 PIPELINE_MODULE_SOURCE = (
     '"""Lets diffusers\' DiffusionPipeline.from_pretrained(folder) find the Seedling pipeline class."""\n\n'
@@ -27,12 +29,6 @@ COMPONENTS = {
     "dit": ["seedling.model.dit", "UnifiedDiT"],
     "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
 }
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def write_pipeline_metadata(folder: str | Path, settings: dict) -> None:
@@ -47,9 +43,9 @@ def write_pipeline_metadata(folder: str | Path, settings: dict) -> None:
     for name, entry in COMPONENTS.items():
         index.setdefault(name, entry)
     index["pipeline_config"] = dict(settings)
-    _write(index_path, json.dumps(dict(sorted(index.items())), indent=2) + "\n")
-    _write(folder / f"{PIPELINE_MODULE}.py", PIPELINE_MODULE_SOURCE)
-    _write(folder / "pipeline.json", json.dumps(dict(settings), indent=2))
+    write_atomic(index_path, json.dumps(dict(sorted(index.items())), indent=2) + "\n")
+    write_atomic(folder / f"{PIPELINE_MODULE}.py", PIPELINE_MODULE_SOURCE)
+    write_atomic(folder / "pipeline.json", json.dumps(dict(settings), indent=2))
 
 
 def convert(folder: str | Path, rename_weights: bool = False) -> Path:
@@ -68,7 +64,7 @@ def convert(folder: str | Path, rename_weights: bool = False) -> Path:
         cfg_path = folder / part / "config.json"
         cfg = json.loads(cfg_path.read_text())
         if "_class_name" not in cfg:
-            _write(cfg_path, json.dumps({"_class_name": cls, **cfg}, indent=2) + "\n")
+            write_atomic(cfg_path, json.dumps({"_class_name": cls, **cfg}, indent=2) + "\n")
         old = folder / part / "model.safetensors"
         if rename_weights and old.exists():
             old.replace(folder / part / SAFETENSORS_WEIGHTS_NAME)

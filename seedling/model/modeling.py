@@ -18,6 +18,8 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file, save_file
 
+from seedling.atomic import write_atomic
+
 LEGACY_WEIGHTS_NAME = "model.safetensors"
 
 
@@ -57,4 +59,4 @@ class SeedlingModelMixin(ModelMixin, ConfigMixin):
         folder.mkdir(parents=True, exist_ok=True)
         self.save_config(folder)
         state = {k: v.detach().to(dtype).contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(folder / SAFETENSORS_WEIGHTS_NAME), metadata={"format": "pt"})
+        write_atomic(folder / SAFETENSORS_WEIGHTS_NAME, lambda f: save_file(state, str(f), metadata={"format": "pt"}))

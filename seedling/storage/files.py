@@ -22,10 +22,10 @@ from typing import Literal
 
 from PIL import Image
 
+from seedling.atomic import TEMP_GLOB, write_atomic
 from seedling.storage.pngmeta import png_info
 
 Folder = Literal["images", "uploads", "masks", "adapters"]
-TEMP_GLOB = ".*.tmp"  # what write_bytes_atomic leaves behind when the process dies mid-write
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
@@ -128,14 +128,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class FileStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
@@ -167,15 +159,8 @@ class FileStore:
 
     def write_bytes_atomic(self, rel_path: str, data: bytes) -> Path:
         final = self.path(rel_path)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            write_atomic(final, data)
         except OSError as err:
             # write()/fsync() name no file, open() names the temporary one: name the final file
             what = "save the image" if final.suffix == ".png" else "save the file"
@@ -183,11 +168,6 @@ class FileStore:
             if message is None:
                 raise
             raise StorageError(message, err.errno) from err
-        finally:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
         return final
 
     def sweep_temp_files(self, older_than_s: float = 60.0) -> int:

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from seedling.atomic import write_atomic
 from seedling.model.eval import harness as hs
 from seedling.model.eval.contact_sheet import contact_sheet, render_cell
 
@@ -61,9 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def write_outputs(result: hs.EvalResult, out: Path, per_suite: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
-    with open(out / "cases.jsonl", "w") as f:
-        f.writelines(json.dumps(c.record(), default=str) + "\n" for c in result.cases)
+    write_atomic(out / "metrics.json", json.dumps(result.metrics, indent=2))
+    write_atomic(out / "cases.jsonl", "".join(json.dumps(c.record(), default=str) + "\n" for c in result.cases))
     rows = []
     for name in result.metrics["suites"]:
         shown = [c for c in result.cases if c.suite == name][:per_suite]
@@ -80,7 +80,8 @@ def write_outputs(result: hs.EvalResult, out: Path, per_suite: int) -> None:
             for c in shown
         ]
         rows.append((f"{name} {primary}={value}", cells))
-    contact_sheet(rows).save(out / "contact_sheet.png")
+    sheet = contact_sheet(rows)
+    write_atomic(out / "contact_sheet.png", lambda f: sheet.save(f, format="PNG"))
 
 
 def format_table(metrics: dict) -> str:

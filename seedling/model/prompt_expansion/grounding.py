@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seedling.atomic import write_atomic
 from seedling.model.data import knowledge as kn
 from seedling.model.data.captions import with_article
 from seedling.model.prompt_expansion.vocab import Vocabulary
@@ -179,9 +180,11 @@ class VocabIndex:
                 return cls(entries, vectors, encoder)
         vectors = encoder.encode_uncached([e.text for e in entries]).astype(np.float32)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, vectors)
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a name
+                np.save(f, vectors)
+
+        write_atomic(path, save)  # a concurrent reader sees the old file or the whole new one
         return cls(entries, vectors, encoder)
 
     def kind_of(self, value: str) -> str:
