@@ -10,6 +10,7 @@ from seedling.model import train, train_ae
 from seedling.model.autoencoder import AE_CONFIGS, Autoencoder
 from seedling.model.modeling import weights_path
 from seedling.model.train import task_probs
+from seedling.model.training import checkpoint_step, latest_checkpoint
 
 
 def test_curriculum_and_task_floor():
@@ -26,8 +27,7 @@ def test_autoencoder_trainer_resumes(tmp_path):
     args = ["--out", str(out), "--config", "tiny", "--batch", "4", "--crop", "32", "--threads", "1", "--max-steps", "50"]
     train_ae.main(args + ["--stop-after", "2"])
     train_ae.main(args + ["--stop-after", "1"])
-    state = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
-    assert state["step"] == 3
+    assert checkpoint_step(out) == 3
     ae = Autoencoder.from_pretrained(out / "final")
     assert ae.config.latent_scale != 1.0  # measured on data at the end of each invocation
 
@@ -42,7 +42,7 @@ def test_autoencoder_decoder_only_keeps_the_latent_space(tmp_path):
             "--threads", "1", "--max-steps", "50", "--warmup", "1"]
     train_ae.main(args + ["--stop-after", "2"])
     train_ae.main(args + ["--stop-after", "1"])  # resumes the decoder-only run
-    assert torch.load(out / "checkpoint" / "state.pt", weights_only=False)["step"] == 3
+    assert checkpoint_step(out) == 3
     tuned = Autoencoder.from_pretrained(out / "final")
     assert (tuned.config.latent_shift, tuned.config.latent_scale) == (0.25, 0.5)
     for (name, a), b in zip(base.encoder.state_dict().items(), tuned.encoder.state_dict().values()):
@@ -64,12 +64,10 @@ def test_dit_trainer_resume_is_exact(tmp_path):
         train.main(common + ["--out", str(tmp_path / "resumed"), "--stop-after", "1"])
     train.main(common + ["--out", str(tmp_path / "oneshot"), "--stop-after", "3",
                          "--export", str(tmp_path / "export")])
-    sa = torch.load(tmp_path / "resumed" / "checkpoint" / "state.pt", weights_only=False)
-    sb = torch.load(tmp_path / "oneshot" / "checkpoint" / "state.pt", weights_only=False)
-    assert sa["step"] == sb["step"] == 3
-    for name in ("model.safetensors", "ema.safetensors"):
-        a = load_file(str(tmp_path / "resumed" / "checkpoint" / name))
-        b = load_file(str(tmp_path / "oneshot" / "checkpoint" / name))
+    assert checkpoint_step(tmp_path / "resumed") == checkpoint_step(tmp_path / "oneshot") == 3
+    for name in ("model.safetensors", "ema-model.safetensors"):
+        a = load_file(str(latest_checkpoint(tmp_path / "resumed") / name))
+        b = load_file(str(latest_checkpoint(tmp_path / "oneshot") / name))
         for k in a:
             assert torch.equal(a[k], b[k]), (name, k)
     # the export is a loadable pipeline
@@ -123,18 +121,18 @@ def test_dit_trainer_with_workers_resumes_exactly_and_inits_from_a_pipeline(tmp_
     for _ in range(2):
         train.main(common + init + ["--out", str(tmp_path / "resumed"), "--stop-after", "1"])
     train.main(common + init + ["--out", str(tmp_path / "oneshot"), "--stop-after", "2"])
-    for name in ("model.safetensors", "ema.safetensors"):
-        a = load_file(str(tmp_path / "resumed" / "checkpoint" / name))
-        b = load_file(str(tmp_path / "oneshot" / "checkpoint" / name))
+    for name in ("model.safetensors", "ema-model.safetensors"):
+        a = load_file(str(latest_checkpoint(tmp_path / "resumed") / name))
+        b = load_file(str(latest_checkpoint(tmp_path / "oneshot") / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name
     # --init started from the exported weights (fp16 there), not from this seed's random init
     start = load_file(str(weights_path(tmp_path / "init" / "dit")))
     torch.manual_seed(0)
     fresh = train.UnifiedDiT(train.DiT_configs["tiny"]()).state_dict()
-    ema = load_file(str(tmp_path / "oneshot" / "checkpoint" / "ema.safetensors"))
+    ema = load_file(str(latest_checkpoint(tmp_path / "oneshot") / "ema-model.safetensors"))
     moved = [k for k in start if not torch.equal(start[k].float(), fresh[k])]
     assert len(moved) > 10
     for k in moved:
         assert (ema[k] - start[k].float()).abs().max() < (ema[k] - fresh[k]).abs().max(), k
     batches = [int(r.split(",")[4]) for r in (tmp_path / "oneshot" / "loss.csv").read_text().splitlines()[1:]]
-    assert all(b <= 6 for b in batches)
+    assert len(batches) == 2 and all(b <= 6 for b in batches)  # a row per step

@@ -11,9 +11,10 @@ frozen autoencoder, so there is no dataset on disk and every sample is fresh.
 - Objective: flow matching + shortcut self-consistency (model/flow.py), so the model is trained
   few-step from the start. Text dropped 10% (text guidance), references dropped 10% of batches
   of reference tasks (image guidance).
-- EMA of the weights; checkpoint (model, EMA, optimiser, step, all RNG states) every
-  `--ckpt-every` steps; rerunning the command resumes exactly where it stopped.
-- Loss log in `<out>/loss.csv`; tqdm progress bar.
+- The loop is model/training.py's: EMA of the weights, a diffusers learning-rate schedule, a
+  checkpoint (model, EMA, optimiser, schedule, step, all RNG states) every `--ckpt-every` steps;
+  rerunning the command resumes exactly where it stopped.
+- Loss log in `<out>/loss.csv`; progress bar with ETA.
 
 On a GPU the data must keep up with the model: `--workers N` draws the batches in N processes.
 Every batch is then a function of (seed, step) alone (`planned_batch`), so the stream does not
@@ -29,11 +30,7 @@ model card):
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
-import csv
 import json
-import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -41,8 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from tqdm import tqdm
+from safetensors.torch import load_file
 
 from seedling.model.autoencoder import Autoencoder, images_to_tensor
 from seedling.model.dit import DiT_configs, DiTConfig, UnifiedDiT
@@ -171,16 +167,6 @@ class Throughput:
 
 
 @torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, max_decay: float) -> None:
-    """EMA with warm-up: a short run must not keep a large share of its random initial weights."""
-    decay = min(max_decay, (1 + step) / (10 + step))
-    pe, pm = list(ema.parameters()), list(model.parameters())
-    if len(pe) != len(pm):
-        raise ValueError("EMA and model have different parameter lists")
-    torch._foreach_lerp_(pe, pm, 1 - decay)
-
-
-@torch.no_grad()
 def encode_batch(samples, ae: Autoencoder, device):
     """-> refs: list of N (B, C, h, w); masks: list of N (B, 1, h, w) or None; x0: (B, M, C, h, w).
     `samples`: a list of `Sample`s of one layout, or their `stack_samples` dict."""
@@ -214,6 +200,8 @@ def main(argv=None):
         "--token-budget", type=int, default=3072, help="tokens per batch (sets batch size per task)"
     )
     p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--lr-schedule", default="cosine", help="a diffusers.optimization schedule name")
+    p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--shortcut-fraction", type=float, default=0.25)
     p.add_argument("--ckpt-every", type=int, default=250)
@@ -240,23 +228,20 @@ def main(argv=None):
     if args.workers < 0 or args.max_batch < 2:
         p.error("--workers must be >= 0 and --max-batch >= 2")
 
-    from accelerate import Accelerator
-
     from seedling.model.data.icons import load_icons
     from seedling.model.data.tasks import TaskSampler
     from seedling.model.text_encoder import TextEncoder
+    from seedling.model.training import Trainer, latest_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    acc = Accelerator()
-    dev = acc.device
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
+    trainer = Trainer(out, max_steps=args.max_steps, ckpt_every=args.ckpt_every, seed=args.seed,
+                      minutes=args.minutes, stop_after=args.stop_after, bf16=args.bf16, desc="dit")
+    acc, dev = trainer.acc, trainer.device
     ae = Autoencoder.from_pretrained(args.ae).to(dev).requires_grad_(False)
-    ck = out / "checkpoint"
-    resuming = (ck / "model.safetensors").exists()
-    if (ck / "config.json").exists():
+    ck = latest_checkpoint(out)
+    if ck is not None:
         cfg = DiTConfig.from_dict(json.loads((ck / "config.json").read_text()))
     elif args.init:
         cfg = DiTConfig.from_dict(json.loads((Path(args.init) / "dit" / "config.json").read_text()))
@@ -266,28 +251,20 @@ def main(argv=None):
     else:
         cfg = DiT_configs[args.config]()
         cfg.latent_channels = ae.config.latent_channels
+    trainer.files["config.json"] = json.dumps(cfg.to_dict(), indent=2)
     torch.manual_seed(args.seed)
-    model = UnifiedDiT(cfg).to(dev)
-    if args.init and not resuming:
+    model = UnifiedDiT(cfg)
+    if args.init and ck is None:
         init = load_file(str(weights_path(Path(args.init) / "dit")))
         model.load_state_dict({k: v.float() for k, v in init.items()})
         acc.print(f"initialised from {args.init}")
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    rng = np.random.default_rng(args.seed + 1000 * acc.process_index)
-    step, samples_seen = 0, 0
-    if resuming:
-        model.load_state_dict(load_file(str(ck / "model.safetensors")))
-        ema.load_state_dict(load_file(str(ck / "ema.safetensors")))
-        opt.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True))
-        meta = torch.load(ck / "state.pt", weights_only=False)
-        step, samples_seen = meta["step"], meta["samples"]
-        rng.bit_generator.state = meta["rng"]
-        torch.set_rng_state(meta["torch_rng"])
-        acc.print(f"resumed from step {step} ({samples_seen} samples)")
     acc.print(f"DiT {cfg.width}x{cfg.depth}: {model.num_parameters() / 1e6:.2f}M parameters")
-    model, opt = acc.prepare(model, opt)
-    raw = acc.unwrap_model(model)
+    model = trainer.add("model", model, lr=args.lr, schedule=args.lr_schedule, warmup=args.warmup,
+                        ema_decay=args.ema)
+    trainer.extra["samples"] = 0
+    if trainer.resume():
+        acc.print(f"resumed from step {trainer.step_count} ({trainer.extra['samples']} samples)")
+    rng = trainer.rng
 
     icons = load_icons()
     sampler = TaskSampler(icons, seed=args.seed)
@@ -298,122 +275,58 @@ def main(argv=None):
     if args.workers:
         planned = iter(torch.utils.data.DataLoader(
             # each process of a multi-GPU run draws its own stream, as the in-process rng does
-            PlannedBatches(args.seed + 1000 * acc.process_index, step, args.max_steps, args.token_budget,
-                           cfg.text_len, tpi, args.max_batch, icons, curriculum=not args.no_curriculum),
+            PlannedBatches(args.seed + 1000 * acc.process_index, trainer.step_count, args.max_steps,
+                           args.token_budget, cfg.text_len, tpi, args.max_batch, icons,
+                           curriculum=not args.no_curriculum),
             batch_size=None, num_workers=args.workers, prefetch_factor=2, persistent_workers=False,
             pin_memory=dev.type == "cuda", collate_fn=_keep_arrays,
             generator=torch.Generator().manual_seed(args.seed)))  # not the global RNG: resume stays exact
 
-    def save_ckpt():
-        if not acc.is_main_process:
-            return
-        ck.mkdir(parents=True, exist_ok=True)
-        (ck / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        save_file({k: v.contiguous() for k, v in raw.state_dict().items()}, str(ck / "model.safetensors.tmp"))
-        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(ck / "ema.safetensors.tmp"))
-        torch.save(opt.state_dict(), ck / "optimizer.pt.tmp")
-        torch.save(
-            {
-                "step": step,
-                "samples": samples_seen,
-                "rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
-            },
-            ck / "state.pt.tmp",
-        )
-        for n in ("model.safetensors", "ema.safetensors", "optimizer.pt", "state.pt"):
-            (ck / f"{n}.tmp").replace(ck / n)
-
-    log = open(out / "loss.csv", "a", newline="")
-    writer = csv.writer(log)
-    if log.tell() == 0:
-        writer.writerow(
-            ["step", "task", "n_refs", "n_out", "batch", "loss", "loss_fm", "loss_sc", "lr", "samples_per_s"]
-        )
-    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
-    t_end = time.time() + args.minutes * 60
-    bar = tqdm(total=args.max_steps, initial=step, desc="dit", disable=not acc.is_main_process)
     model.train()
-    meter = Throughput(samples_seen)
-    start_step = step
-    while (
-        step < args.max_steps
-        and time.time() < t_end
-        and not (args.stop_after and step - start_step >= args.stop_after)
-    ):
+    meter = Throughput(trainer.extra["samples"])
+    while trainer.running():
+        step = trainer.step_count
         progress = step / args.max_steps
-        warm = min(1.0, (step + 1) / 200)
-        decay = 1.0 if progress < 0.7 else 0.5 * (1 + math.cos(math.pi * (progress - 0.7) / 0.3))
-        lr = args.lr * warm * (0.05 + 0.95 * decay)
-        for g in opt.param_groups:
-            g["lr"] = lr
         if planned is not None:
             samples = next(planned)
             if samples["step"] != step:
                 raise RuntimeError(f"data worker delivered step {samples['step']}, expected {step}")
             task = samples["task"]
-            B = len(samples["prompts"])
             prompts = samples["prompts"]
         else:
             task = draw_task(rng, 1.0 if args.no_curriculum else progress)
             samples = maker.next(task)
-            B = len(samples)
             prompts = [s.prompt for s in samples]
+        B = len(prompts)
         refs, masks, x0 = encode_batch(samples, ae, dev)
         prompts = [("" if rng.random() < 0.1 else pr) for pr in prompts]
         if refs and task != "inpaint" and rng.random() < 0.1:
             refs, masks = [], None  # image-guidance "none" branch
         states, pooled = te.encode(prompts)
 
-        def model_fn(x, t, d, sl):
+        def model_fn(x, t, d, sl, states=states, pooled=pooled, task=task, refs=refs, masks=masks):
             rm = [m[sl] for m in masks] if masks is not None else None
             return model(x, t, states[sl], pooled[sl], task, [r[sl] for r in refs], rm, d=d)
 
-        with amp:
+        with trainer.autocast():
             loss, stats = shortcut_flow_loss(model_fn, x0, args.shortcut_fraction)
-        opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        acc.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema_update(ema, raw, step, args.ema)
-        step += 1
-        samples_seen += B
-        bar.update(1)
-        if step % 10 == 0:
-            sps = meter.rate(samples_seen)
-            bar.set_postfix(loss=f"{loss.item():.3f}", task=task, sps=f"{sps:.1f}")
-            writer.writerow(
-                [
-                    step,
-                    task,
-                    len(refs),
-                    x0.shape[1],
-                    B,
-                    f"{loss.item():.5f}",
-                    f"{stats.get('loss_fm', float('nan')):.5f}",
-                    f"{stats.get('loss_sc', float('nan')):.5f}",
-                    f"{lr:.2e}",
-                    f"{sps:.1f}",
-                ]
-            )
-            log.flush()
-        if step % args.ckpt_every == 0:
-            save_ckpt()
-    save_ckpt()
-    bar.close()
-    acc.print(f"stopped at step {step} ({samples_seen} samples)")
+        lr = trainer.lr("model")
+        trainer.step("model", loss)
+        trainer.extra["samples"] += B
+        trainer.end_step(loss=f"{loss.item():.3f}", task=task)
+        trainer.log_row({
+            "step": trainer.step_count, "task": task, "n_refs": len(refs), "n_out": x0.shape[1], "batch": B,
+            "loss": loss.item(), "loss_fm": stats.get("loss_fm", float("nan")),
+            "loss_sc": stats.get("loss_sc", float("nan")), "lr": lr,
+            "samples_per_s": round(meter.rate(trainer.extra["samples"]), 1),
+        })
+    ck = trainer.finish()
+    acc.print(f"stopped at step {trainer.step_count} ({trainer.extra['samples']} samples)")
 
     if args.export and acc.is_main_process:
         from seedling.model.export import export
 
-        export(
-            ck,
-            args.ae,
-            args.export,
-            fp16=True,
-            ema=True,
-            extra_info={"config": cfg.to_dict(), "args": vars(args)},
-        )
+        export(ck, args.ae, args.export, fp16=True, ema=True, extra_info={"config": cfg.to_dict(), "args": vars(args)})
         acc.print(f"exported pipeline to {args.export}")
 
 

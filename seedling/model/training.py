@@ -113,6 +113,7 @@ class Trainer:
         self.trainable_only = trainable_only
         self.step_count = 0
         self.extra: dict[str, Any] = {}  # the recipe's own counters, saved in trainer.json
+        self.files: dict[str, str] = {}  # text files every checkpoint carries (a model config, ...)
         self.rng = np.random.default_rng(seed + 1000 * self.acc.process_index)
         self.parts: dict[str, Part] = {}
         self.timer = StepTimer()
@@ -231,22 +232,20 @@ class Trainer:
     def latest_checkpoint(self) -> Path | None:
         return latest_checkpoint(self.out)
 
-    def save(self, files: dict[str, str] | None = None) -> Path:
-        """A new checkpoint folder of this step, then the `latest` pointer, then old folders go.
-        `files`: extra text files for the folder (a model config, ...)."""
+    def save(self) -> Path:
+        """A new checkpoint folder of this step (with `self.files`), then the `latest` pointer,
+        then old folders go."""
         ck = self.out / "checkpoints" / f"step-{self.step_count:07d}"
         self.acc.wait_for_everyone()
         self.acc.save_state(str(ck))
         if self.acc.is_main_process:
             for name, part in self.parts.items():
-                if part.ema is not None:
-                    shadow = dict(zip(self._param_names(name), part.ema.shadow_params))
-                    write_atomic(ck / f"ema-{name}.safetensors",
-                                 lambda f, t=shadow: save_file({k: v.detach().cpu().contiguous() for k, v in t.items()},
-                                                               str(f)))
+                if part.ema is not None:  # the whole state dict, so an export can load it alone
+                    sd = {k: v.cpu().contiguous() for k, v in self.ema_state_dict(name).items()}
+                    write_atomic(ck / f"ema-{name}.safetensors", lambda f, sd=sd: save_file(sd, str(f)))
             state = {"step": self.step_count, "rng": self.rng.bit_generator.state, "extra": self.extra,
                      "ema_steps": {n: p.ema.optimization_step for n, p in self.parts.items() if p.ema is not None}}
-            for name, text in (files or {}).items():
+            for name, text in self.files.items():
                 write_atomic(ck / name, text)
             write_atomic(ck / STATE_NAME, json.dumps(state))  # last: a folder counts once it is there
             write_atomic(self.out / LATEST, ck.relative_to(self.out).as_posix())
