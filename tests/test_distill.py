@@ -1,11 +1,14 @@
 """Few-step distillation (model/distill.py): the DMD gradient, the sampler it trains through, and
 an end-to-end tiny run that resumes and exports a loadable pipeline."""
 
+import json
+
 import torch
 
 from seedling.model import distill
 from seedling.model.pipeline import SeedlingPipeline
 from seedling.model.sampler import Branch, euler_sample, make_schedule
+from seedling.model.training import latest_checkpoint
 
 
 def test_dmd_loss_gradient_is_normalised_score_difference():
@@ -49,8 +52,8 @@ def test_distill_runs_resumes_and_exports(tmp_path):
     first = {k: v.clone() for k, v in
              SeedlingPipeline.from_pretrained(tmp_path / "base").dit.state_dict().items()}
     distill.main(args + ["--stop-after", "1", "--export", str(tmp_path / "export")])
-    state = torch.load(tmp_path / "run" / "checkpoint" / "state.pt", weights_only=False)
-    assert state["step"] == 3 and state["samples"] > 0
+    state = json.loads((latest_checkpoint(tmp_path / "run") / "trainer.json").read_text())
+    assert state["step"] == 3 and state["extra"]["samples"] > 0
     lines = (tmp_path / "run" / "loss.csv").read_text().splitlines()
     assert lines[0].startswith("step,task,nfe")
     pipe = SeedlingPipeline.from_pretrained(tmp_path / "export")

@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from seedling.model import train, train_ae
+from seedling.model import train, train_ae, train_data
 from seedling.model.autoencoder import AE_CONFIGS, Autoencoder
 from seedling.model.modeling import weights_path
-from seedling.model.train import task_probs
+from seedling.model.train_data import task_probs
 from seedling.model.training import checkpoint_step, latest_checkpoint
 
 
@@ -87,25 +87,25 @@ def test_planned_batches_depend_on_seed_and_step_only():
     args = dict(seed=3, max_steps=100, token_budget=900, text_len=16, tpi=16, max_batch=48)
     fresh = [TaskSampler(icons, seed=3) for _ in range(2)]
     # step 70 is in the "all tasks" phase; a sampler that already drew other batches gives the same
-    train.planned_batch(fresh[1], step=5, **args)
-    a, b = (train.planned_batch(s, step=70, **args) for s in fresh)
+    train_data.planned_batch(fresh[1], step=5, **args)
+    a, b = (train_data.planned_batch(s, step=70, **args) for s in fresh)
     assert a["step"] == b["step"] == 70 and a["task"] == b["task"] and a["prompts"] == b["prompts"]
     for k in ("refs", "outputs"):
         assert a[k].dtype == np.uint8 and np.array_equal(a[k], b[k])
     B, N, M = a["refs"].shape[0], a["refs"].shape[1], a["outputs"].shape[1]
-    assert B == train.batch_size_for(N, M, 900, 16, 16, 48) == len(a["prompts"])
+    assert B == train_data.batch_size_for(N, M, 900, 16, 16, 48) == len(a["prompts"])
     assert a["outputs"].shape[2:] == (128, 128, 3)
     # the worker split (round-robin over steps) does not change what each step gets
-    ds = train.PlannedBatches(3, 68, 74, 900, 16, 16, 48, icons)
-    got = list(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, collate_fn=train._keep_arrays))
+    ds = train_data.PlannedBatches(3, 68, 74, 900, 16, 16, 48, icons)
+    got = list(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, collate_fn=train_data.keep_arrays))
     assert [g["step"] for g in got] == list(range(68, 74))
     assert got[2]["prompts"] == a["prompts"] and torch.equal(got[2]["outputs"], torch.from_numpy(a["outputs"]))
     # encode_batch takes the stacked form and gives what it gives for the sample list
     ae = Autoencoder(AE_CONFIGS["tiny"]).eval()
     sampler = TaskSampler(icons, seed=1)
     samples = [sampler.sample("inpaint", np.random.default_rng(i)) for i in range(3)]
-    r1, m1, x1 = train.encode_batch(samples, ae, "cpu")
-    r2, m2, x2 = train.encode_batch(train._keep_arrays(train.stack_samples(samples)), ae, "cpu")
+    r1, m1, x1 = train_data.encode_batch(samples, ae, "cpu")
+    r2, m2, x2 = train_data.encode_batch(train_data.keep_arrays(train_data.stack_samples(samples)), ae, "cpu")
     assert torch.equal(x1, x2) and all(torch.equal(u, v) for u, v in zip(r1 + m1, r2 + m2, strict=True))
 
 

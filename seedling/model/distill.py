@@ -22,31 +22,26 @@ without a discriminator:
 
 Because the teacher's score is guided, the student needs no guidance: sample it with guidance 1
 (one DiT call per step instead of two). The export sets `default_steps` and `guidance`.
-Checkpoints every `--ckpt-every` steps; rerunning the command resumes. Loss log in
-<out>/loss.csv.
+The loop, checkpoints (every `--ckpt-every` steps; rerunning the command resumes) and EMA are
+model/training.py's; the data side is train_data.py's. Loss log in <out>/loss.csv.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import csv
 import json
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
 from seedling import DEFAULT_MODEL
 from seedling.model.autoencoder import Autoencoder
 from seedling.model.dit import UnifiedDiT
 from seedling.model.flow import add_noise, shortcut_flow_loss
 from seedling.model.sampler import combine_guidance
+from seedling.model.train_data import BatchMaker, Throughput, draw_task, encode_batch
 
 
 def student_sample(fn, z: torch.Tensor, steps: int, project=None) -> torch.Tensor:
@@ -94,6 +89,7 @@ def main(argv=None):
     p.add_argument("--token-budget", type=int, default=1536)
     p.add_argument("--lr", type=float, default=2e-5, help="student learning rate")
     p.add_argument("--lr-fake", type=float, default=4e-5)
+    p.add_argument("--lr-schedule", default="constant", help="a diffusers.optimization schedule name")
     p.add_argument("--fake-updates", type=int, default=2, help="fake-score updates per generator step")
     p.add_argument("--teacher-guidance", type=float, default=None, help="default: the base pipeline's")
     p.add_argument("--student-steps", default="1,2", help="NFE values trained (sampled uniformly)")
@@ -111,56 +107,29 @@ def main(argv=None):
     from seedling.model.data.tasks import TaskSampler
     from seedling.model.pipeline import SeedlingPipeline
     from seedling.model.text_encoder import TextEncoder
-    from seedling.model.train import BatchMaker, Throughput, draw_task, ema_update, encode_batch
+    from seedling.model.training import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    out = Path(args.out)
-    ck = out / "checkpoint"
-    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(args.out, max_steps=args.max_steps, ckpt_every=args.ckpt_every, seed=args.seed,
+                      minutes=args.minutes, stop_after=args.stop_after, bf16=args.bf16, desc="distill")
+    dev = trainer.device
     base = SeedlingPipeline.from_pretrained(args.model, device=str(dev))
     ae: Autoencoder = base.autoencoder.requires_grad_(False)
     teacher: UnifiedDiT = base.dit.eval().requires_grad_(False)
     cfg = teacher.dims
+    trainer.files["config.json"] = json.dumps(cfg.to_dict(), indent=2)
     guidance = base.settings.guidance if args.teacher_guidance is None else args.teacher_guidance
-    student = copy.deepcopy(teacher).train().requires_grad_(True)
-    fake = copy.deepcopy(teacher).train().requires_grad_(True)
-    ema = copy.deepcopy(teacher).eval()
-    opt_s = torch.optim.AdamW(student.parameters(), lr=args.lr, betas=(0.0, 0.99), weight_decay=0.0)
-    opt_f = torch.optim.AdamW(fake.parameters(), lr=args.lr_fake, betas=(0.0, 0.99), weight_decay=0.0)
-    rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
-    step, samples_seen = 0, 0
-    if (ck / "state.pt").exists():
-        student.load_state_dict(load_file(str(ck / "model.safetensors")))
-        ema.load_state_dict(load_file(str(ck / "ema.safetensors")))
-        fake.load_state_dict(load_file(str(ck / "fake.safetensors")))
-        opt_s.load_state_dict(torch.load(ck / "opt_student.pt", weights_only=True))
-        opt_f.load_state_dict(torch.load(ck / "opt_fake.pt", weights_only=True))
-        meta = torch.load(ck / "state.pt", weights_only=False)
-        step, samples_seen = meta["step"], meta["samples"]
-        rng.bit_generator.state = meta["rng"]
-        torch.set_rng_state(meta["torch_rng"])
-        print(f"resumed from step {step} ({samples_seen} samples)")
-
-    def save_ckpt():
-        ck.mkdir(parents=True, exist_ok=True)
-        (ck / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        files = {
-            "model.safetensors": lambda f: save_file(
-                {k: v.contiguous() for k, v in student.state_dict().items()}, f),
-            "ema.safetensors": lambda f: save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, f),
-            "fake.safetensors": lambda f: save_file({k: v.contiguous() for k, v in fake.state_dict().items()}, f),
-            "opt_student.pt": lambda f: torch.save(opt_s.state_dict(), f),
-            "opt_fake.pt": lambda f: torch.save(opt_f.state_dict(), f),
-            "state.pt": lambda f: torch.save({"step": step, "samples": samples_seen, "rng": rng.bit_generator.state,
-                                              "torch_rng": torch.get_rng_state()}, f),
-        }
-        for name, write in files.items():
-            write(str(ck / f"{name}.tmp"))
-        for name in files:  # state.pt last: a checkpoint counts only once everything is in place
-            (ck / f"{name}.tmp").replace(ck / name)
+    opt_args = {"betas": (0.0, 0.99), "schedule": args.lr_schedule}
+    student = trainer.add("model", copy.deepcopy(teacher).train().requires_grad_(True), lr=args.lr,
+                          ema_decay=args.ema, **opt_args)
+    fake = trainer.add("fake", copy.deepcopy(teacher).train().requires_grad_(True), lr=args.lr_fake,
+                       updates_per_step=args.fake_updates, **opt_args)
+    trainer.extra["samples"] = 0
+    if trainer.resume():
+        print(f"resumed from step {trainer.step_count} ({trainer.extra['samples']} samples)")
+    rng = trainer.rng
 
     icons = load_icons()
     sampler = TaskSampler(icons, seed=args.seed + 7)
@@ -168,15 +137,8 @@ def main(argv=None):
     tpi = (128 // ae.factor // cfg.patch) ** 2
     maker = BatchMaker(sampler, rng, args.token_budget, cfg.text_len, tpi)
     nfe_choices = [int(v) for v in args.student_steps.split(",")]
-    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
-    log = open(out / "loss.csv", "a", newline="")
-    writer = csv.writer(log)
-    if log.tell() == 0:
-        writer.writerow(["step", "task", "nfe", "batch", "loss_dmd", "loss_reg", "loss_fake", "samples_per_s"])
-    t_end = time.time() + args.minutes * 60
-    bar = tqdm(total=args.max_steps, initial=step, desc="distill")
-    start, meter = step, Throughput(samples_seen)
-    while step < args.max_steps and time.time() < t_end and not (args.stop_after and step - start >= args.stop_after):
+    meter = Throughput(trainer.extra["samples"])
+    while trainer.running():
         task = draw_task(rng, 1.0)
         samples = maker.next(task)
         B = len(samples)
@@ -194,11 +156,11 @@ def main(argv=None):
             def project(x, t, keep=keep, src=src, z=z):
                 return x * (1 - keep) + keep * ((1 - t) * src + t * z)
 
-        def s_fn(x, t, d):
+        def s_fn(x, t, d, cond=cond, task=task, refs=refs, masks=masks):
             return student(x, t, *cond, task, refs, masks, d=d)
 
         # -- generator step ------------------------------------------------------------------
-        with amp:
+        with trainer.autocast():
             x0 = student_sample(s_fn, z, nfe, project)
             t = (0.02 + 0.96 * torch.rand(B, device=dev))
             eps = torch.randn_like(x0)
@@ -210,45 +172,31 @@ def main(argv=None):
                 x0_fake = xt - tt * fake(xt, t, *cond, task, refs, masks, d=zero)
             loss_dmd = dmd_loss(x0, x0_real, x0_fake)
 
-            def reg_fn(x, t_, d_, sl):
+            def reg_fn(x, t_, d_, sl, cond=cond, task=task, refs=refs, masks=masks):
                 rm = [m[sl] for m in masks] if masks is not None else None
-                return student(x, t_, states[:B][sl], pooled[:B][sl], task, [r[sl] for r in refs], rm, d=d_)
+                return student(x, t_, cond[0][sl], cond[1][sl], task, [r[sl] for r in refs], rm, d=d_)
 
             loss_reg, _ = shortcut_flow_loss(reg_fn, x0_real_data) if args.reg > 0 else (torch.zeros(()), {})
             loss = loss_dmd + args.reg * loss_reg
-        opt_s.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt_s.step()
-        ema_update(ema, student, step, args.ema)
+        trainer.step("model", loss)
 
         # -- fake-score steps: flow matching on the student's samples --------------------------
         x_fake_data = x0.detach()
         for _ in range(args.fake_updates):
-            with amp:
+            with trainer.autocast():
                 tf = torch.sigmoid(torch.randn(B, device=dev))
                 ef = torch.randn_like(x_fake_data)
                 v = fake(add_noise(x_fake_data, ef, tf), tf, *cond, task, refs, masks, d=torch.zeros(B, device=dev))
                 loss_fake = F.mse_loss(v.float(), (ef - x_fake_data).float())
-            opt_f.zero_grad(set_to_none=True)
-            loss_fake.backward()
-            torch.nn.utils.clip_grad_norm_(fake.parameters(), 1.0)
-            opt_f.step()
+            trainer.step("fake", loss_fake)
 
-        step += 1
-        samples_seen += B
-        bar.update(1)
-        if step % 10 == 0:
-            sps = meter.rate(samples_seen)
-            bar.set_postfix(dmd=f"{loss_dmd.item():.4f}", reg=f"{float(loss_reg):.3f}", sps=f"{sps:.1f}")
-            writer.writerow([step, task, nfe, B, f"{loss_dmd.item():.5f}", f"{float(loss_reg):.5f}",
-                             f"{loss_fake.item():.5f}", f"{sps:.1f}"])
-            log.flush()
-        if step % args.ckpt_every == 0:
-            save_ckpt()
-    save_ckpt()
-    bar.close()
-    print(f"stopped at step {step} ({samples_seen} samples)")
+        trainer.extra["samples"] += B
+        trainer.end_step(dmd=f"{loss_dmd.item():.4f}", reg=f"{float(loss_reg):.3f}")
+        trainer.log_row({"step": trainer.step_count, "task": task, "nfe": nfe, "batch": B,
+                         "loss_dmd": loss_dmd.item(), "loss_reg": float(loss_reg), "loss_fake": loss_fake.item(),
+                         "samples_per_s": round(meter.rate(trainer.extra["samples"]), 1)})
+    ck = trainer.finish()
+    print(f"stopped at step {trainer.step_count} ({trainer.extra['samples']} samples)")
     if args.export:
         from seedling.model.export import export
 

@@ -31,160 +31,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from seedling.model.autoencoder import Autoencoder, images_to_tensor
+from seedling.model.autoencoder import Autoencoder
 from seedling.model.dit import DiT_configs, DiTConfig, UnifiedDiT
 from seedling.model.flow import shortcut_flow_loss
 from seedling.model.modeling import weights_path
-
-TASK_WEIGHTS = {"t2i": 0.34, "edit": 0.2, "inpaint": 0.1, "compose": 0.12, "storyboard": 0.12, "style": 0.12}
-CURRICULUM = (  # (fraction of training at which the phase starts, tasks enabled)
-    (0.0, ("t2i",)),
-    (0.15, ("t2i", "edit", "inpaint")),
-    (0.35, tuple(TASK_WEIGHTS)),
+from seedling.model.train_data import (
+    BatchMaker,
+    PlannedBatches,
+    Throughput,
+    draw_task,
+    encode_batch,
+    keep_arrays,
 )
-TASK_FLOOR = 0.06  # every enabled task keeps at least this probability
-
-
-def task_probs(progress: float) -> dict[str, float]:
-    enabled = [tasks for start, tasks in CURRICULUM if progress >= start][-1]
-    w = {t: TASK_WEIGHTS[t] for t in enabled}
-    total = sum(w.values())
-    p = {t: max(v / total, TASK_FLOOR) for t, v in w.items()}
-    s = sum(p.values())
-    return {t: v / s for t, v in p.items()}
-
-
-def draw_task(rng: np.random.Generator, progress: float) -> str:
-    """One task drawn from `task_probs(progress)` (one `rng.choice`)."""
-    probs = task_probs(progress)
-    return str(rng.choice(list(probs), p=list(probs.values())))
-
-
-def batch_size_for(n_refs: int, n_out: int, token_budget: int, text_len: int, tpi: int, max_batch: int = 48) -> int:
-    """Samples per batch for a (#refs, #outputs) layout: the token budget over the tokens of one
-    sample, clamped to [2, max_batch]."""
-    tokens = (n_refs + n_out) * tpi + text_len
-    return int(max(2, min(max_batch, token_budget // tokens)))
-
-
-class BatchMaker:
-    """Draws samples task by task and groups them into homogeneous (task, N, M) batches."""
-
-    def __init__(
-        self, sampler, rng: np.random.Generator, token_budget: int, text_len: int, tokens_per_image: int,
-        max_batch: int = 48,
-    ):
-        self.sampler = sampler
-        self.rng = rng
-        self.token_budget = token_budget
-        self.text_len = text_len
-        self.tpi = tokens_per_image
-        self.max_batch = max_batch
-        self.buckets: dict[tuple, list] = defaultdict(list)
-
-    def batch_size(self, n_refs: int, n_out: int) -> int:
-        return batch_size_for(n_refs, n_out, self.token_budget, self.text_len, self.tpi, self.max_batch)
-
-    def next(self, task: str):
-        while True:
-            s = self.sampler.sample(task, self.rng)
-            key = (task, len(s.refs), len(s.outputs))
-            b = self.buckets[key]
-            b.append(s)
-            if len(b) >= self.batch_size(key[1], key[2]):
-                self.buckets[key] = []
-                return b
-
-
-def planned_batch(sampler, seed: int, step: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
-                  max_batch: int, curriculum: bool = True) -> dict:
-    """The batch of training step `step`, drawn from an rng seeded by (seed, step) alone: the
-    task from the curriculum at that step, then samples until one (#refs, #outputs) layout has a
-    full batch (the others are dropped). Returned stacked (`stack_samples`) with "step" and "task"."""
-    rng = np.random.default_rng([seed, step, 0x5EED])
-    task = draw_task(rng, step / max_steps if curriculum else 1.0)
-    samples = BatchMaker(sampler, rng, token_budget, text_len, tpi, max_batch).next(task)  # fresh buckets
-    return {"step": step, "task": task, **stack_samples(samples)}
-
-
-class PlannedBatches(torch.utils.data.IterableDataset):
-    """`planned_batch` for steps start, start+1, ... < max_steps, split round-robin over the
-    DataLoader's workers (whose in-order delivery gives the steps back in order)."""
-
-    def __init__(self, seed: int, start: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
-                 max_batch: int, icons=None, curriculum: bool = True):
-        self.args = (seed, start, max_steps, token_budget, text_len, tpi, max_batch)
-        self.icons = icons
-        self.curriculum = curriculum
-
-    def __iter__(self):
-        from seedling.model.data.icons import load_icons
-        from seedling.model.data.tasks import TaskSampler
-
-        seed, start, max_steps, token_budget, text_len, tpi, max_batch = self.args
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        sampler = TaskSampler(self.icons if self.icons is not None else load_icons(), seed=seed)
-        for step in range(start + wid, max_steps, nw):
-            yield planned_batch(sampler, seed, step, max_steps, token_budget, text_len, tpi, max_batch, self.curriculum)
-
-
-def _keep_arrays(batch: dict) -> dict:
-    """DataLoader collate for `planned_batch` dicts: numpy arrays -> tensors, nothing else."""
-    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
-
-
-def stack_samples(samples) -> dict:
-    """Samples of one layout -> uint8 arrays: refs (B, N, H, W, 3), outputs (B, M, H, W, 3), mask
-    (B, H, W) or None, and the prompts."""
-    B, N = len(samples), len(samples[0].refs)
-    refs = np.stack([np.stack(s.refs) for s in samples]) if N else np.zeros((B, 0, 1, 1, 3), np.uint8)
-    outputs = np.stack([np.stack(s.outputs) for s in samples])
-    mask = np.stack([s.mask for s in samples]) if samples[0].mask is not None else None
-    return {"refs": refs, "outputs": outputs, "mask": mask, "prompts": [s.prompt for s in samples]}
-
-
-class Throughput:
-    """Samples per second since the previous call of `rate`."""
-
-    def __init__(self, samples: int = 0):
-        self.t, self.n = time.time(), samples
-
-    def rate(self, samples: int) -> float:
-        now = time.time()
-        r = (samples - self.n) / max(now - self.t, 1e-6)
-        self.t, self.n = now, samples
-        return r
-
-
-@torch.no_grad()
-def encode_batch(samples, ae: Autoencoder, device):
-    """-> refs: list of N (B, C, h, w); masks: list of N (B, 1, h, w) or None; x0: (B, M, C, h, w).
-    `samples`: a list of `Sample`s of one layout, or their `stack_samples` dict."""
-    st = samples if isinstance(samples, dict) else stack_samples(samples)
-    refs_u8, out_u8 = torch.as_tensor(st["refs"]), torch.as_tensor(st["outputs"])
-    B, N, M = refs_u8.shape[0], refs_u8.shape[1], out_u8.shape[1]
-    imgs = torch.cat([refs_u8.flatten(0, 1), out_u8.flatten(0, 1)]) if N else out_u8.flatten(0, 1)
-    chunk = 64 if torch.device(device).type == "cpu" else 1024
-    lat = torch.cat([ae.encode(images_to_tensor(imgs[i : i + chunk], device)) for i in range(0, len(imgs), chunk)])
-    C, h, w = lat.shape[1:]
-    ref_lat = lat[: B * N].reshape(B, N, C, h, w)
-    x0 = lat[B * N :].reshape(B, M, C, h, w)
-    refs = [ref_lat[:, j] for j in range(N)]
-    masks = None
-    if N and st["mask"] is not None:
-        pm = (torch.as_tensor(st["mask"]) >= 128).float()[:, None].to(device)
-        masks = [F.max_pool2d(pm, ae.factor)] + [torch.zeros(B, 1, h, w, device=device)] * (N - 1)
-    return refs, masks, x0
 
 
 def main(argv=None):
@@ -279,7 +142,7 @@ def main(argv=None):
                            args.token_budget, cfg.text_len, tpi, args.max_batch, icons,
                            curriculum=not args.no_curriculum),
             batch_size=None, num_workers=args.workers, prefetch_factor=2, persistent_workers=False,
-            pin_memory=dev.type == "cuda", collate_fn=_keep_arrays,
+            pin_memory=dev.type == "cuda", collate_fn=keep_arrays,
             generator=torch.Generator().manual_seed(args.seed)))  # not the global RNG: resume stays exact
 
     model.train()
