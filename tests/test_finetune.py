@@ -23,6 +23,7 @@ from seedling.model.adapters import (
 from seedling.model.finetune import (
     CANCEL,
     PAUSE,
+    STOP,
     CaptionedImage,
     DatasetError,
     EditPair,
@@ -333,6 +334,29 @@ def test_resume_after_a_crash_follows_the_uninterrupted_run(pipe, tmp_path):
     assert resumed.status == "done" and len(resumed.losses) == 8
     for k, v in straight.tensors.items():
         torch.testing.assert_close(resumed.adapter.tensors[k], v, rtol=0, atol=1e-6)
+
+
+def test_stop_returns_the_adapter_trained_so_far_with_an_eta(pipe, tmp_path):
+    reports = []
+
+    def stop_at_3(progress):
+        reports.append(progress)
+        return STOP if progress.step == 3 else None
+
+    stopped = finetune(pipe, captioned(), config(steps=8, checkpoint_every=100), tmp_path / "w", callback=stop_at_3)
+    assert stopped.status == "stopped" and stopped.step == 3 and checkpoint_step(tmp_path / "w") == 3
+    assert stopped.adapter.metadata["stopped_at"] == 3 and stopped.adapter.metadata["steps"] == 3
+    # the adapter is exactly the checkpoint the work folder keeps (peft's ".default" adapter name aside)
+    from safetensors.torch import load_file
+
+    from seedling.model.training import latest_checkpoint
+
+    saved = load_file(str(latest_checkpoint(tmp_path / "w") / "model.safetensors"))
+    assert {k.replace(".default", ""): v for k, v in saved.items()}.keys() == stopped.adapter.tensors.keys()
+    for k, v in saved.items():
+        assert torch.equal(stopped.adapter.tensors[k.replace(".default", "")], v), k
+    timed = [r for r in reports if r.step > 0]
+    assert all(r.seconds_per_step > 0 and r.eta == pytest.approx((8 - r.step) * r.seconds_per_step) for r in timed)
 
 
 def test_pause_checkpoints_and_resumes_and_cancel_stops(pipe, tmp_path):
