@@ -64,8 +64,10 @@ def test_finetune_job_records_the_adapter_its_data_params_and_loss(services):
     assert all(services.history.get(d["image_id"]).origin == "upload" for d in adapter.data)
     assert adapter.params["rank"] == 4 and adapter.params["steps"] == 4
     assert [step for step, _ in adapter.metrics["loss"]] == [1, 2, 3, 4] and adapter.metrics["final_loss"] > 0
-    path = services.files.path(adapter.file_path)
-    assert sha256_file(path) == adapter.sha256 and path.with_suffix(".json").exists()
+    path = services.files.path(adapter.file_path)  # peft's folder form, read by PeftModel.from_pretrained
+    assert sha256_file(path / "adapter_model.safetensors") == adapter.sha256
+    assert (path / "adapter_config.json").is_file()
+    assert job.metrics["step_s"] > 0 and job.metrics["eta_s"] is None
     assert job.metrics["adapter_id"] == adapter.id and len(job.metrics["loss"]) == 4
     assert job.metrics["sample_prompts"][0] == "a framed square number 0" and job.metrics["sample_step"] == 4
     assert services.jobs.preview(job.id) is not None  # the samples grid
@@ -206,3 +208,48 @@ def test_a_waiting_finetune_job_does_not_make_training_yield(services, monkeypat
     execute_next(services.huey)  # FIFO among trainings: the first one finishes in one turn
     assert services.jobs.get(first.id).status == JobStatus.SUCCEEDED
     assert services.jobs.get(second.id).status == JobStatus.QUEUED
+
+
+def test_stop_keeps_the_adapter_trained_so_far_and_cancel_before_a_step_keeps_nothing(services, monkeypatch):
+    from seedling.model.adapters import load_adapter
+
+    job = services.finetune.submit("halfway", examples(), **(TRAIN | {"steps": 8, "sample_every": 0}))
+    real = finetune_runner.time.monotonic
+    stops = []
+
+    def stop_after_step_3():  # asks for Stop from "the UI" once step 3 is reported
+        view = services.jobs.get(job.id)
+        if view.progress_step == 3 and not stops:
+            stops.append(services.finetune.stop(job.id))
+        return real()
+
+    monkeypatch.setattr(finetune_runner.time, "monotonic", stop_after_step_3)
+    execute_next(services.huey)
+    done = services.jobs.view(job.id).job
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    adapter = services.adapters.for_job(job.id)
+    assert adapter.metrics["stopped_at"] in (3, 4) and adapter.metrics["planned_steps"] == 8
+    assert done.metrics["stopped_at"] == adapter.metrics["stopped_at"]
+    loaded = load_adapter(services.files.path(adapter.file_path))  # a usable adapter
+    assert loaded.metadata["stopped_at"] == adapter.metrics["stopped_at"]
+    assert not list((services.files.root / "work").glob("job-*"))
+    with pytest.raises(InvalidJob, match="already ended"):
+        services.finetune.stop(job.id)
+
+    queued = services.finetune.submit("never", examples(), **TRAIN)
+    services.finetune.stop(queued.id)  # before its first step: nothing to keep
+    execute_next(services.huey)
+    assert services.jobs.get(queued.id).status == JobStatus.CANCELLED
+    assert services.adapters.for_job(queued.id) is None
+
+
+def test_old_single_file_adapters_still_load_and_delete(services, tmp_path):
+    from seedling.model.adapters import load_adapter, save_adapter
+
+    job = train(services)
+    record = services.adapters.for_job(job.id)
+    folder = services.files.path(record.file_path)
+    old = save_adapter(load_adapter(folder), folder.with_suffix(".safetensors"))  # the pre-peft layout
+    assert load_adapter(old).tensors.keys() == load_adapter(folder).tensors.keys()
+    services.adapters.delete(record.id)
+    assert not folder.exists()

@@ -32,8 +32,8 @@ class AdapterService:
         its files. Queued jobs that use it fail with "adapter #N does not exist"."""
         record = self._store.delete(adapter_id)
         if record.file_path:
-            path = self._files.path(record.file_path)
-            path.unlink(missing_ok=True)
-            path.with_suffix(".json").unlink(missing_ok=True)
+            from seedling.model.adapters import delete_adapter_files
+
+            delete_adapter_files(self._files.path(record.file_path))  # a peft folder or a file + sidecar
         log.info("deleted adapter %s (#%d)", record.name, record.id)
         return record

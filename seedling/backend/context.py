@@ -181,21 +181,23 @@ class JobContext:
     def adapter(self, adapter_id: int) -> tuple[AdapterRecord, Path]:
         """An adapter's row and file; LookupError / FileNotFoundError with a readable message."""
         record = self._adapter_store().get(adapter_id)
-        if not record.file_path or not self._files.exists(record.file_path):
+        if not record.file_path or not self._files.path(record.file_path).exists():  # a file or a peft folder
             raise FileNotFoundError(f"the file of adapter {record.name!r} (#{record.id}) is missing")
         return record, self._files.path(record.file_path)
 
-    def save_adapter(self, write: Callable[[Path], None], new: NewAdapter) -> AdapterRecord:
-        """`write(path)` writes the adapter file (atomically) at a path fixed by this job, then the
-        row is added. A rerun after a crash overwrites the same file and finds its row."""
+    def save_adapter(self, write: Callable[[Path], None], new: NewAdapter, folder: bool = True) -> AdapterRecord:
+        """`write(path)` writes the adapter (atomically) at a path fixed by this job, then the row
+        is added: a peft folder (`folder`), or a .safetensors file. The row's sha256 is of the
+        weights file. A rerun after a crash overwrites the same files and finds its row."""
         existing = self._adapter_store().by_job(self.job_id)
         if existing is not None:
             return existing
-        rel_path = f"adapters/job-{self.job_id}.safetensors"
+        rel_path = f"adapters/job-{self.job_id}" + ("" if folder else ".safetensors")
         path = self._files.path(rel_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         write(path)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        weights = path / "adapter_model.safetensors" if folder else path
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
         new = replace(new, file_path=rel_path, sha256=digest, job_id=self.job_id)
         base, n = new.name, 2
         while True:
@@ -205,8 +207,9 @@ class JobContext:
                 new = replace(new, name=f"{base}-{n}")
                 n += 1
             except Exception:
-                for p in (path, path.with_suffix(".json")):
-                    p.unlink(missing_ok=True)
+                from seedling.model.adapters import delete_adapter_files
+
+                delete_adapter_files(path)
                 raise
 
 

@@ -18,13 +18,29 @@ from seedling.model.finetune_data import (
     load_files,
     validate_examples,
 )
-from seedling.storage.jobs_common import JobRecord
+from seedling.storage.jobs_common import JobRecord, JobStatus
 
 
 class FinetuneService:
-    def __init__(self, jobs: JobService, history: HistoryService):
+    def __init__(self, jobs: JobService, history: HistoryService, work_root: Path | None = None):
         self._jobs = jobs
         self._history = history
+        self._work_root = work_root  # the worker's scratch folders (FileStore root / "work")
+
+    def stop(self, job_id: int) -> JobStatus:
+        """Ask a queued or running fine-tune job to stop at its next step and keep the adapter
+        trained so far (Cancel discards it). InvalidJob for another kind of job or one that ended."""
+        from seedling.backend.finetune_runner import request_stop
+
+        job = self._jobs.get(job_id)
+        if job.kind != "finetune":
+            raise InvalidJob(f"job {job.id} is not a fine-tune job: only training can be stopped")
+        if job.status.finished:
+            raise InvalidJob(f"job {job.id} has already ended ({job.status.value})")
+        if self._work_root is None:
+            raise InvalidJob("this app has no worker folder to reach the training job")
+        request_stop(self._work_root / f"job-{job.id}")
+        return job.status
 
     @staticmethod
     def read_upload(paths: Iterable[str | Path]) -> list[Example]:

@@ -10,8 +10,15 @@ during training therefore waits at most MIN_CHUNK_S plus one step and a checkpoi
 fails; with nobody waiting, training runs uninterrupted. A crash or restart resumes from the
 last checkpoint (every `checkpoint_every` steps) the same way.
 
-Reports: progress (step/total) every step; the loss curve and sample prompts as the job's
-metrics (at most every METRICS_EVERY_S); sample images as the job's preview (a 2x2 grid).
+Reports: progress (step/total) every step; the loss curve, sample prompts, measured seconds per
+step and ETA as the job's metrics (at most every METRICS_EVERY_S); sample images as the job's
+preview (a 2x2 grid).
+
+Stop (`request_stop`: a marker file in the job's work folder, so it reaches a job that is running
+or waiting between chunks alike) ends training at the next step and keeps what it has: the
+checkpoint becomes an adapter like a finished one, with "stopped_at" in its metrics. Cancel
+discards the work folder. LoRA adapters are saved as peft folders, full fine-tunes as
+.safetensors files.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from seedling.atomic import write_atomic
 from seedling.backend.context import JobContext
 from seedling.backend.errors import JobCancelled, JobYielded
 from seedling.backend.model_host import ModelHost
@@ -34,6 +43,12 @@ log = logging.getLogger(__name__)
 MIN_CHUNK_S = 5.0  # training time per turn before yielding to waiting jobs (progress is guaranteed)
 METRICS_EVERY_S = 1.0
 MAX_CURVE_POINTS = 1000  # the stored loss curve is averaged down to this many points
+STOP_MARKER = "stop-requested"
+
+
+def request_stop(work_dir: Path) -> None:
+    """Ask the fine-tune job owning `work_dir` to stop at its next step and keep its adapter."""
+    write_atomic(work_dir / STOP_MARKER, "stop\n")
 
 
 def loss_curve(losses: list[float], max_points: int = MAX_CURVE_POINTS) -> list[list[float]]:
@@ -90,7 +105,8 @@ def _base_dit(pipe: Any, model: ModelHost) -> Any:
 
 def run_finetune_job(ctx: JobContext, spec: FinetuneSpec, model: ModelHost) -> dict[str, float]:
     from seedling.model.adapters import save_adapter
-    from seedling.model.finetune import CANCEL, PAUSE, TrainProgress, finetune, validate_examples
+    from seedling.model.finetune import CANCEL, PAUSE, STOP, TrainProgress, finetune, validate_examples
+    from seedling.model.training import checkpoint_step
 
     ctx.sweep_work_dirs()
     pipe = model.get()
@@ -98,6 +114,9 @@ def run_finetune_job(ctx: JobContext, spec: FinetuneSpec, model: ModelHost) -> d
     examples = _examples(ctx, spec)
     validate_examples(examples, config.size)
     work = ctx.work_dir()
+    if (work / STOP_MARKER).exists() and checkpoint_step(work) == 0:
+        shutil.rmtree(work, ignore_errors=True)
+        raise JobCancelled("stopped before the first step: nothing to keep")
     turn_start = time.monotonic()
     metrics: dict[str, Any] = {"total": config.steps, "sample_prompts": [], "sample_step": None}
     last_write = 0.0
@@ -109,6 +128,8 @@ def run_finetune_job(ctx: JobContext, spec: FinetuneSpec, model: ModelHost) -> d
             lr=progress.lr,
             elapsed=round(progress.elapsed, 2),
             loss=loss_curve(progress.losses),
+            step_s=None if progress.seconds_per_step is None else round(progress.seconds_per_step, 3),
+            eta_s=None if progress.eta is None else round(progress.eta, 1),
         )
         ctx.report_metrics(dict(metrics))
         last_write = time.monotonic()
@@ -123,6 +144,9 @@ def run_finetune_job(ctx: JobContext, spec: FinetuneSpec, model: ModelHost) -> d
             write_metrics(progress)
         if ctx.cancel_requested():
             return CANCEL
+        if (work / STOP_MARKER).exists():
+            write_metrics(progress)
+            return STOP
         # Yield to waiting generations; another fine-tune job waits its turn in FIFO order (two
         # trainings taking turns would only add the resume overhead to both).
         if ctx.can_yield and time.monotonic() - turn_start >= MIN_CHUNK_S and ctx.others_waiting("finetune"):
@@ -153,6 +177,8 @@ def run_finetune_job(ctx: JobContext, spec: FinetuneSpec, model: ModelHost) -> d
         "train_seconds": round(result.seconds, 2),
         "loss": curve,
     }
+    stopped = {"stopped_at": result.step, "planned_steps": config.steps} if result.status == "stopped" else {}
+    adapter_metrics |= stopped
     data = [t.model_dump() for t in spec.images] or [p.model_dump() for p in spec.pairs]
     record = ctx.save_adapter(
         lambda path: save_adapter(result.adapter, path),
@@ -166,11 +192,14 @@ def run_finetune_job(ctx: JobContext, spec: FinetuneSpec, model: ModelHost) -> d
             data=data,
             metrics=adapter_metrics,
         ),
+        folder=result.adapter.kind == "lora",  # peft's format; a full fine-tune has no peft form
     )
     ctx.report_metrics(
         metrics
         | {"step": result.step, "loss": curve, "elapsed": round(result.seconds, 2)}
         | {"adapter_id": record.id, "adapter_name": record.name, "final_loss": result.final_loss}
+        | stopped
+        | {"eta_s": None}
     )
     ctx.progress(result.step, config.steps)
     shutil.rmtree(work, ignore_errors=True)

@@ -80,7 +80,7 @@ def build_services(
         jobs=jobs,
         history=history,
         adapters=AdapterService(adapter_store, files),
-        finetune=FinetuneService(jobs, history),
+        finetune=FinetuneService(jobs, history, files.root / "work"),
         runtime=runtime,
         expansion=PromptExpansionService(settings.pe_model),
         events=JobEvents(settings.db_path),  # its thread starts with the first waiting request
