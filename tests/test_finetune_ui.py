@@ -116,3 +116,57 @@ def test_adapter_uses_from_widgets():
 
     with pytest.raises(gr.Error, match="Unknown adapter"):
         adapter_uses(["pastel"], 1.0)
+
+
+def test_stop_keeps_a_usable_adapter_and_cancel_asks_first(tmp_path, services, monkeypatch):
+    from seedling.backend import finetune_runner
+    from seedling.ui.common import adapter_choices
+
+    demo = build_ui(services)
+    ids = {b.elem_id: b._id for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    assert ids["ft-run"] < ids["ft-files"] and ids["ft-cancel"] < ids["ft-files"]  # Start above the list
+
+    # Cancel only asks; nothing is cancelled until the confirmation
+    row, _ = finetune_tab.ask_to_cancel(7)
+    assert row.visible is True
+    assert finetune_tab.cancel_training(services, None) == "Nothing to cancel"
+
+    run = _fn(demo, "finetune").fn(_write_set(tmp_path), None, "half", "lora", 4, 0, 8, 0.05, 4, 0, "", 0)
+    job_id, *_ = next(run)
+    real, asked = finetune_runner.time.monotonic, []
+
+    def press_stop_after_step_2():
+        if services.jobs.get(job_id).progress_step == 2 and not asked:
+            asked.append(finetune_tab.stop_training(services, job_id))
+        return real()
+
+    monkeypatch.setattr(finetune_runner.time, "monotonic", press_stop_after_step_2)
+    execute_next(services.huey)
+    last_status = list(run)[-1][1]
+    assert "stopping at the next step" in asked[0]
+    adapter = services.adapters.for_job(job_id)
+    n = adapter.metrics["stopped_at"]
+    assert f"stopped at step {n}/8" in last_status and "half" in last_status
+    assert (f"half (lora, stopped at step {n}, #{adapter.id})", str(adapter.id)) in adapter_choices(services)
+    info, _ = finetune_tab.adapter_info(services, str(adapter.id))
+    assert f"Stopped at step {n} of 8" in info
+    gen = _fn(demo, "generate").fn("a framed square", 128, 128, 1, 0, 5, 1, [str(adapter.id)], 1.0)
+    gen_job, *_ = next(gen)
+    execute_next(services.huey)
+    list(gen)
+    assert services.jobs.get(gen_job).status == JobStatus.SUCCEEDED  # the stopped adapter is usable
+
+    (tmp_path / "q").mkdir()
+    queued = _fn(demo, "finetune").fn(_write_set(tmp_path / "q"), None, "gone", "lora", 4, 0, 8, 0.05, 4, 0, "", 0)
+    q_id, *_ = next(queued)
+    assert finetune_tab.cancel_training(services, q_id) == f"Job {q_id}: cancelled · nothing was kept"
+    assert finetune_tab.status_line(services.jobs.get(q_id), None) == f"Job {q_id}: cancelled · nothing was kept"
+
+
+def test_running_status_shows_the_measured_pace_and_eta():
+    from types import SimpleNamespace
+
+    job = SimpleNamespace(id=3, status=JobStatus.RUNNING, progress_step=10, progress_total=400,
+                          metrics={"loss": [[10, 0.5]], "step_s": 7.9, "eta_s": 3081.0})
+    assert finetune_tab.status_line(job, None) == (
+        "Job 3: training step 10/400 · loss 0.5000 · 7.90 s/step · about 51 min 21 s left")

@@ -472,7 +472,11 @@ class AdapterPicker:
 
 def adapter_choices(services: Services) -> list[tuple[str, str]]:
     """(label, value) pairs; the value is the adapter id as text (Dropdown values are strings)."""
-    return [(f"{a.name} ({a.kind}, #{a.id})", str(a.id)) for a in services.adapters.list()]
+    def label(a) -> str:
+        stopped = f", stopped at step {a.metrics['stopped_at']}" if a.metrics.get("stopped_at") else ""
+        return f"{a.name} ({a.kind}{stopped}, #{a.id})"
+
+    return [(label(a), str(a.id)) for a in services.adapters.list()]
 
 
 def adapter_picker(services: Services, elem_prefix: str) -> AdapterPicker:

@@ -1,5 +1,6 @@
 """Fine-tune tab: upload images with captions (or edit pairs), train an adapter on the job queue
-with a live loss curve and sample images, cancel; list and delete adapters."""
+with a live loss curve, sample images and an ETA from the measured step time; Stop keeps the
+adapter trained so far, Cancel (after a confirmation) discards it; list and delete adapters."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from PIL import Image
 from seedling.backend.services import Services
 from seedling.model.finetune_config import DEFAULT_LR, FinetuneConfig
 from seedling.model.finetune_data import CaptionedImage, Example
+from seedling.model.training import format_eta
 from seedling.storage.jobs_common import JobRecord, JobStatus
 from seedling.ui.common import (
     PRIVATE,
@@ -27,7 +29,6 @@ from seedling.ui.common import (
     Slider,
     Textbox,
     adapter_choices,
-    cancel_handler,
     model_event,
     user_error,
     whole,
@@ -94,16 +95,20 @@ def status_line(job: JobRecord, position: int | None) -> str:
             return f"Job {job.id}: preparing the training set…"
         loss = m.get("loss") or []
         tail = f" · loss {loss[-1][1]:.4f}" if loss else ""
-        took = f" · {m['elapsed']:.0f} s" if m.get("elapsed") else ""
-        return f"Job {job.id}: training step {job.progress_step}/{job.progress_total}{tail}{took}"
+        pace = f" · {m['step_s']:.2f} s/step · about {format_eta(m.get('eta_s'))} left" if m.get("step_s") else ""
+        return f"Job {job.id}: training step {job.progress_step}/{job.progress_total}{tail}{pace}"
     if job.status == JobStatus.SUCCEEDED:
         final = m.get("final_loss")
+        ended = (f"stopped at step {m['stopped_at']}/{m.get('planned_steps', job.progress_total)}"
+                 if m.get("stopped_at") else "done")
         return (
-            f"Job {job.id}: done · adapter **{m.get('adapter_name')}** (#{m.get('adapter_id')})"
+            f"Job {job.id}: {ended} · adapter **{m.get('adapter_name')}** (#{m.get('adapter_id')})"
             + (f" · final loss {final:.4f}" if final is not None else "")
             + (f" · {m['elapsed']:.0f} s of training" if m.get("elapsed") else "")
             + " · pick it in any generation tab's Adapters list"
         )
+    if job.status == JobStatus.CANCELLED:
+        return f"Job {job.id}: cancelled · nothing was kept"
     return f"Job {job.id}: {job.status.value}" + (f": {job.error}" if job.error else "")
 
 
@@ -132,9 +137,36 @@ def watch_training(
         yield status_line(job, view.queue_position), frame, samples, caption
         if job.status.finished:
             if job.status == JobStatus.CANCELLED:
-                gr.Warning(f"Job {job.id} was cancelled")
+                gr.Warning(f"Job {job.id} was cancelled; nothing was kept")
             return
         time.sleep(POLL_S)
+
+
+def stop_training(services: Services, job_id: int | None) -> str:
+    """Stop: the job ends at its next step and its adapter is kept."""
+    if job_id is None:
+        return "Nothing to stop"
+    try:
+        services.finetune.stop(int(job_id))
+    except USER_ERRORS as err:
+        raise user_error(err) from None
+    return f"Job {job_id}: stopping at the next step; the adapter trained so far will be kept…"
+
+
+def ask_to_cancel(job_id: int | None) -> tuple[gr.Row, str]:
+    """Cancel discards the training: ask first (the confirm row), unless there is nothing to cancel."""
+    if job_id is None:
+        return gr.Row(visible=False), "Nothing to cancel"
+    return gr.Row(visible=True), gr.skip()
+
+
+def cancel_training(services: Services, job_id: int | None) -> str:
+    if job_id is None:
+        return "Nothing to cancel"
+    status = services.jobs.cancel(int(job_id))
+    if status == JobStatus.RUNNING:
+        return f"Job {job_id}: cancelling at the next step; nothing will be kept…"
+    return f"Job {job_id}: cancelled · nothing was kept" if status == JobStatus.CANCELLED else f"Job {job_id}: {status.value}"
 
 
 def adapter_info(services: Services, adapter_id) -> tuple[str, pd.DataFrame]:
@@ -153,6 +185,8 @@ def adapter_info(services: Services, adapter_id) -> tuple[str, pd.DataFrame]:
         + (f" · final loss {final:.4f}" if final is not None else "")
         + (f" · {m['train_seconds']:.0f} s" if m.get("train_seconds") else ""),
     ]
+    if m.get("stopped_at"):
+        lines.append(f"Stopped at step {m['stopped_at']} of {m.get('planned_steps', '?')}: usable as it is.")
     return "\n\n".join(lines), loss_frame(curve=m.get("loss", []))
 
 
@@ -160,6 +194,14 @@ def build(services: Services) -> FinetuneTab:
     with gr.Row():
         with gr.Column(scale=1):
             gr.Markdown(HELP)
+            with gr.Row():  # above the file list, which grows with every picture
+                run = gr.Button("Start training", variant="primary", elem_id="ft-run")
+                stop = gr.Button("Stop and keep", elem_id="ft-stop")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="ft-cancel")
+            with gr.Row(visible=False) as confirm_row:
+                gr.Markdown("Discard this training? Everything it learned is lost (Stop keeps it).")
+                confirm = gr.Button("Discard training", variant="stop", elem_id="ft-cancel-confirm")
+                keep = gr.Button("Keep training", elem_id="ft-cancel-keep")
             files = File(
                 label="Training pictures, .txt captions, or a .zip",
                 file_count="multiple",
@@ -208,9 +250,6 @@ def build(services: Services) -> FinetuneTab:
                     label="Sample prompts (one per line; empty = the first captions)", lines=2
                 )
                 seed = Number(value=0, precision=0, label="Seed", minimum=0)
-            with gr.Row():
-                run = gr.Button("Start training", variant="primary", elem_id="ft-run")
-                cancel = gr.Button("Cancel", elem_id="ft-cancel")
         with gr.Column(scale=1):
             status = gr.Markdown("", elem_id="ft-status")
             plot = gr.LinePlot(
@@ -303,7 +342,11 @@ def build(services: Services) -> FinetuneTab:
         api_name="finetune",
         **model_event(services),
     )
-    cancel.click(cancel_handler(services), job_id, status, api_visibility=PRIVATE, queue=False)
+    stop.click(lambda j: stop_training(services, j), job_id, status, api_visibility=PRIVATE, queue=False)
+    cancel.click(lambda j: ask_to_cancel(j), job_id, [confirm_row, status], api_visibility=PRIVATE, queue=False)
+    keep.click(lambda: gr.Row(visible=False), None, confirm_row, api_visibility=PRIVATE, queue=False)
+    confirm.click(lambda j: (gr.Row(visible=False), cancel_training(services, j)), job_id, [confirm_row, status],
+                  api_visibility=PRIVATE, queue=False)
 
     adapter_list.change(
         lambda a: adapter_info(services, a), adapter_list, [info, plot], api_visibility=PRIVATE
