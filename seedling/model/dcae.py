@@ -19,12 +19,13 @@ are pixel (un)shuffles, so no convolution runs at full resolution. The latent is
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
+from torch import nn
 
 from seedling.model.modeling import SeedlingModelMixin
 
@@ -109,7 +110,7 @@ class UpBlock(nn.Module):
 def _check_widths(name: str, channels: tuple[int, ...], depth: tuple[int, ...], latent: int) -> None:
     if len(channels) != len(depth) or len(channels) < 1:
         raise ValueError(f"{name}_channels and {name}_depth need one entry per stage, got {channels} and {depth}")
-    for a, b in zip(channels, channels[1:]):
+    for a, b in itertools.pairwise(channels):
         if (4 * a) % b or (4 * b) % a:
             raise ValueError(f"{name}_channels {channels}: neighbouring widths {a}, {b} must divide 4x each other "
                              "(the space/channel shortcuts group or repeat whole channels)")
@@ -176,7 +177,7 @@ class DCAutoencoder(SeedlingModelMixin):
         self.initialize_weights()
 
     @classmethod
-    def from_named(cls, name: str) -> "DCAutoencoder":
+    def from_named(cls, name: str) -> DCAutoencoder:
         if name not in DCAE_CONFIGS:
             raise ValueError(f"unknown autoencoder config {name!r}; choose one of {sorted(DCAE_CONFIGS)}")
         return cls(**{k: v for k, v in asdict(DCAE_CONFIGS[name]).items()})

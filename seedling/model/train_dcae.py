@@ -41,8 +41,12 @@ CKPT = "checkpoint.safetensors"
 
 def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """L1 between horizontal and vertical finite differences of two image batches."""
-    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
-    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    def dx(t):
+        return t[..., :, 1:] - t[..., :, :-1]
+
+    def dy(t):
+        return t[..., 1:, :] - t[..., :-1, :]
+
     return F.l1_loss(dx(a), dx(b)) + F.l1_loss(dy(a), dy(b))
 
 
@@ -72,7 +76,8 @@ def save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator)
 def load_checkpoint(path: Path, model, opt, rng: np.random.Generator) -> int:
     with safe_open(str(path), "pt") as f:
         meta = json.loads(f.metadata()["state"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        names = list(f.keys())
+        tensors = {k: f.get_tensor(k) for k in names}
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict] = {}
     for k, v in tensors.items():
@@ -137,37 +142,36 @@ def main(argv=None):
         print(f"resumed {out / CKPT} at step {step}", flush=True)
     model.to(args.device).train()
 
-    log = open(out / "loss.csv", "a", newline="")
-    writer = csv.writer(log)
-    start, t0, cpu0 = step, time.time(), time.process_time()
-    last_ckpt = t0
-    while step < args.max_steps and time.time() - t0 < args.minutes * 60 and not (
-        args.stop_after and step - start >= args.stop_after
-    ) and not (args.cpu_minutes and time.process_time() - cpu0 >= args.cpu_minutes * 60):
-        lr = lr_at(step, args.lr, args.warmup, args.max_steps)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        x = images_to_tensor(list(random_crops(rng, icons, args.batch, args.crop, args.size)), args.device)
-        z = model.encode_raw(x)
-        # Latent noise on half the batch: the decoder must tolerate the imperfect latents a DiT makes.
-        noisy = (torch.rand(z.shape[0], 1, 1, 1, device=z.device) < 0.5).float()
-        rec = model.decode_raw(z + 0.1 * z.detach().std() * torch.randn_like(z) * noisy)
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + args.grad_weight * gradient_l1(rec, x) + 1e-4 * z.pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        writer.writerow([step, f"{loss.item():.5f}", f"{psnr(rec.detach(), x):.2f}", f"{lr:.2e}",
-                         f"{time.time() - t0:.1f}", f"{time.process_time() - cpu0:.1f}"])
-        if step % 20 == 0:
-            log.flush()
-            print(f"step {step} loss {loss.item():.4f} lr {lr:.2e}", flush=True)
-        if time.time() - last_ckpt > args.ckpt_minutes * 60:
-            save_checkpoint(out / CKPT, model, opt, step, rng)
-            export(model, out / "latest", icons, args.size, args.device)
-            last_ckpt = time.time()
-    log.close()
+    with open(out / "loss.csv", "a", newline="") as log:
+        writer = csv.writer(log)
+        start, t0, cpu0 = step, time.time(), time.process_time()
+        last_ckpt = t0
+        while step < args.max_steps and time.time() - t0 < args.minutes * 60 and not (
+            args.stop_after and step - start >= args.stop_after
+        ) and not (args.cpu_minutes and time.process_time() - cpu0 >= args.cpu_minutes * 60):
+            lr = lr_at(step, args.lr, args.warmup, args.max_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = images_to_tensor(list(random_crops(rng, icons, args.batch, args.crop, args.size)), args.device)
+            z = model.encode_raw(x)
+            # Latent noise on half the batch: the decoder must tolerate the imperfect latents a DiT makes.
+            noisy = (torch.rand(z.shape[0], 1, 1, 1, device=z.device) < 0.5).float()
+            rec = model.decode_raw(z + 0.1 * z.detach().std() * torch.randn_like(z) * noisy)
+            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + args.grad_weight * gradient_l1(rec, x) + 1e-4 * z.pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            writer.writerow([step, f"{loss.item():.5f}", f"{psnr(rec.detach(), x):.2f}", f"{lr:.2e}",
+                             f"{time.time() - t0:.1f}", f"{time.process_time() - cpu0:.1f}"])
+            if step % 20 == 0:
+                log.flush()
+                print(f"step {step} loss {loss.item():.4f} lr {lr:.2e}", flush=True)
+            if time.time() - last_ckpt > args.ckpt_minutes * 60:
+                save_checkpoint(out / CKPT, model, opt, step, rng)
+                export(model, out / "latest", icons, args.size, args.device)
+                last_ckpt = time.time()
     save_checkpoint(out / CKPT, model, opt, step, rng)
     stats = export(model, out / "latest", icons, args.size, args.device)
     print(f"step {step}: checkpoint {out / CKPT}, model {out / 'latest'} {stats}", flush=True)
