@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from seedling.model.autoencoder import NormalisedLatents
 from seedling.model.modeling import SeedlingModelMixin
 
 
@@ -156,9 +157,10 @@ class DCDecoder(nn.Module):
         return F.pixel_shuffle(self.out(F.silu(self.norm(h))), 2)  # (B, 3, H, W)
 
 
-class DCAutoencoder(SeedlingModelMixin):
+class DCAutoencoder(NormalisedLatents, SeedlingModelMixin):
     """config.json holds DCAEConfig's fields. Any image whose sides are multiples of `factor` works
-    (convolutions only); train on crops, run at 512 or 1024."""
+    (convolutions only); train on crops, run at 512 or 1024. encode/decode (normalised latents) and
+    forward (the raw round trip) come from NormalisedLatents."""
 
     @register_to_config
     def __init__(self, latent_channels: int = 32, enc_channels: tuple[int, ...] = (32, 64, 128, 256, 256),
@@ -206,18 +208,6 @@ class DCAutoencoder(SeedlingModelMixin):
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] (B, 3, H, W) -> normalised latents (B, C, H/f, W/f)."""
-        return (self.encode_raw(x) - self.config.latent_shift) * self.config.latent_scale
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalised latents -> images in about [-1, 1]."""
-        return self.decoder(z / self.config.latent_scale + self.config.latent_shift)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encode_raw(x)
-        return self.decode_raw(z), z
 
 
 def compression_ratio(model) -> float:
