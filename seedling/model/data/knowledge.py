@@ -2,7 +2,8 @@
 
 Seedream trains on knowledge-centric data (counts, positions, text, charts) so that a prompt's
 facts become checkable pixels. These are that data in miniature. Every image is 128x128 RGB
-uint8 on a flat background and comes with a structured spec, so the same spec can be re-rendered
+uint8 on a flat background (any other size on request: `size=512` draws the same picture natively
+at 512 px, for the autoencoder) and comes with a structured spec, so the same spec can be re-rendered
 with one thing changed (the edit tasks) and parsed back from a generation (model/eval).
 
 Everything here is a pure function of a `numpy.random.Generator` (or of a spec): same seed,
@@ -137,8 +138,17 @@ def random_scene(rng: np.random.Generator, n_objects: int | None = None) -> Shap
     return ShapeScene(tuple(random_object(rng, CELLS[c]) for c in sorted(cells)))
 
 
-def draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject) -> None:
-    x0, y0, x1, y1 = obj.box()
+def _scaled_box(box: tuple[int, int, int, int], size: int) -> tuple[int, int, int, int]:
+    """An inclusive 128-px box drawn on a `size` px canvas: the same area, edges at native pixels."""
+    if size == SIZE:
+        return box
+    x0, y0 = round(box[0] * size / SIZE), round(box[1] * size / SIZE)
+    x1, y1 = round((box[2] + 1) * size / SIZE) - 1, round((box[3] + 1) * size / SIZE) - 1
+    return x0, y0, max(x0, x1), max(y0, y1)  # below 128 px a thin line keeps one pixel
+
+
+def draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject, size: int = SIZE) -> None:
+    x0, y0, x1, y1 = _scaled_box(obj.box(), size)
     fill = PALETTE[obj.color]
     if obj.shape == "circle":
         draw.ellipse((x0, y0, x1, y1), fill=fill)
@@ -150,12 +160,12 @@ def draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject) -> None:
         raise ValueError(f"unknown shape {obj.shape!r}")
 
 
-def render_scene(scene: ShapeScene) -> np.ndarray:
-    """(128, 128, 3) uint8. Aliased drawing: every shape pixel is exactly its palette colour."""
-    im = Image.new("RGB", (SIZE, SIZE), scene.background)
+def render_scene(scene: ShapeScene, size: int = SIZE) -> np.ndarray:
+    """(size, size, 3) uint8. Aliased drawing: every shape pixel is exactly its palette colour."""
+    im = Image.new("RGB", (size, size), scene.background)
     draw = ImageDraw.Draw(im)
     for obj in scene.objects:
-        draw_object(draw, obj)
+        draw_object(draw, obj, size)
     return np.asarray(im).copy()
 
 
@@ -264,42 +274,43 @@ def random_word(rng: np.random.Generator, p_random_letters: float = 0.15) -> Wor
 
 
 @lru_cache(maxsize=4096)
-def _text_alpha(spec: WordSpec) -> np.ndarray:
+def _text_alpha(spec: WordSpec, size: int = SIZE) -> np.ndarray:
     """Anti-aliased ink coverage (h, w) uint8 of the word, cropped to its ink, width-limited.
 
     Cached (specs are frozen) because box and render both need it; the array is read-only.
+    At another canvas `size` every length scales with it and the glyphs are rasterised there.
     """
-    cap = spec.cap_height
+    cap, min_cap, max_width = (v * size // SIZE for v in (spec.cap_height, MIN_CAP_HEIGHT, MAX_TEXT_WIDTH))
     font = _font(spec.font, max(8, round(cap / _cap_ratio(spec.font))))
     x0, y0, x1, y1 = font.getbbox(spec.text)
-    if x1 - x0 > MAX_TEXT_WIDTH and cap > MIN_CAP_HEIGHT:
+    if x1 - x0 > max_width and cap > min_cap:
         # Too wide: give up cap height first (down to the minimum), squeeze only what remains.
-        cap = max(MIN_CAP_HEIGHT, int(cap * MAX_TEXT_WIDTH / (x1 - x0)))
+        cap = max(min_cap, int(cap * max_width / (x1 - x0)))
         font = _font(spec.font, max(8, round(cap / _cap_ratio(spec.font))))
         x0, y0, x1, y1 = font.getbbox(spec.text)
     im = Image.new("L", (x1 - x0 + 4, y1 - y0 + 4), 0)
     ImageDraw.Draw(im).text((2 - x0, 2 - y0), spec.text, font=font, fill=255)
     im = im.crop(im.getbbox())
-    if im.width > MAX_TEXT_WIDTH:
+    if im.width > max_width:
         # Squeeze instead of shrinking so that long words keep their cap height.
-        im = im.resize((MAX_TEXT_WIDTH, im.height), Image.LANCZOS)
+        im = im.resize((max_width, im.height), Image.LANCZOS)
     alpha = np.array(im)
     alpha.flags.writeable = False
     return alpha
 
 
-def word_box(spec: WordSpec) -> tuple[int, int, int, int]:
+def word_box(spec: WordSpec, size: int = SIZE) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) exclusive box the centred word's ink occupies."""
-    h, w = _text_alpha(spec).shape
-    x0, y0 = (SIZE - w) // 2, (SIZE - h) // 2
+    h, w = _text_alpha(spec, size).shape
+    x0, y0 = (size - w) // 2, (size - h) // 2
     return x0, y0, x0 + w, y0 + h
 
 
-def render_word(spec: WordSpec) -> np.ndarray:
-    """(128, 128, 3) uint8: the word centred on the canvas."""
-    alpha = _text_alpha(spec).astype(np.uint16)[..., None]
-    x0, y0, x1, y1 = word_box(spec)
-    out = np.empty((SIZE, SIZE, 3), np.uint8)
+def render_word(spec: WordSpec, size: int = SIZE) -> np.ndarray:
+    """(size, size, 3) uint8: the word centred on the canvas."""
+    alpha = _text_alpha(spec, size).astype(np.uint16)[..., None]
+    x0, y0, x1, y1 = word_box(spec, size)
+    out = np.empty((size, size, 3), np.uint8)
     out[:] = spec.background
     bg = out[y0:y1, x0:x1].astype(np.uint16)
     ink = np.array(PALETTE[spec.color], np.uint16)
@@ -342,8 +353,8 @@ def random_chart(rng: np.random.Generator, n_bars: int | None = None) -> ChartSp
     return ChartSpec(values, colors)
 
 
-def bar_boxes(spec: ChartSpec) -> list[tuple[int, int, int, int]]:
-    """Inclusive (x0, y0, x1, y1) of each bar."""
+def bar_boxes(spec: ChartSpec, size: int = SIZE) -> list[tuple[int, int, int, int]]:
+    """Inclusive (x0, y0, x1, y1) of each bar on a `size` px canvas."""
     n = len(spec.values)
     slot = (CHART_RIGHT - CHART_LEFT) / n
     width = int(slot * 0.6)
@@ -351,19 +362,19 @@ def bar_boxes(spec: ChartSpec) -> list[tuple[int, int, int, int]]:
     for i, v in enumerate(spec.values):
         cx = CHART_LEFT + slot * (i + 0.5)
         x0 = round(cx - width / 2)
-        boxes.append((x0, CHART_BASELINE - v * CHART_UNIT, x0 + width - 1, CHART_BASELINE - 1))
+        boxes.append(_scaled_box((x0, CHART_BASELINE - v * CHART_UNIT, x0 + width - 1, CHART_BASELINE - 1), size))
     return boxes
 
 
-def render_chart(spec: ChartSpec) -> np.ndarray:
-    """(128, 128, 3) uint8: black axes and one solid bar per value."""
+def render_chart(spec: ChartSpec, size: int = SIZE) -> np.ndarray:
+    """(size, size, 3) uint8: black axes and one solid bar per value."""
     if not 1 <= len(spec.values) <= 8 or not all(1 <= v <= 9 for v in spec.values):
         raise ValueError(f"chart values must be 1..8 integers in 1..9, got {spec.values}")
-    im = Image.new("RGB", (SIZE, SIZE), WHITE)
+    im = Image.new("RGB", (size, size), WHITE)
     draw = ImageDraw.Draw(im)
     black = PALETTE["black"]
-    draw.rectangle((CHART_AXIS_X, CHART_BASELINE, SIZE - 4, CHART_BASELINE + 1), fill=black)
-    draw.rectangle((CHART_AXIS_X - 1, 8, CHART_AXIS_X, CHART_BASELINE + 1), fill=black)
-    for box, color in zip(bar_boxes(spec), spec.colors):
+    draw.rectangle(_scaled_box((CHART_AXIS_X, CHART_BASELINE, SIZE - 4, CHART_BASELINE + 1), size), fill=black)
+    draw.rectangle(_scaled_box((CHART_AXIS_X - 1, 8, CHART_AXIS_X, CHART_BASELINE + 1), size), fill=black)
+    for box, color in zip(bar_boxes(spec, size), spec.colors):
         draw.rectangle(box, fill=PALETTE[color])
     return np.asarray(im).copy()

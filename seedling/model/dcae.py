@@ -1,0 +1,221 @@
+"""A deep-compression autoencoder in the style of DC-AE (Chen et al. 2024, the autoencoder of SANA).
+
+f32 with 32 latent channels: a 512x512 RGB image becomes a (32, 16, 16) latent, the same 64 tokens
+at patch 2 that the f8 autoencoder gives at 128 px (Seedream's point: sequence length ~ 1/f^2).
+
+What makes deep compression train is DC-AE's residual autoencoding: every change of resolution
+has a parameter-free shortcut that moves pixels between space and channels. Going down,
+`pixel_unshuffle` turns a 2x2 neighbourhood into 4x the channels and groups of them are averaged
+to the new width; going up, channels are repeated and `pixel_shuffle`d back into space. The
+convolutions then learn only a residual on top of an (almost) information-preserving rearrangement,
+so gradients reach the deep stages at f32 as easily as at f8. The encoder's output and the
+decoder's input have the same kind of shortcut (channel averaging / repetition).
+
+Unlike DC-AE there are no attention blocks (the studio decodes on 2 CPU cores; convolutions are
+the cheap, any-size operator) and the decoder is narrow at high resolution: the first and last 2x
+are pixel (un)shuffles, so no convolution runs at full resolution. The latent is deterministic
+(no KL); `latent_shift`/`latent_scale`, measured after training, normalise it for diffusion.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from seedling.model.autoencoder import NormalisedLatents
+from seedling.model.modeling import SeedlingModelMixin
+
+
+@dataclass
+class DCAEConfig:
+    latent_channels: int = 32  # 32 channels x f32: 96x fewer numbers than pixels, DC-AE's f32c32
+    # Widths per stage, finest first: stage i runs at 1/2^(i+1) of the image, so len = log2(f).
+    enc_channels: tuple[int, ...] = (32, 64, 128, 256, 256)
+    enc_depth: tuple[int, ...] = (1, 1, 1, 2, 2)  # residual blocks per stage
+    dec_channels: tuple[int, ...] = (16, 32, 64, 128, 256)  # narrow where the pixels are many
+    dec_depth: tuple[int, ...] = (0, 1, 1, 2, 2)
+    latent_shift: float = 0.0
+    latent_scale: float = 1.0
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+DCAE_CONFIGS = {
+    # Tests: the same structure at a width that runs in milliseconds.
+    "tiny-f32": DCAEConfig(latent_channels=8, enc_channels=(8, 8, 16, 16, 16), enc_depth=(0, 1, 0, 1, 1),
+                           dec_channels=(4, 8, 8, 16, 16), dec_depth=(0, 0, 1, 0, 1)),
+    "f8c8": DCAEConfig(latent_channels=8, enc_channels=(32, 64, 128), enc_depth=(1, 1, 2),
+                       dec_channels=(16, 64, 128), dec_depth=(0, 1, 2)),
+    "f16c16": DCAEConfig(latent_channels=16, enc_channels=(32, 64, 128, 256), enc_depth=(1, 1, 1, 2),
+                         dec_channels=(16, 32, 128, 256), dec_depth=(0, 1, 1, 2)),
+    "f32c32": DCAEConfig(),
+}
+
+
+class ChannelRMSNorm(nn.Module):
+    """RMS norm over the channels of each pixel (DC-AE's choice): no batch statistics, so a model
+    behaves the same at batch 1 and on any image size."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + self.eps) * self.weight
+
+
+class ResBlock(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1, bias=False)
+        self.norm = ChannelRMSNorm(ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.norm(self.conv2(F.silu(self.conv1(x))))
+
+
+class DownBlock(nn.Module):
+    """2x down: a stride-2 conv plus the space-to-channel shortcut (pixel_unshuffle, group mean)."""
+
+    def __init__(self, ch_in: int, ch_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch_in, ch_out, 3, stride=2, padding=1)
+        self.group = 4 * ch_in // ch_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, Cin, H, W)
+        y = F.pixel_unshuffle(x, 2).unflatten(1, (-1, self.group)).mean(2)  # (B, Cout, H/2, W/2)
+        return self.conv(x) + y
+
+
+class UpBlock(nn.Module):
+    """2x up: a conv to 4x the channels, pixel_shuffle, plus the channel-to-space shortcut."""
+
+    def __init__(self, ch_in: int, ch_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch_in, 4 * ch_out, 3, padding=1)
+        self.repeats = 4 * ch_out // ch_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, Cin, h, w)
+        y = F.pixel_shuffle(x.repeat_interleave(self.repeats, dim=1), 2)  # (B, Cout, 2h, 2w)
+        return F.pixel_shuffle(self.conv(x), 2) + y
+
+
+def _check_widths(name: str, channels: tuple[int, ...], depth: tuple[int, ...], latent: int) -> None:
+    if len(channels) != len(depth) or len(channels) < 1:
+        raise ValueError(f"{name}_channels and {name}_depth need one entry per stage, got {channels} and {depth}")
+    for a, b in itertools.pairwise(channels):
+        if (4 * a) % b or (4 * b) % a:
+            raise ValueError(f"{name}_channels {channels}: neighbouring widths {a}, {b} must divide 4x each other "
+                             "(the space/channel shortcuts group or repeat whole channels)")
+    if channels[-1] % latent:
+        raise ValueError(f"{name}_channels[-1] = {channels[-1]} must be a multiple of latent_channels = {latent}")
+
+
+class DCEncoder(nn.Module):
+    def __init__(self, cfg: DCAEConfig):
+        super().__init__()
+        c = cfg.enc_channels
+        self.stem = nn.Conv2d(3 * 4, c[0], 3, padding=1)  # after a 2x pixel_unshuffle
+        stages: list[nn.Module] = []
+        for i, (ch, n) in enumerate(zip(c, cfg.enc_depth)):
+            blocks = [DownBlock(c[i - 1], ch)] if i else []
+            stages.append(nn.Sequential(*blocks, *(ResBlock(ch) for _ in range(n))))
+        self.stages = nn.Sequential(*stages)
+        self.out = nn.Conv2d(c[-1], cfg.latent_channels, 3, padding=1)
+        self.out_group = c[-1] // cfg.latent_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) in [-1, 1]
+        h = self.stages(self.stem(F.pixel_unshuffle(x, 2)))  # (B, C, H/f, W/f)
+        return self.out(h) + h.unflatten(1, (-1, self.out_group)).mean(2)  # (B, latent, H/f, W/f)
+
+
+class DCDecoder(nn.Module):
+    def __init__(self, cfg: DCAEConfig):
+        super().__init__()
+        c = cfg.dec_channels
+        self.inp = nn.Conv2d(cfg.latent_channels, c[-1], 3, padding=1)
+        self.in_repeats = c[-1] // cfg.latent_channels
+        stages: list[nn.Module] = []
+        for i in reversed(range(len(c))):  # coarsest first
+            blocks = [UpBlock(c[i + 1], c[i])] if i < len(c) - 1 else []
+            stages.append(nn.Sequential(*blocks, *(ResBlock(c[i]) for _ in range(cfg.dec_depth[i]))))
+        self.stages = nn.Sequential(*stages)
+        self.norm = ChannelRMSNorm(c[0])
+        self.out = nn.Conv2d(c[0], 3 * 4, 3, padding=1)  # before a 2x pixel_shuffle
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, latent, h, w)
+        h = self.inp(z) + z.repeat_interleave(self.in_repeats, dim=1)  # (B, C, h, w)
+        h = self.stages(h)  # (B, c0, H/2, W/2)
+        return F.pixel_shuffle(self.out(F.silu(self.norm(h))), 2)  # (B, 3, H, W)
+
+
+class DCAutoencoder(NormalisedLatents, SeedlingModelMixin):
+    """config.json holds DCAEConfig's fields. Any image whose sides are multiples of `factor` works
+    (convolutions only); train on crops, run at 512 or 1024. encode/decode (normalised latents) and
+    forward (the raw round trip) come from NormalisedLatents."""
+
+    @register_to_config
+    def __init__(self, latent_channels: int = 32, enc_channels: tuple[int, ...] = (32, 64, 128, 256, 256),
+                 enc_depth: tuple[int, ...] = (1, 1, 1, 2, 2), dec_channels: tuple[int, ...] = (16, 32, 64, 128, 256),
+                 dec_depth: tuple[int, ...] = (0, 1, 1, 2, 2), latent_shift: float = 0.0, latent_scale: float = 1.0):
+        super().__init__()
+        cfg = DCAEConfig(latent_channels, tuple(enc_channels), tuple(enc_depth), tuple(dec_channels),
+                         tuple(dec_depth), latent_shift, latent_scale)
+        if len(cfg.enc_channels) != len(cfg.dec_channels):
+            raise ValueError(f"encoder and decoder need the same number of stages (one per 2x), got "
+                             f"{len(cfg.enc_channels)} and {len(cfg.dec_channels)}")
+        _check_widths("enc", cfg.enc_channels, cfg.enc_depth, latent_channels)
+        _check_widths("dec", cfg.dec_channels, cfg.dec_depth, latent_channels)
+        self.encoder = DCEncoder(cfg)
+        self.decoder = DCDecoder(cfg)
+        self.initialize_weights()
+
+    @classmethod
+    def from_named(cls, name: str) -> DCAutoencoder:
+        if name not in DCAE_CONFIGS:
+            raise ValueError(f"unknown autoencoder config {name!r}; choose one of {sorted(DCAE_CONFIGS)}")
+        return cls(**{k: v for k, v in asdict(DCAE_CONFIGS[name]).items()})
+
+    def initialize_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, ResBlock):
+                # Zero the residual branch's gain: every block starts as identity, so at init the
+                # network is its shortcut path and training grows the residuals from there.
+                nn.init.zeros_(m.norm.weight)
+
+    @property
+    def factor(self) -> int:
+        return 2 ** len(self.config.enc_channels)
+
+    def check_size(self, height: int, width: int) -> None:
+        f = self.factor
+        if height % f or width % f:
+            h2, w2 = (max(f, round(v / f) * f) for v in (height, width))
+            raise ValueError(f"this autoencoder (f{f}) needs an image whose height and width are multiples of {f}; "
+                             f"got {height}x{width}: resize or crop it to {h2}x{w2}")
+
+    def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_size(x.shape[-2], x.shape[-1])
+        return self.encoder(x)
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+
+def compression_ratio(model) -> float:
+    """Pixel numbers per latent number (3 f^2 / C), for any autoencoder with `factor` and
+    `config.latent_channels` (the f8 v1 one too)."""
+    return 3 * model.factor**2 / model.config.latent_channels
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
