@@ -375,3 +375,30 @@ def test_load_expander_rejects_a_folder_that_is_no_model(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no config.json"):
         CausalLMExpander(tmp_path, grounded=None)  # type: ignore[arg-type]
+
+
+def test_compose_results_carry_each_references_box(pe):
+    placed = pe.expand("the kitty on the right and the puppy on the left", "compose", n_refs=2)
+    assert placed.boxes == [(0.5, 0.25, 1.0, 0.75), (0.0, 0.25, 0.5, 0.75)]  # kitty (ref 1) right
+    by_order = pe.expand("the second image on the left and the first one on the right", "compose", n_refs=2)
+    assert by_order.prompt == "put the first image on the right and the second image on the left"
+    assert by_order.boxes[0][0] == 0.5 and by_order.boxes[1][2] == 0.5  # first right, second left
+
+
+def test_unnamed_references_side_by_side_or_in_a_grid(pe):
+    row = pe.expand("put them side by side", "compose", n_refs=3)
+    assert row.grounded and row.budget == REWRITE and pe.recognize(row.prompt, "compose")
+    assert [b[0] for b in row.boxes] == sorted(b[0] for b in row.boxes)  # first image leftmost
+    grid = pe.expand("arrange them in a grid", "compose", n_refs=4)
+    assert grid.grounded and len({b[:2] for b in grid.boxes}) == 4
+    refused = pe.expand("put them side by side", "compose", n_refs=4)
+    assert not refused.grounded and "side by side" in refused.notes[0] and "2 or 3" in refused.notes[0]
+
+
+def test_training_captions_pass_through_with_their_boxes(pe):
+    named = pe.expand("the dog on the left and the cat on the right", "compose", n_refs=2)
+    assert named.budget == PASSTHROUGH and named.boxes == [(0.0, 0.25, 0.5, 0.75), (0.5, 0.25, 1.0, 0.75)]
+    ordered = pe.expand("put the second image at the top left, the first image at the top right and "
+                        "the third image at the bottom", "compose", n_refs=3)
+    assert ordered.budget == PASSTHROUGH
+    assert ordered.boxes[1][:2] == (0.0, 0.0) and ordered.boxes[0][0] == 0.5 and ordered.boxes[2][1] == 0.5

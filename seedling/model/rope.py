@@ -3,8 +3,9 @@
 Each attention head's dimension is split into three parts, one per axis; each part rotates its
 pairs of channels by angles proportional to that axis' coordinate. Because rotations compose,
 <R(p) q, R(p') k> = <q, R(p' - p) k>: attention scores depend on positions only through their
-differences (tested). Rows and columns are each image's own grid, so a reference and an output
-share spatial coordinates and only the image-index axis tells them apart.
+differences (tested). By default rows and columns are each image's own grid, so a reference and an
+output share spatial coordinates and only the image-index axis tells them apart; `box_positions`
+instead places a reference's grid inside a box of the output's (layout-aware composition).
 """
 
 from __future__ import annotations
@@ -17,6 +18,29 @@ def image_positions(index: int, rows: int, cols: int, device=None) -> torch.Tens
     r = torch.arange(rows, device=device, dtype=torch.float32)
     c = torch.arange(cols, device=device, dtype=torch.float32)
     rr, cc = torch.meshgrid(r, c, indexing="ij")
+    ii = torch.full_like(rr, float(index))
+    return torch.stack([ii, rr, cc], dim=-1).reshape(-1, 3)
+
+
+def box_positions(index: int, rows: int, cols: int, box, out_rows: int, out_cols: int,
+                  device=None) -> torch.Tensor:
+    """(rows*cols, 3) positions that place a reference's token grid inside `box` of the output.
+
+    `box` is (x0, y0, x1, y1) as fractions of the output (0..1). Token centres are mapped onto the
+    box's span of the output's token grid, so positions are scaled and fractional: a reference
+    meant for the left half sits at the columns of the output's left half, whatever its own size.
+    The full-frame box on a reference of the output's size gives `image_positions` exactly, so
+    edit, inpaint and style are unchanged by it.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+        raise ValueError(
+            f"a reference box is (x0, y0, x1, y1) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 "
+            f"as fractions of the output; got {tuple(box)}"
+        )
+    r = (torch.arange(rows, device=device, dtype=torch.float32) + 0.5) * ((y1 - y0) * out_rows / rows)
+    c = (torch.arange(cols, device=device, dtype=torch.float32) + 0.5) * ((x1 - x0) * out_cols / cols)
+    rr, cc = torch.meshgrid(r + y0 * out_rows - 0.5, c + x0 * out_cols - 0.5, indexing="ij")
     ii = torch.full_like(rr, float(index))
     return torch.stack([ii, rr, cc], dim=-1).reshape(-1, 3)
 

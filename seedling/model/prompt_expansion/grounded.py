@@ -18,13 +18,21 @@ from seedling.model.prompt_expansion import lexicon as lx
 from seedling.model.prompt_expansion import vocab as vc
 from seedling.model.prompt_expansion.edits import plan_edit
 from seedling.model.prompt_expansion.grounding import GROUND_THRESHOLD, Grounding, SentenceEncoder, VocabIndex
-from seedling.model.prompt_expansion.layouts import assign_slots, plan_panels, resolve_scene
+from seedling.model.prompt_expansion.layouts import (
+    arranged_layout,
+    assign_slots,
+    boxes_for_slots,
+    plan_panels,
+    reference_boxes,
+    resolve_scene,
+)
 from seedling.model.prompt_expansion.parse import (
     Story,
     clean_subject,
     core_subject,
     drop_positions,
     is_shape_prompt,
+    arranged_refs,
     ordinal_refs,
     parse_chart,
     parse_shapes,
@@ -124,7 +132,8 @@ class GroundedExpander:
         if same:
             r = same[0]
             return known(r, matches=[Match(n, "icon", n, 1.0) for n in r.names],
-                         notes=["Already in the model's vocabulary: unchanged."])
+                         notes=["Already in the model's vocabulary: unchanged."],
+                         boxes=boxes_for_slots(r.slots) if r.slots else None)
         if task in ("storyboard", "style") and any(r.family == "icon" for r in found):
             return None  # an icon caption is the subject of a storyboard or a style job: wrap it
         if found:  # a training caption of another task: keep it, point to the right tab
@@ -404,13 +413,18 @@ class GroundedExpander:
             for idx, cells in ordered:
                 if 0 <= idx < n:
                     wanted[idx] = cells[0]
-            layout, assignment = assign_slots(n, wanted)
-            prompt = vc.compose_by_order_prompt(list(LAYOUTS[layout][1]), assignment)
-            matches = [
-                Match(f"reference {i + 1}", "position", LAYOUTS[layout][1][s], 1.0)
-                for s, i in enumerate(assignment)
-            ]
-            return ExpansionResult(typed, prompt, "compose", REWRITE, True, matches=matches)
+            return self._compose_by_order(typed, *assign_slots(n, wanted))
+        arranged = arranged_refs(text)
+        if arranged is not None and n_refs and len(split_subjects(text)) < 2:
+            layout = arranged_layout(arranged, n_refs)
+            if layout is None:
+                where = "side by side" if arranged == "row" else "in a grid"
+                fits = "2 or 3" if arranged == "row" else "3 or 4"
+                return ExpansionResult(
+                    typed, typed, "compose", REWRITE, False,
+                    notes=[f"{n_refs} references do not go {where}: that takes {fits}; or say where each goes."],
+                )  # fmt: skip
+            return self._compose_by_order(typed, layout, list(range(n_refs)))
         parts = split_subjects(text)
         n = n_refs or len(parts)
         if n_refs and len(parts) != n_refs:
@@ -433,7 +447,17 @@ class GroundedExpander:
         nouns = [self._noun(g, definite=True) for g in gs]
         prompt = vc.compose_prompt(nouns, list(LAYOUTS[layout][1]), assignment)
         return ExpansionResult(
-            typed, prompt, "compose", REWRITE, True, matches=[self._match(g) for g in gs], notes=notes
+            typed, prompt, "compose", REWRITE, True, matches=[self._match(g) for g in gs], notes=notes,
+            boxes=reference_boxes(layout, assignment),
+        )  # fmt: skip
+
+    def _compose_by_order(self, typed: str, layout: str, assignment: list[int]) -> ExpansionResult:
+        """References placed by their order ('the first image on the left ...')."""
+        slots = LAYOUTS[layout][1]
+        prompt = vc.compose_by_order_prompt(list(slots), assignment)
+        matches = [Match(f"reference {i + 1}", "position", slots[s], 1.0) for s, i in enumerate(assignment)]
+        return ExpansionResult(
+            typed, prompt, "compose", REWRITE, True, matches=matches, boxes=reference_boxes(layout, assignment)
         )
 
     # -- storyboard ---------------------------------------------------------------------------

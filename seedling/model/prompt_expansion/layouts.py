@@ -155,6 +155,34 @@ def assign_slots(n: int, wanted: list[str | None]) -> tuple[str, list[int]]:
     return layout, _assignment_cost(layout, wanted)[0]
 
 
+_ARRANGED_LAYOUTS = {"row": {2: "halves", 3: "thirds"}, "grid": {3: "two_over_one", 4: "quadrants"}}
+
+
+def arranged_layout(kind: str, n: int) -> str | None:
+    """The training layout for n references 'side by side' (row) or 'in a grid'; None if none fits."""
+    return _ARRANGED_LAYOUTS.get(kind, {}).get(n)
+
+
+def boxes_for_slots(slots: tuple[str, ...]) -> list[tuple[float, float, float, float]] | None:
+    """Boxes for references whose slot phrases are known (reference order), None if no layout has
+    exactly those slots."""
+    for layout in tk.LAYOUTS_BY_COUNT.get(len(slots), ()):
+        phrases = list(tk.LAYOUTS[layout][1])
+        if set(phrases) == set(slots):
+            return reference_boxes(layout, [slots.index(ph) for ph in phrases])
+    return None
+
+
+def reference_boxes(layout: str, assignment: list[int]) -> list[tuple[float, float, float, float]]:
+    """Each reference's box (x0, y0, x1, y1) as fractions of the output, in reference order, for a
+    layout and its assignment (assignment[slot] = reference index): what `pipe(boxes=...)` takes."""
+    boxes, _ = tk.LAYOUTS[layout]
+    out: list[tuple[float, float, float, float]] = [(0.0, 0.0, 1.0, 1.0)] * len(assignment)
+    for slot, ref in enumerate(assignment):
+        out[ref] = tuple(v / tk.SIZE for v in boxes[slot])
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Storyboard panels
 # --------------------------------------------------------------------------------------------

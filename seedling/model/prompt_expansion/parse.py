@@ -383,6 +383,20 @@ def ordinal_refs(text: str) -> list[tuple[int, tuple[str, ...]]] | None:
     return found if len(found) >= 2 and all(c for _, c in found) else None
 
 
+_GRID_WORDS = [("in", "a", "grid"), ("in", "the", "corners"), ("in", "the", "four", "corners"), ("2x2",)]
+
+
+def arranged_refs(text: str) -> str | None:
+    """'row' for 'put them side by side' / 'in a row', 'grid' for 'in a grid' / 'in the corners':
+    references placed without naming or numbering them (None when the prompt says neither)."""
+    tokens = lx.tokenize(text)
+    for kind, phrases in (("row", _ROW_WORDS), ("grid", _GRID_WORDS)):
+        for i in range(len(tokens)):
+            if any(tuple(tokens[i : i + len(w)]) == w for w in phrases):
+                return kind
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # Stories
 # --------------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ class Recognized:
     num_outputs: int | None = None  # storyboard panels
     n_refs: int | None = None  # compose references
     names: tuple[str, ...] = field(default=())  # icon names the prompt uses
+    # compose: each reference's slot phrase, in reference order (by ordinal, else by mention order)
+    slots: tuple[str, ...] = field(default=())
 
 
 def _alt(words) -> str:
@@ -135,6 +137,7 @@ _STYLE = [
         r"(?P<n>.+), styled like the reference",
     )
 ]
+_ORDINAL_INDEX = {"first": 0, "second": 1, "third": 2, "fourth": 3}
 _LAYOUT_SLOTS = {n: [set(tk.LAYOUTS[l][1]) for l in names] for n, names in tk.LAYOUTS_BY_COUNT.items()}
 
 
@@ -239,7 +242,12 @@ class Recognizer:
             return None
         if set(slots) not in _LAYOUT_SLOTS[n] or len(set(slots)) != n:
             return None
-        return Recognized("compose", "compose", n_refs=n, names=tuple(names))
+        if by_order:
+            order = [_ORDINAL_INDEX[m["ord"]] for m in item.finditer(body)]
+            if sorted(order) != list(range(n)):
+                return None
+            slots = [slots[order.index(r)] for r in range(n)]
+        return Recognized("compose", "compose", n_refs=n, names=tuple(names), slots=tuple(slots))
 
     def storyboard(self, s: str) -> Recognized | None:
         m = _STORY.fullmatch(s)

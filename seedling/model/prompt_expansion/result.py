@@ -43,6 +43,8 @@ class ExpansionResult:
     matches: list[Match] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # sentences for the UI
     suggestion: Suggestion | None = None
+    # compose: each reference's box in the output (fractions, reference order), for pipe(boxes=...)
+    boxes: list[tuple[float, float, float, float]] | None = None
     expander: str = "grounded"
     seconds: float = 0.0
 
