@@ -1,7 +1,7 @@
 """Autoencoders at 512 px: round-trip PSNR per category on the held-out set, Tesseract read-back of
 the words after the round trip (and on the originals), and decode time of one 512 px image.
 
-    python bench/bench_dcae.py --model f32=/work/runs/ae512/f32_long/latest --model f8=... \
+    python bench/bench_dcae.py --model f32=/work/runs/ae512/f32_long/model --model f8=... \
         [--v1 assets/default] [--untrained f32c32] --json out.json
 
 `--untrained NAME` times a named config with random weights (decode time does not depend on the

@@ -87,7 +87,7 @@ def test_save_and_from_pretrained_round_trip(tmp_path):
 
 def _rows(path):
     with open(path) as f:
-        return [r[:3] for r in csv.reader(f)]
+        return [(r["step"], r["loss"], r["psnr"]) for r in csv.DictReader(f)]
 
 
 def test_trainer_resumes_where_it_stopped(tmp_path, monkeypatch):
@@ -102,7 +102,7 @@ def test_trainer_resumes_where_it_stopped(tmp_path, monkeypatch):
     a, b = _rows(tmp_path / "a" / "loss.csv"), _rows(tmp_path / "b" / "loss.csv")
     assert [r[0] for r in a] == [str(i) for i in range(1, 7)]
     assert a == b
-    back = DCAutoencoder.from_pretrained(tmp_path / "a" / "latest")
+    back = DCAutoencoder.from_pretrained(tmp_path / "a" / "model")
     assert back.config.latent_scale != 1.0  # the export measured the latent statistics
 
 
