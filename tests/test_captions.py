@@ -144,7 +144,9 @@ def test_free_suite_prompts_are_never_training_captions(icons, names):
         s = TaskSampler(icons, seed=0, captions=style)
         rng = np.random.default_rng(1)
         drawn |= {_norm(s.t2i(rng, kind="icon").prompt) for _ in range(4000)}
-        drawn |= {_norm(s.sample(t, rng).prompt) for t in ("compose", "storyboard", "style") for _ in range(300)}
+        drawn |= {
+            _norm(s.sample(t, rng).prompt) for t in ("compose", "storyboard", "style") for _ in range(300)
+        }
     assert len(drawn) > 5000
     assert not set(suite) & drawn
 
