@@ -42,6 +42,9 @@ def test_icons_have_their_aliases_and_unicode_names(icons, names):
     assert names["fox"][0] == "fox"
     assert "upside down face" in raw_names(by["upside down face"])
     assert sum(len(v) > 1 for v in names.values()) > 700  # most icons have a second name
+    # Unicode's glyph words are not colours: HEAVY BLACK HEART is the red heart
+    assert not any(n in names["red heart"] for n in ("heavy black heart", "black heart"))
+    assert "white medium star" not in names["star"] and "black sun with rays" not in names["sun"]
 
 
 def test_no_name_refers_to_two_icons(icons, names):

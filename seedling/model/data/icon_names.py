@@ -17,6 +17,8 @@ from collections import defaultdict
 
 from seedling.model.data.icons import Icon
 
+_GLYPH_STYLE_WORDS = {"black", "white"}
+
 
 def clean_name(raw: str) -> str:
     """':fox_face:' / 'FOX FACE' / 'upside-down face' -> 'fox face' / 'upside down face'."""
@@ -33,7 +35,11 @@ def raw_names(icon: Icon) -> list[str]:
     names += [clean_name(a) for a in data.get("alias", ())]
     bare = icon.char.replace("\ufe0f", "")
     if len(bare) == 1:  # sequences (flags, keycaps) have no single Unicode name
-        names.append(clean_name(unicodedata.name(bare, "")))
+        uni = clean_name(unicodedata.name(bare, ""))
+        # Unicode's "black"/"white" mean a filled/outlined glyph ("heavy black heart" is the red
+        # heart): as a caption they would teach wrong colours.
+        if not set(uni.split()) & (_GLYPH_STYLE_WORDS - set(icon.name.split())):
+            names.append(uni)
     return [n for n in dict.fromkeys(names) if n]
 
 
