@@ -45,6 +45,9 @@ def test_icons_have_their_aliases_and_unicode_names(icons, names):
     # Unicode's glyph words are not colours: HEAVY BLACK HEART is the red heart
     assert not any(n in names["red heart"] for n in ("heavy black heart", "black heart"))
     assert "white medium star" not in names["star"] and "black sun with rays" not in names["sun"]
+    # short codes are not words a designer types
+    assert names["cat"] == ("cat",) and "clock830" not in names["eight thirty"]
+    assert "it" not in names["italy"] and "x" not in names["cross mark"]
 
 
 def test_no_name_refers_to_two_icons(icons, names):

@@ -2,7 +2,7 @@
 
 An icon's first name is its CLDR short name from the `emoji` package (`Icon.name`, "fox"); the
 others are the package's aliases (GitHub/Slack short codes such as "fox face", "tada") and the
-Unicode character name ("FOX FACE" -> "fox face"). CLDR keywords ("animal", "face" for the fox)
+Unicode character name ("FOX FACE" -> "fox face"), except codes no one types as words. CLDR keywords ("animal", "face" for the fox)
 are not in any package installed offline, so there are none here.
 
 A name another icon uses (as its first name or as an alias) is dropped: "cat" is the first
@@ -40,7 +40,14 @@ def raw_names(icon: Icon) -> list[str]:
         # heart): as a caption they would teach wrong colours.
         if not set(uni.split()) & (_GLYPH_STYLE_WORDS - set(icon.name.split())):
             names.append(uni)
-    return [n for n in dict.fromkeys(names) if n]
+    first, *others = dict.fromkeys(names)
+    return [first, *(n for n in others if _typeable(n))]
+
+
+def _typeable(name: str) -> bool:
+    """Words a person types: no short codes with digits ("cat2", "clock830", "u7533") and none
+    under 3 letters ("x", "it", "jp" read as other words)."""
+    return len(name) >= 3 and not any(ch.isdigit() for ch in name)
 
 
 def icon_names(icons: list[Icon]) -> dict[str, tuple[str, ...]]:
