@@ -47,7 +47,9 @@ def _training_captions(icons, per_task: int = 250):
     """(prompt, task) for every icon in all 4 phrasings and `per_task` samples of every task."""
     rng = np.random.default_rng(0)
     out = [(cap.icon_caption(i.name, i.group, rng, k), "t2i") for i in icons for k in range(4)]
-    sampler = tk.TaskSampler(icons, 0)
+    # The expander's vocabulary is the shipped model's: its captions are the "v1" style (the
+    # rich captions of new training runs join the vocabulary with the model trained on them).
+    sampler = tk.TaskSampler(icons, 0, captions="v1")
     for task in tk.TASKS:
         out += [(sampler.sample(task, rng).prompt, task) for _ in range(per_task)]
     for kind in tk.T2I_KINDS:  # every t2i family, whatever the mix

@@ -90,6 +90,79 @@ def icon_caption(name: str, group: str, rng: np.random.Generator, phrasing: int 
     return pick(rng, options, phrasing)
 
 
+# Rich icon captions: the short forms and free sentences a designer types, over every name of
+# the icon. `{bare}` is the name as a bare noun ("fox", "canada flag"), `{noun}` the noun with
+# its article ("a fox", "the flag of canada"). The evaluation's free-phrasing suite
+# (model/eval/free_phrasing.py) uses other templates, so it measures phrasings never trained on.
+ICON_SHORT_FORMS = (
+    "{bare}",
+    "{noun}",
+    "the {bare}",
+    "{bare} icon",
+    "{bare} emoji",
+    "an emoji of {noun}",
+)
+ICON_SENTENCES = (
+    "a little {bare}",
+    "a cute {bare}",
+    "a simple {bare}",
+    "a cartoon {bare}",
+    "a colorful {bare}",
+    "draw {noun}",
+    "draw me {noun}",
+    "show me {noun}",
+    "make {noun}",
+    "i want {noun}",
+    "{noun}, please",
+    "a picture of {noun}",
+    "a drawing of {noun}",
+    "an illustration of {noun}",
+    "an image of {noun}",
+    "{noun} on a white background",
+    "{noun} in the center",
+    "a flat icon of {noun}",
+)
+
+
+def icon_words(name: str, group: str) -> dict[str, str]:
+    """The template fields for one name: {'bare': 'fox', 'noun': 'a fox'}."""
+    if _is_country_flag(name, group):
+        return {"bare": f"{name} flag", "noun": f"the flag of {name}"}
+    return {"bare": name, "noun": with_article(name)}
+
+
+def pick_name(names: tuple[str, ...], rng: np.random.Generator, phrasing: int | None = None) -> str:
+    """The icon's first name half of the time, another of its names otherwise; the first name
+    when `phrasing` is given (the evaluation's canonical prompt)."""
+    if phrasing is not None or len(names) == 1 or rng.random() < 0.5:
+        return names[0]
+    return names[1 + rng.integers(len(names) - 1)]
+
+
+def rich_icon_caption(
+    names: tuple[str, ...], group: str, rng: np.random.Generator, phrasing: int | None = None
+) -> str:
+    """A short form or a free sentence over one of the icon's names (`names[0]` first).
+
+    With `phrasing` this is `icon_caption(names[0], ...)`, so the evaluation's canonical
+    prompts are the same whichever captions a sampler trains on.
+    """
+    if phrasing is not None:
+        return icon_caption(names[0], group, rng, phrasing)
+    name = pick_name(names, rng)
+    templates = ICON_SHORT_FORMS if rng.random() < 0.5 else ICON_SENTENCES
+    return pick(rng, templates).format(**icon_words(name, group))
+
+
+def rich_icon_caption_space(names: tuple[str, ...], group: str) -> set[str]:
+    """Every caption `rich_icon_caption` (with or without `phrasing`) can return for the icon."""
+    out = {icon_caption(names[0], group, None, k) for k in range(4)}
+    for name in names:
+        fields = icon_words(name, group)
+        out |= {t.format(**fields) for t in ICON_SHORT_FORMS + ICON_SENTENCES}
+    return out
+
+
 def _group_scene(scene: ShapeScene) -> list[tuple[str, str, list[str]]]:
     """Objects grouped by (colour, shape) in order of first appearance: (color, shape, cells)."""
     groups: dict[tuple[str, str], list[str]] = {}

@@ -15,13 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image
 
 from seedling.model.data import captions as cap
 from seedling.model.data import knowledge as kn
+from seedling.model.data.icon_names import icon_names
 from seedling.model.data.icons import Icon
+from seedling.model.data.styles import STYLES, composite
 
 TASKS = ("t2i", "edit", "inpaint", "compose", "storyboard", "style")
+# "rich": every name of an icon in short forms and free sentences (captions.rich_icon_caption);
+# "v1": the four phrasings of the first name the shipped model (assets/default) was trained on.
+CAPTION_STYLES = ("rich", "v1")
 T2I_KINDS = ("icon", "shapes", "word", "chart")
 EDIT_KINDS = ("recolor", "background", "add", "remove", "move", "word")
 SIZE = kn.SIZE
@@ -40,13 +45,6 @@ class Sample:
 # --------------------------------------------------------------------------------------------
 # Icon rendering helpers
 # --------------------------------------------------------------------------------------------
-
-
-def composite(rgba: np.ndarray, background=kn.WHITE) -> np.ndarray:
-    """(h, w, 4) uint8 over a flat colour -> (h, w, 3) uint8 (integer math: fast and exact)."""
-    a = rgba[..., 3:4].astype(np.uint16)
-    bg = np.asarray(background, np.uint16)
-    return ((rgba[..., :3] * a + bg * (255 - a) + 127) // 255).astype(np.uint8)
 
 
 def scaled_rgba(icon: Icon, size: int, angle: float = 0.0) -> np.ndarray:
@@ -72,56 +70,6 @@ def canvas(color=kn.WHITE) -> np.ndarray:
     out[:] = color
     return out
 
-
-# Styles for the "style" task: each maps an icon to a (128, 128, 3) uint8 image.
-def _gray(rgb: np.ndarray) -> np.ndarray:
-    return (rgb @ np.array([0.299, 0.587, 0.114])).round().clip(0, 255).astype(np.uint8)
-
-
-def _style_grayscale(icon: Icon) -> np.ndarray:
-    return np.repeat(_gray(composite(icon.rgba))[..., None], 3, axis=2)
-
-
-def _style_inverted(icon: Icon) -> np.ndarray:
-    return 255 - composite(icon.rgba)
-
-
-def _style_outline(icon: Icon) -> np.ndarray:
-    # Edges of the luminance, thickened to ~2 px so they survive an f8 autoencoder.
-    edges = np.array(Image.fromarray(_gray(composite(icon.rgba))).filter(ImageFilter.FIND_EDGES))
-    edges = np.where(edges > 40, 255, 0).astype(np.uint8)
-    edges[[0, -1], :] = edges[:, [0, -1]] = 0  # the filter sees an edge at the canvas border
-    edges = np.asarray(Image.fromarray(edges).filter(ImageFilter.MaxFilter(3)))
-    return np.repeat((255 - edges)[..., None], 3, axis=2)
-
-
-def _style_pixelated(icon: Icon) -> np.ndarray:
-    small = Image.fromarray(composite(icon.rgba)).resize((SIZE // 8, SIZE // 8), Image.BOX)
-    return np.asarray(small.resize((SIZE, SIZE), Image.NEAREST)).copy()
-
-
-def _style_posterized(icon: Icon) -> np.ndarray:
-    return np.asarray(ImageOps.posterize(Image.fromarray(composite(icon.rgba)), 2)).copy()
-
-
-def _style_sepia(icon: Icon) -> np.ndarray:
-    g = _gray(composite(icon.rgba)).astype(np.float32)[..., None]
-    return (g * np.array([1.0, 0.86, 0.66]) + np.array([20.0, 10.0, 0.0])).clip(0, 255).astype(np.uint8)
-
-
-def _style_dark(icon: Icon) -> np.ndarray:
-    return composite(icon.rgba, (30, 30, 45))
-
-
-STYLES = {
-    "grayscale": _style_grayscale,
-    "inverted": _style_inverted,
-    "outline": _style_outline,
-    "pixelated": _style_pixelated,
-    "posterized": _style_posterized,
-    "sepia": _style_sepia,
-    "dark background": _style_dark,
-}
 
 # Compose layouts: slot boxes (x0, y0, x1, y1), exclusive, square, and how prompts name them.
 LAYOUTS = {
@@ -195,17 +143,27 @@ class TaskSampler:
     `sample(task, rng)` is the training entry point; the per-kind methods (`t2i_icon`,
     `edit(kind=...)`, ...) let the evaluation ask for exactly the cases it judges. With no `rng`
     the sampler's own generator (seeded by `seed`) is used, so `TaskSampler(icons, 0)` replays
-    the same stream every time.
+    the same stream every time. `captions="v1"` replays the shipped model's training data.
     """
 
     def __init__(
-        self, icons: list[Icon], seed: int = 0, t2i_mix: dict[str, float] | None = None, max_panels: int = 4
+        self,
+        icons: list[Icon],
+        seed: int = 0,
+        t2i_mix: dict[str, float] | None = None,
+        max_panels: int = 4,
+        captions: str = "rich",
     ):
         if len(icons) < 4:
             raise ValueError("TaskSampler needs at least 4 icons (compose uses up to 4 distinct ones)")
         if not 2 <= max_panels <= MAX_PANELS:
             raise ValueError(f"max_panels must be in 2..{MAX_PANELS}, got {max_panels}")
+        if captions not in CAPTION_STYLES:
+            raise ValueError(f"unknown captions {captions!r}; known: {CAPTION_STYLES}")
         self.icons = list(icons)
+        self.captions = captions
+        # v1 names an icon by its first name only (and draws no random number for it).
+        self.names = icon_names(self.icons) if captions == "rich" else {i.name: (i.name,) for i in icons}
         self.rng = np.random.default_rng(seed)
         mix = t2i_mix or {"icon": 0.5, "shapes": 0.25, "word": 0.15, "chart": 0.1}
         unknown = set(mix) - set(T2I_KINDS)
@@ -240,6 +198,12 @@ class TaskSampler:
     def _distinct_icons(self, rng: np.random.Generator, n: int) -> list[Icon]:
         return [self.icons[i] for i in rng.choice(len(self.icons), size=n, replace=False)]
 
+    def _noun(
+        self, icon: Icon, rng: np.random.Generator, phrasing: int | None, definite: bool = False
+    ) -> str:
+        name = cap.pick_name(self.names[icon.name], rng, phrasing)
+        return cap.icon_noun(name, icon.group, definite)
+
     # -- text to image ------------------------------------------------------------------------
 
     def t2i(self, rng: np.random.Generator, kind: str | None = None) -> Sample:
@@ -258,7 +222,10 @@ class TaskSampler:
         self, rng: np.random.Generator, icon: Icon | None = None, phrasing: int | None = None
     ) -> Sample:
         icon = icon or self._icon(rng)
-        prompt = cap.icon_caption(icon.name, icon.group, rng, phrasing)
+        if self.captions == "rich":
+            prompt = cap.rich_icon_caption(self.names[icon.name], icon.group, rng, phrasing)
+        else:
+            prompt = cap.icon_caption(icon.name, icon.group, rng, phrasing)
         meta = {"kind": "icon", "name": icon.name, "group": icon.group}
         return Sample("t2i", prompt, [], None, [composite(icon.rgba)], meta)
 
@@ -414,7 +381,7 @@ class TaskSampler:
         out = canvas()
         for (x0, y0, x1, y1), r in zip(boxes, assignment):
             paste(out, scaled_rgba(icons[r], x1 - x0), x0, y0)
-        nouns = [cap.icon_noun(i.name, i.group, definite=True) for i in icons]
+        nouns = [self._noun(i, rng, phrasing, definite=True) for i in icons]
         prompt = cap.compose_prompt(nouns, phrases, assignment, rng, phrasing)
         meta = {
             "layout": layout,
@@ -448,9 +415,8 @@ class TaskSampler:
                     "angle": float(rng.integers(-10, 11)),
                 }
             )
-        prompt = cap.storyboard_prompt(
-            cap.icon_noun(icon.name, icon.group), [panel_phrase(p) for p in panels], rng, phrasing
-        )
+        noun = self._noun(icon, rng, phrasing)
+        prompt = cap.storyboard_prompt(noun, [panel_phrase(p) for p in panels], rng, phrasing)
         outputs = [render_panel(icon, p) for p in panels]
         return Sample("storyboard", prompt, [], None, outputs, {"character": icon.name, "panels": panels})
 
@@ -467,7 +433,7 @@ class TaskSampler:
         meta = {"style": style, "content": b.name, "ref_content": a.name}
         return Sample(
             "style",
-            cap.style_prompt(cap.icon_noun(b.name, b.group), rng, phrasing),
+            cap.style_prompt(self._noun(b, rng, phrasing), rng, phrasing),
             [STYLES[style](a)],
             None,
             [STYLES[style](b)],

@@ -8,6 +8,7 @@ suite; that is the proof the judges work.
 
 Suites and their judges (model/eval/detectors.py):
   t2i_icons          retrieval among the evaluated icons (top-1, top-5) and among all icons
+  t2i_icons_free     the same judge; prompts in phrasings no training caption uses (free_phrasing.py)
   shapes_1/shapes_2  exact colour/shape/count/cell of 1 or 2 objects
   words              Tesseract OCR, dictionary words of at most 8 letters
   charts             bar values read off the image
@@ -16,12 +17,14 @@ Suites and their judges (model/eval/detectors.py):
   compose            per-slot retrieval among the references and distractors
   storyboard         per-panel identity of the character (the named icon in every panel), and
                      identity_kept: every panel shows the same icon as the first, whichever it is
+The control suites (edges, sketch, colourise, upscale) wait in control_suites.py for their tasks.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -29,8 +32,10 @@ import numpy as np
 from PIL import Image
 
 from seedling.model.data import tasks as tk
+from seedling.model.data.icon_names import icon_names
 from seedling.model.data.icons import Icon
 from seedling.model.eval import detectors as det
+from seedling.model.eval.free_phrasing import free_icon_cases
 
 PSNR_CAP = 60.0  # dB; identical pixels (PSNR = inf) count as this in means
 
@@ -163,6 +168,7 @@ class EvalContext:
     index_all: det.IconIndex  # "center" framing over every icon
     index_crop: det.IconIndex  # "crop" framing with rotations, for storyboard panels
     ocr_missing: str | None  # why OCR cannot run, or None
+    names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # icon_names over every icon
 
     @classmethod
     def build(cls, all_icons: list[Icon], cfg: EvalConfig) -> EvalContext:
@@ -176,6 +182,7 @@ class EvalContext:
             index_all=index_all,
             index_crop=det.IconIndex(icons, framing="crop", angles=(-10, -5, 0, 5, 10)),
             ocr_missing=det.tesseract_missing_reason(),
+            names=icon_names(all_icons),
         )
 
 
@@ -207,7 +214,7 @@ def _icons_score(ctx, s, out):
             "top5": any(ctx.index.is_match(t, truth) for t in top),
             "top1_all": ctx.index_all.is_match(top_all, truth),
         },
-        {"retrieved": top[0], "retrieved_all": top_all},
+        {"retrieved": top[0], "retrieved_all": top_all, "name_used": s.meta.get("name_used", truth)},
     )
 
 
@@ -337,6 +344,8 @@ SUITES: dict[str, Suite] = {
         Suite("inpaint", lambda c: c.n_inpaint, _inpaint_build, _inpaint_score, "success_and_preserved"),
         Suite("compose", lambda c: c.n_compose, _compose_build, _compose_score, "all_slots"),
         Suite("storyboard", lambda c: c.n_storyboard, _storyboard_build, _storyboard_score, "all_panels"),
+        # new suites go last: a suite's cases are seeded by its position
+        Suite("t2i_icons_free", lambda c: c.n_icons, free_icon_cases, _icons_score, "top5"),
     ]
 }
 
@@ -387,7 +396,9 @@ def _json_number(v):
 def run_suite(ctx: EvalContext, suite: Suite, generate, progress=None) -> list[CaseResult]:
     cfg = ctx.cfg
     n = suite.count(cfg) if cfg.limit is None else min(suite.count(cfg), cfg.limit)
-    rng = np.random.default_rng([cfg.seed, list(SUITES).index(suite.name)])
+    # Seeded by the suite's place in SUITES; a suite not (yet) in it by a hash of its name.
+    sid = list(SUITES).index(suite.name) if suite.name in SUITES else zlib.crc32(suite.name.encode())
+    rng = np.random.default_rng([cfg.seed, sid])
     results = []
     for i, sample in enumerate(suite.build(ctx, rng, n)):
         seed = cfg.seed * 100_003 + i  # distinct per case, the same across runs

@@ -1,0 +1,238 @@
+"""Control inputs (model/data/controls.py), their judges (eval/control_detectors.py) and the
+control suites (eval/control_suites.py), on synthetic pairs and on ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from seedling.model.data import controls as ctl
+from seedling.model.data.icons import load_icons
+from seedling.model.data.styles import composite
+from seedling.model.eval import control_detectors as cdet
+from seedling.model.eval import control_suites as cs
+from seedling.model.eval import harness as hs
+
+
+def _square(size=64, box=(16, 16, 48, 48), color=(200, 30, 30), bg=(255, 255, 255)) -> np.ndarray:
+    x = np.empty((size, size, 3), np.uint8)
+    x[:] = bg
+    x0, y0, x1, y1 = box
+    x[y0:y1, x0:x1] = color
+    return x
+
+
+def _border(box, size) -> np.ndarray:
+    """(size, size) bool: the pixels just inside and just outside the square's boundary."""
+    x0, y0, x1, y1 = box
+    inner = np.zeros((size, size), bool)
+    inner[y0:y1, x0:x1] = True
+    ring = np.zeros_like(inner)
+    ring[y0 - 1 : y1 + 1, x0 - 1 : x1 + 1] = True
+    shrunk = np.zeros_like(inner)
+    shrunk[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1] = True
+    return ring & ~shrunk
+
+
+@pytest.fixture(scope="module")
+def icons():
+    return load_icons()
+
+
+@pytest.fixture(scope="module")
+def icon_images(icons):
+    by = {i.name: i for i in icons}
+    return [composite(by[n].rgba) for n in ("fox", "red apple", "canada", "grinning face", "house")]
+
+
+# -- controls -------------------------------------------------------------------------------------
+
+
+def test_edges_of_a_square_are_its_border():
+    box, size = (16, 20, 44, 50), 64
+    e = ctl.canny(_square(size, box))
+    border = _border(box, size)
+    assert e.any()
+    assert not (e & ~border).any()  # no edge away from the boundary
+    # every side is found: each boundary row/column segment is touched along its whole length
+    x0, y0, x1, y1 = box
+    assert e[y0 - 1 : y0 + 1, x0:x1].any(axis=0).all() and e[y1 - 1 : y1 + 1, x0:x1].any(axis=0).all()
+    assert e[y0:y1, x0 - 1 : x0 + 1].any(axis=1).all() and e[y0:y1, x1 - 1 : x1 + 1].any(axis=1).all()
+    # thin: about one pixel across each side (4 sides of ~30 px)
+    assert e.sum() < 2.5 * 2 * ((x1 - x0) + (y1 - y0))
+
+
+def test_flat_and_faint_images_have_no_edges():
+    assert not ctl.canny(np.full((32, 32, 3), 120, np.uint8)).any()
+    faint = _square(color=(250, 250, 250))  # 5 grey levels: below the low threshold
+    assert not ctl.canny(faint).any()
+    with pytest.raises(ValueError):
+        ctl.canny(_square(), low=10, high=5)
+
+
+@pytest.mark.parametrize("kind", list(ctl.CONTROLS))
+def test_controls_are_deterministic_and_keep_the_size(kind, icon_images):
+    for im in icon_images + [_square(96)]:
+        a, b = ctl.CONTROLS[kind](im), ctl.CONTROLS[kind](im.copy())
+        assert a.shape == im.shape and a.dtype == np.uint8
+        assert np.array_equal(a, b)
+
+
+def test_controls_reject_other_inputs():
+    with pytest.raises(ValueError):
+        ctl.edges_control(np.zeros((32, 32), np.uint8))
+    with pytest.raises(ValueError):
+        ctl.downsample(np.zeros((30, 32, 3), np.uint8), 4)
+
+
+def test_grayscale_matches_pillow_luma(icon_images):
+    for im in icon_images:
+        g = ctl.grayscale_control(im)
+        assert (g[..., 0] == g[..., 1]).all() and (g[..., 1] == g[..., 2]).all()
+        pil = np.asarray(Image.fromarray(im).convert("L")).astype(int)
+        assert np.abs(g[..., 0].astype(int) - pil).max() <= 1
+
+
+def test_low_resolution_is_block_averages():
+    rng = np.random.default_rng(0)
+    im = rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)
+    small = ctl.downsample(im, 4)
+    assert small.shape == (16, 8, 3)
+    want = im.reshape(16, 4, 8, 4, 3).astype(float).mean(axis=(1, 3))
+    assert np.abs(small - want).max() <= 1
+    ctl_im = ctl.low_resolution_control(im, 2)
+    assert ctl_im.shape == im.shape
+    flat = np.full((64, 64, 3), 77, np.uint8)  # nothing to lose: the round trip is exact
+    assert np.array_equal(ctl.low_resolution_control(flat, 4), flat)
+
+
+def test_sketch_draws_dark_strokes_on_the_border_only():
+    box, size = (16, 16, 48, 48), 64
+    sk = ctl.sketch_control(_square(size, box, color=(0, 0, 0)))
+    lines = cdet.sketch_lines(sk)
+    assert lines.any()
+    near = np.zeros((size, size), bool)
+    near[13:51, 13:51] = True
+    near[19:45, 19:45] = False  # within 3 px of the boundary
+    assert not (lines & ~near).any()
+    assert (sk[0, 0] == 255).all() and (sk[32, 32] == 255).all()  # paper stays white
+
+
+# -- judges ---------------------------------------------------------------------------------------
+
+
+def test_line_agreement_on_synthetic_maps():
+    a = np.zeros((40, 40), bool)
+    a[10, 5:35] = True
+    assert cdet.line_agreement(a, a)["f1"] == 1.0
+    shifted = np.roll(a, 1, axis=0)  # one pixel off: within the 2 px tolerance
+    assert cdet.line_agreement(shifted, a)["f1"] == 1.0
+    assert cdet.line_agreement(shifted, a, tol=0)["f1"] == 0.0
+    far = np.roll(a, 15, axis=0)
+    r = cdet.line_agreement(far, a)
+    assert r["f1"] == 0.0 and r["iou"] == 0.0
+    half = a.copy()
+    half[10, 20:35] = False  # half the line: all of it right, half of the control found
+    r = cdet.line_agreement(half, a)
+    assert r["precision"] == 1.0 and 0.45 < r["recall"] < 0.6
+    empty = np.zeros_like(a)
+    assert cdet.line_agreement(empty, empty)["f1"] == 1.0 and cdet.line_agreement(empty, a)["f1"] == 0.0
+
+
+def test_edge_and_sketch_agreement_follow_the_geometry():
+    box = (16, 16, 48, 48)
+    sq = _square(64, box)
+    edges, sketch = ctl.edges_control(sq), ctl.sketch_control(sq)
+    assert cdet.edge_agreement(sq, edges)["f1"] == 1.0
+    same_shape_other_colour = _square(64, box, color=(20, 90, 200))
+    assert cdet.edge_agreement(same_shape_other_colour, edges)["f1"] > 0.95
+    moved = _square(64, (4, 4, 36, 36))
+    assert cdet.edge_agreement(moved, edges)["f1"] < 0.5
+    assert cdet.sketch_agreement(sq, sketch)["f1"] == 1.0
+    assert cdet.sketch_agreement(moved, sketch)["f1"] < 0.5
+
+
+def test_colourise_judges(icon_images):
+    fox = icon_images[0]
+    gray = ctl.grayscale_control(fox)
+    assert cdet.gray_psnr(fox, gray) > 45  # the colour image has the control's luminance
+    assert cdet.colorfulness(gray) == 0.0 and cdet.colorfulness(fox) > 30
+    wrong = ctl.grayscale_control(icon_images[1])  # another icon's shading
+    assert cdet.gray_psnr(fox, wrong) < 20
+
+
+def test_upscale_gain_over_bicubic(icon_images):
+    truth = icon_images[0]
+    small = ctl.downsample(truth, 4)
+    bicubic = ctl.upsample_bicubic(small, (128, 128))
+    assert cdet.psnr_over_bicubic(bicubic, small, truth) == 0.0
+    nearest = np.asarray(Image.fromarray(small).resize((128, 128), Image.NEAREST))
+    assert cdet.psnr_over_bicubic(nearest, small, truth) < 0  # blockier than bicubic
+    assert cdet.psnr_over_bicubic(truth, small, truth) > 10
+
+
+# -- suites ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ctx(icons):
+    return hs.EvalContext.build(icons, hs.EvalConfig(n_icons=40))
+
+
+def test_control_suites_are_not_registered_yet():
+    """They wait for their tasks in the task table (issue #19 §4, with the retraining)."""
+    assert not set(cs.CONTROL_SUITES) & set(hs.SUITES)
+    assert [t for t, _ in cs.CONTROL_TASKS.values()] == ["edges", "sketch", "colourise", "upscale"]
+
+
+@pytest.mark.parametrize("name", list(cs.CONTROL_SUITES))
+def test_oracle_scores_every_control_suite(ctx, name):
+    res = hs.run_suite(ctx, cs.CONTROL_SUITES[name], hs.OracleGenerator())
+    m = hs.aggregate(res)
+    assert m["n"] == 40 and m["top1"] == 1.0
+    primary = cs.CONTROL_SUITES[name].primary
+    assert m[primary] == 1.0
+    if "line_f1" in m:
+        assert m["line_f1"] == 1.0
+    if name == "control_upscale_4x":
+        assert m["psnr_over_bicubic"] > 10
+
+
+@pytest.mark.parametrize("name", list(cs.CONTROL_SUITES))
+def test_returning_the_control_fails(ctx, name):
+    """A model that copies its control input back scores badly on every control suite."""
+
+    def copy_control(sample, seed):
+        return [sample.refs[0].copy()]
+
+    res = hs.run_suite(ctx, cs.CONTROL_SUITES[name], copy_control)
+    if name == "control_upscale_4x":
+        assert abs(hs.aggregate(res)["psnr_over_bicubic"]) < 1e-9  # the control is the bicubic upsampling
+        return
+    passed = [r for r in res if r.scores["success"]]
+    assert len(passed) <= 0.15 * len(res)
+    # only icons with (almost) no colour, whose gray or line picture is nearly the icon itself
+    assert all(cdet.colorfulness(r.sample.outputs[0]) < 10 for r in passed)
+
+
+def test_control_cases_are_deterministic(ctx):
+    suite = cs.CONTROL_SUITES["control_edges"]
+    a = hs.run_suite(ctx, suite, hs.OracleGenerator())
+    b = hs.run_suite(ctx, suite, hs.OracleGenerator())
+    assert [r.sample.prompt for r in a] == [r.sample.prompt for r in b]
+    assert all(np.array_equal(x.sample.refs[0], y.sample.refs[0]) for x, y in zip(a, b))
+    assert a[0].sample.prompt and a[0].sample.task == "edges"
+
+
+def test_drawn_square_control_pair_roundtrip():
+    """The pipeline a control suite runs, end to end on a drawn picture: a square drawn a little
+    off its control still agrees, a circle in its place does not."""
+    box = (20, 20, 44, 44)
+    control = ctl.edges_control(_square(64, box))
+    im = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(im).rectangle((21, 20, 44, 43), fill=(0, 120, 0))
+    assert cdet.edge_agreement(np.asarray(im), control)["f1"] > 0.9
+    circle = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(circle).ellipse((20, 20, 43, 43), fill=(0, 120, 0))
+    assert cdet.edge_agreement(np.asarray(circle), control)["f1"] < 0.9
