@@ -97,6 +97,8 @@ def main(argv=None):
     p.add_argument("--ema", type=float, default=0.99)
     p.add_argument("--ckpt-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--captions", default="rich", choices=("rich", "v1"),
+                   help="caption style: rich (every name of an icon, free sentences) or v1 (the shipped model's)")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--export", default="", help="write a pipeline folder (student EMA, fp16) here at the end")
@@ -132,7 +134,7 @@ def main(argv=None):
     rng = trainer.rng
 
     icons = load_icons()
-    sampler = TaskSampler(icons, seed=args.seed + 7)
+    sampler = TaskSampler(icons, seed=args.seed + 7, captions=args.captions)
     te = TextEncoder(max_length=cfg.text_len, device=dev, cache_size=100000)
     tpi = (128 // ae.factor // cfg.patch) ** 2
     maker = BatchMaker(sampler, rng, args.token_budget, cfg.text_len, tpi)

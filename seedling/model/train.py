@@ -69,6 +69,8 @@ def main(argv=None):
     p.add_argument("--shortcut-fraction", type=float, default=0.25)
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--captions", default="rich", choices=("rich", "v1"),
+                   help="caption style: rich (every name of an icon, free sentences) or v1 (the shipped model's)")
     p.add_argument(
         "--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AVX512-BF16 and on GPUs)"
     )
@@ -130,7 +132,7 @@ def main(argv=None):
     rng = trainer.rng
 
     icons = load_icons()
-    sampler = TaskSampler(icons, seed=args.seed)
+    sampler = TaskSampler(icons, seed=args.seed, captions=args.captions)
     te = TextEncoder(max_length=cfg.text_len, device=dev, cache_size=200000)
     tpi = (128 // ae.factor // cfg.patch) ** 2
     maker = BatchMaker(sampler, rng, args.token_budget, cfg.text_len, tpi, args.max_batch)
@@ -140,7 +142,7 @@ def main(argv=None):
             # each process of a multi-GPU run draws its own stream, as the in-process rng does
             PlannedBatches(args.seed + 1000 * acc.process_index, trainer.step_count, args.max_steps,
                            args.token_budget, cfg.text_len, tpi, args.max_batch, icons,
-                           curriculum=not args.no_curriculum),
+                           curriculum=not args.no_curriculum, captions=args.captions),
             batch_size=None, num_workers=args.workers, prefetch_factor=2, persistent_workers=False,
             pin_memory=dev.type == "cuda", collate_fn=keep_arrays,
             generator=torch.Generator().manual_seed(args.seed)))  # not the global RNG: resume stays exact

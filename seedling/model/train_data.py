@@ -89,10 +89,11 @@ class PlannedBatches(torch.utils.data.IterableDataset):
     DataLoader's workers (whose in-order delivery gives the steps back in order)."""
 
     def __init__(self, seed: int, start: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
-                 max_batch: int, icons=None, curriculum: bool = True):
+                 max_batch: int, icons=None, curriculum: bool = True, captions: str = "rich"):
         self.args = (seed, start, max_steps, token_budget, text_len, tpi, max_batch)
         self.icons = icons
         self.curriculum = curriculum
+        self.captions = captions
 
     def __iter__(self):
         from seedling.model.data.icons import load_icons
@@ -101,7 +102,8 @@ class PlannedBatches(torch.utils.data.IterableDataset):
         seed, start, max_steps, token_budget, text_len, tpi, max_batch = self.args
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        sampler = TaskSampler(self.icons if self.icons is not None else load_icons(), seed=seed)
+        icons = self.icons if self.icons is not None else load_icons()
+        sampler = TaskSampler(icons, seed=seed, captions=self.captions)
         for step in range(start + wid, max_steps, nw):
             yield planned_batch(sampler, seed, step, max_steps, token_budget, text_len, tpi, max_batch, self.curriculum)
 
