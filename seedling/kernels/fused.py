@@ -6,10 +6,11 @@ allocation) as in arithmetic. The C++ block does the same math in ten calls: its
 (LayerNorm + modulation, QK RMS-norm + 3D RoPE + head layout, gated residuals) in three fused
 loops, the linears as oneDNN brgemm micro-kernel tiles over weights packed once into panels
 (`pack_panels`; no per-call primitive lookup), attention as the plain product where the score
-matrix is small (ATen's flash kernel above that). model/dit.py uses it on every path — the cached step, the full
-uncached step and the context encoding — whenever `usable(...)` holds, so the reference cache's
-speedup compares equals; otherwise (training, autocast, quantized or hooked layers, other devices)
-it runs its Python blocks, which stay the reference the fused one is tested against.
+matrix is small (ATen's flash kernel above that). The fused executor (kernels/executor.py) uses it
+on every path — the cached step, the full uncached step and the context encoding — whenever the
+blocks qualify (kernels/fused_weights.py), so the reference cache's speedup compares equals;
+otherwise (training, autocast, quantized or hooked layers, other devices) it runs the model's
+Python blocks (model/dit.py), which stay the reference the fused one is tested against.
 
 The extension is compiled on first use with the system C++ compiler (`$CXX`, else g++ / c++;
 ~10 s, `-O3 -march=native`; `$SEEDLING_MARCH`, e.g. `x86-64-v3`, targets another instruction set)
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from seedling.kernels.derived import BLOCK_CACHE_ATTR, PANELS_ATTR, version_key  # noqa: F401  (BLOCK_CACHE_ATTR: re-exported for model/dit.py)
+from seedling.kernels.derived import PANELS_ATTR, version_key
 
 SOURCE = Path(__file__).with_name("csrc") / "fused_block.cpp"
 OP_NAME = "dit_blocks"

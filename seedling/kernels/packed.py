@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seedling.kernels.derived import BLOCK_CACHE_ATTR, PANELS_ATTR, version_key
+from seedling.kernels.derived import PANELS_ATTR, forget, version_key
 
 # oneDNN's reorder takes the expected number of rows as a hint for its blocking; the DiT's
 # per-step products have 64-352 rows.
@@ -149,12 +149,13 @@ def unpack_linears(model: nn.Module) -> int:
 
 
 def refresh_packed(model: nn.Module) -> None:
-    """Forget every packed weight (they are rebuilt on the next forward), and the fused DiT blocks'
-    resolved weights built from them (model/dit.py, DiTBlock.fused_weights)."""
+    """Forget every packed weight (they are rebuilt on the next forward), and the executor's
+    caches built from the model's weights (kernels/derived.py: resolved fused-block weights,
+    stacked modulation weights)."""
     for m in model.modules():
         if type(m) is PackedLinear:
             m.drop_packed()
-        m.__dict__.pop(BLOCK_CACHE_ATTR, None)
+        forget(m)
 
 
 def count_packed(model: nn.Module) -> int:

@@ -29,7 +29,7 @@ from PIL import Image
 from seedling.model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor, tensor_to_images
 from seedling.model.convert import write_pipeline_metadata
 from seedling.model.dit import DiT_configs, UnifiedDiT
-from seedling.model.sampler import Branch, euler_sample, make_schedule
+from seedling.model.sampler import Branch, euler_sample, make_schedule, step_pairs
 from seedling.model.task_table import TASK_NAMES, TASKS, check_size, task_spec
 
 # how fp32 linears multiply on CPU (set_linear_kernel; kernels/packed.py)
@@ -115,7 +115,7 @@ def feather_mask(mask: np.ndarray, px: int) -> np.ndarray:
 
 def default_scheduler(shift: float = 1.0) -> FlowMatchEulerDiscreteScheduler:
     """The diffusers scheduler equal to our sampler's time grid and Euler update: flow matching,
-    x_{t'} = x_t + (t' - t) v, times shifted by t' = s t / (1 + (s - 1) t) (tests/test_scheduler.py)."""
+    x_{t'} = x_t + (t' - t) v, times shifted by t' = s t / (1 + (s - 1) t) (tests/test_diffusers_native.py)."""
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
 
 
@@ -123,7 +123,8 @@ class SeedlingPipeline(DiffusionPipeline):
     """Components: `dit` (UnifiedDiT), `autoencoder` (Autoencoder), `scheduler`
     (FlowMatchEulerDiscreteScheduler, the sampler's equivalent); the MiniLM text encoder is built
     from its PyPI package unless given. `settings` (PipelineConfig) are the model's sampling
-    defaults, saved in model_index.json ("pipeline_config") and in pipeline.json."""
+    defaults, saved in model_index.json ("pipeline_config") and in pipeline.json. `executor`
+    (kernels/executor.py) runs the DiT's forward passes: "fused" (CPU speed-ups) or "plain"."""
 
     tasks = TASK_NAMES
     model_cpu_offload_seq = "dit->autoencoder"
@@ -131,7 +132,7 @@ class SeedlingPipeline(DiffusionPipeline):
 
     def __init__(self, dit: UnifiedDiT, autoencoder: Autoencoder, text_encoder=None,
                  pipeline_config: PipelineConfig | dict | None = None, linear_kernel: str = "packed",
-                 scheduler: FlowMatchEulerDiscreteScheduler | None = None):
+                 scheduler: FlowMatchEulerDiscreteScheduler | None = None, executor: str = "fused"):
         super().__init__()
         if isinstance(pipeline_config, dict):
             pipeline_config = PipelineConfig(**pipeline_config)
@@ -149,6 +150,7 @@ class SeedlingPipeline(DiffusionPipeline):
         if dit.config.latent_channels != autoencoder.config.latent_channels:
             raise ValueError("the DiT and the autoencoder disagree on the number of latent channels")
         self.set_linear_kernel(linear_kernel)  # sets self.linear_kernel
+        self.set_executor(executor)  # sets self.executor
 
     # -- construction and persistence -----------------------------------------------------
     @classmethod
@@ -219,6 +221,15 @@ class SeedlingPipeline(DiffusionPipeline):
             self.linear_kernel = "plain"
         return self
 
+    def set_executor(self, name: str) -> SeedlingPipeline:
+        """How the DiT's forward passes run (kernels/executor.py): "fused" (the default: step plans,
+        modulation tables, the fused C++ blocks and K/V buffers wherever the model qualifies for
+        them) or "plain" (the model's own forward passes, the reference)."""
+        from seedling.kernels.executor import get_executor
+
+        self.executor = get_executor(name)
+        return self
+
     def quantize(self, mode: str | None, int8_compute: str = "auto") -> SeedlingPipeline:
         """Quantize the DiT's linear layers ("none", "int8", "w8a8", "bnb-int8", "bnb-nf4").
         `int8_compute` ("auto", "bf16", "fp32"): the product dtype of "int8" layers on fp32 CPU
@@ -273,15 +284,16 @@ class SeedlingPipeline(DiffusionPipeline):
     # -- generation ---------------------------------------------------------------------------
     def make_branches(self, task: str, states: torch.Tensor, pooled: torch.Tensor, refs: list, ref_masks,
                       batch: int, guidance: float, image_guidance: float, use_ref_cache: bool = True,
-                      batch_branches: bool = True, n_out: int | None = None) -> list[Branch]:
+                      batch_branches: bool = True, n_out: int | None = None, steps=None) -> list[Branch]:
         """The guidance branches of one generation, ready for `euler_sample`.
 
         states/pooled: (2, ...) encodings of [prompt, ""]. Branches: "cond" (prompt, refs),
         "no_text" (empty prompt, refs) when guidance != 1, "none" (empty prompt, no refs) when
         there are refs and image_guidance != 1. "cond" and "no_text" share the references, so with
         `batch_branches` they run as one batch of 2 x `batch` (the weights are read once a step).
-        With `use_ref_cache` each branch's context K/V is computed here, once (`n_out`, the
-        number of output tokens per sample, lets it go straight into the steps' K/V buffers)."""
+        With `use_ref_cache` each branch's context K/V is computed here, once. `steps`: the (t, d)
+        pairs the sampler will run (`sampler.step_pairs`), which the executor plans for up front;
+        `n_out`: the output tokens per sample (the context K/V go straight into the step buffers)."""
         names = ["cond"]
         if guidance != 1.0 or (refs and image_guidance != 1.0):
             names.append("no_text")
@@ -291,35 +303,12 @@ class SeedlingPipeline(DiffusionPipeline):
         text_row = {"cond": 0, "no_text": 1, "none": 1}
         branches = []
         for group in groups:
-            k, rf = len(group), ([] if group == ("none",) else refs)
             rows = torch.tensor([text_row[n] for n in group], device=states.device)
-            st, po = states[rows], pooled[rows]  # (k, ...): one row per branch
-            rm = ref_masks if rf else None
-            if use_ref_cache:
-                cache = self.dit.encode_context(st, po, task, [r.expand(k, -1, -1, -1) for r in rf],
-                                                [m.expand(k, -1, -1, -1) for m in rm] if rm else None,
-                                                n_out=n_out if batch == 1 else None)
-                if batch > 1:  # one copy of the context per sample
-                    cache.kv = [(kk.repeat_interleave(batch, 0), vv.repeat_interleave(batch, 0)) for kk, vv in cache.kv]
-                    cache.cond = cache.cond.repeat_interleave(batch, 0)
-                    cache.kv_out = {}
-                fn = (lambda x, t, d, c=cache: self.dit.forward_cached(x, t, c, d))
-
-                def prepare(steps, c=cache):
-                    c.plan = self.dit.plan_steps(c.cond, steps, weights=c.weights)
-            else:
-                n = k * batch
-                stb, pob = st.repeat_interleave(batch, 0), po.repeat_interleave(batch, 0)
-                rfb = [r.expand(n, -1, -1, -1) for r in rf]
-                rmb = [m.expand(n, -1, -1, -1) for m in rm] if rm else None
-                plan = {}  # this branch's StepPlan, made by prepare (the same per-step conditioning as the cache's)
-                fn = (lambda x, t, d, s=stb, p=pob, r=rfb, m=rmb, pl=plan:
-                      self.dit(x, t, s, p, task, r, m, d=d, plan=pl.get("plan")))
-
-                def prepare(steps, p=pob, pl=plan):
-                    cond, c_ctx, _ = self.dit.conditions(task, p, None, None)
-                    pl["plan"] = self.dit.plan_steps(cond, steps, c_ctx=c_ctx)
-            branches.append(Branch(group[0] if k == 1 else group, fn, prepare))
+            no_refs = group == ("none",)
+            fn = self.executor.denoiser(self.dit, states[rows], pooled[rows], task, [] if no_refs else refs,
+                                        None if no_refs else ref_masks, cached=use_ref_cache, batch=batch,
+                                        steps=steps, n_out=n_out)
+            branches.append(Branch(group[0] if len(group) == 1 else group, fn))
         return branches
 
     @torch.no_grad()
@@ -401,10 +390,11 @@ class SeedlingPipeline(DiffusionPipeline):
                 src_latent = refs[0]
         timings["encode_images"] = time.perf_counter() - t0
 
+        times = make_schedule(steps, schedule if schedule is not None else self.settings.schedule, self.settings.shift)
         t0 = time.perf_counter()
         p = self.dit.config.patch
-        branches = self.make_branches(task, states, pooled, refs, ref_masks, B, guidance, image_guidance,
-                                      use_ref_cache, n_out=M * (h // p) * (w // p))
+        branches = self.make_branches(task, states, pooled, refs, ref_masks, B, guidance, image_guidance, use_ref_cache,
+                                      n_out=M * (h // p) * (w // p), steps=step_pairs(times, self.settings.shortcut))
         timings["encode_context"] = time.perf_counter() - t0
 
         noise = torch.randn((B, M, C, h, w), generator=gen).to(dev)
@@ -429,7 +419,6 @@ class SeedlingPipeline(DiffusionPipeline):
             if callback(i, total, preview) is False:
                 raise GenerationCancelled(f"cancelled at step {i} of {total}")
 
-        times = make_schedule(steps, schedule if schedule is not None else self.settings.schedule, self.settings.shift)
         t0 = time.perf_counter()
         lat = euler_sample(branches, noise.clone(), times.to(dev), guidance, image_guidance, shortcut=self.settings.shortcut,
                            on_step=on_step if callback or callback_on_step_end else None, project=project)
