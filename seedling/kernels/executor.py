@@ -26,7 +26,13 @@ import torch
 
 from seedling.kernels.attention import attention, available_backends, choose_backend
 from seedling.kernels.fused_weights import model_weights, run_blocks
-from seedling.kernels.step_plan import StepPlan, block_modulations, modulation_table, plan_steps, table_modulations
+from seedling.kernels.step_plan import (
+    StepPlan,
+    block_modulations,
+    modulation_table,
+    plan_steps,
+    table_modulations,
+)
 from seedling.model.dit import ContextKV, UnifiedDiT
 
 # the attention backends the fused C++ blocks compute
@@ -132,9 +138,9 @@ class Executor:
                 cache.plan = self.plan(dit, cache.cond, steps, weights=cache.weights)
             return CachedDenoiser(self, dit, cache)
         k = text_states.shape[0] * batch
-        inputs = dict(text_states=text_states.repeat_interleave(batch, 0), pooled=pooled.repeat_interleave(batch, 0),
-                      task=task, refs=[r.expand(k, -1, -1, -1) for r in refs],
-                      ref_masks=[m.expand(k, -1, -1, -1) for m in ref_masks] if ref_masks else None)
+        inputs = {"text_states": text_states.repeat_interleave(batch, 0), "pooled": pooled.repeat_interleave(batch, 0),
+                  "task": task, "refs": [r.expand(k, -1, -1, -1) for r in refs],
+                  "ref_masks": [m.expand(k, -1, -1, -1) for m in ref_masks] if ref_masks else None}
         plan = None
         if steps:
             cond, c_ctx, _ = dit.conditions(task, inputs["pooled"], None, None)

@@ -22,7 +22,6 @@ selects and which is tested against these forward passes (docs/model.md puts the
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -33,6 +32,15 @@ from diffusers.configuration_utils import register_to_config
 
 from seedling.kernels.attention import attention
 from seedling.kernels.packed import linear_gelu
+from seedling.model.layers import (
+    SCALE_CHUNKS,
+    RMSNorm,
+    TimestepEmbedder,
+    modulate,
+    modulate1p,
+    patchify,
+    unpatchify,
+)
 from seedling.model.modeling import SeedlingModelMixin
 from seedling.model.rope import Rope3D, apply_rope_complex, image_positions, text_positions
 
@@ -91,65 +99,8 @@ DiT_configs = {"tiny": DiT_tiny, "default": DiT_default, "large": DiT_large}
 
 
 # --------------------------------------------------------------------------------------------
-# Embedders
+# Transformer block (its building blocks are in model/layers.py)
 # --------------------------------------------------------------------------------------------
-class TimestepEmbedder(nn.Module):
-    """Scalar in [0, 1] -> (B, D) via sinusoidal features and an MLP (DiT's recipe)."""
-
-    def __init__(self, width: int, freq_dim: int = 256):
-        super().__init__()
-        self.freq_dim = freq_dim
-        self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
-
-    def forward(self, t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        half = self.freq_dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-        args = (t.float() * 1000.0)[:, None] * freqs[None]  # (B, half)
-        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1).to(dtype))
-
-
-def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, (H/p)*(W/p), C*p*p), raster order."""
-    B, C, H, W = x.shape
-    x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(B, (H // p) * (W // p), C * p * p)
-
-
-def unpatchify(x: torch.Tensor, p: int, C: int, h: int, w: int) -> torch.Tensor:
-    """(B, h*w, C*p*p) -> (B, C, h*p, w*p)."""
-    B = x.shape[0]
-    x = x.reshape(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(B, C, h * p, w * p)
-
-
-# --------------------------------------------------------------------------------------------
-# Transformer block
-# --------------------------------------------------------------------------------------------
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
-
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
-
-
-def modulate1p(x: torch.Tensor, shift: torch.Tensor, scale1p: torch.Tensor) -> torch.Tensor:
-    """`modulate` with the +1 already in the scale: shift + x * (1 + scale) as one addcmul kernel."""
-    return torch.addcmul(shift, x, scale1p)
-
-
-# Which of a block's six adaLN chunks (shift, scale, gate for attention, then for the MLP) are
-# scales, applied as 1 + scale.
-SCALE_CHUNKS = (1, 4)
-
-
-
 class DiTBlock(nn.Module):
     """Pre-norm attention + MLP with adaLN-Zero, applied with one modulation for context tokens
     and another for output tokens (same weights: a single-stream block)."""
@@ -169,19 +120,16 @@ class DiTBlock(nn.Module):
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
 
     def modulation(self, c: torch.Tensor) -> list[torch.Tensor]:
-        """(B, D) -> six (B, 1, D): shift, 1 + scale and gate for attention, then for the MLP.
-        The scales carry their +1 (added once per block call on a (B, 1, D) row) so that
-        modulating is one addcmul and a gated residual another: at the few tokens of a cached
-        step the cost is mostly per-kernel overhead."""
+        """(B, D) -> six (B, 1, D): shift, 1 + scale and gate for attention, then for the MLP. The
+        scales carry their +1 so that modulating is one addcmul (few tokens: per-kernel overhead)."""
         m = list(self.adaLN(c).unsqueeze(1).chunk(6, dim=-1))
         for i in SCALE_CHUNKS:
             m[i] = m[i] + 1
         return m
 
     def _mlp(self, h: torch.Tensor) -> torch.Tensor:
-        """self.mlp(h); the first linear and its GELU run as one call where the layer offers one
-        (kernels/packed.py: a packed or int8 layer), which saves a pass over the 4x-wide hidden
-        states. The same math either way."""
+        """self.mlp(h), the first linear and its GELU as one call where the layer offers one (packed
+        or int8 layers, kernels/packed.py): one pass less over the 4x-wide hidden states."""
         fc1, act, fc2 = self.mlp
         return fc2(linear_gelu(fc1, h, act.approximate))
 
@@ -227,9 +175,8 @@ class DiTBlock(nn.Module):
         return self._split_gate(x, self._mlp(h), n_ctx, mod_ctx[5], mod_out[5])  # (B, L, D)
 
     def context_kv(self, x_ctx, mod_ctx, rot, last: bool = False):
-        """Context tokens alone (they attend only to themselves). Returns (new x_ctx, k, v).
-        `last`: only K/V are needed (no later block reads the context states): x_ctx comes back
-        unchanged and the attention output and MLP are skipped."""
+        """Context tokens alone (they attend only to themselves) -> (new x_ctx, k, v). `last`: no
+        later block reads the context states, so only K/V are computed (x_ctx comes back as is)."""
         q, k, v = self.attention_inputs(x_ctx, mod_ctx, rot)  # (B, H, Nc, Dh) each
         if last:
             return x_ctx, k, v
@@ -271,7 +218,7 @@ class ContextKV:
     cond: torch.Tensor  # (B, D) task + pooled text, shared by context and output modulation
     n_ctx: int
 
-    def repeat_interleave(self, n: int) -> "ContextKV":
+    def repeat_interleave(self, n: int) -> ContextKV:
         """The same context once per sample of a batch of n (rows repeated in place)."""
         return replace(self, kv=[(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0)) for k, v in self.kv],
                        cond=self.cond.repeat_interleave(n, 0))

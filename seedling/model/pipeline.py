@@ -26,14 +26,15 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
+from seedling.kernels.executor import get_executor
+from seedling.kernels.packed import LINEAR_KERNELS, set_linear_kernel  # noqa: F401  (LINEAR_KERNELS: re-exported)
 from seedling.model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor, tensor_to_images
 from seedling.model.convert import write_pipeline_metadata
 from seedling.model.dit import DiT_configs, UnifiedDiT
+from seedling.model.postprocess import feather_mask, transfer_detail
 from seedling.model.sampler import Branch, euler_sample, make_schedule, step_pairs
 from seedling.model.task_table import TASK_NAMES, TASKS, check_size, task_spec
 
-# how fp32 linears multiply on CPU (set_linear_kernel; kernels/packed.py)
-LINEAR_KERNELS = ("packed", "plain")
 # (min, max) number of input images per task (compatibility name; the task table is the source)
 TASK_IMAGES = {name: (int(t.references.lo), int(t.references.hi)) for name, t in TASKS.items()}
 
@@ -69,7 +70,7 @@ class PipelineConfig:
     # Instruction edits: where the model left the picture unchanged, put back the source detail the
     # autoencoder cannot reproduce (see `transfer_detail`); tolerance as a fraction of full scale.
     detail_transfer: bool = True
-    detail_tolerance: float = 0.25  # measured: 0.08 / 0.15 / 0.3 -> recolour PSNR outside 25.9 / 26.7 / 28.1 dB
+    detail_tolerance: float = 0.25  # chosen on recolour edits' PSNR outside the edit (docs/model.md)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,36 +82,6 @@ class PipelineOutput:
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
-
-
-def transfer_detail(src: np.ndarray, src_recon: np.ndarray, out: np.ndarray, tolerance: float = 0.25,
-                    grow_px: int = 2) -> np.ndarray:
-    """An edit's output with the source's fine detail restored wherever the edit changed nothing.
-
-    src: the source picture; src_recon: the autoencoder's round trip of it (what the model "sees");
-    out: the edit's decoded output; all (H, W, 3) floats in 0..255. The change map is
-    |out - src_recon| averaged over channels, grown by `grow_px` (max filter) and smoothed, so the
-    edges of an edited region take none of the old picture. The weight w = 1 - change/(tolerance*255),
-    clipped to [0, 1], brings back the reconstruction error: result = out + w * (src - src_recon).
-    Where the model reproduced its input exactly (out == src_recon) the result is src exactly; where
-    it changed the picture by more than the tolerance the result is the model's output."""
-    change = torch.from_numpy(np.abs(out - src_recon).mean(-1, dtype=np.float32))[None, None]
-    k = 2 * grow_px + 1
-    change = F.avg_pool2d(F.max_pool2d(change, k, 1, grow_px), k, 1, grow_px, count_include_pad=False)
-    w = (1 - change[0, 0].numpy() / (tolerance * 255.0)).clip(0, 1)[..., None]
-    return np.clip(out + w * (src - src_recon), 0, 255)
-
-
-def feather_mask(mask: np.ndarray, px: int) -> np.ndarray:
-    """(H, W) bool -> float weights in [0, 1] that are exactly 0 outside the mask and ramp to 1
-    within `px` pixels inside it, so pasting back keeps every unmasked pixel of the source."""
-    m = mask.astype(np.float32)
-    if px <= 0:
-        return m
-    t = torch.from_numpy(m)[None, None]
-    k = 2 * px + 1
-    blurred = F.avg_pool2d(F.pad(t, (px, px, px, px), mode="replicate"), k, stride=1)[0, 0].numpy()
-    return np.where(mask, np.clip(2 * blurred - 1, 0, 1), 0.0).astype(np.float32)
 
 
 def default_scheduler(shift: float = 1.0) -> FlowMatchEulerDiscreteScheduler:
@@ -205,28 +176,15 @@ class SeedlingPipeline(DiffusionPipeline):
         return self
 
     def set_linear_kernel(self, kind: str) -> SeedlingPipeline:
-        """How the DiT's full-precision linears multiply on CPU: "packed" (the default: oneDNN
-        with the weight reordered once, 2-2.7x faster per layer than MKL at the DiT's shapes,
-        the same fp32 results up to summation order; kernels/packed.py) or "plain"
-        (`F.linear`). Other devices, dtypes and anything that needs gradients always take the
-        plain path. Where this torch build has no oneDNN, "packed" quietly stays "plain"."""
-        from seedling.kernels.packed import pack_linears, unpack_linears
-
-        if kind not in LINEAR_KERNELS:
-            raise ValueError(f"unknown linear kernel {kind!r}; choose one of: {', '.join(LINEAR_KERNELS)}")
-        if kind == "packed":
-            self.linear_kernel = "packed" if pack_linears(self.dit) else "plain"
-        else:
-            unpack_linears(self.dit)
-            self.linear_kernel = "plain"
+        """How the DiT's full-precision linears multiply on CPU: "packed" (the default) or "plain"
+        (kernels/packed.py, `set_linear_kernel`)."""
+        self.linear_kernel = set_linear_kernel(self.dit, kind)
         return self
 
     def set_executor(self, name: str) -> SeedlingPipeline:
         """How the DiT's forward passes run (kernels/executor.py): "fused" (the default: step plans,
         modulation tables, the fused C++ blocks and K/V buffers wherever the model qualifies for
         them) or "plain" (the model's own forward passes, the reference)."""
-        from seedling.kernels.executor import get_executor
-
         self.executor = get_executor(name)
         return self
 
