@@ -104,6 +104,7 @@ class Executor:
     """The "plain" executor: the model's own forward passes."""
 
     name = "plain"
+    plans_steps = False  # whether `plan` makes a StepPlan
 
     def encode_context(self, dit, text_states, pooled, task, refs=(), ref_masks=None, ref_indices=None,
                        n_out: int | None = None) -> ContextKV:
@@ -123,10 +124,11 @@ class Executor:
     def denoiser(self, dit, text_states, pooled, task, refs, ref_masks, *, cached: bool, batch: int = 1,
                  steps=None, n_out: int | None = None):
         """`fn(x, t, d) -> v` for one guidance branch: text_states/pooled (k, ...) its k prompt
-        rows, refs/ref_masks (1, ...) each, shared by every row; `batch` samples per row (x has k * batch rows);
-        `steps` the (t, d) pairs the sampler will pass (sampler.step_pairs), for a step plan;
-        `n_out` the output tokens per sample (lets the context go straight into the K/V buffers)."""
-        steps = steps or []
+        rows, refs/ref_masks (1, ...) each, shared by every row; `batch` samples per row (x has
+        k * batch rows); `steps` the (t, d) pairs the sampler will pass (sampler.step_pairs), for
+        a step plan; `n_out` the output tokens per sample (the context K/V go straight into the
+        step buffers)."""
+        steps = steps if self.plans_steps else None
         if cached:
             k = text_states.shape[0]
             cache = self.encode_context(dit, text_states, pooled, task, [r.expand(k, -1, -1, -1) for r in refs],
@@ -134,7 +136,7 @@ class Executor:
                                         n_out=n_out if batch == 1 else None)
             if batch > 1:  # one copy of the context per sample
                 cache = cache.repeat_interleave(batch)
-            if steps and isinstance(cache, CachedContext):
+            if steps:
                 cache.plan = self.plan(dit, cache.cond, steps, weights=cache.weights)
             return CachedDenoiser(self, dit, cache)
         k = text_states.shape[0] * batch
@@ -152,6 +154,7 @@ class FusedExecutor(Executor):
     """The "fused" executor: the model's math with the CPU speed-ups it qualifies for."""
 
     name = "fused"
+    plans_steps = True
 
     def plan(self, dit, cond, steps, c_ctx=None, weights="resolve") -> StepPlan:
         return plan_steps(dit, cond, steps, c_ctx=c_ctx, weights=weights)
