@@ -45,7 +45,7 @@ def main(argv=None):
     else:
         torch.manual_seed(0)
         ours = UnifiedDiT(DiT_configs["default"]()).eval()
-    cfg = ours.config
+    cfg = ours.dims  # the DiTConfig (config is a FrozenDict without head_dim)
     D, H, Dh, depth, L = cfg.width, cfg.heads, cfg.head_dim, cfg.depth, cfg.text_len
     C = cfg.latent_channels * cfg.patch**2
     n_img = 64
