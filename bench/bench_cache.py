@@ -34,7 +34,7 @@ import torch
 
 from seedling.kernels import fused  # noqa: E402
 from seedling.model.pipeline import SeedlingPipeline  # noqa: E402
-from seedling.model.sampler import euler_sample, make_schedule  # noqa: E402
+from seedling.model.sampler import euler_sample, make_schedule, step_pairs  # noqa: E402
 
 
 def load_pipe(model: str | None) -> SeedlingPipeline:
@@ -53,9 +53,9 @@ def sample(pipe, x, states, pooled, refs, steps, cached: bool, guidance: float =
     masks = [torch.zeros_like(r[:, :1]) for r in refs]
     p = pipe.dit.config.patch
     n_out = x.shape[1] * (x.shape[-2] // p) * (x.shape[-1] // p)
-    branches = pipe.make_branches("compose", states, pooled, refs, masks, x.shape[0], guidance, 1.0, cached,
-                                  n_out=n_out)
     times = make_schedule(steps)
+    branches = pipe.make_branches("compose", states, pooled, refs, masks, x.shape[0], guidance, 1.0, cached,
+                                  n_out=n_out, steps=step_pairs(times, pipe.settings.shortcut))
     return euler_sample(branches, x.clone(), times, guidance, 1.0, shortcut=pipe.settings.shortcut)
 
 

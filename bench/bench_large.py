@@ -112,7 +112,7 @@ def main(argv=None):
             t = torch.full((branches,), 0.5, device=device)
 
             def step(x=x, t=t, branches=branches):
-                return dit(x, t, states[:branches], pooled[:branches], "t2i", [], None)
+                return pipe.executor.forward(dit, x, t, states[:branches], pooled[:branches], "t2i", [], None)
 
             sec = median_time(step, device, args.repeats)
             rows.append(dict(kind="step", what=f"t2i DiT forward, {branches} branch{'es' if branches > 1 else ''}",

@@ -30,6 +30,9 @@ import statistics
 import torch
 
 from bench.bench_cache import load_pipe, timed, token_limit, write_result  # noqa: E402
+from seedling.kernels.executor import FusedExecutor  # noqa: E402
+
+EX = FusedExecutor()  # the pipeline's default executor: single calls as a generation makes them
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -64,11 +67,11 @@ def measure(dit, twin, batch: int, refs: int, steps: int, repeats: int, seed: in
         po = torch.randn(batch, cfg.text_dim, generator=g)
         rs = [torch.randn(batch, C, 16, 16, generator=g) for _ in range(n_refs)]
         x = torch.randn(batch, 1, C, side, side, generator=g)
-        cache = dit.encode_context(st, po, "compose", rs)
+        cache = EX.encode_context(dit, st, po, "compose", rs)
         return dict(
-            cached=lambda: dit.forward_cached(x, t, cache),
-            uncached=lambda: dit(x, t, st, po, "compose", rs),
-            encode=lambda: dit.encode_context(st, po, "compose", rs),
+            cached=lambda: EX.forward_cached(dit, x, t, cache),
+            uncached=lambda: EX.forward(dit, x, t, st, po, "compose", rs),
+            encode=lambda: EX.encode_context(dit, st, po, "compose", rs),
         )
 
     full = {k: median_ms(f, repeats) for k, f in calls(refs, L, 16).items()}

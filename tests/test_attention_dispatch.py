@@ -7,13 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seedling.kernels.attention import (
-    attention,
-    available_backends,
-    cached_context_attention,
-    choose_backend,
-    get_backend,
-)
+from seedling.kernels.attention import attention, available_backends, choose_backend, get_backend
 from seedling.model.dit import DiT_tiny, UnifiedDiT
 
 ROOT = Path(__file__).resolve().parents[1] / "seedling"
@@ -46,8 +40,10 @@ def test_backends_agree():
         ref = attention(q, k, v, n_ctx, "dense")
         assert torch.allclose(attention(q, k, v, n_ctx, "split"), ref, atol=1e-6)
         assert torch.allclose(attention(q, k, v, n_ctx, None), ref, atol=1e-6)
-    out = cached_context_attention(q[:, :, 5:], k[:, :, :5], v[:, :, :5], k[:, :, 5:], v[:, :, 5:])
+    out = attention(q[:, :, 5:], k, v, 5, cached=True)  # outputs only, keys [context ; outputs]
     assert torch.allclose(out, attention(q, k, v, 5, "dense")[:, :, 5:], atol=1e-6)
+    with pytest.raises(ValueError, match="'split' cannot run here: it is not for the cached path"):
+        attention(q[:, :, 5:], k, v, 5, "split", cached=True)
 
 
 def test_the_model_refuses_a_backend_that_cannot_run():

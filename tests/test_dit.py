@@ -65,24 +65,6 @@ def test_cached_equals_uncached(model, N, M):
         assert rel(v_cached, v_full) <= 1e-4
 
 
-@pytest.mark.parametrize("N", [0, 2])
-def test_inference_kv_buffers_equal_the_concatenating_path(model, N):
-    """Without autograd, forward_cached writes the outputs' K/V into per-length buffers after the
-    context K/V: one cache serving steps and output counts in any order gives the same as the
-    concatenating path (grad enabled) and as the uncached forward."""
-    _, t, d, st, po, refs = inputs(model, N=N, seed=7)
-    cache = model.encode_context(st, po, "compose", refs)
-    for M, step in [(1, 0), (2, 0), (1, 1), (2, 2), (1, 2)]:
-        x = inputs(model, M=M, seed=step)[0]
-        t_s = t * (1 - step / 3)
-        concatenated = model.forward_cached(x, t_s, cache, d=d)
-        with torch.no_grad():
-            buffered = model.forward_cached(x, t_s, cache, d=d)
-            full = model(x, t_s, st, po, "compose", refs, d=d)
-        assert torch.allclose(buffered, concatenated, rtol=0, atol=1e-6) and rel(buffered, full) <= 1e-4
-    assert sorted(cache.kv_out) == [64, 128]  # one set of buffers per output length
-
-
 def test_dense_and_split_attention_agree(model):
     x, t, d, st, po, refs = inputs(model, M=2, N=2)
     a = model(x, t, st, po, "edit", refs, d=d, backend="dense")
@@ -160,36 +142,3 @@ def test_large_config_builds_on_meta():
 def test_default_config_size():
     m = UnifiedDiT(DiT_configs["default"]())
     assert 5e6 < m.num_parameters() < 20e6
-
-
-def test_block_modulations_equal_each_blocks_own_and_follow_weight_edits():
-    import copy
-
-    from seedling.kernels.quant import quantize
-
-    m = perturbed_model(3)
-    c = torch.randn(3, m.config.width)
-
-    def per_block(model):
-        return [blk.modulation(c) for blk in model.blocks]
-
-    def max_diff(a, b):
-        return max((x - y).abs().max().item() for aa, bb in zip(a, b) for x, y in zip(aa, bb))
-
-    fused = m.block_modulations(c)
-    assert "_adaLN_stack" in m.__dict__  # the one-product path was taken
-    assert len(fused) == len(m.blocks) and all(len(f) == 6 for f in fused)
-    assert max_diff(fused, per_block(m)) < 1e-6
-    m.blocks[1].adaLN[1].weight.add_(0.5)  # in place: the stacked copy must follow
-    assert max_diff(m.block_modulations(c), per_block(m)) < 1e-6
-    # gradients: the per-block path, and they reach the adaLN weights
-    g = copy.deepcopy(m).requires_grad_(True)
-    with torch.enable_grad():
-        sum(t.sum() for mods in g.block_modulations(c) for t in mods).backward()
-    assert g.blocks[0].adaLN[1].weight.grad is not None
-    # quantized adaLN layers: the per-block path (no float weight to stack)
-    q = quantize(copy.deepcopy(m), "int8", skip=lambda n, mod: "adaLN" not in n)
-    assert max_diff(q.block_modulations(c), per_block(q)) < 1e-6 and "_adaLN_stack" not in q.__dict__
-    # not saved, not copied
-    assert not any("stack" in k for k in m.state_dict())
-    assert "_adaLN_stack" not in copy.deepcopy(m).__dict__

@@ -1,5 +1,6 @@
-"""The fused C++ DiT block (kernels/fused.py) against the Python blocks it replaces at inference,
-and the per-generation StepPlan (UnifiedDiT.plan_steps) against per-step conditioning."""
+"""The fused C++ DiT block (kernels/fused.py), as the fused executor runs it (kernels/executor.py),
+against the Python blocks it replaces at inference, and the per-generation StepPlan
+(kernels/step_plan.py) against per-step conditioning."""
 
 import os
 import shutil
@@ -12,12 +13,16 @@ import pytest
 import torch
 
 from seedling.kernels import fused
+from seedling.kernels.executor import Executor, FusedExecutor
+from seedling.kernels.fused_weights import block_weights
 from seedling.kernels.packed import pack_linears
+from seedling.kernels.step_plan import plan_steps
 from seedling.model.dit import DiT_tiny, UnifiedDiT
 from tests.test_dit import inputs as dit_inputs
 from tests.test_dit import rel
 
 REPO = Path(__file__).resolve().parents[1]
+EX = FusedExecutor()
 
 needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CXX") or "g++") is None and shutil.which("c++") is None,
                                     reason="no C++ compiler: the fused blocks cannot be built here")
@@ -69,16 +74,16 @@ def test_fused_blocks_equal_the_python_blocks(model, N, M, B):
 
     fused.dit_blocks = spy
     try:
-        v_full = model(x, t, st, po, "compose", refs, masks, d=d)
-        cache = model.encode_context(st, po, "compose", refs, masks)
-        v_cached = model.forward_cached(x, t, cache, d)
+        v_full = EX.forward(model, x, t, st, po, "compose", refs, masks, d=d)
+        cache = EX.encode_context(model, st, po, "compose", refs, masks)
+        v_cached = EX.forward_cached(model, x, t, cache, d)
     finally:
         fused.dit_blocks = real
     assert calls == ["full", "context", "outputs"]  # every block in one call per path
     with fused.disabled():
-        p_full = model(x, t, st, po, "compose", refs, masks, d=d)
-        p_cache = model.encode_context(st, po, "compose", refs, masks)
-        p_cached = model.forward_cached(x, t, p_cache, d)
+        p_full = EX.forward(model, x, t, st, po, "compose", refs, masks, d=d)
+        p_cache = EX.encode_context(model, st, po, "compose", refs, masks)
+        p_cached = EX.forward_cached(model, x, t, p_cache, d)
     assert rel(v_full, p_full) < 1e-5 and rel(v_cached, p_cached) < 1e-5
     for (k, v), (pk, pv) in zip(cache.kv, p_cache.kv):
         assert rel(k, pk) < 1e-5 and rel(v, pv) < 1e-5
@@ -92,20 +97,21 @@ def test_fused_default_width_and_context_written_into_the_step_buffers():
     m = packed_model(cfg=DiT_default())
     x, t, d, st, po, refs = inputs(m, B=1, N=2)
     n_out = 64
-    plain = m.encode_context(st, po, "compose", refs)
-    direct = m.encode_context(st, po, "compose", refs, n_out=n_out)
+    plain = EX.encode_context(m, st, po, "compose", refs)
+    direct = EX.encode_context(m, st, po, "compose", refs, n_out=n_out)
     assert direct.weights is not None and list(direct.kv_out) == [n_out]
     for (k, v), (kb, vb), (pk, pv) in zip(direct.kv, direct.kv_out[n_out], plain.kv):
         assert k.data_ptr() == kb.data_ptr() and v.data_ptr() == vb.data_ptr()  # views of the buffers' head
         assert torch.equal(k, pk) and torch.equal(v, pv)
-    a, b = m.forward_cached(x, t, direct, d), m.forward_cached(x, t, plain, d)
+    a, b = EX.forward_cached(m, x, t, direct, d), EX.forward_cached(m, x, t, plain, d)
     assert torch.equal(a, b)
     assert rel(a, m(x, t, st, po, "compose", refs, d=d)) < 1e-4
 
 
 @needs_compiler
 def test_python_blocks_run_where_the_fused_one_cannot(model):
-    """Gradients, unpacked or quantized layers, hooks, a non-split backend: the Python blocks."""
+    """Gradients, unpacked or quantized layers, hooks: the Python blocks. A backend the fused
+    blocks do not compute is refused on the fused executor, and runs on the plain one."""
     from seedling.kernels.quant import quantize
 
     x, t, d, st, po, refs = inputs(model, N=1)
@@ -118,25 +124,28 @@ def test_python_blocks_run_where_the_fused_one_cannot(model):
         with torch.enable_grad():
             g = packed_model()
             g.requires_grad_(True)
-            out = g(x, t, st, po, "compose", refs, d=d)
+            out = EX.forward(g, x, t, st, po, "compose", refs, d=d)
             assert out.requires_grad
         unpacked = UnifiedDiT(DiT_tiny()).eval()
-        unpacked(x, t, st, po, "compose", refs, d=d)
+        EX.forward(unpacked, x, t, st, po, "compose", refs, d=d)
         q = quantize(packed_model(), "int8")
-        q.forward_cached(x, t, q.encode_context(st, po, "compose", refs), d)
+        EX.forward_cached(q, x, t, EX.encode_context(q, st, po, "compose", refs), d)
         hooked = packed_model()
         hooked.blocks[1].proj.register_forward_hook(lambda mod, inp, out: out * 2)
-        hooked(x, t, st, po, "compose", refs, d=d)
-        model(x, t, st, po, "compose", refs, d=d, backend="dense")
+        EX.forward(hooked, x, t, st, po, "compose", refs, d=d)
+        with pytest.raises(ValueError, match=r"compute attention \('split',\), not 'dense'.*plain executor"):
+            EX.forward(model, x, t, st, po, "compose", refs, d=d, backend="dense")
+        dense = Executor().forward(model, x, t, st, po, "compose", refs, d=d, backend="dense")
     finally:
         fused.dit_blocks = real
+    assert rel(dense, EX.forward(model, x, t, st, po, "compose", refs, d=d)) < 1e-5
 
 
 @needs_compiler
 def test_the_op_rejects_bad_arguments(model):
     assert fused.available()
     blk = model.blocks[0]
-    w = blk.fused_weights()
+    w = block_weights(blk)
     D, Dh = model.config.width, model.dims.head_dim
     x = torch.randn(1, 4, D)
     one = torch.randn(1, 1, 6, D)  # the modulation table of a one-block model
@@ -164,6 +173,7 @@ def test_a_failed_build_falls_back_with_one_warning(tmp_path):
         """
         import warnings, torch
         from seedling.kernels import fused
+        from seedling.kernels.executor import FusedExecutor
         from seedling.kernels.packed import pack_linears
         from seedling.model.dit import DiT_tiny, UnifiedDiT
         with warnings.catch_warnings(record=True) as caught:
@@ -173,7 +183,8 @@ def test_a_failed_build_falls_back_with_one_warning(tmp_path):
             C, L = m.config.latent_channels, m.config.text_len
             with torch.no_grad():
                 for _ in range(2):
-                    v = m(torch.randn(1, 1, C, 8, 8), torch.rand(1), torch.randn(1, L, 384), torch.randn(1, 384), "t2i")
+                    v = FusedExecutor().forward(m, torch.randn(1, 1, C, 8, 8), torch.rand(1), torch.randn(1, L, 384),
+                                                torch.randn(1, 384), "t2i")
         msgs = [str(w.message) for w in caught if "fused DiT blocks unavailable" in str(w.message)]
         assert not fused.available() and len(msgs) == 1, msgs
         assert "compiling" in fused.last_error() and v.shape == (1, 1, C, 8, 8)
@@ -202,41 +213,22 @@ def test_a_step_plan_gives_the_per_step_results(packed):
             p.add_(torch.randn_like(p) * 0.05)
     x, t, d, st, po, refs = inputs(m, N=2)
     steps = [(1.0, 0.25), (0.75, 0.25), (0.625, 0.125), (0.25, 0.25)]
-    cache = m.encode_context(st, po, "compose", refs)
-    want_cached = m.forward_cached(x, t, cache, d)
-    want_full = m(x, t, st, po, "compose", refs, d=d)
-    cache.plan = m.plan_steps(cache.cond, steps, weights=cache.weights)
+    cache = EX.encode_context(m, st, po, "compose", refs)
+    want_cached = EX.forward_cached(m, x, t, cache, d)
+    want_full = EX.forward(m, x, t, st, po, "compose", refs, d=d)
+    cache.plan = plan_steps(m, cache.cond, steps, weights=cache.weights)
     cond, c_ctx, _ = m.conditions("compose", po, None, None)
-    plan = m.plan_steps(cond, steps, c_ctx=c_ctx)
+    plan = plan_steps(m, cond, steps, c_ctx=c_ctx)
     assert cache.plan.step(t, d) is not None and plan.step(t, d) is not None and plan.ctx_table is not None
-    assert rel(m.forward_cached(x, t, cache, d), want_cached) < 1e-5
-    assert rel(m(x, t, st, po, "compose", refs, d=d, plan=plan), want_full) < 1e-5
+    assert rel(EX.forward_cached(m, x, t, cache, d), want_cached) < 1e-5
+    assert rel(EX.forward(m, x, t, st, po, "compose", refs, d=d, plan=plan), want_full) < 1e-5
     # a step the plan does not hold is computed on the spot
     t2 = torch.full_like(t, 0.3)
     assert cache.plan.step(t2, d) is None
-    assert rel(m(x, t2, st, po, "compose", refs, d=d, plan=plan), m(x, t2, st, po, "compose", refs, d=d)) < 1e-6
+    assert rel(EX.forward(m, x, t2, st, po, "compose", refs, d=d, plan=plan),
+               EX.forward(m, x, t2, st, po, "compose", refs, d=d)) < 1e-6
     with torch.enable_grad():
         assert plan.step(t, d) is None  # planned without gradients: never used with them
-
-
-def test_the_sampler_tells_branches_every_step_first():
-    from seedling.model.sampler import Branch, euler_sample, make_schedule
-
-    seen, order = [], []
-
-    def fn(x, t, d):
-        order.append(("step", float(t[0]), float(d[0])))
-        return torch.zeros_like(x)
-
-    def prepare(steps):
-        seen.extend(steps)
-        order.append("prepare")
-
-    times = make_schedule(4, "shift", shift=3.0)
-    euler_sample([Branch("cond", fn, prepare)], torch.randn(1, 1, 2, 4, 4), times, 1.0, 1.0)
-    assert order[0] == "prepare" and len(seen) == 4
-    for (t, d), call in zip(seen, order[1:]):
-        assert call == ("step", torch.tensor(t).item(), torch.tensor(d).item())
 
 
 @needs_compiler
@@ -322,26 +314,26 @@ def test_resolved_block_weights_follow_edits_swaps_and_hooks():
 
     m = packed_model()
     blk = m.blocks[0]
-    w = blk.fused_weights()
-    assert blk.fused_weights() is w  # remembered
+    w = block_weights(blk)
+    assert block_weights(blk) is w  # remembered
     blk.proj.bias.add_(1.0)  # in-place edit: version counter
-    w2 = blk.fused_weights()
+    w2 = block_weights(blk)
     assert w2 is not w and torch.equal(w2[5], blk.proj.bias)
     blk.mlp[2].weight = torch.nn.Parameter(blk.mlp[2].weight.detach() * 2, requires_grad=False)  # a new parameter
-    w3 = blk.fused_weights()
+    w3 = block_weights(blk)
     assert w3 is not w2 and torch.equal(w3[8], fused.pack_panels(blk.mlp[2].weight))
     h = blk.k_norm.register_forward_hook(lambda mod, inp, out: out)
-    assert blk.fused_weights() is None  # a hook: the Python block runs
+    assert block_weights(blk) is None  # a hook: the Python block runs
     h.remove()
-    w4 = blk.fused_weights()
+    w4 = block_weights(blk)
     assert w4 is not None
     with torch.no_grad():
         blk.qkv.weight.data.mul_(3)  # behind the version counter's back ...
-    assert blk.fused_weights() is w4
+    assert block_weights(blk) is w4
     refresh_packed(m)  # ... which refresh_packed is for
-    assert torch.equal(blk.fused_weights()[0], fused.pack_panels(blk.qkv.weight))
+    assert torch.equal(block_weights(blk)[0], fused.pack_panels(blk.qkv.weight))
     blk.mlp[1] = torch.nn.GELU()  # exact GELU: not the one the C++ block computes
-    assert blk.fused_weights() is None
+    assert block_weights(blk) is None
 
 
 @needs_compiler

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seedling.kernels.executor import FusedExecutor
 from seedling.kernels.packed import (
     PackedLinear,
     count_packed,
@@ -158,12 +159,15 @@ def test_packed_dit_cached_and_uncached_agree():
     st, po = torch.randn(2, cfg.text_len, 384, generator=g), torch.randn(2, 384, generator=g)
     refs = [torch.randn(2, cfg.latent_channels, 8, 8, generator=g) for _ in range(3)]
     t = torch.tensor([0.3, 0.8])
+    ex = FusedExecutor()  # the packed model as the pipeline runs it
     with torch.no_grad():
         ref = plain(x, t, st, po, "compose", refs)
         un = dit(x, t, st, po, "compose", refs)
         ca = dit.forward_cached(x, t, dit.encode_context(st, po, "compose", refs))
-    assert rel(un, ref) < 1e-5
-    assert rel(ca, ref) < 1e-4
+        ex_un = ex.forward(dit, x, t, st, po, "compose", refs)
+        ex_ca = ex.forward_cached(dit, x, t, ex.encode_context(dit, st, po, "compose", refs))
+    assert rel(un, ref) < 1e-5 and rel(ex_un, ref) < 1e-5
+    assert rel(ca, ref) < 1e-4 and rel(ex_ca, ref) < 1e-4
 
 
 def test_pipeline_packs_by_default_and_plain_gives_the_same_images():

@@ -12,9 +12,11 @@ The unified DiT's sequence is [context (references ; text) ; outputs] with the s
 - "sdpa-cached": outputs attending to [cached context K/V ; their own K/V] (no mask needed: the
   context rows are not recomputed). The reference K/V cache's path.
 
-`attention(..., backend=None)` picks the first backend whose constraints hold, in the order of
-AUTO_ORDER; a named backend whose constraints fail raises ValueError saying which, never a
-silent fallback.
+`attention(...)` is the one entry point. With `backend=None` (or "auto") it picks the first
+backend whose constraints hold, in the order of AUTO_ORDER; a named backend whose constraints
+fail raises ValueError saying which, never a silent fallback. Whether the fused C++ blocks run is
+the executor's choice (kernels/executor.py), and it refuses a named backend they do not compute
+rather than quietly running something else.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def split_attention(q, k, v, n_ctx: int):
 _flex_cache: dict = {}
 
 
-@register("flex", devices=("cuda",))
+@register("flex", devices=("cuda",), masks=("structured",))
 def flex_attention(q, k, v, n_ctx: int):
     from torch.nn.attention.flex_attention import create_block_mask
     from torch.nn.attention.flex_attention import flex_attention as _flex
@@ -133,30 +135,16 @@ def flex_attention(q, k, v, n_ctx: int):
     return _flex_cache["compiled"](q, k, v, block_mask=_flex_cache[key])
 
 
-def attention(q, k, v, n_ctx: int, backend: str | None = "split"):
-    """Structured attention over [context ; outputs]. q, k, v: (B, H, L, Dh) -> (B, H, L, Dh)."""
-    return choose_backend(q, "structured" if n_ctx else "none", False, backend).fn(q, k, v, n_ctx)
+def attention(q, k, v, n_ctx: int = 0, backend: str | None = None, *, cached: bool = False):
+    """The DiT's attention, (B, H, Lq, Dh) -> (B, H, Lq, Dh).
+
+    Uncached: q, k, v cover [context ; outputs] (L = Nc + No), under the structured mask when
+    n_ctx > 0. Cached (the reference K/V cache): q holds the output rows only and k, v are
+    [context ; outputs]; every output attends to every key, so no mask."""
+    mask = "none" if cached or not n_ctx else "structured"
+    return choose_backend(q, mask, cached, backend).fn(q, k, v, n_ctx)
 
 
 @register("sdpa-cached", masks=("none",), cached=True)
-def _cached_sdpa(q_out, k, v):
+def _cached_sdpa(q_out, k, v, n_ctx: int = 0):
     return F.scaled_dot_product_attention(q_out, k, v)
-
-
-def cached_context_attention(q_out, k_ctx, v_ctx, k_out, v_out, kv_buffer=None):
-    """Outputs attending to [cached context K/V ; output K/V]. q_out: (B, H, No, Dh).
-
-    kv_buffer: optional (K, V) of shape (B, H, Nc + No, Dh) already holding the context K/V in
-    their first Nc positions (ContextCache.kv_buffers): the outputs' K/V are written after them
-    in place, instead of concatenating a fresh copy of the whole context each call. Inference
-    only (the buffers are overwritten at every step)."""
-    if kv_buffer is not None:
-        kb, vb = kv_buffer
-        n_ctx = kb.shape[2] - k_out.shape[2]
-        kb[:, :, n_ctx:].copy_(k_out)
-        vb[:, :, n_ctx:].copy_(v_out)
-        k, v = kb, vb
-    else:
-        k = torch.cat([k_ctx, k_out], dim=2) if k_ctx is not None else k_out
-        v = torch.cat([v_ctx, v_out], dim=2) if v_ctx is not None else v_out
-    return choose_backend(q_out, "none", True, "sdpa-cached").fn(q_out, k, v)

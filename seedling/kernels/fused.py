@@ -1,18 +1,19 @@
 """Fused DiT blocks for fp32 CPU inference: one C++ call per block (kernels/csrc/fused_block.cpp).
 
-At the 64 output tokens of a cached 128x128 step, a Python DiT block costs about as much in
-operator dispatch (~40 small ops, each a Python call, an ATen dispatch and often a fresh
-allocation) as in arithmetic. The C++ block does the same math in ten calls: its elementwise work
+At the few output tokens of a cached step, a Python DiT block spends a large share of its time
+in operator dispatch (~40 small ops, each a Python call, an ATen dispatch and often a fresh
+allocation) rather than arithmetic (docs/acceleration.md). The C++ block does the same math in ten calls: its elementwise work
 (LayerNorm + modulation, QK RMS-norm + 3D RoPE + head layout, gated residuals) in three fused
 loops, the linears as oneDNN brgemm micro-kernel tiles over weights packed once into panels
 (`pack_panels`; no per-call primitive lookup), attention as the plain product where the score
-matrix is small (ATen's flash kernel above that). model/dit.py uses it on every path — the cached step, the full
-uncached step and the context encoding — whenever `usable(...)` holds, so the reference cache's
-speedup compares equals; otherwise (training, autocast, quantized or hooked layers, other devices)
-it runs its Python blocks, which stay the reference the fused one is tested against.
+matrix is small (ATen's flash kernel above that). The fused executor (kernels/executor.py) uses it
+on every path — the cached step, the full uncached step and the context encoding — whenever the
+blocks qualify (kernels/fused_weights.py), so the reference cache's speedup compares equals;
+otherwise (training, autocast, quantized or hooked layers, other devices) it runs the model's
+Python blocks (model/dit.py), which stay the reference the fused one is tested against.
 
 The extension is compiled on first use with the system C++ compiler (`$CXX`, else g++ / c++;
-~10 s, `-O3 -march=native`; `$SEEDLING_MARCH`, e.g. `x86-64-v3`, targets another instruction set)
+`-O3 -march=native`; `$SEEDLING_MARCH`, e.g. `x86-64-v3`, targets another instruction set)
 into `$SEEDLING_EXT_DIR` (default `~/.cache/seedling_studio/ext`), keyed by the source, the torch
 version, the target and the CPU's instruction-set flags, and loaded with
 `torch.ops.load_library`. Where no compiler is found or the build fails, `available()` is False,
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from seedling.kernels.derived import BLOCK_CACHE_ATTR, PANELS_ATTR, version_key  # noqa: F401  (BLOCK_CACHE_ATTR: re-exported for model/dit.py)
+from seedling.kernels.derived import PANELS_ATTR, version_key
 
 SOURCE = Path(__file__).with_name("csrc") / "fused_block.cpp"
 OP_NAME = "dit_blocks"
@@ -192,8 +193,8 @@ def last_error() -> str | None:
 
 
 def panel_width(n_out: int) -> int | None:
-    """Output columns per weight panel: 128 for wide layers, else 64 (measured best for the DiT's
-    256- and 768-wide layers), else the largest of 32 / 16 that divides; None if none does."""
+    """Output columns per weight panel: 128 for wide layers, else 64 (the fastest for the DiT's
+    256- and 768-wide layers in bench/bench_panel_linear.py), else the largest of 32 / 16 that divides; None if none does."""
     for nb in ((128, 64, 32, 16) if n_out >= 1024 else (64, 32, 16)):
         if n_out % nb == 0:
             return nb

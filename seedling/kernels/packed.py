@@ -3,11 +3,10 @@
 `torch.nn.functional.linear` on an fp32 CPU tensor calls MKL's sgemm, which re-packs the weight
 on every call and, on AMD CPUs, runs a generic code path. oneDNN (`torch.ops.mkldnn`) can
 reorder a weight once into its blocked layout and then run each product with its own AVX-512
-kernels. At the DiT's shapes (64-352 rows, 256-1024 features) that is 2.2-2.7x faster per
-layer on the 2-core EPYC this project is measured on (`bench/bench_cache.py --linear` shows
-the whole-generation effect), with fp32 results equal to `F.linear` up to summation order
-(max abs difference ~2e-6 at unit-scale inputs). PyTorch's own Inductor does the same weight
-prepacking when it freezes a CPU model; this does it in eager mode.
+kernels, with fp32 results equal to `F.linear` up to summation order. At the DiT's small
+shapes that is much faster per layer (docs/acceleration.md, "Pre-packed fp32 linears";
+`bench/bench_cache.py --linear` shows the whole-generation effect). PyTorch's own Inductor does
+the same weight prepacking when it freezes a CPU model; this does it in eager mode.
 
 `pack_linears(model)` turns every `nn.Linear` of `model` into a `PackedLinear` in place (the
 same module object, its class swapped: parameters, state_dict keys, hooks and sharing are
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seedling.kernels.derived import BLOCK_CACHE_ATTR, PANELS_ATTR, version_key
+from seedling.kernels.derived import PANELS_ATTR, forget, version_key
 
 # oneDNN's reorder takes the expected number of rows as a hint for its blocking; the DiT's
 # per-step products have 64-352 rows.
@@ -148,13 +147,31 @@ def unpack_linears(model: nn.Module) -> int:
     return n
 
 
+# how fp32 linears multiply on CPU (SeedlingPipeline.set_linear_kernel)
+LINEAR_KERNELS = ("packed", "plain")
+
+
+def set_linear_kernel(model: nn.Module, kind: str) -> str:
+    """Make `model`'s full-precision linears "packed" (oneDNN, each weight reordered once; the
+    same fp32 results as `F.linear` up to summation order) or "plain" (`F.linear`). Other
+    devices, dtypes and anything that needs gradients always take the plain path. Returns the
+    kernel now in use: where this torch build has no oneDNN, "packed" stays "plain"."""
+    if kind not in LINEAR_KERNELS:
+        raise ValueError(f"unknown linear kernel {kind!r}; choose one of: {', '.join(LINEAR_KERNELS)}")
+    if kind == "packed":
+        return "packed" if pack_linears(model) else "plain"
+    unpack_linears(model)
+    return "plain"
+
+
 def refresh_packed(model: nn.Module) -> None:
-    """Forget every packed weight (they are rebuilt on the next forward), and the fused DiT blocks'
-    resolved weights built from them (model/dit.py, DiTBlock.fused_weights)."""
+    """Forget every packed weight (they are rebuilt on the next forward), and the executor's
+    caches built from the model's weights (kernels/derived.py: resolved fused-block weights,
+    stacked modulation weights)."""
     for m in model.modules():
         if type(m) is PackedLinear:
             m.drop_packed()
-        m.__dict__.pop(BLOCK_CACHE_ATTR, None)
+        forget(m)
 
 
 def count_packed(model: nn.Module) -> int:

@@ -26,14 +26,15 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
+from seedling.kernels.executor import get_executor
+from seedling.kernels.packed import LINEAR_KERNELS, set_linear_kernel  # noqa: F401  (LINEAR_KERNELS: re-exported)
 from seedling.model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor, tensor_to_images
 from seedling.model.convert import write_pipeline_metadata
 from seedling.model.dit import DiT_configs, UnifiedDiT
-from seedling.model.sampler import Branch, euler_sample, make_schedule
+from seedling.model.postprocess import feather_mask, transfer_detail
+from seedling.model.sampler import Branch, euler_sample, make_schedule, step_pairs
 from seedling.model.task_table import TASK_NAMES, TASKS, check_size, task_spec
 
-# how fp32 linears multiply on CPU (set_linear_kernel; kernels/packed.py)
-LINEAR_KERNELS = ("packed", "plain")
 # (min, max) number of input images per task (compatibility name; the task table is the source)
 TASK_IMAGES = {name: (int(t.references.lo), int(t.references.hi)) for name, t in TASKS.items()}
 
@@ -69,7 +70,7 @@ class PipelineConfig:
     # Instruction edits: where the model left the picture unchanged, put back the source detail the
     # autoencoder cannot reproduce (see `transfer_detail`); tolerance as a fraction of full scale.
     detail_transfer: bool = True
-    detail_tolerance: float = 0.25  # measured: 0.08 / 0.15 / 0.3 -> recolour PSNR outside 25.9 / 26.7 / 28.1 dB
+    detail_tolerance: float = 0.25  # chosen on recolour edits' PSNR outside the edit (docs/model.md)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,39 +84,9 @@ class PipelineOutput:
     parameters: dict = field(default_factory=dict)
 
 
-def transfer_detail(src: np.ndarray, src_recon: np.ndarray, out: np.ndarray, tolerance: float = 0.25,
-                    grow_px: int = 2) -> np.ndarray:
-    """An edit's output with the source's fine detail restored wherever the edit changed nothing.
-
-    src: the source picture; src_recon: the autoencoder's round trip of it (what the model "sees");
-    out: the edit's decoded output; all (H, W, 3) floats in 0..255. The change map is
-    |out - src_recon| averaged over channels, grown by `grow_px` (max filter) and smoothed, so the
-    edges of an edited region take none of the old picture. The weight w = 1 - change/(tolerance*255),
-    clipped to [0, 1], brings back the reconstruction error: result = out + w * (src - src_recon).
-    Where the model reproduced its input exactly (out == src_recon) the result is src exactly; where
-    it changed the picture by more than the tolerance the result is the model's output."""
-    change = torch.from_numpy(np.abs(out - src_recon).mean(-1, dtype=np.float32))[None, None]
-    k = 2 * grow_px + 1
-    change = F.avg_pool2d(F.max_pool2d(change, k, 1, grow_px), k, 1, grow_px, count_include_pad=False)
-    w = (1 - change[0, 0].numpy() / (tolerance * 255.0)).clip(0, 1)[..., None]
-    return np.clip(out + w * (src - src_recon), 0, 255)
-
-
-def feather_mask(mask: np.ndarray, px: int) -> np.ndarray:
-    """(H, W) bool -> float weights in [0, 1] that are exactly 0 outside the mask and ramp to 1
-    within `px` pixels inside it, so pasting back keeps every unmasked pixel of the source."""
-    m = mask.astype(np.float32)
-    if px <= 0:
-        return m
-    t = torch.from_numpy(m)[None, None]
-    k = 2 * px + 1
-    blurred = F.avg_pool2d(F.pad(t, (px, px, px, px), mode="replicate"), k, stride=1)[0, 0].numpy()
-    return np.where(mask, np.clip(2 * blurred - 1, 0, 1), 0.0).astype(np.float32)
-
-
 def default_scheduler(shift: float = 1.0) -> FlowMatchEulerDiscreteScheduler:
     """The diffusers scheduler equal to our sampler's time grid and Euler update: flow matching,
-    x_{t'} = x_t + (t' - t) v, times shifted by t' = s t / (1 + (s - 1) t) (tests/test_scheduler.py)."""
+    x_{t'} = x_t + (t' - t) v, times shifted by t' = s t / (1 + (s - 1) t) (tests/test_diffusers_native.py)."""
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
 
 
@@ -123,7 +94,8 @@ class SeedlingPipeline(DiffusionPipeline):
     """Components: `dit` (UnifiedDiT), `autoencoder` (Autoencoder), `scheduler`
     (FlowMatchEulerDiscreteScheduler, the sampler's equivalent); the MiniLM text encoder is built
     from its PyPI package unless given. `settings` (PipelineConfig) are the model's sampling
-    defaults, saved in model_index.json ("pipeline_config") and in pipeline.json."""
+    defaults, saved in model_index.json ("pipeline_config") and in pipeline.json. `executor`
+    (kernels/executor.py) runs the DiT's forward passes: "fused" (CPU speed-ups) or "plain"."""
 
     tasks = TASK_NAMES
     model_cpu_offload_seq = "dit->autoencoder"
@@ -131,7 +103,7 @@ class SeedlingPipeline(DiffusionPipeline):
 
     def __init__(self, dit: UnifiedDiT, autoencoder: Autoencoder, text_encoder=None,
                  pipeline_config: PipelineConfig | dict | None = None, linear_kernel: str = "packed",
-                 scheduler: FlowMatchEulerDiscreteScheduler | None = None):
+                 scheduler: FlowMatchEulerDiscreteScheduler | None = None, executor: str = "fused"):
         super().__init__()
         if isinstance(pipeline_config, dict):
             pipeline_config = PipelineConfig(**pipeline_config)
@@ -149,6 +121,7 @@ class SeedlingPipeline(DiffusionPipeline):
         if dit.config.latent_channels != autoencoder.config.latent_channels:
             raise ValueError("the DiT and the autoencoder disagree on the number of latent channels")
         self.set_linear_kernel(linear_kernel)  # sets self.linear_kernel
+        self.set_executor(executor)  # sets self.executor
 
     # -- construction and persistence -----------------------------------------------------
     @classmethod
@@ -203,20 +176,16 @@ class SeedlingPipeline(DiffusionPipeline):
         return self
 
     def set_linear_kernel(self, kind: str) -> SeedlingPipeline:
-        """How the DiT's full-precision linears multiply on CPU: "packed" (the default: oneDNN
-        with the weight reordered once, 2-2.7x faster per layer than MKL at the DiT's shapes,
-        the same fp32 results up to summation order; kernels/packed.py) or "plain"
-        (`F.linear`). Other devices, dtypes and anything that needs gradients always take the
-        plain path. Where this torch build has no oneDNN, "packed" quietly stays "plain"."""
-        from seedling.kernels.packed import pack_linears, unpack_linears
+        """How the DiT's full-precision linears multiply on CPU: "packed" (the default) or "plain"
+        (kernels/packed.py, `set_linear_kernel`)."""
+        self.linear_kernel = set_linear_kernel(self.dit, kind)
+        return self
 
-        if kind not in LINEAR_KERNELS:
-            raise ValueError(f"unknown linear kernel {kind!r}; choose one of: {', '.join(LINEAR_KERNELS)}")
-        if kind == "packed":
-            self.linear_kernel = "packed" if pack_linears(self.dit) else "plain"
-        else:
-            unpack_linears(self.dit)
-            self.linear_kernel = "plain"
+    def set_executor(self, name: str) -> SeedlingPipeline:
+        """How the DiT's forward passes run (kernels/executor.py): "fused" (the default: step plans,
+        modulation tables, the fused C++ blocks and K/V buffers wherever the model qualifies for
+        them) or "plain" (the model's own forward passes, the reference)."""
+        self.executor = get_executor(name)
         return self
 
     def quantize(self, mode: str | None, int8_compute: str = "auto") -> SeedlingPipeline:
@@ -273,15 +242,16 @@ class SeedlingPipeline(DiffusionPipeline):
     # -- generation ---------------------------------------------------------------------------
     def make_branches(self, task: str, states: torch.Tensor, pooled: torch.Tensor, refs: list, ref_masks,
                       batch: int, guidance: float, image_guidance: float, use_ref_cache: bool = True,
-                      batch_branches: bool = True, n_out: int | None = None) -> list[Branch]:
+                      batch_branches: bool = True, n_out: int | None = None, steps=None) -> list[Branch]:
         """The guidance branches of one generation, ready for `euler_sample`.
 
         states/pooled: (2, ...) encodings of [prompt, ""]. Branches: "cond" (prompt, refs),
         "no_text" (empty prompt, refs) when guidance != 1, "none" (empty prompt, no refs) when
         there are refs and image_guidance != 1. "cond" and "no_text" share the references, so with
         `batch_branches` they run as one batch of 2 x `batch` (the weights are read once a step).
-        With `use_ref_cache` each branch's context K/V is computed here, once (`n_out`, the
-        number of output tokens per sample, lets it go straight into the steps' K/V buffers)."""
+        With `use_ref_cache` each branch's context K/V is computed here, once. `steps`: the (t, d)
+        pairs the sampler will run (`sampler.step_pairs`), which the executor plans for up front;
+        `n_out`: the output tokens per sample (the context K/V go straight into the step buffers)."""
         names = ["cond"]
         if guidance != 1.0 or (refs and image_guidance != 1.0):
             names.append("no_text")
@@ -291,35 +261,12 @@ class SeedlingPipeline(DiffusionPipeline):
         text_row = {"cond": 0, "no_text": 1, "none": 1}
         branches = []
         for group in groups:
-            k, rf = len(group), ([] if group == ("none",) else refs)
             rows = torch.tensor([text_row[n] for n in group], device=states.device)
-            st, po = states[rows], pooled[rows]  # (k, ...): one row per branch
-            rm = ref_masks if rf else None
-            if use_ref_cache:
-                cache = self.dit.encode_context(st, po, task, [r.expand(k, -1, -1, -1) for r in rf],
-                                                [m.expand(k, -1, -1, -1) for m in rm] if rm else None,
-                                                n_out=n_out if batch == 1 else None)
-                if batch > 1:  # one copy of the context per sample
-                    cache.kv = [(kk.repeat_interleave(batch, 0), vv.repeat_interleave(batch, 0)) for kk, vv in cache.kv]
-                    cache.cond = cache.cond.repeat_interleave(batch, 0)
-                    cache.kv_out = {}
-                fn = (lambda x, t, d, c=cache: self.dit.forward_cached(x, t, c, d))
-
-                def prepare(steps, c=cache):
-                    c.plan = self.dit.plan_steps(c.cond, steps, weights=c.weights)
-            else:
-                n = k * batch
-                stb, pob = st.repeat_interleave(batch, 0), po.repeat_interleave(batch, 0)
-                rfb = [r.expand(n, -1, -1, -1) for r in rf]
-                rmb = [m.expand(n, -1, -1, -1) for m in rm] if rm else None
-                plan = {}  # this branch's StepPlan, made by prepare (the same per-step conditioning as the cache's)
-                fn = (lambda x, t, d, s=stb, p=pob, r=rfb, m=rmb, pl=plan:
-                      self.dit(x, t, s, p, task, r, m, d=d, plan=pl.get("plan")))
-
-                def prepare(steps, p=pob, pl=plan):
-                    cond, c_ctx, _ = self.dit.conditions(task, p, None, None)
-                    pl["plan"] = self.dit.plan_steps(cond, steps, c_ctx=c_ctx)
-            branches.append(Branch(group[0] if k == 1 else group, fn, prepare))
+            no_refs = group == ("none",)
+            fn = self.executor.denoiser(self.dit, states[rows], pooled[rows], task, [] if no_refs else refs,
+                                        None if no_refs else ref_masks, cached=use_ref_cache, batch=batch,
+                                        steps=steps, n_out=n_out)
+            branches.append(Branch(group[0] if len(group) == 1 else group, fn))
         return branches
 
     @torch.no_grad()
@@ -401,10 +348,11 @@ class SeedlingPipeline(DiffusionPipeline):
                 src_latent = refs[0]
         timings["encode_images"] = time.perf_counter() - t0
 
+        times = make_schedule(steps, schedule if schedule is not None else self.settings.schedule, self.settings.shift)
         t0 = time.perf_counter()
         p = self.dit.config.patch
-        branches = self.make_branches(task, states, pooled, refs, ref_masks, B, guidance, image_guidance,
-                                      use_ref_cache, n_out=M * (h // p) * (w // p))
+        branches = self.make_branches(task, states, pooled, refs, ref_masks, B, guidance, image_guidance, use_ref_cache,
+                                      n_out=M * (h // p) * (w // p), steps=step_pairs(times, self.settings.shortcut))
         timings["encode_context"] = time.perf_counter() - t0
 
         noise = torch.randn((B, M, C, h, w), generator=gen).to(dev)
@@ -429,7 +377,6 @@ class SeedlingPipeline(DiffusionPipeline):
             if callback(i, total, preview) is False:
                 raise GenerationCancelled(f"cancelled at step {i} of {total}")
 
-        times = make_schedule(steps, schedule if schedule is not None else self.settings.schedule, self.settings.shift)
         t0 = time.perf_counter()
         lat = euler_sample(branches, noise.clone(), times.to(dev), guidance, image_guidance, shortcut=self.settings.shortcut,
                            on_step=on_step if callback or callback_on_step_end else None, project=project)

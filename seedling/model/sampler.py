@@ -44,9 +44,6 @@ class Branch:
 
     name: str | tuple[str, ...]
     fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-    # Optional: told the (t, d) of every step before the first (`euler_sample`), so the branch can
-    # prepare per-step work for all of them at once (UnifiedDiT.plan_steps).
-    prepare: Callable[[list[tuple[float, float]]], None] | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -74,6 +71,13 @@ def combine_guidance(v: dict[str, torch.Tensor], guidance: float, image_guidance
     return out
 
 
+def step_pairs(times: torch.Tensor, shortcut: bool = True) -> list[tuple[float, float]]:
+    """The (t, d) of every step `euler_sample` runs over `times`: d = t_i - t_{i+1} for a shortcut
+    model, else 0. Known before the first step, so a denoiser can be built for all of them."""
+    return [(float(times[i]), (float(times[i]) - float(times[i + 1])) if shortcut else 0.0)
+            for i in range(len(times) - 1)]
+
+
 def euler_sample(branches: dict[str, Branch] | list[Branch], x: torch.Tensor, times: torch.Tensor, guidance: float,
                  image_guidance: float, shortcut: bool = True, on_step=None, project=None) -> torch.Tensor:
     """x: (B, M, C, h, w) starting noise at t=1. `project(x, t)` re-imposes known latents (inpaint).
@@ -81,10 +85,7 @@ def euler_sample(branches: dict[str, Branch] | list[Branch], x: torch.Tensor, ti
     B = x.shape[0]
     total = len(times) - 1
     branches = list(branches.values()) if isinstance(branches, dict) else branches
-    steps = [(float(times[i]), (float(times[i]) - float(times[i + 1])) if shortcut else 0.0) for i in range(total)]
-    for b in branches:
-        if b.prepare is not None:
-            b.prepare(steps)
+    steps = step_pairs(times, shortcut)
     for i in range(total):
         t, t_next = float(times[i]), float(times[i + 1])
         tt = torch.full((B,), steps[i][0], device=x.device)
