@@ -207,3 +207,30 @@ def test_batched_guidance_branches_equal_separate_branches(pipe, use_ref_cache, 
         xa = euler_sample(together, x.clone(), times, 3.0, 1.5)
         xb = euler_sample(apart, x.clone(), times, 3.0, 1.5)
     assert (xa - xb).abs().max() <= 1e-5 * xb.abs().max()
+
+
+@pytest.mark.parametrize("use_ref_cache", [True, False])
+def test_reference_boxes_reach_the_model(pipe, use_ref_cache):
+    refs = [rgb(i) for i in range(2)]
+    kw = dict(prompt="the first on the left", task="compose", images=refs, seed=2, height=64, width=64, steps=2,
+              use_ref_cache=use_ref_cache)
+    free = arr(pipe(**kw).images[0])
+    assert np.array_equal(free, arr(pipe(boxes=[None, None], **kw).images[0]))  # None = free, as without boxes
+    assert np.array_equal(free, arr(pipe(boxes=[(0, 0, 1, 1)] * 2, **kw).images[0]))  # full frame = today's
+    halves = arr(pipe(boxes=[(0, 0, 0.5, 1), (0.5, 0, 1, 1)], **kw).images[0])
+    assert not np.array_equal(free, halves)
+    swapped = arr(pipe(boxes=[(0.5, 0, 1, 1), (0, 0, 0.5, 1)], **kw).images[0])
+    assert not np.array_equal(halves, swapped)
+
+
+def test_reference_boxes_cached_equals_uncached(pipe):
+    kw = dict(prompt="two things", task="compose", images=[rgb(5), rgb(6)], seed=4, height=64, width=64, steps=3,
+              guidance=2.0, boxes=[(0, 0.25, 0.5, 0.75), (0.5, 0.25, 1, 0.75)])
+    a, b = pipe(use_ref_cache=True, **kw).images[0], pipe(use_ref_cache=False, **kw).images[0]
+    assert np.abs(arr(a) - arr(b)).max() <= 1
+
+
+@pytest.mark.parametrize("boxes, match", [([(0, 0, 1, 1)], "one box"), ([(0, 0, 2, 1), None], "fractions")])
+def test_bad_boxes_are_sentences(pipe, boxes, match):
+    with pytest.raises(ValueError, match=match):
+        pipe(prompt="x", task="compose", images=[rgb(1), rgb(2)], height=64, width=64, steps=1, boxes=boxes)

@@ -136,3 +136,45 @@ def test_dit_trainer_with_workers_resumes_exactly_and_inits_from_a_pipeline(tmp_
         assert (ema[k] - start[k].float()).abs().max() < (ema[k] - fresh[k]).abs().max(), k
     batches = [int(r.split(",")[4]) for r in (tmp_path / "oneshot" / "loss.csv").read_text().splitlines()[1:]]
     assert len(batches) == 2 and all(b <= 6 for b in batches)  # a row per step
+
+
+def test_compose_batches_share_their_boxes_with_reference_boxes():
+    import numpy as np
+
+    from seedling.model.data.icons import load_icons
+    from seedling.model.data.tasks import TaskSampler
+
+    sampler = TaskSampler(load_icons()[:60], seed=0)
+    maker = train_data.BatchMaker(sampler, np.random.default_rng(0), 1200, 16, 16, max_batch=4, boxes=True)
+    for _ in range(3):
+        st = train_data.stack_samples(maker.next("compose"))
+        boxes = st["ref_boxes"]
+        assert boxes is not None and len(boxes) == st["refs"].shape[1]
+        assert all(0 <= b[0] < b[2] <= 1 and 0 <= b[1] < b[3] <= 1 for b in boxes)
+    plain = train_data.BatchMaker(sampler, np.random.default_rng(0), 1200, 16, 16, max_batch=4)
+    mixed = [train_data.stack_samples(plain.next("compose"))["ref_boxes"] for _ in range(6)]
+    assert any(b is None for b in mixed)  # without boxes=True a batch mixes layouts: no shared boxes
+
+
+def test_dit_trainer_with_reference_boxes_records_it_and_trains_compose(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    Autoencoder(AE_CONFIGS["tiny"]).save_pretrained(tmp_path / "ae")
+    monkeypatch.setattr(train, "draw_task", lambda rng, progress: "compose")
+    seen = []
+    real = train.reference_positions
+    monkeypatch.setattr(train, "reference_positions", lambda *a: seen.append(real(*a)) or seen[-1])
+    train.main(["--ae", str(tmp_path / "ae"), "--config", "tiny", "--token-budget", "400", "--max-steps", "10",
+                "--threads", "1", "--stop-after", "2", "--reference-boxes", "--out", str(tmp_path / "run"),
+                "--no-curriculum"])
+    cfg = json.loads((latest_checkpoint(tmp_path / "run") / "config.json").read_text())
+    assert cfg["reference_boxes"] is True
+    assert any(placed for placed in seen)  # positions reached the model on compose steps
+    assert all(torch.is_tensor(p) for placed in seen if placed for p in placed)
+
+
+def test_task_weights_change_the_mix_and_bad_ones_are_sentences():
+    mixed = task_probs(1.0, {"compose": 5.0})
+    assert mixed["compose"] > 0.5 > task_probs(1.0)["compose"]
+    with pytest.raises(SystemExit):
+        train.main(["--task-weights", "painting=2", "--out", "/nonexistent"])
+    assert train._task_weights("compose=0.5, t2i=1") == {"compose": 0.5, "t2i": 1.0}

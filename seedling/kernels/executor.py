@@ -122,18 +122,18 @@ class Executor:
         return None
 
     def denoiser(self, dit, text_states, pooled, task, refs, ref_masks, *, cached: bool, batch: int = 1,
-                 steps=None, n_out: int | None = None):
+                 steps=None, n_out: int | None = None, ref_indices=None):
         """`fn(x, t, d) -> v` for one guidance branch: text_states/pooled (k, ...) its k prompt
         rows, refs/ref_masks (1, ...) each, shared by every row; `batch` samples per row (x has
         k * batch rows); `steps` the (t, d) pairs the sampler will pass (sampler.step_pairs), for
         a step plan; `n_out` the output tokens per sample (the context K/V go straight into the
-        step buffers)."""
+        step buffers); `ref_indices` the references' indices or positions (UnifiedDiT.forward)."""
         steps = steps if self.plans_steps else None
         if cached:
             k = text_states.shape[0]
             cache = self.encode_context(dit, text_states, pooled, task, [r.expand(k, -1, -1, -1) for r in refs],
                                         [m.expand(k, -1, -1, -1) for m in ref_masks] if ref_masks else None,
-                                        n_out=n_out if batch == 1 else None)
+                                        ref_indices, n_out=n_out if batch == 1 else None)
             if batch > 1:  # one copy of the context per sample
                 cache = cache.repeat_interleave(batch)
             if steps:
@@ -142,7 +142,8 @@ class Executor:
         k = text_states.shape[0] * batch
         inputs = {"text_states": text_states.repeat_interleave(batch, 0), "pooled": pooled.repeat_interleave(batch, 0),
                   "task": task, "refs": [r.expand(k, -1, -1, -1) for r in refs],
-                  "ref_masks": [m.expand(k, -1, -1, -1) for m in ref_masks] if ref_masks else None}
+                  "ref_masks": [m.expand(k, -1, -1, -1) for m in ref_masks] if ref_masks else None,
+                  "ref_indices": ref_indices}
         plan = None
         if steps:
             cond, c_ctx, _ = dit.conditions(task, inputs["pooled"], None, None)

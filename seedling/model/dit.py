@@ -63,6 +63,7 @@ class DiTConfig:
     num_tasks: int = 8  # 6 used (TASKS) + room to extend without reshaping the embedding
     attention_backend: str = "split"
     tasks: tuple[str, ...] = TASKS
+    reference_boxes: bool = False  # trained with references placed in boxes (rope.box_positions)
 
     @property
     def head_dim(self) -> int:
@@ -233,7 +234,7 @@ class UnifiedDiT(SeedlingModelMixin):
                  latent_channels: int = 8, patch: int = 2, text_dim: int = 384, text_len: int = 32,
                  rope_axes: tuple[int, int, int] = (16, 24, 24), rope_theta: float = 10000.0,
                  ref_index_offset: int = 16, num_tasks: int = 8, attention_backend: str = "split",
-                 tasks: tuple[str, ...] = TASKS):
+                 tasks: tuple[str, ...] = TASKS, reference_boxes: bool = False):
         super().__init__()
         if isinstance(width, DiTConfig):  # the pre-diffusers call: UnifiedDiT(cfg)
             self.register_to_config(**width.to_dict())
@@ -298,8 +299,9 @@ class UnifiedDiT(SeedlingModelMixin):
         return torch.tensor(ids, device=device, dtype=torch.long)
 
     def _context_tokens(self, refs, ref_masks, text_states, ref_indices):
-        """refs: list of (B, C, h, w); ref_masks: list of (B, 1, h, w) or None; text: (B, Lt, 384).
-        Returns tokens (B, Nc, D) and positions (Nc, 3)."""
+        """refs: list of (B, C, h, w); ref_masks: list of (B, 1, h, w) or None; text: (B, Lt, 384);
+        ref_indices[j]: reference j's image index, or its (hw/p^2, 3) positions (a reference placed
+        in a box of the output: rope.box_positions). Returns tokens (B, Nc, D) and positions (Nc, 3)."""
         if ref_masks is not None and len(ref_masks) != len(refs):
             raise ValueError(f"got {len(ref_masks)} reference masks for {len(refs)} reference images")
         p = self.dims.patch
@@ -310,7 +312,9 @@ class UnifiedDiT(SeedlingModelMixin):
         for j, r in enumerate(refs):
             m = ref_masks[j] if ref_masks is not None and ref_masks[j] is not None else torch.zeros_like(r[:, :1])
             tokens.append(self.ref_embed(patchify(torch.cat([r, m.to(r.dtype)], 1), p)))  # (B, hw, D)
-            pos.append(image_positions(ref_indices[j], r.shape[-2] // p, r.shape[-1] // p, device))
+            at = ref_indices[j]
+            rows, cols = r.shape[-2] // p, r.shape[-1] // p
+            pos.append(at.to(device) if torch.is_tensor(at) else image_positions(at, rows, cols, device))
         tokens.append(self.text_embed(text_states.to(self.compute_dtype)))  # (B, Lt, D)
         pos.append(text_positions(text_states.shape[1], device))
         return torch.cat(tokens, 1), torch.cat(pos, 0)

@@ -32,6 +32,7 @@ from seedling.model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor
 from seedling.model.convert import write_pipeline_metadata
 from seedling.model.dit import DiT_configs, UnifiedDiT
 from seedling.model.postprocess import feather_mask, transfer_detail
+from seedling.model.rope import reference_positions
 from seedling.model.sampler import Branch, euler_sample, make_schedule, step_pairs
 from seedling.model.task_table import TASK_NAMES, TASKS, check_size, task_spec
 
@@ -239,10 +240,16 @@ class SeedlingPipeline(DiffusionPipeline):
             raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is "
                              f"{images[0].size[0]}x{images[0].size[1]}; they must be the same size")
 
+    def _ref_positions(self, boxes, n_refs: int, rows: int, cols: int) -> list | None:
+        if boxes is not None and len(boxes) != n_refs:
+            raise ValueError(f"got {len(boxes)} boxes for {n_refs} input images: give one box (or None) per image")
+        return reference_positions(self.dit.dims.ref_index_offset, boxes, rows, cols)
+
     # -- generation ---------------------------------------------------------------------------
     def make_branches(self, task: str, states: torch.Tensor, pooled: torch.Tensor, refs: list, ref_masks,
                       batch: int, guidance: float, image_guidance: float, use_ref_cache: bool = True,
-                      batch_branches: bool = True, n_out: int | None = None, steps=None) -> list[Branch]:
+                      batch_branches: bool = True, n_out: int | None = None, steps=None,
+                      ref_indices=None) -> list[Branch]:
         """The guidance branches of one generation, ready for `euler_sample`.
 
         states/pooled: (2, ...) encodings of [prompt, ""]. Branches: "cond" (prompt, refs),
@@ -251,7 +258,8 @@ class SeedlingPipeline(DiffusionPipeline):
         `batch_branches` they run as one batch of 2 x `batch` (the weights are read once a step).
         With `use_ref_cache` each branch's context K/V is computed here, once. `steps`: the (t, d)
         pairs the sampler will run (`sampler.step_pairs`), which the executor plans for up front;
-        `n_out`: the output tokens per sample (the context K/V go straight into the step buffers)."""
+        `n_out`: the output tokens per sample (the context K/V go straight into the step buffers);
+        `ref_indices`: the references' positions where they are placed in boxes."""
         names = ["cond"]
         if guidance != 1.0 or (refs and image_guidance != 1.0):
             names.append("no_text")
@@ -265,7 +273,7 @@ class SeedlingPipeline(DiffusionPipeline):
             no_refs = group == ("none",)
             fn = self.executor.denoiser(self.dit, states[rows], pooled[rows], task, [] if no_refs else refs,
                                         None if no_refs else ref_masks, cached=use_ref_cache, batch=batch,
-                                        steps=steps, n_out=n_out)
+                                        steps=steps, n_out=n_out, ref_indices=None if no_refs else ref_indices)
             branches.append(Branch(group[0] if len(group) == 1 else group, fn))
         return branches
 
@@ -275,7 +283,8 @@ class SeedlingPipeline(DiffusionPipeline):
                  guidance: float | None = None, image_guidance: float | None = None, seed: int | None = None,
                  height: int | None = None, width: int | None = None, use_ref_cache: bool = True,
                  callback: Callable | None = None, previews: bool = True,
-                 schedule: str | list | None = None, *, num_inference_steps: int | None = None,
+                 schedule: str | list | None = None, *, boxes: Sequence | None = None,
+                 num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, image_guidance_scale: float | None = None,
                  num_images_per_prompt: int | None = None, generator: torch.Generator | None = None,
                  callback_on_step_end: Callable | None = None, output_type: str = "pil",
@@ -286,7 +295,9 @@ class SeedlingPipeline(DiffusionPipeline):
         (the result's seed is its initial seed). `callback(step, total, preview)` may return False to
         cancel; `callback_on_step_end(pipe, step, t, {"latents": ...})` is diffusers' form (set
         `pipe._interrupt = True` in it to cancel). output_type: "pil", "np" (floats in [0, 1]) or
-        "latent". Bad input raises ValueError with a sentence."""
+        "latent". `boxes`: one (x0, y0, x1, y1) box (fractions of the output) or None per input
+        image: where that reference goes (layout-aware positions; None: free, as without boxes).
+        Bad input raises ValueError with a sentence."""
         steps = _alias("steps", steps, "num_inference_steps", num_inference_steps)
         guidance = _alias("guidance", guidance, "guidance_scale", guidance_scale)
         image_guidance = _alias("image_guidance", image_guidance, "image_guidance_scale", image_guidance_scale)
@@ -352,7 +363,8 @@ class SeedlingPipeline(DiffusionPipeline):
         t0 = time.perf_counter()
         p = self.dit.config.patch
         branches = self.make_branches(task, states, pooled, refs, ref_masks, B, guidance, image_guidance, use_ref_cache,
-                                      n_out=M * (h // p) * (w // p), steps=step_pairs(times, self.settings.shortcut))
+                                      n_out=M * (h // p) * (w // p), steps=step_pairs(times, self.settings.shortcut),
+                                      ref_indices=self._ref_positions(boxes, len(refs), h // p, w // p))
         timings["encode_context"] = time.perf_counter() - t0
 
         noise = torch.randn((B, M, C, h, w), generator=gen).to(dev)

@@ -45,6 +45,15 @@ def box_positions(index: int, rows: int, cols: int, box, out_rows: int, out_cols
     return torch.stack([ii, rr, cc], dim=-1).reshape(-1, 3)
 
 
+def reference_positions(offset: int, boxes, rows: int, cols: int) -> list | None:
+    """For references resized to the output's (rows, cols) token grid: reference j's image index
+    (offset + j) where its box is None, else its positions inside the box. None without boxes."""
+    if boxes is None:
+        return None
+    return [offset + j if box is None else box_positions(offset + j, rows, cols, box, rows, cols)
+            for j, box in enumerate(boxes)]
+
+
 def text_positions(length: int, device=None) -> torch.Tensor:
     """Text tokens all sit at the origin (as in FLUX): MiniLM states already encode word order."""
     return torch.zeros(length, 3, device=device)

@@ -40,6 +40,7 @@ from seedling.model.autoencoder import Autoencoder
 from seedling.model.dit import DiT_configs, DiTConfig, UnifiedDiT
 from seedling.model.flow import shortcut_flow_loss
 from seedling.model.modeling import weights_path
+from seedling.model.rope import reference_positions
 from seedling.model.train_data import (
     BatchMaker,
     PlannedBatches,
@@ -47,7 +48,20 @@ from seedling.model.train_data import (
     draw_task,
     encode_batch,
     keep_arrays,
+    stack_samples,
 )
+
+
+def _task_weights(text: str) -> dict[str, float]:
+    from seedling.model.train_data import TASK_WEIGHTS
+
+    out = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        name, _, value = part.partition("=")
+        if name not in TASK_WEIGHTS or not value.replace(".", "", 1).isdigit():
+            raise argparse.ArgumentTypeError(f"{part!r}: write task=weight with a task of {sorted(TASK_WEIGHTS)}")
+        out[name] = float(value)
+    return out
 
 
 def main(argv=None):
@@ -87,11 +101,17 @@ def main(argv=None):
     p.add_argument("--max-batch", type=int, default=48, help="upper bound on samples per batch")
     p.add_argument("--no-curriculum", action="store_true",
                    help="every task from the first step (for runs that start from trained weights)")
+    p.add_argument("--task-weights", default="", type=_task_weights,
+                   help="change the task mix, e.g. 'compose=0.5,t2i=0.2' (others keep their weights; in-process data only)")
+    p.add_argument("--reference-boxes", action="store_true",
+                   help="compose references sit in their layout's boxes (rope.box_positions); new runs and --init only")
     p.add_argument("--init", default="",
                    help="a pipeline folder whose DiT weights start a new run (model and EMA); ignored on resume")
     args = p.parse_args(argv)
     if args.workers < 0 or args.max_batch < 2:
         p.error("--workers must be >= 0 and --max-batch >= 2")
+    if args.workers and args.task_weights:
+        p.error("--task-weights applies to in-process data: leave out --workers")
 
     from seedling.model.data.icons import load_icons
     from seedling.model.data.tasks import TaskSampler
@@ -116,6 +136,8 @@ def main(argv=None):
     else:
         cfg = DiT_configs[args.config]()
         cfg.latent_channels = ae.config.latent_channels
+    if args.reference_boxes and ck is None:
+        cfg.reference_boxes = True
     trainer.files["config.json"] = json.dumps(cfg.to_dict(), indent=2)
     torch.manual_seed(args.seed)
     model = UnifiedDiT(cfg)
@@ -135,14 +157,14 @@ def main(argv=None):
     sampler = TaskSampler(icons, seed=args.seed, captions=args.captions)
     te = TextEncoder(max_length=cfg.text_len, device=dev, cache_size=200000)
     tpi = (128 // ae.factor // cfg.patch) ** 2
-    maker = BatchMaker(sampler, rng, args.token_budget, cfg.text_len, tpi, args.max_batch)
+    maker = BatchMaker(sampler, rng, args.token_budget, cfg.text_len, tpi, args.max_batch, cfg.reference_boxes)
     planned = None
     if args.workers:
         planned = iter(torch.utils.data.DataLoader(
             # each process of a multi-GPU run draws its own stream, as the in-process rng does
             PlannedBatches(args.seed + 1000 * acc.process_index, trainer.step_count, args.max_steps,
                            args.token_budget, cfg.text_len, tpi, args.max_batch, icons,
-                           curriculum=not args.no_curriculum, captions=args.captions),
+                           curriculum=not args.no_curriculum, captions=args.captions, boxes=cfg.reference_boxes),
             batch_size=None, num_workers=args.workers, prefetch_factor=2, persistent_workers=False,
             pin_memory=dev.type == "cuda", collate_fn=keep_arrays,
             generator=torch.Generator().manual_seed(args.seed)))  # not the global RNG: resume stays exact
@@ -159,19 +181,21 @@ def main(argv=None):
             task = samples["task"]
             prompts = samples["prompts"]
         else:
-            task = draw_task(rng, 1.0 if args.no_curriculum else progress)
-            samples = maker.next(task)
-            prompts = [s.prompt for s in samples]
+            task = draw_task(rng, 1.0 if args.no_curriculum else progress, args.task_weights)
+            samples = stack_samples(maker.next(task))
+            prompts = samples["prompts"]
         B = len(prompts)
         refs, masks, x0 = encode_batch(samples, ae, dev)
+        placed = (reference_positions(cfg.ref_index_offset, samples["ref_boxes"], x0.shape[-2] // cfg.patch,
+                                      x0.shape[-1] // cfg.patch) if cfg.reference_boxes else None)
         prompts = [("" if rng.random() < 0.1 else pr) for pr in prompts]
         if refs and task != "inpaint" and rng.random() < 0.1:
-            refs, masks = [], None  # image-guidance "none" branch
+            refs, masks, placed = [], None, None  # image-guidance "none" branch
         states, pooled = te.encode(prompts)
 
-        def model_fn(x, t, d, sl, states=states, pooled=pooled, task=task, refs=refs, masks=masks):
+        def model_fn(x, t, d, sl, states=states, pooled=pooled, task=task, refs=refs, masks=masks, placed=placed):
             rm = [m[sl] for m in masks] if masks is not None else None
-            return model(x, t, states[sl], pooled[sl], task, [r[sl] for r in refs], rm, d=d)
+            return model(x, t, states[sl], pooled[sl], task, [r[sl] for r in refs], rm, d=d, ref_indices=placed)
 
         with trainer.autocast():
             loss, stats = shortcut_flow_loss(model_fn, x0, args.shortcut_fraction)

@@ -22,18 +22,20 @@ CURRICULUM = (  # (fraction of training at which the phase starts, tasks enabled
 TASK_FLOOR = 0.06  # every enabled task keeps at least this probability
 
 
-def task_probs(progress: float) -> dict[str, float]:
+def task_probs(progress: float, weights: dict[str, float] | None = None) -> dict[str, float]:
+    """`weights`: the task mix (TASK_WEIGHTS, with any given tasks' weights replaced)."""
     enabled = [tasks for start, tasks in CURRICULUM if progress >= start][-1]
-    w = {t: TASK_WEIGHTS[t] for t in enabled}
+    mix = {**TASK_WEIGHTS, **(weights or {})}
+    w = {t: mix[t] for t in enabled}
     total = sum(w.values())
     p = {t: max(v / total, TASK_FLOOR) for t, v in w.items()}
     s = sum(p.values())
     return {t: v / s for t, v in p.items()}
 
 
-def draw_task(rng: np.random.Generator, progress: float) -> str:
-    """One task drawn from `task_probs(progress)` (one `rng.choice`)."""
-    probs = task_probs(progress)
+def draw_task(rng: np.random.Generator, progress: float, weights: dict[str, float] | None = None) -> str:
+    """One task drawn from `task_probs(progress, weights)` (one `rng.choice`)."""
+    probs = task_probs(progress, weights)
     return str(rng.choice(list(probs), p=list(probs.values())))
 
 
@@ -49,9 +51,12 @@ class BatchMaker:
 
     def __init__(
         self, sampler, rng: np.random.Generator, token_budget: int, text_len: int, tokens_per_image: int,
-        max_batch: int = 48,
+        max_batch: int = 48, boxes: bool = False,
     ):
+        """`boxes`: compose batches share one layout and assignment, so that every sample's
+        references sit in the same boxes (the positions are one table for the batch)."""
         self.sampler = sampler
+        self.boxes = boxes
         self.rng = rng
         self.token_budget = token_budget
         self.text_len = text_len
@@ -66,6 +71,8 @@ class BatchMaker:
         while True:
             s = self.sampler.sample(task, self.rng)
             key = (task, len(s.refs), len(s.outputs))
+            if self.boxes and "slots" in s.meta:
+                key += tuple((r, tuple(box)) for r, box in s.meta["slots"])
             b = self.buckets[key]
             b.append(s)
             if len(b) >= self.batch_size(key[1], key[2]):
@@ -74,13 +81,13 @@ class BatchMaker:
 
 
 def planned_batch(sampler, seed: int, step: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
-                  max_batch: int, curriculum: bool = True) -> dict:
+                  max_batch: int, curriculum: bool = True, boxes: bool = False) -> dict:
     """The batch of training step `step`, drawn from an rng seeded by (seed, step) alone: the
     task from the curriculum at that step, then samples until one (#refs, #outputs) layout has a
     full batch (the others are dropped). Returned stacked (`stack_samples`) with "step" and "task"."""
     rng = np.random.default_rng([seed, step, 0x5EED])
     task = draw_task(rng, step / max_steps if curriculum else 1.0)
-    samples = BatchMaker(sampler, rng, token_budget, text_len, tpi, max_batch).next(task)  # fresh buckets
+    samples = BatchMaker(sampler, rng, token_budget, text_len, tpi, max_batch, boxes).next(task)  # fresh buckets
     return {"step": step, "task": task, **stack_samples(samples)}
 
 
@@ -89,8 +96,9 @@ class PlannedBatches(torch.utils.data.IterableDataset):
     DataLoader's workers (whose in-order delivery gives the steps back in order)."""
 
     def __init__(self, seed: int, start: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
-                 max_batch: int, icons=None, curriculum: bool = True, captions: str = "rich"):
+                 max_batch: int, icons=None, curriculum: bool = True, captions: str = "rich", boxes: bool = False):
         self.args = (seed, start, max_steps, token_budget, text_len, tpi, max_batch)
+        self.boxes = boxes
         self.icons = icons
         self.curriculum = curriculum
         self.captions = captions
@@ -105,7 +113,8 @@ class PlannedBatches(torch.utils.data.IterableDataset):
         icons = self.icons if self.icons is not None else load_icons()
         sampler = TaskSampler(icons, seed=seed, captions=self.captions)
         for step in range(start + wid, max_steps, nw):
-            yield planned_batch(sampler, seed, step, max_steps, token_budget, text_len, tpi, max_batch, self.curriculum)
+            yield planned_batch(sampler, seed, step, max_steps, token_budget, text_len, tpi, max_batch, self.curriculum,
+                                self.boxes)
 
 
 def keep_arrays(batch: dict) -> dict:
@@ -120,7 +129,21 @@ def stack_samples(samples) -> dict:
     refs = np.stack([np.stack(s.refs) for s in samples]) if N else np.zeros((B, 0, 1, 1, 3), np.uint8)
     outputs = np.stack([np.stack(s.outputs) for s in samples])
     mask = np.stack([s.mask for s in samples]) if samples[0].mask is not None else None
-    return {"refs": refs, "outputs": outputs, "mask": mask, "prompts": [s.prompt for s in samples]}
+    return {"refs": refs, "outputs": outputs, "mask": mask, "prompts": [s.prompt for s in samples],
+            "ref_boxes": shared_ref_boxes(samples)}
+
+
+def shared_ref_boxes(samples) -> list | None:
+    """Each reference's box (fractions of the output, reference order) when every sample places
+    its references alike (a compose batch made with `BatchMaker(boxes=True)`), else None."""
+    slots = [s.meta.get("slots") for s in samples]
+    if slots[0] is None or any(sl != slots[0] for sl in slots):
+        return None
+    size = samples[0].outputs[0].shape[0]
+    boxes = [None] * len(samples[0].refs)
+    for r, box in slots[0]:
+        boxes[r] = tuple(v / size for v in box)
+    return boxes
 
 
 class Throughput:
