@@ -159,7 +159,7 @@ def test_compose_batches_share_their_boxes_with_reference_boxes():
 def test_dit_trainer_with_reference_boxes_records_it_and_trains_compose(tmp_path, monkeypatch):
     torch.manual_seed(0)
     Autoencoder(AE_CONFIGS["tiny"]).save_pretrained(tmp_path / "ae")
-    monkeypatch.setattr(train, "draw_task", lambda rng, progress: "compose")
+    monkeypatch.setattr(train, "draw_task", lambda rng, progress, weights=None: "compose")
     seen = []
     real = train.reference_positions
     monkeypatch.setattr(train, "reference_positions", lambda *a: seen.append(real(*a)) or seen[-1])
