@@ -54,13 +54,31 @@ from seedling.kernels.quant_packed import (
     packed_w8a8_available,
 )
 from seedling.kernels.quant_rows import quantize_rows
+from seedling.kernels.quant_torchao import TorchaoLinear, inner_tensors, torchao_available
 
 # The layers and probes live in quant_*.py by backend; this module is the one place callers import.
 __all__ = [
-    "BNB_INT8_THRESHOLD", "INT8_COMPUTE", "MIN_QUANT_WEIGHTS", "NF4_BLOCK", "PACKED_W8A8_ENGINES",
-    "QUANT_MODES", "Int8WeightLinear", "PackedW8A8Linear", "W8A8Linear", "default_skip",
-    "int8_gemm_saturates", "int_mm_available", "is_quantized_module", "native_bf16_cpu",
-    "packed_w8a8_available", "quantize", "quantize_rows", "weight_bytes",
+    "BNB_INT8_THRESHOLD",
+    "INT8_COMPUTE",
+    "MIN_QUANT_WEIGHTS",
+    "NF4_BLOCK",
+    "PACKED_W8A8_ENGINES",
+    "QUANT_BACKENDS",
+    "QUANT_MODES",
+    "TORCHAO_MODES",
+    "Int8WeightLinear",
+    "PackedW8A8Linear",
+    "TorchaoLinear",
+    "W8A8Linear",
+    "default_skip",
+    "int8_gemm_saturates",
+    "int_mm_available",
+    "is_quantized_module",
+    "native_bf16_cpu",
+    "packed_w8a8_available",
+    "quantize",
+    "quantize_rows",
+    "weight_bytes",
 ]
 
 QUANT_MODES = ("none", "int8", "w8a8", "w8a8-packed", "bnb-int8", "bnb-nf4")
@@ -68,6 +86,12 @@ QUANT_MODES = ("none", "int8", "w8a8", "w8a8-packed", "bnb-int8", "bnb-nf4")
 # Layers smaller than this stay in full precision by default: their saving is negligible and
 # they are the sensitive ones (timestep/task embedders, per-channel heads).
 MIN_QUANT_WEIGHTS = 4096
+
+# Who implements a mode: our layers, or torchao's (only for the modes it has; see TORCHAO_MODES).
+QUANT_BACKENDS = ("studio", "torchao")
+# Our mode -> the torchao layer with the same arithmetic: per-row symmetric int8 weights, and for
+# w8a8 per-token symmetric int8 activations with int32 products.
+TORCHAO_MODES = {"int8": "int8-weight-only", "w8a8": "int8-dynamic"}
 
 SkipFn = Callable[[str, nn.Module], bool]
 
@@ -221,13 +245,13 @@ class W8A8Linear(Int8WeightLinear):
 
 def is_quantized_module(module: nn.Module) -> bool:
     """Whether `module` is one of our quantized layers or a bitsandbytes layer."""
-    return isinstance(module, (Int8WeightLinear, PackedW8A8Linear)) or type(module).__module__.startswith(
+    return isinstance(module, (Int8WeightLinear, PackedW8A8Linear, TorchaoLinear)) or type(module).__module__.startswith(
         "bitsandbytes"
     )
 
 
 def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
-             int8_compute: str = "auto") -> nn.Module:
+             int8_compute: str = "auto", backend: str = "studio") -> nn.Module:
     """Replace every `nn.Linear` of `model` (not skipped) by its `mode` counterpart, in place.
 
     Args:
@@ -238,6 +262,8 @@ def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
             to it, pass `lambda n, m: default_skip(n, m) or n.startswith("final")`.
         int8_compute: for mode "int8", the product's dtype on fp32 CPU inputs (INT8_COMPUTE):
             "auto" multiplies in bf16 where the CPU does so natively, "fp32" never.
+        backend: who implements `mode` (QUANT_BACKENDS): "studio" (the layers of kernels/quant*.py)
+            or "torchao" (for the modes in TORCHAO_MODES; kernels/quant_torchao.py).
 
     Returns `model` itself, or the new layer when `model` is itself an `nn.Linear`.
     Raises ValueError on an unknown mode, RuntimeError if `model` already holds quantized
@@ -248,8 +274,15 @@ def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
         raise ValueError(f"int8_compute must be one of {INT8_COMPUTE}, got {int8_compute!r}")
     if mode not in QUANT_MODES:
         raise ValueError(f"unknown quantization mode {mode!r}; valid modes: {', '.join(QUANT_MODES)}")
+    if backend not in QUANT_BACKENDS:
+        raise ValueError(f"quantization backend must be one of {QUANT_BACKENDS}, got {backend!r}")
     if mode == "none":
         return model
+    if backend == "torchao":
+        if mode not in TORCHAO_MODES:
+            raise ValueError(f"torchao implements the modes {', '.join(TORCHAO_MODES)}, not {mode!r}")
+        if not torchao_available():
+            raise RuntimeError(f"quantize mode {mode!r} on torchao needs the torchao package, which does not import")
     already = [name or "<root>" for name, m in model.named_modules() if is_quantized_module(m)]
     if already:
         raise RuntimeError(
@@ -290,7 +323,9 @@ def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
     for name, linear in targets:
         new = replaced.get(id(linear))
         if new is None:
-            if mode == "int8":
+            if backend == "torchao":
+                new = TorchaoLinear.from_linear(linear, TORCHAO_MODES[mode])
+            elif mode == "int8":
                 new = Int8WeightLinear.from_linear(linear, compute=int8_compute)
             elif mode == "w8a8":
                 new = W8A8Linear.from_linear(linear)
@@ -311,7 +346,8 @@ def _linear_like(module: nn.Module) -> bool:
 
 def weight_bytes(model: nn.Module) -> int:
     """Bytes held by the linear-like layers of `model`: parameters, buffers and quantization state
-    (for PackedW8A8Linear, the contents of its packed weight).
+    (for PackedW8A8Linear, the contents of its packed weight; for torchao's quantized weights, the
+    tensors they wrap).
 
     Storage shared between tensors (views, a codebook common to all NF4 layers) counts once.
     """
@@ -324,7 +360,7 @@ def weight_bytes(model: nn.Module) -> int:
             continue
         tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
         tensors += bnb_side_tensors(getattr(module, "weight", None))
-        for t in tensors:
-            storage = t.untyped_storage()
+        for leaf in (leaf for t in tensors for leaf in inner_tensors(t)):
+            storage = leaf.untyped_storage()
             storages[storage.data_ptr()] = storage.nbytes()
     return sum(storages.values()) + packed
