@@ -52,22 +52,21 @@ from seedling.kernels.quant import (
 )
 from seedling.kernels.quant_torchao import torchao_available, torchao_version
 
-# row -> (quantize mode, backend, int8_compute)
+# row -> the arguments of quantize() that make it
 CANDIDATES = {
-    "fp32": ("none", "studio", "auto"),
-    "int8": ("int8", "studio", "auto"),
-    "int8/fp32": ("int8", "studio", "fp32"),
-    "w8a8": ("w8a8", "studio", "auto"),
-    "w8a8-packed": ("w8a8-packed", "studio", "auto"),
-    "torchao int8": ("int8", "torchao", "auto"),
-    "torchao w8a8": ("w8a8", "torchao", "auto"),
+    "fp32": {"mode": "none"},
+    "int8": {"mode": "int8", "backend": "studio"},
+    "int8/fp32": {"mode": "int8", "backend": "studio", "int8_compute": "fp32"},
+    "w8a8": {"mode": "w8a8", "backend": "studio"},
+    "w8a8-packed": {"mode": "w8a8-packed"},
+    "torchao int8": {"mode": "int8", "backend": "torchao"},
+    "torchao w8a8": {"mode": "w8a8", "backend": "torchao"},
 }
 PROMPTS = ["two red circles at the top left", "a yellow star", "the word cat", "a green triangle"]
 
 
 def apply(model: nn.Module, row: str) -> nn.Module:
-    mode, backend, compute = CANDIDATES[row]
-    return quantize(model, mode, backend=backend, int8_compute=compute)
+    return quantize(model, **CANDIDATES[row])
 
 
 def interleaved(calls: dict, repeats: int) -> dict[str, list[float]]:

@@ -87,7 +87,7 @@ def test_pipeline_generates_on_torchao_close_to_fp32(torchao, mode):
     with torch.no_grad():
         for prm in p.dit.parameters():
             prm.add_(torch.randn_like(prm) * 0.05)
-    kw = dict(prompt="a fox", task="edit", images=[_rgb()], seed=0, height=64, width=64, steps=2)
+    kw = {"prompt": "a fox", "task": "edit", "images": [_rgb()], "seed": 0, "height": 64, "width": 64, "steps": 2}
     ref = np.asarray(p(**kw).images[0], dtype=float)
     quantize(p.dit, mode, backend="torchao")
     assert any(type(mod) is TorchaoLinear for mod in p.dit.modules())

@@ -1,4 +1,4 @@
-"""Quantized linear layers behind one switch: `quantize(model, mode)`.
+"""Quantized linear layers behind one switch: `quantize(model, mode, backend=...)`.
 
 Modes (`QUANT_MODES`):
   "none"      full precision, the model is returned untouched.
@@ -6,17 +6,22 @@ Modes (`QUANT_MODES`):
               weight is converted inside forward. ~0.25x the fp32 weight bytes. fp32 inputs on
               a CPU that multiplies bf16 natively (AVX512-BF16 or AMX) are multiplied in bf16
               (int8 weights are exact in bf16; the activations are rounded to bf16's 8
-              significant bits, finer than the weights' int8 grid) -- 2-3x faster than an fp32
-              GEMM at the DiT's shapes; elsewhere the product runs in the activation dtype.
+              significant bits, finer than the weights' int8 grid), faster than an fp32 GEMM at
+              the DiT's shapes; elsewhere the product runs in the activation dtype.
   "w8a8"      int8 weights and dynamic per-token int8 activations (`W8A8Linear`), int32
               matmul through `torch._int_mm`; any device.
   "w8a8-packed"  CPU only: int8 weights pre-packed once for the CPU's int8 GEMM and activations
-              quantized per tensor (asymmetric uint8) on every call (`PackedW8A8Linear`): fbgemm's
-              `quantized::linear_dynamic` does both in one C++ call; a layer followed by a GELU
-              (`kernels.packed.linear_gelu`) runs oneDNN's int8 linear with the GELU fused. The
-              fastest CPU mode. The packed weight is the only copy (~0.27x of fp32).
-  "bnb-int8"  bitsandbytes `Linear8bitLt` (LLM.int8 with outlier threshold 6.0).
+              quantized per tensor (asymmetric uint8) on every call (`PackedW8A8Linear`,
+              kernels/quant_packed.py). The fastest CPU mode. The packed weight is the only copy.
+  "bnb-int8"  bitsandbytes `Linear8bitLt` (LLM.int8 with outlier threshold 6.0; quant_bnb.py).
   "bnb-nf4"   bitsandbytes `Linear4bit`, quant_type="nf4" (QLoRA NF4, double-quantized stats).
+
+Backends (`QUANT_BACKENDS`): "studio" (the default) builds the layers above; "torchao" builds
+"int8" and "w8a8" on torchao's `Int8WeightOnlyConfig` and `Int8DynamicActivationInt8WeightConfig`
+(`TorchaoLinear`, kernels/quant_torchao.py), the same arithmetic from a maintained library.
+The studio's layers stay the default because they measured faster on the CPU this project runs
+on (docs/acceleration.md, "Quantization: the studio's layers against torchao"); without torchao
+installed, "torchao" raises RuntimeError and "studio" works as before.
 
 Only modules whose type is exactly `nn.Linear` (or `kernels.packed.PackedLinear`, an
 `nn.Linear` with a faster CPU forward) are replaced: subclasses such as
@@ -162,7 +167,7 @@ class Int8WeightLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The only (N, K) temporary is the int8 -> float copy of the weight. aten's fused CPU
-        # kernel _weight_int8pack_mm was measured 25-50x slower than this on our shapes.
+        # kernel _weight_int8pack_mm is much slower than this at our shapes (docs/acceleration.md).
         scale = self.weight_scale.to(x.dtype)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         if self.uses_bf16(x):
@@ -173,7 +178,7 @@ class Int8WeightLinear(nn.Module):
             # fp16's range (65504) can't hold unscaled int8 products: scale the weight first.
             return F.linear(x, self.weight_int8.to(x.dtype).mul_(scale[:, None]), bias)
         # x @ (q * s).T == (x @ q.T) * s: scaling the (..., N) output instead of the weight saves
-        # a pass over the weight (single-thread microbenchmark: 0.75-1.0x fp32 vs 0.9-1.1x).
+        # a pass over the weight.
         y = F.linear(x, self.weight_int8.to(x.dtype)).mul_(scale)
         return y if bias is None else y.add_(bias)
 
