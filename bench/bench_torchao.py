@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from seedling.kernels import fused
 from seedling.kernels.packed import pack_linears
 from seedling.kernels.quant import (
     int8_gemm_saturates,
@@ -221,7 +222,7 @@ def main() -> None:
         "cpu": cpu_name(), "torch": torch.__version__, "torchao": torchao_version(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "isa_env": isa,
         "native_bf16": native_bf16_cpu(), "int_mm_exact": int_mm_available("cpu"),
-        "int8_gemm_saturates": int8_gemm_saturates(), "threads": args.threads, "repeats": args.repeats,
+        "int8_gemm_saturates": int8_gemm_saturates(), "fused_blocks": fused.available(), "threads": args.threads, "repeats": args.repeats,
         "linear": list(shape), "loadavg_1min": os.getloadavg()[0],
     }
     print(f"{meta['cpu']}, torch {meta['torch']}, torchao {meta['torchao']}, ISA env {isa}, "

@@ -2,6 +2,10 @@
 memory as the studio's layers, leaves the packed/fused DiT paths alone and runs the pipeline."""
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +119,31 @@ def test_torchao_backend_without_torchao_is_a_runtime_error(monkeypatch):
     with pytest.raises(RuntimeError, match="needs the torchao package"):
         quantize(model, "int8", backend="torchao")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing replaced
+
+
+_AVX2_TORCHAO = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from test_quant import make_block, make_input, rel_error
+from seedling.kernels.quant import quantize
+x, fp = make_input(), make_block()
+q = quantize(make_block(), "w8a8", backend="torchao")
+with torch.no_grad():
+    print(rel_error(q.up(x), fp.up(x)), rel_error(q(x), fp(x)))
+"""
+
+
+def test_torchao_w8a8_does_not_saturate_on_the_avx2_path(torchao):
+    """torchao picks its int8 GEMM from the CPU's flags; with oneDNN capped at AVX2 (a CPU without
+    VNNI) its full-range products saturate (layer error ~0.1) unless quantize() asks for its
+    reduced range, as the studio's probes say it must."""
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX"):
+        pytest.skip("needs an x86 CPU")
+    avx2 = {"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    done = subprocess.run([sys.executable, "-c", _AVX2_TORCHAO, str(Path(__file__).parent)],
+                          env={**os.environ, **avx2}, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    layer, block = (float(v) for v in done.stdout.split()[-2:])
+    # 7-bit activations and weights: about twice the full-range errors of TOLERANCE["w8a8"]
+    assert layer <= 2 * TOLERANCE["w8a8"][0] and block <= 2 * TOLERANCE["w8a8"][1], (layer, block)

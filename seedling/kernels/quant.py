@@ -255,6 +255,15 @@ def is_quantized_module(module: nn.Module) -> bool:
     )
 
 
+def _torchao_reduce_range(mode: str, linear: nn.Linear) -> bool:
+    """Whether torchao's dynamic int8 must use its reduced range for `linear`. torchao picks its CPU
+    int8 GEMM from the CPU's flags, not from what oneDNN may use (ONEDNN_MAX_CPU_ISA), and does
+    not reduce the range by itself; our exact probes see what the GEMMs really do."""
+    if mode != "w8a8" or linear.weight.device.type != "cpu":
+        return False
+    return not int_mm_available("cpu") or int8_gemm_saturates()
+
+
 def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
              int8_compute: str = "auto", backend: str = "studio") -> nn.Module:
     """Replace every `nn.Linear` of `model` (not skipped) by its `mode` counterpart, in place.
@@ -329,7 +338,7 @@ def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
         new = replaced.get(id(linear))
         if new is None:
             if backend == "torchao":
-                new = TorchaoLinear.from_linear(linear, TORCHAO_MODES[mode])
+                new = TorchaoLinear.from_linear(linear, TORCHAO_MODES[mode], _torchao_reduce_range(mode, linear))
             elif mode == "int8":
                 new = Int8WeightLinear.from_linear(linear, compute=int8_compute)
             elif mode == "w8a8":

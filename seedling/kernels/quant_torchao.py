@@ -67,7 +67,7 @@ def torchao_version() -> str | None:
     return torchao.__version__
 
 
-def _config(kind: str):
+def _config(kind: str, reduce_range: bool):
     ao = _torchao()
     if ao is None:
         raise RuntimeError(f"torchao {kind!r} layers need the torchao package, which does not import here")
@@ -76,7 +76,7 @@ def _config(kind: str):
     if kind == "int8-weight-only":
         return ao.Int8WeightOnlyConfig(set_inductor_config=False)
     if kind == "int8-dynamic":
-        return ao.Int8DynamicActivationInt8WeightConfig(set_inductor_config=False)
+        return ao.Int8DynamicActivationInt8WeightConfig(set_inductor_config=False, reduce_range=reduce_range)
     raise ValueError(f"torchao kind must be one of {TORCHAO_KINDS}, got {kind!r}")
 
 
@@ -95,10 +95,11 @@ class TorchaoLinear(nn.Module):
         self.bias = bias
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, kind: str) -> TorchaoLinear:
+    def from_linear(cls, linear: nn.Linear, kind: str, reduce_range: bool = False) -> TorchaoLinear:
         """Quantize a copy of `linear` (on its device) with torchao's `kind` config; `linear` itself
-        is left as it was."""
-        config = _config(kind)
+        is left as it was. reduce_range ("int8-dynamic" only): 7-bit activations and weights, for
+        int8 GEMMs whose pair sums would saturate at full range (CPUs without VNNI)."""
+        config = _config(kind, reduce_range)
         copy = torch.nn.utils.skip_init(
             nn.Linear, linear.in_features, linear.out_features, bias=linear.bias is not None,
             device=linear.weight.device, dtype=linear.weight.dtype,
