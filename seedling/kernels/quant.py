@@ -1,4 +1,4 @@
-"""Quantized linear layers behind one switch: `quantize(model, mode)`.
+"""Quantized linear layers behind one switch: `quantize(model, mode, backend=...)`.
 
 Modes (`QUANT_MODES`):
   "none"      full precision, the model is returned untouched.
@@ -6,17 +6,22 @@ Modes (`QUANT_MODES`):
               weight is converted inside forward. ~0.25x the fp32 weight bytes. fp32 inputs on
               a CPU that multiplies bf16 natively (AVX512-BF16 or AMX) are multiplied in bf16
               (int8 weights are exact in bf16; the activations are rounded to bf16's 8
-              significant bits, finer than the weights' int8 grid) -- 2-3x faster than an fp32
-              GEMM at the DiT's shapes; elsewhere the product runs in the activation dtype.
+              significant bits, finer than the weights' int8 grid), faster than an fp32 GEMM at
+              the DiT's shapes; elsewhere the product runs in the activation dtype.
   "w8a8"      int8 weights and dynamic per-token int8 activations (`W8A8Linear`), int32
               matmul through `torch._int_mm`; any device.
   "w8a8-packed"  CPU only: int8 weights pre-packed once for the CPU's int8 GEMM and activations
-              quantized per tensor (asymmetric uint8) on every call (`PackedW8A8Linear`): fbgemm's
-              `quantized::linear_dynamic` does both in one C++ call; a layer followed by a GELU
-              (`kernels.packed.linear_gelu`) runs oneDNN's int8 linear with the GELU fused. The
-              fastest CPU mode. The packed weight is the only copy (~0.27x of fp32).
-  "bnb-int8"  bitsandbytes `Linear8bitLt` (LLM.int8 with outlier threshold 6.0).
+              quantized per tensor (asymmetric uint8) on every call (`PackedW8A8Linear`,
+              kernels/quant_packed.py). The fastest CPU mode. The packed weight is the only copy.
+  "bnb-int8"  bitsandbytes `Linear8bitLt` (LLM.int8 with outlier threshold 6.0; quant_bnb.py).
   "bnb-nf4"   bitsandbytes `Linear4bit`, quant_type="nf4" (QLoRA NF4, double-quantized stats).
+
+Backends (`QUANT_BACKENDS`): "studio" (the default) builds the layers above; "torchao" builds
+"int8" and "w8a8" on torchao's `Int8WeightOnlyConfig` and `Int8DynamicActivationInt8WeightConfig`
+(`TorchaoLinear`, kernels/quant_torchao.py), the same arithmetic from a maintained library.
+The studio's layers stay the default because they measured faster on the CPU this project runs
+on (docs/acceleration.md, "Quantization: the studio's layers against torchao"); without torchao
+installed, "torchao" raises RuntimeError and "studio" works as before.
 
 Only modules whose type is exactly `nn.Linear` (or `kernels.packed.PackedLinear`, an
 `nn.Linear` with a faster CPU forward) are replaced: subclasses such as
@@ -39,6 +44,47 @@ import torch.nn.functional as F
 from torch import nn
 
 from seedling.kernels.packed import is_linear
+from seedling.kernels.quant_bnb import (
+    BNB_INT8_THRESHOLD,
+    NF4_BLOCK,
+    bnb_linear,
+    bnb_side_tensors,
+    check_bnb_runs,
+    import_bnb,
+)
+from seedling.kernels.quant_packed import (
+    PACKED_W8A8_ENGINES,
+    PackedW8A8Linear,
+    int8_gemm_saturates,
+    packed_w8a8_available,
+)
+from seedling.kernels.quant_rows import quantize_rows
+from seedling.kernels.quant_torchao import TorchaoLinear, inner_tensors, torchao_available
+
+# The layers and probes live in quant_*.py by backend; this module is the one place callers import.
+__all__ = [
+    "BNB_INT8_THRESHOLD",
+    "INT8_COMPUTE",
+    "MIN_QUANT_WEIGHTS",
+    "NF4_BLOCK",
+    "PACKED_W8A8_ENGINES",
+    "QUANT_BACKENDS",
+    "QUANT_MODES",
+    "TORCHAO_MODES",
+    "Int8WeightLinear",
+    "PackedW8A8Linear",
+    "TorchaoLinear",
+    "W8A8Linear",
+    "default_skip",
+    "int8_gemm_saturates",
+    "int_mm_available",
+    "is_quantized_module",
+    "native_bf16_cpu",
+    "packed_w8a8_available",
+    "quantize",
+    "quantize_rows",
+    "weight_bytes",
+]
 
 QUANT_MODES = ("none", "int8", "w8a8", "w8a8-packed", "bnb-int8", "bnb-nf4")
 
@@ -46,9 +92,11 @@ QUANT_MODES = ("none", "int8", "w8a8", "w8a8-packed", "bnb-int8", "bnb-nf4")
 # they are the sensitive ones (timestep/task embedders, per-channel heads).
 MIN_QUANT_WEIGHTS = 4096
 
-# LLM.int8's default: activation columns with a value above this run in fp16.
-NF4_BLOCK = 64  # bitsandbytes' default NF4 block size
-BNB_INT8_THRESHOLD = 6.0
+# Who implements a mode: our layers, or torchao's (only for the modes it has; see TORCHAO_MODES).
+QUANT_BACKENDS = ("studio", "torchao")
+# Our mode -> the torchao layer with the same arithmetic: per-row symmetric int8 weights, and for
+# w8a8 per-token symmetric int8 activations with int32 products.
+TORCHAO_MODES = {"int8": "int8-weight-only", "w8a8": "int8-dynamic"}
 
 SkipFn = Callable[[str, nn.Module], bool]
 
@@ -74,18 +122,6 @@ INT8_COMPUTE = ("auto", "bf16", "fp32")
 def default_skip(name: str, module: nn.Module) -> bool:
     """Keep `module` in full precision when its weight has fewer than MIN_QUANT_WEIGHTS entries."""
     return module.weight.numel() < MIN_QUANT_WEIGHTS
-
-
-def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row int8: weight (N, K) -> (q (N, K) int8 in [-127, 127], scale (N,) fp32).
-
-    weight ≈ q * scale[:, None]. -128 is left out so that the grid is symmetric around 0.
-    """
-    w = weight.detach().float()
-    # clamp: an all-zero row would give 0/0; any positive scale maps it to zeros.
-    scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0
-    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-    return q, scale
 
 
 class Int8WeightLinear(nn.Module):
@@ -131,7 +167,7 @@ class Int8WeightLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The only (N, K) temporary is the int8 -> float copy of the weight. aten's fused CPU
-        # kernel _weight_int8pack_mm was measured 25-50x slower than this on our shapes.
+        # kernel _weight_int8pack_mm is much slower than this at our shapes (docs/acceleration.md).
         scale = self.weight_scale.to(x.dtype)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         if self.uses_bf16(x):
@@ -142,7 +178,7 @@ class Int8WeightLinear(nn.Module):
             # fp16's range (65504) can't hold unscaled int8 products: scale the weight first.
             return F.linear(x, self.weight_int8.to(x.dtype).mul_(scale[:, None]), bias)
         # x @ (q * s).T == (x @ q.T) * s: scaling the (..., N) output instead of the weight saves
-        # a pass over the weight (single-thread microbenchmark: 0.75-1.0x fp32 vs 0.9-1.1x).
+        # a pass over the weight.
         y = F.linear(x, self.weight_int8.to(x.dtype)).mul_(scale)
         return y if bias is None else y.add_(bias)
 
@@ -212,268 +248,24 @@ class W8A8Linear(Int8WeightLinear):
         return y.to(x.dtype).reshape(*shape[:-1], self.out_features)
 
 
-# The int8 GEMMs PackedW8A8Linear packs for, measured against the packed fp32 GEMM on the DiT's
-# layer shapes (96-448 tokens; 256->768, 256->256, 256->1024, 1024->256; a development microbenchmark):
-# fbgemm's `quantized::linear_dynamic` is 0.4-0.6x (one C++ call quantizes x, multiplies and
-# dequantizes), oneDNN's `qlinear_pointwise` after a separate activation quantization 0.6-1.0x,
-# but it can fuse the GELU that follows the MLP's first linear: fc1 + GELU 0.57x of the fused
-# fp32 call against fbgemm-then-GELU's 0.84x (M = 192). So layers run on fbgemm, and a layer
-# asked for a fused GELU (linear_gelu) repacks itself once for oneDNN.
-PACKED_W8A8_ENGINES = ("fbgemm", "onednn")
-
-
-def _pack_fbgemm(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
-    """fbgemm's packed int8 weight (a LinearPackedParamsBase) for q (N, K) int8, per-row scales."""
-    previous = torch.backends.quantized.engine
-    with warnings.catch_warnings():
-        # torch 2.13 marks quantized tensors deprecated; this is the one place we build one, and
-        # packed_w8a8_available() turns the mode off where the ops are gone.
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        qw = torch._make_per_channel_quantized_tensor(
-            q.cpu(), scale.detach().double().cpu(), torch.zeros(q.shape[0], dtype=torch.long), 0
-        )
-    try:
-        torch.backends.quantized.engine = "fbgemm"
-        return torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float().cpu())
-    finally:
-        torch.backends.quantized.engine = previous
-
-
-@functools.cache
-def int8_gemm_saturates() -> bool:
-    """Whether this CPU's uint8 x int8 GEMM (fbgemm's or oneDNN's) loses full-range activations.
-
-    Without VNNI (AVX2, AVX512 before Cascade Lake) the libraries multiply with vpmaddubsw, whose
-    int16 pair sums saturate (2 * 255 * 127 > 32767), so a layer's error would depend on the CPU.
-    Probed once, exactly, with the worst case; where it saturates, PackedW8A8Linear quantizes
-    activations to 7 bits (reduce_range), which cannot. (FBGEMM_ENABLE_INSTRUCTIONS=AVX2 and
-    ONEDNN_MAX_CPU_ISA=AVX2 put any x86 CPU on that path.)"""
-    k, n = 64, 8
-    x = torch.ones(2, k)
-    x[:, 0] = 0.0  # range [0, 1]: every other value quantizes to 255
-    q = torch.full((n, k), 127, dtype=torch.int8)
-    scale = torch.full((n,), 1.0 / 127)
-    want = float(k - 1)
-    try:
-        fb = torch.ops.quantized.linear_dynamic(x, _pack_fbgemm(q, scale, None), False)
-        xq = torch.quantize_per_tensor_dynamic(x, torch.quint8, False)
-        dn = torch.ops.onednn.qlinear_pointwise(
-            xq.int_repr(), xq.q_scale(), xq.q_zero_point(), torch.ops.onednn.qlinear_prepack(q, None),
-            scale, torch.zeros(n, dtype=torch.long), None, 1.0, 0, torch.float32, "none", [], "",
-        )
-    except (RuntimeError, NotImplementedError, AttributeError):
-        return True  # cannot tell: take the setting that is safe everywhere
-    return not (torch.allclose(fb, torch.full_like(fb, want), rtol=1e-2)
-                and torch.allclose(dn, torch.full_like(dn, want), rtol=1e-2))
-
-
-@functools.cache
-def packed_w8a8_available() -> bool:
-    """Whether this torch build has both int8 GEMMs of PackedW8A8Linear (probed once, exactly)."""
-    if "fbgemm" not in torch.backends.quantized.supported_engines:
-        return False
-    q = torch.eye(8, dtype=torch.int8).repeat(1, 2)  # (8, 16): y = 2 for x = 1
-    try:
-        layer = PackedW8A8Linear.from_int8(q, torch.ones(8), None)
-        ok = torch.allclose(layer(torch.ones(2, 16)), torch.full((2, 8), 2.0), atol=0.05)
-        layer.repack("onednn")
-        ok = ok and torch.allclose(layer(torch.ones(2, 16)), torch.full((2, 8), 2.0), atol=0.05)
-    except (RuntimeError, NotImplementedError, AttributeError):
-        return False
-    return bool(ok)
-
-
-class PackedW8A8Linear(nn.Module):
-    """CPU int8 linear: weights quantized per output row (symmetric, as Int8WeightLinear) and
-    pre-packed for an int8 GEMM (PACKED_W8A8_ENGINES); activations quantized on every call, per
-    tensor, to uint8 with a zero point (from min and max of x).
-
-    forward: x (..., K), any float dtype, on the CPU -> (..., N) in x's dtype, computed in fp32.
-    forward_gelu(x, approximate) = gelu(forward(x)), fused into the GEMM (repacks for oneDNN once).
-    The packed weight is the only copy of the weight (`int8_weight()` unpacks it); `weight_scale`
-    (N,) and `bias` (N,) are fp32 buffers. No autograd (inference only); the packed weight stays
-    on the CPU whatever `.to()` is asked.
-    """
-
-    def __init__(self, in_features: int, out_features: int):
-        super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
-        self.register_buffer("weight_scale", torch.ones(out_features))
-        self.register_buffer("bias", None)
-        self.engine = "fbgemm"
-        self._packed = None
-        self.packed_nbytes = 0
-
-    @classmethod
-    def from_int8(cls, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> PackedW8A8Linear:
-        module = cls(q.shape[1], q.shape[0])
-        module.weight_scale.copy_(scale)
-        if bias is not None:
-            module.bias = bias.detach().float().clone()
-        module._pack(q, "fbgemm")
-        return module
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear) -> PackedW8A8Linear:
-        if linear.weight.device.type != "cpu":
-            raise RuntimeError(
-                f"quantize mode 'w8a8-packed' runs on the CPU only (this layer is on "
-                f"{linear.weight.device}); use 'w8a8' there"
-            )
-        q, scale = quantize_rows(linear.weight)
-        return cls.from_int8(q, scale, linear.bias).train(linear.training)
-
-    def _pack(self, q: torch.Tensor, engine: str) -> None:
-        if engine == "fbgemm":
-            self._packed = _pack_fbgemm(q, self.weight_scale, self.bias)
-            # what it holds: N*K int8, then per row a float64 scale, an int64 zero point, an
-            # int32 column offset and, with a bias, an fp32 bias
-            self.packed_nbytes = q.numel() + self.out_features * (20 + (4 if self.bias is not None else 0))
-        elif engine == "onednn":
-            self._packed = torch.ops.onednn.qlinear_prepack(q.contiguous(), None)  # (K, N), blocked
-            self._zero_points = torch.zeros(self.out_features, dtype=torch.long)
-            self.packed_nbytes = torch.ops.mkldnn._nbytes(self._packed) + 8 * self.out_features
-        else:
-            raise ValueError(f"engine must be one of {PACKED_W8A8_ENGINES}, got {engine!r}")
-        self.engine = engine
-
-    def repack(self, engine: str) -> None:
-        """Move the weight to `engine`'s packed layout (the old one is freed)."""
-        if engine != self.engine:
-            self._pack(self.int8_weight(), engine)
-
-    def __getstate__(self):
-        # The packed weights are opaque (oneDNN's cannot be copied or pickled): copies and pickles
-        # carry the int8 weight and pack it again.
-        state = self.__dict__.copy()
-        state["_packed"] = self.int8_weight()
-        return state
-
-    def __setstate__(self, state):
-        q = state.pop("_packed")
-        super().__setstate__(state)
-        self._pack(q, self.engine)
-
-    def int8_weight(self) -> torch.Tensor:
-        """q (N, K) int8, unpacked from the packed weight."""
-        if self.engine == "fbgemm":
-            return torch.ops.quantized.linear_unpack(self._packed)[0].int_repr()
-        return self._packed.to_dense().t().contiguous()
-
-    def dequantize(self) -> torch.Tensor:
-        """The fp32 weight (N, K) this layer computes with."""
-        return self.int8_weight().float() * self.weight_scale.float()[:, None]
-
-    def _run(self, x: torch.Tensor, post_op: str, approximate: str = "") -> torch.Tensor:
-        if x.device.type != "cpu":
-            raise RuntimeError(f"a 'w8a8-packed' layer runs on the CPU only, got input on {x.device}")
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        x2 = (x2 if x2.dtype == torch.float32 else x2.float()).contiguous()
-        if post_op != "none" and self.engine != "onednn":
-            self.repack("onednn")
-        if self.engine == "fbgemm":
-            y = torch.ops.quantized.linear_dynamic(x2, self._packed, int8_gemm_saturates())  # (M, N) fp32
-        else:
-            xq = torch.quantize_per_tensor_dynamic(x2, torch.quint8, int8_gemm_saturates())
-            bias = None if self.bias is None else self.bias.float()  # .float() is free on fp32
-            y = torch.ops.onednn.qlinear_pointwise(
-                xq.int_repr(), xq.q_scale(), xq.q_zero_point(), self._packed, self.weight_scale.float(),
-                self._zero_points, bias, 1.0, 0, torch.float32, post_op, [], approximate,
-            )
-        return y.to(x.dtype).reshape(*shape[:-1], self.out_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x, "none")
-
-    def forward_gelu(self, x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
-        """F.gelu(self(x), approximate=approximate), the GELU fused into oneDNN's int8 GEMM."""
-        return self._run(x, "gelu", "tanh" if approximate == "tanh" else "none")
-
-    def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}, engine={self.engine}"
-        )
-
-
-def _import_bnb(mode: str):
-    try:
-        import bitsandbytes
-    except ImportError as exc:
-        raise RuntimeError(
-            f"quantize mode {mode!r} needs bitsandbytes, which is not importable: {exc}"
-        ) from exc
-    return bitsandbytes
-
-
-def _bnb_linear(linear: nn.Linear, mode: str, bnb) -> nn.Module:
-    """The bitsandbytes replacement of `linear`, quantized on `linear`'s device."""
-    device = linear.weight.device
-    weight = linear.weight.detach().cpu()  # Int8Params only quantizes when moved off the CPU copy
-    has_bias = linear.bias is not None
-    if mode == "bnb-int8":
-        module = bnb.nn.Linear8bitLt(
-            linear.in_features,
-            linear.out_features,
-            has_bias,
-            has_fp16_weights=False,
-            threshold=BNB_INT8_THRESHOLD,
-        )
-        module.weight = bnb.nn.Int8Params(weight.clone(), requires_grad=False, has_fp16_weights=False)
-    else:
-        module = bnb.nn.Linear4bit(
-            linear.in_features,
-            linear.out_features,
-            has_bias,
-            compute_dtype=linear.weight.dtype,
-            quant_type="nf4",
-        )
-        module.weight = bnb.nn.Params4bit(weight.clone(), requires_grad=False, quant_type="nf4")
-    if has_bias:
-        module.bias = nn.Parameter(linear.bias.detach().cpu().clone(), requires_grad=False)
-    return module.to(device).train(linear.training)  # .to() is where bitsandbytes quantizes
-
-
-def _check_bnb_runs(mode: str, device: torch.device, bnb) -> None:
-    """Run one small layer of `mode` on `device`; raise RuntimeError if bitsandbytes can't."""
-    gen = torch.Generator().manual_seed(0)
-    ref = nn.Linear(128, 128)
-    with torch.no_grad():
-        ref.weight.copy_(torch.randn(128, 128, generator=gen) * 0.05)
-    x = torch.randn(4, 128, generator=gen)
-    ref, x = ref.to(device).eval(), x.to(device)
-    # Why so broad: any failure here (missing backend op, missing native library, unsupported
-    # device) means the mode cannot run on this device; it is re-raised, never swallowed.
-    try:
-        probe = _bnb_linear(ref, mode, bnb).eval()
-        with torch.no_grad():
-            y = probe(x).float()
-    except Exception as exc:
-        raise RuntimeError(
-            f"quantize mode {mode!r} cannot run on device {device} with bitsandbytes "
-            f"{bnb.__version__}: {type(exc).__name__}: {exc}"
-        ) from exc
-    with torch.no_grad():
-        expected = ref(x).float()
-    rel = ((y - expected).norm() / expected.norm()).item()
-    if not rel < 0.5:  # NF4 is ~0.1 here; anything near 1 means garbage, not rounding
-        raise RuntimeError(
-            f"quantize mode {mode!r} runs on device {device} but gives wrong results "
-            f"(relative error {rel:.3g} on a probe layer)"
-        )
-
-
 def is_quantized_module(module: nn.Module) -> bool:
     """Whether `module` is one of our quantized layers or a bitsandbytes layer."""
-    return isinstance(module, (Int8WeightLinear, PackedW8A8Linear)) or type(module).__module__.startswith(
+    return isinstance(module, (Int8WeightLinear, PackedW8A8Linear, TorchaoLinear)) or type(module).__module__.startswith(
         "bitsandbytes"
     )
 
 
+def _torchao_reduce_range(mode: str, linear: nn.Linear) -> bool:
+    """Whether torchao's dynamic int8 must use its reduced range for `linear`. torchao picks its CPU
+    int8 GEMM from the CPU's flags, not from what oneDNN may use (ONEDNN_MAX_CPU_ISA), and does
+    not reduce the range by itself; our exact probes see what the GEMMs really do."""
+    if mode != "w8a8" or linear.weight.device.type != "cpu":
+        return False
+    return not int_mm_available("cpu") or int8_gemm_saturates()
+
+
 def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
-             int8_compute: str = "auto") -> nn.Module:
+             int8_compute: str = "auto", backend: str = "studio") -> nn.Module:
     """Replace every `nn.Linear` of `model` (not skipped) by its `mode` counterpart, in place.
 
     Args:
@@ -484,6 +276,8 @@ def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
             to it, pass `lambda n, m: default_skip(n, m) or n.startswith("final")`.
         int8_compute: for mode "int8", the product's dtype on fp32 CPU inputs (INT8_COMPUTE):
             "auto" multiplies in bf16 where the CPU does so natively, "fp32" never.
+        backend: who implements `mode` (QUANT_BACKENDS): "studio" (the layers of kernels/quant*.py)
+            or "torchao" (for the modes in TORCHAO_MODES; kernels/quant_torchao.py).
 
     Returns `model` itself, or the new layer when `model` is itself an `nn.Linear`.
     Raises ValueError on an unknown mode, RuntimeError if `model` already holds quantized
@@ -494,8 +288,15 @@ def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
         raise ValueError(f"int8_compute must be one of {INT8_COMPUTE}, got {int8_compute!r}")
     if mode not in QUANT_MODES:
         raise ValueError(f"unknown quantization mode {mode!r}; valid modes: {', '.join(QUANT_MODES)}")
+    if backend not in QUANT_BACKENDS:
+        raise ValueError(f"quantization backend must be one of {QUANT_BACKENDS}, got {backend!r}")
     if mode == "none":
         return model
+    if backend == "torchao":
+        if mode not in TORCHAO_MODES:
+            raise ValueError(f"torchao implements the modes {', '.join(TORCHAO_MODES)}, not {mode!r}")
+        if not torchao_available():
+            raise RuntimeError(f"quantize mode {mode!r} on torchao needs the torchao package, which does not import")
     already = [name or "<root>" for name, m in model.named_modules() if is_quantized_module(m)]
     if already:
         raise RuntimeError(
@@ -528,22 +329,24 @@ def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
             )
     bnb = None
     if mode.startswith("bnb-"):
-        bnb = _import_bnb(mode)
+        bnb = import_bnb(mode)
         for device in {m.weight.device for _, m in targets}:
-            _check_bnb_runs(mode, device, bnb)
+            check_bnb_runs(mode, device, bnb)
 
     replaced: dict[int, nn.Module] = {}
     for name, linear in targets:
         new = replaced.get(id(linear))
         if new is None:
-            if mode == "int8":
+            if backend == "torchao":
+                new = TorchaoLinear.from_linear(linear, TORCHAO_MODES[mode], _torchao_reduce_range(mode, linear))
+            elif mode == "int8":
                 new = Int8WeightLinear.from_linear(linear, compute=int8_compute)
             elif mode == "w8a8":
                 new = W8A8Linear.from_linear(linear)
             elif mode == "w8a8-packed":
                 new = PackedW8A8Linear.from_linear(linear)
             else:
-                new = _bnb_linear(linear, mode, bnb)
+                new = bnb_linear(linear, mode, bnb)
             replaced[id(linear)] = new
         if name == "":
             return new
@@ -555,20 +358,10 @@ def quantize(model: nn.Module, mode: str | None, *, skip: SkipFn | None = None,
 def _linear_like(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or is_quantized_module(module)
 
-
-def _quant_side_tensors(weight) -> list[torch.Tensor]:
-    """Tensors bitsandbytes keeps on a weight outside params/buffers (int8 row scales, NF4 state)."""
-    tensors = [getattr(weight, "SCB", None)]
-    state = getattr(weight, "quant_state", None)
-    while state is not None:  # NF4 double quantization nests a second state for the absmax
-        tensors += [state.absmax, state.code, getattr(state, "offset", None)]
-        state = getattr(state, "state2", None)
-    return [t for t in tensors if isinstance(t, torch.Tensor)]
-
-
 def weight_bytes(model: nn.Module) -> int:
     """Bytes held by the linear-like layers of `model`: parameters, buffers and quantization state
-    (for PackedW8A8Linear, the contents of its packed weight).
+    (for PackedW8A8Linear, the contents of its packed weight; for torchao's quantized weights, the
+    tensors they wrap).
 
     Storage shared between tensors (views, a codebook common to all NF4 layers) counts once.
     """
@@ -580,8 +373,8 @@ def weight_bytes(model: nn.Module) -> int:
         if not _linear_like(module):
             continue
         tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
-        tensors += _quant_side_tensors(getattr(module, "weight", None))
-        for t in tensors:
-            storage = t.untyped_storage()
+        tensors += bnb_side_tensors(getattr(module, "weight", None))
+        for leaf in (leaf for t in tensors for leaf in inner_tensors(t)):
+            storage = leaf.untyped_storage()
             storages[storage.data_ptr()] = storage.nbytes()
     return sum(storages.values()) + packed
