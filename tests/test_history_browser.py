@@ -17,8 +17,9 @@ from seedling.storage.images_common import ImageNotFound, ImageRecord, NewImage
 from seedling.storage.images_sqlite import SqliteImageStore
 from seedling.storage.migrations import migrate
 from tests.conftest import AppProcess
-from tests.test_ui_browser import ARTIFACTS, CHROMIUM, FLAGS, TIMEOUT_MS, _wait_text
+from tests.test_ui_browser import ARTIFACTS, TIMEOUT_MS, _wait_text
 from tests.test_ui_browser import pytestmark as browser_marks
+from tests.test_ui_loop_browser import browser  # noqa: F401 - the module's one Chromium
 
 pytestmark = browser_marks
 
@@ -63,23 +64,16 @@ def seeded(tmp_path_factory, tiny_model_dir):
     app.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
-def page(seeded, browser):
+def page(seeded, browser):  # noqa: F811 - the imported fixture, by name
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(seeded[0].url)
     page.get_by_role("tab", name="History").click()
+    # opening the tab lists the history; a search sent before that answer arrives could be
+    # overwritten by it
+    page.locator("#history-gallery img").first.wait_for()
     yield page
     page.close()
 

@@ -21,8 +21,8 @@ from seedling.backend.specs import MAX_PROMPT
 
 log = logging.getLogger(__name__)
 
-# What the first expansion in a process waits for: reading MiniLM and the vocabulary, and torch
-# compiling its kernels on first use (the issue-20 walk-through measured ~55 s on the developers' CPU).
+# What the first expansion in a process waits for: loading MiniLM and the vocabulary and building
+# the vocabulary's embedding index (the expander's constructor); docs/app.md has the figure.
 WARM_UP = "loading the prompt expander (first use, about a minute)"
 
 # (LM folder or None) -> an object with .expand(prompt, task, num_outputs, n_refs) -> ExpansionResult

@@ -370,13 +370,6 @@ def build(services: Services) -> HistoryTab:
         said = f"Moved image #{record.id} to the trash."
         return (*search(*filters), *select(None), said, gr.Button(visible=True), [record.id])
 
-    delete.click(
-        delete_selected,
-        [selected_id, *query],
-        [*listing, *detail_outputs, status, undo, last_trashed],
-        api_visibility=PRIVATE,
-    )
-
     def undo_delete(trashed, *filters):
         if not trashed:
             raise gr.Error("Nothing to undo.")
@@ -384,12 +377,9 @@ def build(services: Services) -> HistoryTab:
         said = "Restored " + ", ".join(f"image #{im.id}" for im in restored) + "."
         return (*search(*filters), *select(restored[0].id), said, gr.Button(visible=False), [])
 
-    undo.click(
-        undo_delete,
-        [last_trashed, *query],
-        [*listing, *detail_outputs, status, undo, last_trashed],
-        api_visibility=PRIVATE,
-    )
+    undo_outputs = [*listing, *detail_outputs, status, undo, last_trashed]
+    for button, handler, what in ((delete, delete_selected, selected_id), (undo, undo_delete, last_trashed)):
+        button.click(handler, [what, *query], undo_outputs, api_visibility=PRIVATE)
 
     def restore_selected(image_id, *filters):
         (record,) = act(services.history.restore, selected(image_id))
