@@ -427,11 +427,12 @@ def build(services: Services) -> HistoryTab:
         made = act(services.history.create_board, name)
         return (*boards_update(shown, str(made.id)), "", f"Created board “{made.name}”.")
 
-    create_board.click(
-        new_board, [board_name, board], [board, board_pick, board_name, status], api_visibility=PRIVATE
-    )
-    board_name.submit(
-        new_board, [board_name, board], [board, board_pick, board_name, status], api_visibility=PRIVATE
+    gr.on(
+        [create_board.click, board_name.submit],
+        new_board,
+        [board_name, board],
+        [board, board_pick, board_name, status],
+        api_visibility=PRIVATE,
     )
 
     def board_change(add: bool):
@@ -445,12 +446,10 @@ def build(services: Services) -> HistoryTab:
                 said = f"Image #{image_id} is on “{target.name}”."
             else:
                 changed = act(services.history.remove_from_board, target.id, [image_id])
-                said = (
-                    f"Took image #{image_id} off “{target.name}”."
-                    if changed
-                    else (f"Image #{image_id} was not on “{target.name}”.")
-                )
-            return (*search(*filters), *select(image_id), *boards_update(filters[5], str(target.id)), said)
+                took = "Took image #{} off “{}”." if changed else "Image #{} was not on “{}”."
+                said = took.format(image_id, target.name)
+            shown = filters[query.index(board)]  # the board being viewed stays in view
+            return (*search(*filters), *select(image_id), *boards_update(shown, str(target.id)), said)
 
         return change
 
