@@ -165,6 +165,8 @@ def test_a_favourite_shows_under_the_favourites_filter(page, seeded):
     page.locator("#history-fav").click()
     page.wait_for_function("() => document.querySelector('#history-fav').innerText.startsWith('★')")
     _search(page, "")
+    # the unfiltered listing has arrived before the filter is set (a late answer would replace it)
+    page.wait_for_function("() => document.querySelectorAll('#history-gallery img').length > 1")
     page.locator("#history-fav-only input").check()
     _wait_gallery(page, ["owl on a birch"])
     assert _captions(page) == [f"★ #{ids['favourite']} · t2i: an owl on a birch branch"]

@@ -303,14 +303,13 @@ def build(services: Services) -> HistoryTab:
     def pick(id_list, evt: gr.SelectData):
         return select(id_list[evt.index] if evt.index is not None and evt.index < len(id_list) else None)
 
-    refresh.click(search, query, listing, api_name="history_search").then(
-        boards_update, [board, board_pick], [board, board_pick], api_visibility=PRIVATE
-    )
+    refresh.click(search, query, listing, api_name="history_search")
     text.submit(search, query, listing, api_visibility=PRIVATE)
     for source, id_state in ((gallery, ids), (parents, parent_ids), (children, child_ids)):
         source.select(pick, id_state, detail_outputs, api_visibility=PRIVATE)
     gr.on(
-        [task.change, date.change, adapter.change, favourites_only.change, board.change],
+        # .input, not .change, for the two the app also sets: reloading the board list is no search
+        [task.change, date.change, adapter.change, favourites_only.input, board.input],
         search,
         query,
         listing,
