@@ -368,10 +368,17 @@ def test_v5_migration_rebuilds_the_prompt_index_with_stemming(tmp_path, files):
             step(conn)
         conn.exec_driver_sql("CREATE TABLE schema_version (version INTEGER NOT NULL)")
         conn.exec_driver_sql("INSERT INTO schema_version VALUES (1), (2), (3), (4)")
+        stored = files.save_png(Image.new("RGB", (8, 8)), "images")
+        conn.exec_driver_sql(  # the schema-4 code's row, in its own columns
+            "INSERT INTO images (origin, file_path, sha256, pixel_hash, file_size, width, height, prompt,"
+            " created_at) VALUES ('output', ?, ?, ?, ?, 8, 8, 'a fox in snow', 0)",
+            (stored.rel_path, stored.sha256, stored.pixel_hash, stored.size),
+        )
+        no_stemming = "SELECT rowid FROM images_fts WHERE images_fts MATCH 'foxes'"
+        assert conn.exec_driver_sql(no_stemming).all() == []  # schema 4
+    assert migrate(db) == LATEST_VERSION
     images = SqliteImageStore(db)
-    (old,) = images.add([_new_image(files, prompt="a fox in snow")])
-    assert images.search(ImageQuery(text="foxes")) == []  # schema 4: no stemming
-    assert migrate(db) == LATEST_VERSION == 5
+    (old,) = images.all()
     assert [r.id for r in images.search(ImageQuery(text="foxes"))] == [old.id]
     (new,) = images.add([_new_image(files, color=(1, 2, 3), prompt="foxes at night")])
     images.delete(old.id)

@@ -131,6 +131,20 @@ class JobService:
         images = self._images.for_job(job.id) if job.status == JobStatus.SUCCEEDED else []
         return JobView(job=job, queue_position=position, images=images)
 
+    def inputs_in_use(self) -> set[int]:
+        """Image ids that queued or running jobs will read (sources, masks, references, training
+        pictures): emptying the trash keeps them, so a job never loses its input while it waits."""
+        ids: set[int] = set()
+        for job in self._jobs.list(ACTIVE_STATUSES, limit=100_000):
+            try:
+                spec = parse_spec(job.spec)
+            except InvalidJob:  # a row no code can run; it fails on its own when its turn comes
+                continue
+            ids.update(image_id for image_id, _ in spec.inputs())
+            if spec.mask_id is not None:
+                ids.add(spec.mask_id)
+        return ids
+
     def preview(self, job_id: int) -> bytes | None:
         return self._jobs.get_preview(job_id)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,10 @@ from seedling.backend.errors import JobError
 from seedling.backend.specs import MAX_PROMPT
 
 log = logging.getLogger(__name__)
+
+# What the first expansion in a process waits for: loading MiniLM and the vocabulary and building
+# the vocabulary's embedding index (the expander's constructor); docs/app.md has the figure.
+WARM_UP = "loading the prompt expander (first use, about a minute)"
 
 # (LM folder or None) -> an object with .expand(prompt, task, num_outputs, n_refs) -> ExpansionResult
 ExpanderFactory = Callable[[Path | None], Any]
@@ -46,6 +51,8 @@ class PromptExpansionService:
         self._factory = factory
         self._expander: Any = None
         self._lock = threading.Lock()
+        self._loading_since: float | None = None  # monotonic time the load began, while it runs
+        self._start_lock = threading.Lock()  # one background load, however often it is asked for
         # Gradio runs handlers in threads; an expansion takes ~10 ms, so one at a time is cheap and
         # keeps the expander's per-text cache and its torch thread setting single-threaded.
         self._call_lock = threading.Lock()
@@ -55,8 +62,44 @@ class PromptExpansionService:
         with self._lock:
             if self._expander is None:
                 log.info("loading the prompt expander (%s)", self.lm_folder or "grounded")
-                self._expander = self._factory(self.lm_folder)
+                self._loading_since = time.monotonic()
+                try:
+                    self._expander = self._factory(self.lm_folder)
+                finally:
+                    self._loading_since = None
             return self._expander
+
+    @property
+    def ready(self) -> bool:
+        """Loaded: an expansion answers in milliseconds."""
+        return self._expander is not None
+
+    def warm_up_note(self) -> str | None:
+        """What a person about to wait for an expansion is told while the expander is not loaded
+        (how long a load already in progress has taken); None once it is loaded."""
+        if self._expander is not None:
+            return None
+        since = self._loading_since
+        if since is None:
+            return WARM_UP[0].upper() + WARM_UP[1:] + "…"
+        return f"Still {WARM_UP}: {time.monotonic() - since:.0f} s so far…"
+
+    def warm_up_in_background(self) -> bool:
+        """Start loading the expander in a thread (someone turned expansion on: by the time they
+        press Expand or Generate it may be ready); False when it is loaded or already loading."""
+        with self._start_lock:
+            if self._expander is not None or self._loading_since is not None:
+                return False
+            self._loading_since = time.monotonic()  # from now on the note says "still loading"
+
+        def load() -> None:
+            try:
+                self.expander  # noqa: B018 - the property loads it
+            except Exception:  # the next expand() raises it again, to the person who asked
+                log.exception("loading the prompt expander failed")
+
+        threading.Thread(target=load, name="prompt-expander-warm-up", daemon=True).start()
+        return True
 
     def expand(self, prompt: str, task: str, num_outputs: int | None = None, n_refs: int | None = None):
         """An ExpansionResult (model/prompt_expansion/result.py) for `prompt` typed for `task`;

@@ -18,6 +18,7 @@ from seedling.backend.settings import Settings
 from seedling.backend.tasks import JobTasks, register_tasks
 from seedling.backend.worker_runtime import WorkerRuntime
 from seedling.storage.adapters_sqlite import SqliteAdapterStore
+from seedling.storage.boards_sqlite import SqliteBoardStore
 from seedling.storage.db import Database
 from seedling.storage.files import FileStore
 from seedling.storage.images_sqlite import SqliteImageStore
@@ -70,7 +71,9 @@ def build_services(
         job_store, image_store, tasks.enqueue, settings.max_queue, settings.max_attempts, adapter_store,
         pending=lambda: len(huey.pending()),
     )
-    history = HistoryService(image_store, files, adapter_store)
+    history = HistoryService(
+        image_store, files, adapter_store, SqliteBoardStore(db), inputs_in_use=jobs.inputs_in_use
+    )
     return Services(
         settings=settings,
         db=db,

@@ -33,6 +33,12 @@ class ImageRecord:
     params: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     adapter_id: int | None = None
+    favourite: bool = False
+    deleted_at: float | None = None  # set while the image is in the trash
+
+    @property
+    def trashed(self) -> bool:
+        return self.deleted_at is not None
 
 
 @dataclass(frozen=True)
@@ -88,5 +94,8 @@ class ImageQuery:
     created_before: float | None = None  # UNIX seconds, exclusive
     adapter_id: int | None = None
     origin: Origin | None = "output"
+    favourites_only: bool = False
+    board_id: int | None = None  # only images on this board
+    trash: bool = False  # False: images not in the trash (history); True: only those in it
     limit: int = 200
     offset: int = 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from sqlalchemy import case, select, text
+from sqlalchemy import case, delete, select, text
 from sqlalchemy.orm import Session
 
 from seedling.storage.db import Database
@@ -19,7 +19,7 @@ from seedling.storage.images_common import (
     ParentLink,
     Relative,
 )
-from seedling.storage.models import Image, ImageEdge
+from seedling.storage.models import BoardImage, Image, ImageEdge
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -50,6 +50,8 @@ def _record(row: Image) -> ImageRecord:
         params=dict(row.params or {}),
         timings=dict(row.timings or {}),
         adapter_id=row.adapter_id,
+        favourite=bool(row.favourite),
+        deleted_at=row.deleted_at,
     )
 
 
@@ -105,8 +107,12 @@ class SqliteImageStore(ImageStoreBase):
     def find_by_pixels(self, pixel_hash: str) -> ImageRecord | None:
         outputs_first = case((Image.origin == "output", 0), else_=1)
         with self._db.read() as s:
+            # a picture in the trash is not reused: its file goes when the trash is emptied
             row = s.scalars(
-                select(Image).where(Image.pixel_hash == pixel_hash).order_by(outputs_first, Image.id).limit(1)
+                select(Image)
+                .where(Image.pixel_hash == pixel_hash, Image.deleted_at.is_(None))
+                .order_by(outputs_first, Image.id)
+                .limit(1)
             ).first()
             return _record(row) if row is not None else None
 
@@ -132,29 +138,75 @@ class SqliteImageStore(ImageStoreBase):
             stmt = stmt.where(Image.created_at >= query.created_after)
         if query.created_before is not None:
             stmt = stmt.where(Image.created_at < query.created_before)
+        if query.favourites_only:
+            stmt = stmt.where(Image.favourite == 1)
+        if query.board_id is not None:
+            on_board = select(BoardImage.image_id).where(BoardImage.board_id == query.board_id)
+            stmt = stmt.where(Image.id.in_(on_board))
+        if query.trash:  # most recently trashed first: the one just deleted is on top
+            stmt = stmt.where(Image.deleted_at.is_not(None)).order_by(Image.deleted_at.desc())
+        else:
+            stmt = stmt.where(Image.deleted_at.is_(None))
         stmt = stmt.order_by(Image.id.desc()).limit(query.limit).offset(query.offset)
         with self._db.read() as s:
             return [_record(row) for row in s.scalars(stmt)]
 
-    def _relatives(self, s: Session, image_id: int, upward: bool) -> list[Relative]:
+    def _relatives(self, image_id: int, upward: bool, include_trashed: bool) -> list[Relative]:
         this, other = (
             (ImageEdge.child_id, ImageEdge.parent_id) if upward else (ImageEdge.parent_id, ImageEdge.child_id)
         )
-        rows = s.execute(
+        stmt = (
             select(Image, ImageEdge.role, ImageEdge.position)
             .join(ImageEdge, other == Image.id)
             .where(this == image_id)
             .order_by(ImageEdge.role, ImageEdge.position, Image.id)
         )
-        return [Relative(image=_record(img), role=role, position=pos) for img, role, pos in rows]
-
-    def parents(self, image_id: int) -> list[Relative]:
+        if not include_trashed:
+            stmt = stmt.where(Image.deleted_at.is_(None))
         with self._db.read() as s:
-            return self._relatives(s, image_id, upward=True)
+            return [Relative(image=_record(img), role=role, position=pos) for img, role, pos in s.execute(stmt)]
 
-    def children(self, image_id: int) -> list[Relative]:
-        with self._db.read() as s:
-            return self._relatives(s, image_id, upward=False)
+    def parents(self, image_id: int, include_trashed: bool = False) -> list[Relative]:
+        return self._relatives(image_id, upward=True, include_trashed=include_trashed)
+
+    def children(self, image_id: int, include_trashed: bool = False) -> list[Relative]:
+        return self._relatives(image_id, upward=False, include_trashed=include_trashed)
+
+    def _update(self, image_ids: Collection[int], **values) -> list[ImageRecord]:
+        """Set `values` on the named images in one transaction; ImageNotFound if any is missing."""
+        ids = sorted(set(image_ids))
+        with self._db.write() as s:
+            rows = list(s.scalars(select(Image).where(Image.id.in_(ids))))
+            missing = set(ids) - {row.id for row in rows}
+            if missing:
+                raise ImageNotFound(f"image {min(missing)} does not exist")
+            for row in rows:
+                for name, value in values.items():
+                    setattr(row, name, value)
+            s.flush()
+            return [_record(row) for row in rows]
+
+    def set_favourite(self, image_id: int, favourite: bool) -> ImageRecord:
+        return self._update([image_id], favourite=int(bool(favourite)))[0]
+
+    def trash(self, image_ids: Collection[int]) -> list[ImageRecord]:
+        # Only the deletion time changes: a job's outputs, its status and its lineage edges are
+        # untouched, so trashing never races a job committing its results.
+        return self._update(image_ids, deleted_at=time.time())
+
+    def restore(self, image_ids: Collection[int]) -> list[ImageRecord]:
+        return self._update(image_ids, deleted_at=None)
+
+    def purge_trash(self, keep: Collection[int] = ()) -> list[ImageRecord]:
+        with self._db.write() as s:
+            rows = list(
+                s.scalars(select(Image).where(Image.deleted_at.is_not(None), Image.id.not_in(list(keep))))
+            )
+            records = [_record(row) for row in rows]
+            # edges and board memberships go with the rows (ON DELETE CASCADE): the survivors'
+            # lineage never names a removed image
+            s.execute(delete(Image).where(Image.id.in_([r.id for r in records])))
+            return records
 
     def delete(self, image_id: int) -> ImageRecord:
         with self._db.write() as s:

@@ -227,6 +227,38 @@ def _v5_stemmed_search(conn: Connection) -> None:
     )
 
 
+def _v6_favourites_boards_trash(conn: Connection) -> None:
+    """A designer's history: favourites (a flag on an image), named boards (an image may be on
+    several), and a trash (deleted_at set: hidden from history, search and lineage, its file kept
+    until the trash is emptied, so a delete can be undone). Existing rows are neither favourites,
+    on a board, nor trashed."""
+    _exec(
+        conn,
+        """
+        ALTER TABLE images ADD COLUMN favourite INTEGER NOT NULL DEFAULT 0
+        --
+        ALTER TABLE images ADD COLUMN deleted_at FLOAT
+        --
+        CREATE INDEX ix_images_deleted_at ON images (deleted_at)
+        --
+        CREATE TABLE boards (
+            id INTEGER PRIMARY KEY,
+            name VARCHAR NOT NULL UNIQUE COLLATE NOCASE,
+            created_at FLOAT NOT NULL
+        )
+        --
+        CREATE TABLE board_images (
+            board_id INTEGER NOT NULL REFERENCES boards(id) ON DELETE CASCADE,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            added_at FLOAT NOT NULL,
+            PRIMARY KEY (board_id, image_id)
+        )
+        --
+        CREATE INDEX ix_board_images_image_id ON board_images (image_id)
+        """,
+    )
+
+
 # (version, migration), in order. The version a database is at is the last one applied.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1_core_tables),
@@ -234,6 +266,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (3, _v3_finetune),
     (4, _v4_exactly_once),
     (5, _v5_stemmed_search),
+    (6, _v6_favourites_boards_trash),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -98,6 +98,9 @@ class Image(Base):
         ForeignKey("adapters.id", ondelete="SET NULL"), nullable=True
     )
     created_at: Mapped[float] = mapped_column(Float, index=True)
+    favourite: Mapped[bool] = mapped_column(Integer, default=0)
+    # Set when the image went to the trash: hidden from history, its file kept until the trash is emptied.
+    deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
 
     job: Mapped[Job | None] = relationship(back_populates="images")
 
@@ -114,3 +117,25 @@ class ImageEdge(Base):
     )
     role: Mapped[str] = mapped_column(String, primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True, default=0)
+
+
+class Board(Base):
+    """A named collection of images (a mood board, a client's picks); names are unique ignoring case."""
+
+    __tablename__ = "boards"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(collation="NOCASE"), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class BoardImage(Base):
+    """Membership: an image may be on several boards; it leaves them when its row is removed."""
+
+    __tablename__ = "board_images"
+
+    board_id: Mapped[int] = mapped_column(ForeignKey("boards.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    added_at: Mapped[float] = mapped_column(Float)

@@ -77,13 +77,27 @@ def wire(
         # Not grounded: leave the box empty, so Generate stops with the reason instead of running it.
         return True, result.prompt if result.grounded else "", notes_markdown(result)
 
-    box.expand.click(
+    def warming():
+        """Said before the first expansion, which waits for the expander to load."""
+        note = services.expansion.warm_up_note()
+        return f"⏳ {note}" if note else gr.skip()
+
+    box.expand.click(warming, None, box.notes, api_visibility=PRIVATE, queue=False).then(
         on_expand,
         [typed, *extra],
         [box.enabled, box.expanded, box.notes],
         api_visibility=PRIVATE,
         queue=False,
     )
+
+    def turned(enabled):
+        """Turning expansion on starts loading the expander, so the first Generate waits less."""
+        note = services.expansion.warm_up_note()
+        if enabled and services.expansion.warm_up_in_background():
+            return f"⏳ {note}"
+        return gr.skip()
+
+    box.enabled.input(turned, box.enabled, box.notes, api_visibility=PRIVATE, queue=False)
     typed.input(lambda: ("", ""), None, [box.expanded, box.notes], api_visibility=PRIVATE, queue=False)
 
 
@@ -98,6 +112,9 @@ def resolve(
 ) -> Resolved:
     """The prompt a job runs (see PromptExpansionService.resolve); a person-readable gr.Error when
     the expansion is not grounded, so nothing noisy is queued."""
+    note = services.expansion.warm_up_note()
+    if enabled and not (expanded or "").strip() and note:
+        gr.Info(note)  # the job is submitted only after the expansion: say why nothing happens yet
     try:
         return services.expansion.resolve(typed, bool(enabled), expanded, task, num_outputs, n_refs)
     except NotGrounded as err:
