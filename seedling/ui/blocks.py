@@ -16,6 +16,7 @@ from seedling.backend.services import Services
 from seedling.model.task_table import TASKS
 from seedling.storage.images_common import ImageRecord
 from seedling.ui import compose_tab, edit_tab, finetune_tab, generate_tab, history_tab, storyboard_tab
+from seedling.ui import prompt_expansion as pe_ui
 from seedling.ui import tab as tab_ui
 from seedling.ui.common import PRIVATE, api_call, model_event, run_and_watch
 from seedling.ui.results import selected_path
@@ -87,6 +88,7 @@ def build_ui(services: Services) -> gr.Blocks:
         demo.load(
             None, None, None, js=f"() => ({CTRL_ENTER_JS})({json.dumps(boxes)})", api_visibility=PRIVATE
         )
+        pe_ui.register_api(services)
         _api_endpoints(services)
     return demo
 

@@ -140,12 +140,7 @@ class FieldTable:
 
     def restored(self, params: dict) -> dict:
         """{component: value} for every field `params` restores (a Gradio update by component)."""
-        out = {}
-        for row in self.rows:
-            value = row.restore(params, self.ctx)
-            if value is not NOT_RESTORED:
-                out[self.components[row.name]] = value
-        return out
+        return {self.components[name]: v for name, v in values_from_params(self.rows, params, self.ctx).items()}
 
     def signature(self, tail: list[inspect.Parameter]) -> inspect.Signature:
         """The handler's signature: the API's parameter names, in table order, then `tail`."""
@@ -158,6 +153,16 @@ class FieldTable:
             for row in self.rows
         ]
         return inspect.Signature(params + tail)
+
+
+def values_from_params(rows: tuple[Field, ...], params: dict, ctx: FieldContext) -> dict:
+    """{field name: value} for every row that `params` (a stored spec, PNG parameters) restores."""
+    out = {}
+    for row in rows:
+        value = row.restore(params, ctx)
+        if value is not NOT_RESTORED:
+            out[row.name] = value
+    return out
 
 
 # -- rows every generation tab shares -----------------------------------------------------------
