@@ -78,6 +78,7 @@ def build_ui(services: Services) -> gr.Blocks:
                 finetune = finetune_tab.build(services)
             with gr.Tab("History", id="history", elem_id="tab-history") as history_item:
                 hist = history_tab.build(services)
+        demo.generation_tabs = made  # the built tabs by name, for tests and tools
         _wire_sending(services, tabs, hist, made)
         _wire_restoring(services, tabs, hist, made)
         _wire_rerun(services, hist)
