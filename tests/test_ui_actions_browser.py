@@ -35,7 +35,9 @@ def _generate_with_ctrl_enter(page, prompt: str) -> str:
 def test_ctrl_enter_runs_and_the_download_is_named_by_prompt_and_seed(page):
     seed = _generate_with_ctrl_enter(page, "red circle top left")
     page.locator("#gen-gallery img").first.wait_for()
-    page.wait_for_function("() => document.querySelector('#gen-download') && !document.querySelector('#gen-download').disabled")
+    page.wait_for_function(
+        "() => document.querySelector('#gen-download') && !document.querySelector('#gen-download').disabled"
+    )
     with page.expect_download() as info:
         page.locator("#gen-download").click()
     assert info.value.suggested_filename == f"red-circle-top-left_seed{seed}.png"

@@ -18,7 +18,12 @@ from seedling.ui.sizes import model_sizes
 from tests.conftest import execute_next
 from tests.test_ui import restore_ctx
 
-TABLES = {"generate": generate_tab.ROWS, "edit": edit_tab.ROWS, "compose": compose_tab.ROWS, "storyboard": storyboard_tab.ROWS}
+TABLES = {
+    "generate": generate_tab.ROWS,
+    "edit": edit_tab.ROWS,
+    "compose": compose_tab.ROWS,
+    "storyboard": storyboard_tab.ROWS,
+}
 
 
 def _fn(demo, name):
@@ -69,13 +74,19 @@ def test_every_spec_field_comes_back_from_the_stored_spec_and_from_the_png(servi
             got, want = restored[row.name], entered.get(row.name, row.default)
             if row.name == "editor_value":
                 size = got["background"].size
-                assert np.array_equal(_picture(got["background"])[..., :3], _picture(want["background"])[..., :3])
+                assert np.array_equal(
+                    _picture(got["background"])[..., :3], _picture(want["background"])[..., :3]
+                )
                 assert np.array_equal(
                     np.asarray(edit_tab.mask_from_layers(got["layers"], size)),
                     np.asarray(edit_tab.mask_from_layers(want["layers"], size)),
                 )
-            elif isinstance(want, Image.Image) or (want is None and row.name.startswith(("ref", "character"))):
-                assert (got is None) == (want is None) and (want is None or np.array_equal(_picture(got), _picture(want)))
+            elif isinstance(want, Image.Image) or (
+                want is None and row.name.startswith(("ref", "character"))
+            ):
+                assert (got is None) == (want is None) and (
+                    want is None or np.array_equal(_picture(got), _picture(want))
+                )
             elif row.name == "size":
                 assert got == "4:3"  # 176x128
             else:

@@ -9,12 +9,9 @@ from seedling.ui.common import Radio, SafeImage
 from seedling.ui.fields import (
     Field,
     Upload,
-    adapter_fields,
-    guidance_field,
     image_from_id,
     prompt_fields,
-    seed_field,
-    steps_field,
+    sampling_fields,
 )
 from seedling.ui.tab import TabDef
 
@@ -70,10 +67,7 @@ ROWS = (
         from_params=lambda p, c: "style" if p.get("kind") == "style" else "compose",
     ),
     *prompt_fields("prompt", "compose-prompt", "Prompt", "the cat from 1 sitting on the sofa from 2", 2),
-    guidance_field("compose", row="sampling"),
-    steps_field("compose", row="sampling"),
-    seed_field(row="sampling"),
-    *adapter_fields(),
+    *sampling_fields("compose"),
 )
 
 TAB = TabDef(

@@ -140,7 +140,9 @@ class FieldTable:
 
     def restored(self, params: dict) -> dict:
         """{component: value} for every field `params` restores (a Gradio update by component)."""
-        return {self.components[name]: v for name, v in values_from_params(self.rows, params, self.ctx).items()}
+        return {
+            self.components[name]: v for name, v in values_from_params(self.rows, params, self.ctx).items()
+        }
 
     def signature(self, tail: list[inspect.Parameter]) -> inspect.Signature:
         """The handler's signature: the API's parameter names, in table order, then `tail`."""
@@ -315,3 +317,14 @@ def image_from_id(params: dict, ctx: FieldContext, key: str, index: int | None =
 
 def whole_field(name: str, make, key: str | None = None, default=None, row=None) -> Field:
     return Field(name, make, spec=key or name, key=key or name, default=default, to_spec=whole, row=row)
+
+
+def sampling_fields(task: str) -> tuple[Field, ...]:
+    """Guidance, steps and seed side by side, then the adapters: the tail of the compose and
+    storyboard tables."""
+    return (
+        guidance_field(task, row="sampling"),
+        steps_field(task, row="sampling"),
+        seed_field(row="sampling"),
+        *adapter_fields(),
+    )

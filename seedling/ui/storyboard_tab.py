@@ -10,12 +10,9 @@ from seedling.ui.common import SafeImage, Slider, whole
 from seedling.ui.fields import (
     Field,
     Upload,
-    adapter_fields,
-    guidance_field,
     image_from_id,
     prompt_fields,
-    seed_field,
-    steps_field,
+    sampling_fields,
 )
 from seedling.ui.tab import TabDef
 
@@ -82,10 +79,7 @@ ROWS = (
         to_spec=lambda image: Upload(image) if image is not None else None,
         from_params=lambda p, ctx: image_from_id(p, ctx, "character_image_id"),
     ),
-    guidance_field("storyboard", row="sampling"),
-    steps_field("storyboard", row="sampling"),
-    seed_field(row="sampling"),
-    *adapter_fields(),
+    *sampling_fields("storyboard"),
 )
 
 TAB = TabDef(
