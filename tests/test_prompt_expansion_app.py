@@ -14,8 +14,8 @@ from seedling.storage.images_common import ImageQuery
 from seedling.ui import compose_tab, edit_tab, generate_tab, storyboard_tab
 from seedling.ui.blocks import build_ui
 from seedling.ui.fields import values_from_params
-from tests.test_ui import restore_ctx
 from tests.conftest import execute_next
+from tests.test_ui import restore_ctx
 
 
 class FakeExpander:
@@ -86,7 +86,9 @@ def test_history_and_png_keep_typed_and_expanded_prompts(services):
     for params in (vars(restored), image.params):
         values = values_from_params(generate_tab.ROWS, params, restore_ctx(services))
         assert (values["prompt"], values["prompt_expansion"], values["expanded_prompt"]) == (
-            "a little kitty, please", True, "a cat"
+            "a little kitty, please",
+            True,
+            "a cat",
         )
     assert services.history.search(ImageQuery(text="cat"))  # history search finds the prompt that ran
 
@@ -134,7 +136,9 @@ def test_generate_runs_the_expanded_prompt_and_records_the_typed_one(services, f
     edited = _submitted_spec(services, edited_yield)
     assert (edited.prompt, edited.typed_prompt) == ("a cat face", "a little kitty")
     with pytest.raises(gr.Error, match="Nothing was generated"):
-        next(generate(**{**args, "prompt": "quantum entanglement"}, prompt_expansion=True, expanded_prompt=""))
+        next(
+            generate(**{**args, "prompt": "quantum entanglement"}, prompt_expansion=True, expanded_prompt="")
+        )
     with pytest.raises(LookupError):  # no job was stored for the prompt that is not grounded
         services.jobs.get(edited_yield[0] + 1)
 
@@ -143,7 +147,8 @@ def test_storyboard_takes_its_panel_count_from_the_expansion(services, fake):
     demo = build_ui(services)
     storyboard = _fn(demo, "storyboard")
     spec = _submitted_spec(
-        services, next(storyboard(story="a kitty plays, then sleeps", panels=4, seed=1, prompt_expansion=True))
+        services,
+        next(storyboard(story="a kitty plays, then sleeps", panels=4, seed=1, prompt_expansion=True)),
     )
     assert spec.num_outputs == 2 and spec.prompt.startswith("a storyboard of a cat")
     assert fake.calls[-1] == ("a kitty plays, then sleeps", "storyboard", 4, None)
@@ -162,7 +167,11 @@ def test_edit_and_compose_expand_for_their_task(services, fake):
     ref = Image.new("RGB", (128, 128), "white")
     spec = _submitted_spec(
         services,
-        next(_fn(demo, "compose")(mode="compose", prompt="a kitty", steps=1, seed=1, ref1=ref, ref2=ref, prompt_expansion=True)),
+        next(
+            _fn(demo, "compose")(
+                mode="compose", prompt="a kitty", steps=1, seed=1, ref1=ref, ref2=ref, prompt_expansion=True
+            )
+        ),
     )
     assert fake.calls[-1] == ("a kitty", "compose", None, 2) and spec.typed_prompt == "a kitty"
     ctx = restore_ctx(services)

@@ -11,12 +11,12 @@ from PIL import Image
 
 from seedling.backend.specs import make_spec
 from seedling.ui import generate_tab, storyboard_tab
-from seedling.ui.fields import FieldContext, values_from_params
-from seedling.ui.sizes import model_sizes
 from seedling.ui.blocks import build_ui
 from seedling.ui.common import MODEL_CONCURRENCY_ID, watch
 from seedling.ui.edit_tab import mask_from_layers
+from seedling.ui.fields import FieldContext, values_from_params
 from seedling.ui.history_tab import image_query
+from seedling.ui.sizes import model_sizes
 from tests.conftest import execute_next
 
 MODEL_ENDPOINTS = {"generate", "edit", "compose", "storyboard"}
@@ -75,7 +75,9 @@ def test_story_lines_become_panels(services):
         3,
     )
     assert storyboard_tab.story_prompt("one long story", 5) == ("one long story", 5)
-    values = values_from_params(storyboard_tab.ROWS, {"prompt": "a; b", "num_outputs": 2}, restore_ctx(services))
+    values = values_from_params(
+        storyboard_tab.ROWS, {"prompt": "a; b", "num_outputs": 2}, restore_ctx(services)
+    )
     assert (values["story"], values["panels"]) == ("a\nb", 2)
 
 
@@ -93,13 +95,18 @@ def test_dropped_png_parameters_fill_the_generate_tab(services):
     execute_next(services.huey)
     image = services.jobs.view(job.id).images[0]
     restored = services.history.parameters_from_png(services.history.path(image))
-    # prompt expansion off, no expanded prompt; 160x128 is no size the model offers: the choice stays
+    # prompt expansion off, no expanded prompt; 160x128 is no size the model offers: the size
+    # choice and the width and height it sets stay as they are, and the status says why
     expected = {
-        "prompt": "an owl", "prompt_expansion": False, "expanded_prompt": "", "width": 160, "height": 128,
+        "prompt": "an owl", "prompt_expansion": False, "expanded_prompt": "",
         "steps": 2, "guidance": 0, "seed": 42, "num_outputs": 2, "adapters": [],
     }  # fmt: skip
+    ctx = restore_ctx(services)
     for params in (vars(restored), image.params):
-        assert values_from_params(generate_tab.ROWS, params, restore_ctx(services)) == expected
+        assert values_from_params(generate_tab.ROWS, params, ctx) == expected
+        note = generate_tab.TAB.restore_note(params, ctx)
+        assert "Its size 160x128 is not one this model draws" in note and "left as it was" in note
+    assert generate_tab.TAB.restore_note({"width": 176, "height": 128}, ctx) is None
 
 
 def test_default_sliders_name_the_models_own_defaults(services, tmp_path):
@@ -180,7 +187,9 @@ def _inpaint_image(services):
     mask.paste(255, (16, 32, 80, 96))
     mask_row = services.history.store_input(mask, "mask")
     job = services.jobs.submit(
-        make_spec("inpaint", prompt="paint a sun", source_image_id=source.id, mask_image_id=mask_row.id, seed=3)
+        make_spec(
+            "inpaint", prompt="paint a sun", source_image_id=source.id, mask_image_id=mask_row.id, seed=3
+        )
     )
     execute_next(services.huey)
     (image,) = services.jobs.view(job.id).images
@@ -212,7 +221,9 @@ def test_an_inpaint_png_dropped_on_generate_leaves_the_prompt_alone(services):
     values = on_generate.fn(str(services.history.path(image)))
     by_id = {getattr(b, "elem_id", None): v for b, v in values.items()}
     assert "gen-prompt" not in by_id and by_id["edit-instruction"] == "paint a sun"
-    assert "belong to the Edit tab" in by_id["gen-status"] and "nothing here was changed" in by_id["gen-status"]
+    assert (
+        "belong to the Edit tab" in by_id["gen-status"] and "nothing here was changed" in by_id["gen-status"]
+    )
     # restored in the Edit tab with everything it was made with: its source and its mask
     editor = next(v for b, v in values.items() if isinstance(b, gr.ImageEditor))
     assert mask_from_layers(editor["layers"], editor["background"].size) is not None

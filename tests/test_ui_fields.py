@@ -130,6 +130,31 @@ def test_download_names_read_as_the_prompt_and_seed():
     assert file_name("a b c d e f g h", 1) == "a-b-c-d-e-f_seed1.png"
 
 
+def test_download_copies_live_in_the_apps_upload_folder_and_stay_bounded(services, tmp_path, monkeypatch):
+    """The app puts Gradio's upload folder in its data folder; the readable copies go there, and
+    however many results are offered only the most recently offered few are kept."""
+    import os
+    import time
+
+    from seedling.ui import results
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "data" / "gradio"))
+    monkeypatch.setattr(results, "MAX_DOWNLOAD_COPIES", 3)
+    images = [services.history.store_input(Image.new("RGB", (16, 16), (i * 40, 0, 0))) for i in range(5)]
+    copies = []
+    for i, image in enumerate(images[:3]):
+        copies.append(results.readable_copy(services, image))
+        os.utime(copies[-1].parent, (time.time() - 100 + i, time.time() - 100 + i))  # offered in order
+    root = tmp_path / "data" / "gradio" / "seedling-downloads"
+    assert all(copy.parent.parent == root and copy.name == "image.png" for copy in copies)
+    assert _picture(str(copies[0])).tolist() == _picture(str(services.history.path(images[0]))).tolist()
+    results.readable_copy(services, images[0])  # offered again: now the most recent
+    for image in images[3:]:
+        results.readable_copy(services, image)
+    kept = {folder.name for folder in root.iterdir()}
+    assert kept == {image.sha256[:32] for image in (images[0], images[3], images[4])}
+
+
 def test_result_actions_follow_the_task_table(services):
     offered = {a.name for a in offered_actions()}
     assert offered == {a.name for a in RESULT_ACTIONS if a.task is None or a.task in TASKS}

@@ -174,8 +174,10 @@ def _wire_restoring(services: Services, tabs, hist, made: dict) -> None:
 
     def restore(params: dict, kind: str, said: str) -> tuple[str, dict]:
         target = TAB_FOR_KIND.get(kind, "generate")
-        values = made[target].table.restored(params)
-        values[made[target].results.status] = said
+        built = made[target]
+        values = built.table.restored(params)
+        note = built.spec.restore_note(params, built.table.ctx) if built.spec.restore_note else None
+        values[built.results.status] = f"{said}. {note}" if note else said
         values[tabs] = gr.Tabs(selected=target)
         return target, values
 

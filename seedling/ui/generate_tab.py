@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from seedling.model.task_table import TASKS
-from seedling.ui.common import PRIVATE, Number, Radio, Slider
+from seedling.ui.common import PRIVATE, Number, Radio, Slider, whole
 from seedling.ui.fields import (
     NOT_RESTORED,
     Field,
@@ -36,8 +36,30 @@ def _side(name: str):
 
 
 def _size_label(params, ctx):
+    """The offered size the params name; any other size leaves the choice (and the width and
+    height it sets) as it is, and `_restore_note` says why."""
     label = ctx.extras["sizes"].label(params.get("width"), params.get("height"))
     return label if label is not None else NOT_RESTORED
+
+
+def _offered_side(name: str):
+    def restore(params, ctx):
+        return params[name] if _size_label(params, ctx) is not NOT_RESTORED else NOT_RESTORED
+
+    return restore
+
+
+def _side_field(name: str) -> Field:
+    return Field(name, _side(name), spec=name, default=128, to_spec=whole, from_params=_offered_side(name))
+
+
+def _restore_note(params, ctx) -> str | None:
+    """A restored size the model does not draw (a PNG of another model or tool): the sentence."""
+    width, height = params.get("width"), params.get("height")
+    if width is None or height is None:
+        return None
+    refusal = ctx.extras["sizes"].refusal(width, height, "Its size")
+    return refusal and f"{refusal} The size choice was left as it was."
 
 
 def _num_outputs(ctx):
@@ -66,8 +88,8 @@ def _wire(tab) -> None:
 ROWS = (
     *prompt_fields("prompt", "gen-prompt", "Prompt", "a red fox in the snow", 3),
     Field("size", _size_radio, default="1:1", from_params=_size_label),
-    whole_field("width", _side("width"), default=128),
-    whole_field("height", _side("height"), default=128),
+    _side_field("width"),
+    _side_field("height"),
     steps_field("t2i", row="sampling"),
     guidance_field("t2i", row="sampling"),
     seed_field(row="seed"),
@@ -84,6 +106,7 @@ TAB = TabDef(
     expand_for=lambda values: ("t2i", None, None),
     draft=_draft,
     wire=_wire,
+    restore_note=_restore_note,
     doc="""Text to image. Returns the status line, the last preview and the result gallery.
 
     With `prompt_expansion`, runs `expanded_prompt` (or expands `prompt` when it is empty).""",

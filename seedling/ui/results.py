@@ -8,13 +8,15 @@ Use as edit source / Add to compose reach into other tabs and are wired in block
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
+from gradio import utils as gradio_utils
 
 from seedling.backend.services import Services
 from seedling.backend.specs import JobSpec, spec_from_params
@@ -53,6 +55,21 @@ class Results:
     download: gr.DownloadButton
     compare: gr.ImageSlider | None
     actions: dict[str, gr.Button] = field(default_factory=dict)
+    shown: list = field(default_factory=list)  # what `show` fills: the download (and before/after)
+    show: Callable | None = None  # (gallery value, index) -> the selected result's download (, compare)
+
+    def after_run(self, event) -> None:
+        """Once a job's handler has finished, the first new result is the selected one, ready to
+        download (and compare). Chained on the handler's event because a Gallery that a handler
+        fills fires no change event in Gradio 6 (only a person's upload or delete does)."""
+
+        def first(gallery_value):
+            shown = self.show(gallery_value, 0)
+            return (0, *(shown if isinstance(shown, tuple) else (shown,)))
+
+        event.success(
+            first, [self.gallery], [self.selected, *self.shown], api_visibility="private", queue=False
+        )
 
     @property
     def run_outputs(self) -> list:
@@ -68,17 +85,44 @@ def file_name(prompt: str | None, seed: int | None, words: int = 6) -> str:
     return f"{stem}_seed{seed}.png" if seed is not None else f"{stem}.png"
 
 
-def readable_copy(services: Services, image: ImageRecord) -> Path:
-    """The image's file under its readable name, in a folder of its own (named by its hash) in the
-    system's temp folder, from where Gradio serves downloads."""
-    folder = Path(tempfile.gettempdir()) / "seedling-downloads" / image.sha256[:32]
+MAX_DOWNLOAD_COPIES = 64  # readable copies kept; the least recently offered go first
+
+
+def downloads_folder() -> Path:
+    """Where readable copies live: inside Gradio's upload folder, which the app puts in its data
+    folder (`serve_only_from`), so they are served from there and go with the data folder."""
+    return Path(gradio_utils.get_upload_folder()) / "seedling-downloads"
+
+
+def readable_copy(services: Services, image: ImageRecord, root: Path | None = None) -> Path:
+    """The image's file under its readable name, in a folder of its own (named by its hash).
+    Gradio serves the copy from its own cache once the handler returns it, so only the most
+    recently offered MAX_DOWNLOAD_COPIES are kept: the folder stays bounded however long the app
+    runs."""
+    root = root or downloads_folder()
+    folder = root / image.sha256[:32]
     target = folder / file_name(image.prompt, image.seed)
-    if not target.exists():
+    if target.exists():
+        os.utime(folder)  # offered again: the most recent, the last to be removed
+    else:
         folder.mkdir(parents=True, exist_ok=True)
         partial = folder / (target.name + ".part")
         shutil.copyfile(services.history.path(image), partial)
         partial.replace(target)
+        _keep_newest(root, MAX_DOWNLOAD_COPIES)
     return target
+
+
+def _keep_newest(root: Path, keep: int) -> None:
+    folders = []
+    for folder in root.iterdir():
+        try:
+            folders.append((folder.stat().st_mtime, folder))
+        except OSError:  # removed meanwhile by another request's pruning
+            continue
+    folders.sort(reverse=True)
+    for _, folder in folders[keep:]:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def selected_path(gallery_value, index) -> str | None:
@@ -152,22 +196,23 @@ def results_column(services: Services, prefix: str, compare: bool = False, **gal
         path = selected_path(gallery_value, index)
         image = services.history.find_picture(path) if path else None
         if image is None:
-            return (None, None) if compare else None
-        copy = str(readable_copy(services, image))
+            button = gr.DownloadButton("Download", value=None)
+            return (button, None) if compare else button
+        copy = readable_copy(services, image)
+        # the name on the button: a person sees what the file will be called before saving it
+        button = gr.DownloadButton(f"Download {copy.name}", value=str(copy))
         if not compare:
-            return copy
+            return button
         source = source_of(services, image)
-        return copy, ((source, str(services.history.path(image))) if source else None)
+        return button, ((source, str(services.history.path(image))) if source else None)
 
-    shown = [download, slider] if compare else [download]
+    results.shown = [download, slider] if compare else [download]
+    results.show = show
 
     def pick(evt: gr.SelectData):
         return evt.index
 
     gallery.select(pick, None, results.selected, api_visibility="private", queue=False).then(
-        show, [gallery, results.selected], shown, api_visibility="private", queue=False
-    )
-    gallery.change(lambda: 0, None, results.selected, api_visibility="private", queue=False).then(
-        show, [gallery, results.selected], shown, api_visibility="private", queue=False
+        show, [gallery, results.selected], results.shown, api_visibility="private", queue=False
     )
     return results

@@ -36,6 +36,8 @@ class TabDef:
     compare: bool = False  # results show before/after
     gallery: dict = field(default_factory=dict)
     wire: Callable[[Tab], None] | None = None  # the tab's own events between its fields
+    # (params, ctx) -> a sentence a restore adds to the status: what it could not restore, and why
+    restore_note: Callable[[dict, FieldContext], str | None] | None = None
 
 
 @dataclass
@@ -112,7 +114,7 @@ def build(services: Services, tab: TabDef) -> Tab:
     handler.__annotations__ = {"request": gr.Request}
     handler.__name__ = tab.name
     handler.__doc__ = tab.doc
-    run.click(
+    ran = run.click(
         handler,
         table.inputs,
         results.run_outputs,
@@ -120,6 +122,7 @@ def build(services: Services, tab: TabDef) -> Tab:
         trigger_mode="multiple",  # a click while a job runs is a second job, not dropped
         **model_event(services),
     )
+    results.after_run(ran)
     cancel.click(
         cancel_handler(services), results.job_id, results.status, api_visibility=PRIVATE, queue=False
     )
@@ -130,7 +133,7 @@ def build(services: Services, tab: TabDef) -> Tab:
         yield from run_and_watch(services, spec, progress, tab_jobs=results.jobs, request=request)
 
     if "vary" in results.actions:
-        results.actions["vary"].click(
+        varied = results.actions["vary"].click(
             vary,
             [results.gallery, results.selected],
             results.run_outputs,
@@ -138,6 +141,7 @@ def build(services: Services, tab: TabDef) -> Tab:
             trigger_mode="multiple",
             **model_event(services),
         )
+        results.after_run(varied)
 
     prompt_row = next(row for row in tab.rows if row.name == tab.prompt)
 
