@@ -13,7 +13,9 @@ from seedling.model.prompt_expansion.result import PASSTHROUGH, REWRITE, Expansi
 from seedling.storage.images_common import ImageQuery
 from seedling.ui import compose_tab, edit_tab, generate_tab, storyboard_tab
 from seedling.ui.blocks import build_ui
+from seedling.ui.fields import values_from_params
 from tests.conftest import execute_next
+from tests.test_ui import restore_ctx
 
 
 class FakeExpander:
@@ -82,8 +84,12 @@ def test_history_and_png_keep_typed_and_expanded_prompts(services):
     assert (restored.prompt, restored.typed_prompt) == ("a cat", "a little kitty, please")
     # Reuse / PNG drop: the typed prompt in the prompt box, expansion on, the expanded prompt in its box.
     for params in (vars(restored), image.params):
-        values = generate_tab.values_from_params(params)
-        assert (values[0], values[-2], values[-1]) == ("a little kitty, please", True, "a cat")
+        values = values_from_params(generate_tab.ROWS, params, restore_ctx(services))
+        assert (values["prompt"], values["prompt_expansion"], values["expanded_prompt"]) == (
+            "a little kitty, please",
+            True,
+            "a cat",
+        )
     assert services.history.search(ImageQuery(text="cat"))  # history search finds the prompt that ran
 
 
@@ -119,18 +125,20 @@ def test_expand_button_fills_the_editable_box_or_says_not_grounded(services, fak
 def test_generate_runs_the_expanded_prompt_and_records_the_typed_one(services, fake):
     demo = build_ui(services)
     generate = _fn(demo, "generate")
-    args = ("a little kitty", 128, 128, 1, 0, 7, 1)
-    off = _submitted_spec(services, next(generate(*args)))
+    args = {"prompt": "a little kitty", "width": 128, "height": 128, "steps": 1, "guidance": 0, "seed": 7}
+    off = _submitted_spec(services, next(generate(**args)))
     assert (off.prompt, off.typed_prompt) == ("a little kitty", None)
-    fresh = next(generate(*args, None, 1.0, True, ""))
+    fresh = next(generate(**args, prompt_expansion=True, expanded_prompt=""))
     spec = _submitted_spec(services, fresh)
     assert (spec.prompt, spec.typed_prompt) == ("a cat", "a little kitty")
     assert "expanded to “a cat”" in fresh[1]
-    edited_yield = next(generate(*args, None, 1.0, True, "a cat face"))
+    edited_yield = next(generate(**args, prompt_expansion=True, expanded_prompt="a cat face"))
     edited = _submitted_spec(services, edited_yield)
     assert (edited.prompt, edited.typed_prompt) == ("a cat face", "a little kitty")
     with pytest.raises(gr.Error, match="Nothing was generated"):
-        next(generate("quantum entanglement", 128, 128, 1, 0, 7, 1, None, 1.0, True, ""))
+        next(
+            generate(**{**args, "prompt": "quantum entanglement"}, prompt_expansion=True, expanded_prompt="")
+        )
     with pytest.raises(LookupError):  # no job was stored for the prompt that is not grounded
         services.jobs.get(edited_yield[0] + 1)
 
@@ -139,11 +147,13 @@ def test_storyboard_takes_its_panel_count_from_the_expansion(services, fake):
     demo = build_ui(services)
     storyboard = _fn(demo, "storyboard")
     spec = _submitted_spec(
-        services, next(storyboard("a kitty plays, then sleeps", 4, None, 0, 0, 1, None, 1.0, True, ""))
+        services,
+        next(storyboard(story="a kitty plays, then sleeps", panels=4, seed=1, prompt_expansion=True)),
     )
     assert spec.num_outputs == 2 and spec.prompt.startswith("a storyboard of a cat")
     assert fake.calls[-1] == ("a kitty plays, then sleeps", "storyboard", 4, None)
-    assert storyboard_tab.values_from_params(spec.model_dump())[0] == "a kitty plays, then sleeps"
+    restored = values_from_params(storyboard_tab.ROWS, spec.model_dump(), restore_ctx(services))
+    assert restored["story"] == "a kitty plays, then sleeps"
 
 
 def test_edit_and_compose_expand_for_their_task(services, fake):
@@ -151,16 +161,24 @@ def test_edit_and_compose_expand_for_their_task(services, fake):
 
     demo = build_ui(services)
     source = Image.new("RGBA", (128, 128), "white")
-    next(_fn(demo, "edit")({"background": source, "layers": []}, "kitty", 0, 0, 1, 1, None, 1.0, True, ""))
+    editor = {"background": source, "layers": []}
+    next(_fn(demo, "edit")(editor_value=editor, instruction="kitty", steps=1, seed=1, prompt_expansion=True))
     assert fake.calls[-1][:2] == ("kitty", "edit")
     ref = Image.new("RGB", (128, 128), "white")
     spec = _submitted_spec(
         services,
-        next(_fn(demo, "compose")("compose", "a kitty", 0, 1, 1, ref, ref, None, None, None, 1.0, True, "")),
+        next(
+            _fn(demo, "compose")(
+                mode="compose", prompt="a kitty", steps=1, seed=1, ref1=ref, ref2=ref, prompt_expansion=True
+            )
+        ),
     )
     assert fake.calls[-1] == ("a kitty", "compose", None, 2) and spec.typed_prompt == "a kitty"
-    assert edit_tab.values_from_params(spec.model_dump())[-2:] == [True, "a cat"]
-    assert compose_tab.values_from_params({"prompt": "x"})[-2:] == [False, ""]
+    ctx = restore_ctx(services)
+    restored = values_from_params(edit_tab.ROWS, spec.model_dump(), ctx)
+    assert (restored["prompt_expansion"], restored["expanded_prompt"]) == (True, "a cat")
+    restored = values_from_params(compose_tab.ROWS, {"prompt": "x"}, ctx)
+    assert (restored["prompt_expansion"], restored["expanded_prompt"]) == (False, "")
 
 
 def test_notes_say_not_grounded():

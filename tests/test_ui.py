@@ -14,7 +14,9 @@ from seedling.ui import generate_tab, storyboard_tab
 from seedling.ui.blocks import build_ui
 from seedling.ui.common import MODEL_CONCURRENCY_ID, watch
 from seedling.ui.edit_tab import mask_from_layers
+from seedling.ui.fields import FieldContext, values_from_params
 from seedling.ui.history_tab import image_query
+from seedling.ui.sizes import model_sizes
 from tests.conftest import execute_next
 
 MODEL_ENDPOINTS = {"generate", "edit", "compose", "storyboard"}
@@ -63,14 +65,20 @@ def test_painted_layers_become_the_inpaint_mask():
     assert mask.mode == "L" and mask.getpixel((10, 10)) == 255 and mask.getpixel((40, 40)) == 0
 
 
-def test_story_lines_become_panels():
+def restore_ctx(services) -> FieldContext:
+    return FieldContext(services, "t", extras={"sizes": model_sizes(services.settings.model_path)})
+
+
+def test_story_lines_become_panels(services):
     assert storyboard_tab.story_prompt("a fox wakes\n\na fox runs\na fox sleeps\n", 4) == (
         "a fox wakes; a fox runs; a fox sleeps",
         3,
     )
     assert storyboard_tab.story_prompt("one long story", 5) == ("one long story", 5)
-    story, panels, *_ = storyboard_tab.values_from_params({"prompt": "a; b", "num_outputs": 2})
-    assert (story, panels) == ("a\nb", 2)
+    values = values_from_params(
+        storyboard_tab.ROWS, {"prompt": "a; b", "num_outputs": 2}, restore_ctx(services)
+    )
+    assert (values["story"], values["panels"]) == ("a\nb", 2)
 
 
 def test_history_filters_map_to_a_query():
@@ -87,9 +95,18 @@ def test_dropped_png_parameters_fill_the_generate_tab(services):
     execute_next(services.huey)
     image = services.jobs.view(job.id).images[0]
     restored = services.history.parameters_from_png(services.history.path(image))
-    # ..., prompt expansion off, no expanded prompt
-    assert generate_tab.values_from_params(vars(restored)) == ["an owl", 160, 128, 2, 0, 42, 2, False, ""]
-    assert generate_tab.values_from_params(image.params) == ["an owl", 160, 128, 2, 0, 42, 2, False, ""]
+    # prompt expansion off, no expanded prompt; 160x128 is no size the model offers: the size
+    # choice and the width and height it sets stay as they are, and the status says why
+    expected = {
+        "prompt": "an owl", "prompt_expansion": False, "expanded_prompt": "",
+        "steps": 2, "guidance": 0, "seed": 42, "num_outputs": 2, "adapters": [],
+    }  # fmt: skip
+    ctx = restore_ctx(services)
+    for params in (vars(restored), image.params):
+        assert values_from_params(generate_tab.ROWS, params, ctx) == expected
+        note = generate_tab.TAB.restore_note(params, ctx)
+        assert "Its size 160x128 is not one this model draws" in note and "left as it was" in note
+    assert generate_tab.TAB.restore_note({"width": 176, "height": 128}, ctx) is None
 
 
 def test_default_sliders_name_the_models_own_defaults(services, tmp_path):
@@ -170,7 +187,9 @@ def _inpaint_image(services):
     mask.paste(255, (16, 32, 80, 96))
     mask_row = services.history.store_input(mask, "mask")
     job = services.jobs.submit(
-        make_spec("inpaint", prompt="paint a sun", source_image_id=source.id, mask_image_id=mask_row.id, seed=3)
+        make_spec(
+            "inpaint", prompt="paint a sun", source_image_id=source.id, mask_image_id=mask_row.id, seed=3
+        )
     )
     execute_next(services.huey)
     (image,) = services.jobs.view(job.id).images
@@ -185,21 +204,29 @@ def test_reuse_parameters_of_an_inpaint_image_brings_back_its_mask(services):
     image, painted = _inpaint_image(services)
     demo = build_ui(services)
     reuse = next(fn for fn in demo.fns.values() if fn.name == "reuse")
-    outputs = reuse.fn(image.id)
-    values = dict(zip([block._id for block in reuse.outputs], outputs, strict=True))
-    editor_id = next(b._id for b in reuse.outputs if isinstance(b, gr.ImageEditor))
-    editor = values[editor_id]
+    values = reuse.fn(image.id)  # {component: value}: only what the image restores
+    editor = next(v for b, v in values.items() if isinstance(b, gr.ImageEditor))
     restored = mask_from_layers(editor["layers"], editor["background"].size)
     assert restored is not None and np.array_equal(np.asarray(restored) > 127, painted)
-    instruction = next(b._id for b in reuse.outputs if getattr(b, "elem_id", None) == "edit-instruction")
-    assert values[instruction] == "paint a sun"
+    instruction = next(v for b, v in values.items() if getattr(b, "elem_id", None) == "edit-instruction")
+    assert instruction == "paint a sun"
+    assert not any(getattr(b, "elem_id", None) == "gen-prompt" for b in values)  # Generate is left alone
 
 
 def test_an_inpaint_png_dropped_on_generate_leaves_the_prompt_alone(services):
     image, _ = _inpaint_image(services)
-    values = generate_tab.restored_values(services, str(services.history.path(image)), 9)
-    assert values[:9] == [gr.skip()] * 9
-    assert "belong to the Edit tab" in values[-1] and "nothing here was changed" in values[-1]
+    demo = build_ui(services)
+    drops = [fn for fn in demo.fns.values() if fn.name == "restore_png"]
+    on_generate = next(fn for fn in drops if fn.inputs[0].elem_id == "gen-png-drop")
+    values = on_generate.fn(str(services.history.path(image)))
+    by_id = {getattr(b, "elem_id", None): v for b, v in values.items()}
+    assert "gen-prompt" not in by_id and by_id["edit-instruction"] == "paint a sun"
+    assert (
+        "belong to the Edit tab" in by_id["gen-status"] and "nothing here was changed" in by_id["gen-status"]
+    )
+    # restored in the Edit tab with everything it was made with: its source and its mask
+    editor = next(v for b, v in values.items() if isinstance(b, gr.ImageEditor))
+    assert mask_from_layers(editor["layers"], editor["background"].size) is not None
 
 
 def test_the_seed_used_is_shown_when_the_job_ends(services):

@@ -94,6 +94,11 @@ class HistoryService:
     def open(self, image_id: int) -> Image.Image:
         return self._files.open_image(self.get(image_id).file_path)
 
+    def find_picture(self, path: str | Path) -> ImageRecord | None:
+        """The history image with the same pixels as the picture at `path` (a result a gallery
+        shows, a dropped PNG), or None; InvalidJob when the file is no readable picture."""
+        return self._images.find_by_pixels(pixel_hash(decode_image(path, "RGB", "the picture")))
+
     def search(self, query: ImageQuery) -> list[ImageRecord]:
         return self._images.search(query)
 

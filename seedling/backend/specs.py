@@ -360,6 +360,10 @@ JobSpec = Annotated[
 ]
 IMAGE_JOB_KINDS = ("generate", "edit", "inpaint", "compose", "style", "storyboard")
 _ADAPTER: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
+_SPEC_FIELDS = {
+    cls.model_fields["kind"].default: set(cls.model_fields)
+    for cls in (GenerateSpec, EditSpec, InpaintSpec, ComposeSpec, StyleSpec, StoryboardSpec, FinetuneSpec)
+}
 
 
 def _message(err: ValidationError) -> str:
@@ -387,6 +391,13 @@ def parse_spec(data: dict) -> JobSpec:
 
 def make_spec(kind: str, **fields) -> JobSpec:
     return parse_spec({"kind": kind, **fields})
+
+
+def spec_from_params(params: dict, **changes) -> JobSpec:
+    """The spec an image's stored params describe (they add keys such as `model`), with `changes`."""
+    merged = {"kind": "generate", **params, **changes}
+    fields = _SPEC_FIELDS.get(merged["kind"], ())
+    return parse_spec({k: v for k, v in merged.items() if k in fields})
 
 
 def spec_json(spec: ImageJobSpec | FinetuneSpec) -> dict:

@@ -6,23 +6,40 @@ adapter filter): they reload on page load, after a training run, after a delete,
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 from gradio.exceptions import InvalidPathError
 
 from seedling.backend.errors import JobError
 from seedling.backend.services import Services
+from seedling.model.task_table import TASKS
 from seedling.storage.images_common import ImageRecord
 from seedling.ui import compose_tab, edit_tab, finetune_tab, generate_tab, history_tab, storyboard_tab
+from seedling.ui import prompt_expansion as pe_ui
+from seedling.ui import tab as tab_ui
 from seedling.ui.common import PRIVATE, api_call, model_event, run_and_watch
+from seedling.ui.results import selected_path
 
-TAB_FOR_KIND = {
-    "generate": "generate",
-    "edit": "edit",
-    "inpaint": "edit",
-    "compose": "compose",
-    "style": "compose",
-    "storyboard": "storyboard",
+GENERATION_TABS = (generate_tab.TAB, edit_tab.TAB, compose_tab.TAB, storyboard_tab.TAB)
+# The tab that made an image of each job kind (kinds are task names, except generate = t2i).
+TAB_FOR_KIND = {("generate" if t.name == "t2i" else t.name): t.ui_tab for t in TASKS.values()}
+
+# Ctrl+Enter (Cmd+Enter on a Mac) in a tab's prompt box presses that tab's main button.
+CTRL_ENTER_JS = """
+(boxes) => {
+  document.addEventListener('keydown', (e) => {
+    if (e.key !== 'Enter' || !(e.ctrlKey || e.metaKey)) return;
+    for (const [box, button] of Object.entries(boxes)) {
+      if (e.target.closest && e.target.closest('#' + box)) {
+        e.preventDefault();
+        document.getElementById(button)?.click();
+        return;
+      }
+    }
+  });
 }
+"""
 
 
 # What a file argument that names no upload is told (a path on the server, a URL, a NUL byte).
@@ -52,30 +69,33 @@ class StudioBlocks(gr.Blocks):
 def build_ui(services: Services) -> gr.Blocks:
     with StudioBlocks(title="Seedling Studio") as demo:
         gr.Markdown("## Seedling Studio")
+        made: dict[str, tab_ui.Tab] = {}
         with gr.Tabs() as tabs:
-            with gr.Tab("Generate", id="generate", elem_id="tab-generate"):
-                gen = generate_tab.build(services)
-            with gr.Tab("Edit", id="edit", elem_id="tab-edit"):
-                edit = edit_tab.build(services)
-            with gr.Tab("Compose", id="compose", elem_id="tab-compose"):
-                compose = compose_tab.build(services)
-            with gr.Tab("Storyboard", id="storyboard", elem_id="tab-storyboard"):
-                story = storyboard_tab.build(services)
+            for definition in GENERATION_TABS:
+                with gr.Tab(definition.name.title(), id=definition.name, elem_id=f"tab-{definition.name}"):
+                    made[definition.name] = tab_ui.build(services, definition)
             with gr.Tab("Fine-tune", id="finetune", elem_id="tab-finetune"):
                 finetune = finetune_tab.build(services)
             with gr.Tab("History", id="history", elem_id="tab-history") as history_item:
                 hist = history_tab.build(services)
-        _wire_history_actions(services, tabs, hist, gen, edit, compose, story)
+        demo.generation_tabs = made  # the built tabs by name, for tests and tools
+        _wire_sending(services, tabs, hist, made)
+        _wire_restoring(services, tabs, hist, made)
+        _wire_rerun(services, hist)
         history_item.select(hist.search, hist.query, [hist.gallery, hist.ids], api_visibility=PRIVATE)
         demo.load(hist.adapter_choices, None, hist.adapter, api_visibility=PRIVATE)
-        _wire_adapter_lists(services, demo, finetune, hist, [gen, edit, compose, story])
+        _wire_adapter_lists(services, demo, finetune, hist, list(made.values()))
+        boxes = {t.table[t.spec.prompt].elem_id: f"{t.spec.prefix}-run" for t in made.values()}
+        demo.load(
+            None, None, None, js=f"() => ({CTRL_ENTER_JS})({json.dumps(boxes)})", api_visibility=PRIVATE
+        )
+        pe_ui.register_api(services)
         _api_endpoints(services)
     return demo
 
 
 def _wire_adapter_lists(services: Services, demo, finetune, hist, tabs) -> None:
-    pickers = [tab.adapter_picker.adapters for tab in tabs if tab.adapter_picker is not None]
-    lists = [*pickers, finetune.adapter_list]
+    lists = [*(tab["adapters"] for tab in tabs), finetune.adapter_list]
 
     def reload(*selected):
         return (
@@ -99,61 +119,105 @@ def _selected(services: Services, image_id) -> ImageRecord:
         raise gr.Error(f"Image #{image_id} no longer exists.") from None
 
 
-def _wire_history_actions(services, tabs, hist, gen, edit, compose, story) -> None:
-    def send_to_edit(image_id):
-        path = str(services.history.path(_selected(services, image_id)))
-        return {"background": path, "layers": [], "composite": path}, gr.Tabs(selected="edit")
+def _wire_sending(services: Services, tabs, hist, made: dict) -> None:
+    """History's Send to edit / Send to compose and every result's Use as edit source / Add to
+    compose: the picture goes into the Edit tab's editor, or the first free Compose slot."""
+    editor = made["edit"]["editor_value"]
+    refs = [made["compose"][name] for name in compose_tab.REFS]
 
-    hist.send_to_edit.click(send_to_edit, hist.selected_id, [edit.editor, tabs], api_visibility=PRIVATE)
+    def to_edit(path):
+        return edit_tab.editor_value(path), gr.Tabs(selected="edit")
 
-    def send_to_compose(image_id, *slots):
-        path = str(services.history.path(_selected(services, image_id)))
+    def to_compose(path, *slots):
         free = next((i for i, slot in enumerate(slots) if slot is None), len(slots) - 1)
         return (*[path if i == free else gr.skip() for i in range(len(slots))], gr.Tabs(selected="compose"))
 
-    hist.send_to_compose.click(
-        send_to_compose, [hist.selected_id, *compose.refs], [*compose.refs, tabs], api_visibility=PRIVATE
-    )
+    def history_path(image_id):
+        return str(services.history.path(_selected(services, image_id)))
 
-    tab_fields = {
-        "generate": (gen.param_outputs, generate_tab.values_from_params),
-        "edit": (edit.param_outputs, edit_tab.values_from_params),
-        "compose": (compose.param_outputs, compose_tab.values_from_params),
-        "storyboard": (story.param_outputs, storyboard_tab.values_from_params),
-    }
-    reuse_outputs = [c for outputs, _ in tab_fields.values() for c in outputs] + [
-        edit.editor,
-        *compose.refs,
-        tabs,
+    def result_path(gallery_value, index):
+        path = selected_path(gallery_value, index)
+        if path is None:
+            raise gr.Error("There is no result yet: run the tab first.")
+        return path
+
+    senders = [(hist.send_to_edit, hist.send_to_compose, [hist.selected_id], history_path)]
+    senders += [
+        (
+            t.results.actions.get("use-edit"),
+            t.results.actions.get("use-compose"),
+            [t.results.gallery, t.results.selected],
+            result_path,
+        )
+        for t in made.values()
     ]
+    for edit_button, compose_button, inputs, path_of in senders:
+        if edit_button is not None:
+            edit_button.click(
+                lambda *a, p=path_of: to_edit(p(*a)), inputs, [editor, tabs], api_visibility=PRIVATE
+            )
+        if compose_button is not None:
+            n = len(inputs)
+            compose_button.click(
+                lambda *a, p=path_of, n=n: to_compose(p(*a[:n]), *a[n:]),
+                [*inputs, *refs],
+                [*refs, tabs],
+                api_visibility=PRIVATE,
+            )
+
+
+def _wire_restoring(services: Services, tabs, hist, made: dict) -> None:
+    """History's Reuse parameters and a PNG dropped on any tab fill the tab that made the image
+    with everything it was made with (prompt, settings, adapters, source and mask, references)."""
+    statuses = [t.results.status for t in made.values()]
+    outputs = [c for t in made.values() for c in t.table.inputs] + statuses + [tabs]
+
+    def restore(params: dict, kind: str, said: str) -> tuple[str, dict]:
+        target = TAB_FOR_KIND.get(kind, "generate")
+        built = made[target]
+        values = built.table.restored(params)
+        note = built.spec.restore_note(params, built.table.ctx) if built.spec.restore_note else None
+        values[built.results.status] = f"{said}. {note}" if note else said
+        values[tabs] = gr.Tabs(selected=target)
+        return target, values
 
     def reuse(image_id):
         """Fill the tab that made the image with its parameters (and input images)."""
         image = _selected(services, image_id)
-        target = TAB_FOR_KIND.get(image.params.get("kind", "generate"), "generate")
-        values: list = []
-        for name, (outputs, from_params) in tab_fields.items():
-            values += from_params(image.params) if name == target else [gr.skip()] * len(outputs)
-        lineage = services.history.lineage(image.id).parents
-        parents = [r for r in lineage if r.role in ("source", "reference", "style")]
-        paths = [str(services.history.path(r.image)) for r in parents]
-        editor = gr.skip()
-        if target == "edit" and parents:
-            # an inpaint image brings its mask back, painted on the source: the next Edit is the
-            # same masked edit, not a whole-image edit
-            mask = next((r for r in lineage if r.role == "mask"), None)
-            editor = edit_tab.editor_value(
-                services.history.open(parents[0].image.id),
-                services.history.open(mask.image.id) if mask is not None else None,
+        kind = image.params.get("kind", "generate")
+        return restore(image.params, kind, f"Restored the parameters of image #{image.id} ({kind})")[1]
+
+    hist.reuse.click(reuse, hist.selected_id, outputs, api_visibility=PRIVATE)
+
+    for here, tab in made.items():
+
+        def restore_png(path, here=here):
+            """A dropped PNG: from History when its picture is there (everything it was made with),
+            else from its parameters text (its input pictures are not in this history)."""
+            if not path:
+                return {}
+            try:
+                text = services.history.parameters_from_png(path)
+                record = services.history.find_picture(path)
+            except (ValueError, OSError) as err:
+                raise gr.Error(f"Could not read parameters: {err}") from None
+            known = record is not None and record.params.get("kind") == text.kind
+            params = record.params if known else vars(text)
+            said = f"Restored parameters of a {text.kind} image" + (
+                "" if known else " (from its PNG text; the pictures it was made from are not in this history)"
             )
-        refs = [
-            paths[i] if target == "compose" and i < len(paths) else gr.skip()
-            for i in range(len(compose.refs))
-        ]
-        return (*values, editor, *refs, gr.Tabs(selected=target))
+            target, values = restore(params, text.kind, said)
+            if target != here:
+                values[made[here].results.status] = (
+                    f"This PNG is a {text.kind} image: its parameters belong to the {target.title()} tab, so "
+                    f"nothing here was changed; they are restored there."
+                )
+            return values
 
-    hist.reuse.click(reuse, hist.selected_id, reuse_outputs, api_visibility=PRIVATE)
+        tab.png_drop.upload(restore_png, tab.png_drop, outputs, api_visibility=PRIVATE)
 
+
+def _wire_rerun(services: Services, hist) -> None:
     job_state = gr.State(None)
 
     def rerun(image_id, progress=gr.Progress()):  # noqa: B008 - the Gradio idiom

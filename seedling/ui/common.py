@@ -403,48 +403,6 @@ def run_and_watch(
             tab_jobs.remove(session, job.id)
 
 
-def seed_input(label: str = "Seed (-1 = random)") -> gr.Number:
-    # precision=None: a fractional seed reaches resolve_seed, which refuses it with a sentence
-    # (precision=0 had Gradio round 1.5 to 2 silently).
-    return Number(value=-1, precision=None, label=label, minimum=-1, maximum=MAX_SEED)
-
-
-def _default_label(name: str, value) -> str:
-    """The label of a 0-means-default slider, e.g. `Steps (0 = model default: 2)`; without the
-    value when the model's own is unknown."""
-    return f"{name} (0 = model default: {value:g})" if value is not None else f"{name} (0 = model default)"
-
-
-def steps_input(default: int | None = None) -> gr.Slider:
-    return Slider(0, 50, value=0, step=1, label=_default_label("Steps", default))
-
-
-def guidance_input(name: str = "Guidance", default: float | None = None) -> gr.Slider:
-    return Slider(0.0, 15.0, value=0.0, step=0.5, label=_default_label(name, default))
-
-
-def run_buttons(label: str, elem_prefix: str) -> tuple[gr.Button, gr.Button]:
-    """The primary action and its Cancel button, side by side."""
-    with gr.Row():
-        run = gr.Button(label, variant="primary", elem_id=f"{elem_prefix}-run")
-        cancel = gr.Button("Cancel", elem_id=f"{elem_prefix}-cancel")
-    return run, cancel
-
-
-def results_column(
-    services: Services, elem_prefix: str
-) -> tuple[gr.Markdown, gr.Image, gr.Gallery, TabJobs]:
-    """The right-hand column every model tab shows: job status, this tab's jobs in line (each with
-    its Cancel), live preview, results."""
-    with gr.Column(scale=1):
-        status = gr.Markdown("", elem_id=f"{elem_prefix}-status")
-        jobs = TabJobs(services, elem_prefix)
-        jobs.status_output = status
-        preview = gr.Image(label="Preview", interactive=False, height=160)
-        gallery = Gallery(label="Results", columns=4, height=320, elem_id=f"{elem_prefix}-gallery")
-    return status, preview, gallery, jobs
-
-
 def whole(value):
     """A widget number as an int when it is one (128.0 -> 128); anything else unchanged, for the
     spec's validation to name (NaN, 3.5, "abc" each get a sentence there, not a ValueError here)."""
@@ -458,18 +416,6 @@ def optional(value: float | None) -> float | None:
     return None if value is None or value == 0 else value
 
 
-@dataclass
-class AdapterPicker:
-    """Fine-tuned adapters for a generation tab: any number of them, one strength for all."""
-
-    adapters: gr.Dropdown
-    strength: gr.Slider
-
-    @property
-    def inputs(self) -> list:
-        return [self.adapters, self.strength]
-
-
 def adapter_choices(services: Services) -> list[tuple[str, str]]:
     """(label, value) pairs; the value is the adapter id as text (Dropdown values are strings)."""
     def label(a) -> str:
@@ -477,29 +423,6 @@ def adapter_choices(services: Services) -> list[tuple[str, str]]:
         return f"{a.name} ({a.kind}{stopped}, #{a.id})"
 
     return [(label(a), str(a.id)) for a in services.adapters.list()]
-
-
-def adapter_picker(services: Services, elem_prefix: str) -> AdapterPicker:
-    with gr.Row():
-        adapters = Dropdown(
-            choices=adapter_choices(services),
-            value=[],
-            multiselect=True,
-            label="Adapters (from the Fine-tune tab)",
-            scale=3,
-            allow_custom_value=True,  # API callers may pass ids; unknown ones get the backend's message
-            elem_id=f"{elem_prefix}-adapters",
-        )
-        strength = Slider(
-            -1.0,
-            2.0,
-            value=1.0,
-            step=0.05,
-            label="Adapter strength",
-            scale=2,
-            elem_id=f"{elem_prefix}-strength",
-        )
-    return AdapterPicker(adapters, strength)
 
 
 def adapter_uses(selected: list | str | None, strength: float | None) -> list[tuple[int, float]]:

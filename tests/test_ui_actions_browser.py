@@ -1,0 +1,176 @@
+"""Issue 20, each result's actions and the tabs' restores, in a real browser (Playwright driving
+Debian's Chromium, headless) against `python app.py`: what a person sees."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.test_ui_browser import ARTIFACTS, TIMEOUT_MS, _wait_text
+from tests.test_ui_loop_browser import app, browser  # noqa: F401 - the module's one app and browser
+from tests.test_ui_loop_browser import pytestmark as browser_marks
+
+pytestmark = browser_marks
+
+
+@pytest.fixture
+def page(app, browser):  # noqa: F811
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app.url)
+    yield page
+    page.close()
+
+
+def _generate_with_ctrl_enter(page, prompt: str) -> str:
+    box = page.locator("#gen-prompt textarea")
+    box.fill(prompt)
+    box.press("Control+Enter")
+    _wait_text(page, "gen-status", "done")
+    return re.search(r"seed (\d+)", page.locator("#gen-status").inner_text()).group(1)
+
+
+def test_ctrl_enter_runs_and_the_download_is_named_by_prompt_and_seed(page):
+    seed = _generate_with_ctrl_enter(page, "red circle top left")
+    name = f"red-circle-top-left_seed{seed}.png"
+    page.locator("#gen-gallery img").first.wait_for()
+    _wait_text(page, "gen-download", name)  # the button names the file before it is saved
+    with page.expect_download() as info:
+        page.locator("#gen-download").click()
+    assert info.value.suggested_filename == name
+    page.screenshot(path=ARTIFACTS / "actions-1-download.png", full_page=True)
+
+
+def test_use_as_edit_source_moves_the_result_into_edit(page):
+    _generate_with_ctrl_enter(page, "a blue square")
+    page.locator("#gen-gallery img").first.wait_for()
+    page.locator("#gen-use-edit").click()
+    page.locator("#edit-instruction textarea").wait_for(state="visible")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#edit-editor canvas, #edit-editor img')].length > 0"
+    )
+    page.wait_for_timeout(1000)  # the editor loads its background
+    page.locator("#edit-instruction textarea").fill("make it red")
+    page.locator("#edit-instruction textarea").press("Control+Enter")  # the source is there: Edit runs
+    _wait_text(page, "edit-status", "done")
+    page.locator("#edit-compare img").first.wait_for()  # before / after of the edit
+    page.screenshot(path=ARTIFACTS / "actions-2-use-as-edit.png", full_page=True)
+
+
+def test_sizes_offered_are_the_models_and_no_other(page):
+    # each choice is a radio inside its label; the page renders its components after it loads
+    page.locator("#gen-size").get_by_role("radio").first.wait_for(state="attached")
+    labels = page.locator("#gen-size label").all_inner_texts()
+    assert labels and all(re.search(r"\((\d+)x(\d+)\)", text) for text in labels)
+    sides = [tuple(map(int, re.search(r"\((\d+)x(\d+)\)", t).groups())) for t in labels]
+    assert all(min(size) == 128 for size in sides), sides  # the model draws 128 px
+    assert "Size (the model draws 128 px)" in page.locator("#gen-size").inner_text()
+    assert not any(256 in size or 512 in size for size in sides)
+
+
+def _magenta_box(picture):
+    """The bounding box (left, top, right, bottom) of the brush's magenta on the shown teal source,
+    and of the source itself, in screen pixels. Only magenta inside the source counts: the
+    editor's toolbar shows the brush colour too. The test's mask does not touch the source's
+    edges, so teal frames the whole source."""
+    import numpy as np
+
+    rgb = np.asarray(picture.convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    teal = (r < 40) & (abs(g - 128) < 30) & (abs(b - 128) < 30)
+
+    def box(mask):
+        ys, xs = np.nonzero(mask)
+        return (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) else None
+
+    shown = box(teal)
+    if shown is None:
+        return None, None
+    magenta = np.zeros_like(teal)
+    left, top, right, bottom = shown
+    inside = rgb[top:bottom, left:right]
+    magenta[top:bottom, left:right] = (inside[..., 0] > 200) & (inside[..., 1] < 60) & (inside[..., 2] > 200)
+    return box(magenta), shown
+
+
+def test_reuse_parameters_on_an_inpaint_image_shows_its_mask_in_edit(app, page, tiny_model_dir):  # noqa: F811
+    """What a person sees after Reuse parameters on an inpaint image: the Edit tab's editor shows the
+    source with the mask painted where it was, in the brush's colour, and nothing painted elsewhere."""
+    import io
+    import time
+
+    from PIL import Image
+
+    from seedling.backend.services import build_services
+    from seedling.backend.settings import Settings
+    from seedling.backend.specs import make_spec
+
+    services = build_services(Settings(data_dir=app.data_dir, model_path=tiny_model_dir))
+    try:  # an inpaint job on the app's own queue, as the Edit tab makes one
+        source = services.history.store_input(Image.new("RGB", (128, 128), (0, 128, 128)))
+        mask = Image.new("L", (128, 128), 0)
+        mask.paste(255, (16, 32, 80, 96))
+        mask_row = services.history.store_input(mask, "mask")
+        job = services.jobs.submit(
+            make_spec("inpaint", prompt="paint a moon", source_image_id=source.id, mask_image_id=mask_row.id)
+        )
+        deadline = time.monotonic() + 120
+        while not services.jobs.get(job.id).status.finished and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (image,) = services.jobs.view(job.id).images
+    finally:
+        services.close()
+
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history-refresh").click()
+    page.locator(f"#history-gallery button.thumbnail-item:has-text('#{image.id} ')").click()
+    _wait_text(page, "history-details", "paint a moon")
+    page.locator("#history-reuse").click()
+    page.locator("#edit-instruction textarea").wait_for(state="visible")
+    _wait_text(page, "edit-status", f"Restored the parameters of image #{image.id} (inpaint)")
+    page.locator("#edit-editor canvas").first.wait_for()
+
+    deadline = time.monotonic() + 60
+    while True:  # the editor draws its background and the mask layer after the value arrives
+        painted, shown = _magenta_box(Image.open(io.BytesIO(page.locator("#edit-editor").screenshot())))
+        if painted is not None or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(500)
+    page.screenshot(path=ARTIFACTS / "actions-3-reuse-inpaint-mask.png", full_page=True)
+    assert painted is not None, "no mask is painted on the restored source"
+    # where the mask is on the 128 px source, as fractions of the shown picture
+    scale_x, scale_y = (shown[2] - shown[0]) / 128, (shown[3] - shown[1]) / 128
+    seen = (
+        (painted[0] - shown[0]) / scale_x,
+        (painted[1] - shown[1]) / scale_y,
+        (painted[2] - shown[0]) / scale_x,
+        (painted[3] - shown[1]) / scale_y,
+    )
+    assert all(abs(got - want) <= 3 for got, want in zip(seen, (16, 32, 80, 96), strict=True)), seen
+
+
+def test_a_png_of_a_size_the_model_does_not_draw_is_refused_with_a_sentence(page, tmp_path):
+    """A 512 px picture from another tool, dropped on Generate: its prompt comes back, its size does
+    not (the model draws 128 px), the status says so, and Generate then draws an offered size."""
+    from PIL import Image
+
+    from seedling.storage.pngmeta import png_info
+
+    other = tmp_path / "lighthouse.png"
+    Image.new("RGB", (512, 512), "navy").save(
+        other, pnginfo=png_info("a lighthouse at dusk\nSteps: 20, CFG scale: 7, Seed: 42, Size: 512x512")
+    )
+    page.locator("#gen-png-drop input[type=file]").set_input_files(str(other))
+    _wait_text(page, "gen-status", "Its size 512x512 is not one this model draws")
+    status = page.locator("#gen-status").inner_text()
+    assert "Use one of: 128x128" in status and "The size choice was left as it was" in status
+    assert page.locator("#gen-prompt textarea").input_value() == "a lighthouse at dusk"
+    assert page.locator("#gen-size input[type=radio]:checked").get_attribute("value") == "1:1"
+    page.locator("#gen-run").click()
+    _wait_text(page, "gen-status", "done")
+    page.locator("#gen-gallery img").first.wait_for()
+    size = page.locator("#gen-gallery img").first.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    assert size == [128, 128]
+    page.screenshot(path=ARTIFACTS / "actions-4-off-grid-png.png", full_page=True)
