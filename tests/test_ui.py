@@ -196,6 +196,11 @@ def _inpaint_image(services):
     return image, np.asarray(mask) > 127
 
 
+def painted_editor(values: dict) -> dict:
+    """The editor value a restore's second update paints (held in a per-session State)."""
+    return next(v for b, v in values.items() if isinstance(b, gr.State) and isinstance(v, dict))
+
+
 def test_reuse_parameters_of_an_inpaint_image_brings_back_its_mask(services):
     """Reuse on an inpaint result fills the Edit tab with the instruction and the source with its
     mask painted on, so pressing Edit again is the same masked edit (issue 20)."""
@@ -205,7 +210,10 @@ def test_reuse_parameters_of_an_inpaint_image_brings_back_its_mask(services):
     demo = build_ui(services)
     reuse = next(fn for fn in demo.fns.values() if fn.name == "reuse")
     values = reuse.fn(image.id)  # {component: value}: only what the image restores
-    editor = next(v for b, v in values.items() if isinstance(b, gr.ImageEditor))
+    first = next(v for b, v in values.items() if isinstance(b, gr.ImageEditor))
+    assert first["layers"] == []  # the source first; the mask follows in a second update
+    editor = painted_editor(values)
+    assert editor["background"] is first["background"]
     restored = mask_from_layers(editor["layers"], editor["background"].size)
     assert restored is not None and np.array_equal(np.asarray(restored) > 127, painted)
     instruction = next(v for b, v in values.items() if getattr(b, "elem_id", None) == "edit-instruction")
@@ -225,7 +233,7 @@ def test_an_inpaint_png_dropped_on_generate_leaves_the_prompt_alone(services):
         "belong to the Edit tab" in by_id["gen-status"] and "nothing here was changed" in by_id["gen-status"]
     )
     # restored in the Edit tab with everything it was made with: its source and its mask
-    editor = next(v for b, v in values.items() if isinstance(b, gr.ImageEditor))
+    editor = painted_editor(values)
     assert mask_from_layers(editor["layers"], editor["background"].size) is not None
 
 

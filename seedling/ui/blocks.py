@@ -171,6 +171,15 @@ def _wire_restoring(services: Services, tabs, hist, made: dict) -> None:
     with everything it was made with (prompt, settings, adapters, source and mask, references)."""
     statuses = [t.results.status for t in made.values()]
     outputs = [c for t in made.values() for c in t.table.inputs] + statuses + [tabs]
+    editor = made["edit"]["editor_value"]
+    # Gradio's image editor can drop a layer that arrives together with a new background ("No draw
+    # texture found for layer"), and a lost mask turns the next masked edit into a whole-image edit.
+    # So a restore shows the source first and paints the mask on in a second update.
+    pending = gr.State(None)  # the full editor value, per browser session
+    outputs.append(pending)
+
+    def paint_mask(value):
+        return value if value is not None else gr.skip()
 
     def restore(params: dict, kind: str, said: str) -> tuple[str, dict]:
         target = TAB_FOR_KIND.get(kind, "generate")
@@ -179,6 +188,11 @@ def _wire_restoring(services: Services, tabs, hist, made: dict) -> None:
         note = built.spec.restore_note(params, built.table.ctx) if built.spec.restore_note else None
         values[built.results.status] = f"{said}. {note}" if note else said
         values[tabs] = gr.Tabs(selected=target)
+        value = values.get(editor)
+        values[pending] = None
+        if isinstance(value, dict) and value.get("layers"):
+            values[pending] = value
+            values[editor] = {**value, "layers": []}
         return target, values
 
     def reuse(image_id):
@@ -187,7 +201,9 @@ def _wire_restoring(services: Services, tabs, hist, made: dict) -> None:
         kind = image.params.get("kind", "generate")
         return restore(image.params, kind, f"Restored the parameters of image #{image.id} ({kind})")[1]
 
-    hist.reuse.click(reuse, hist.selected_id, outputs, api_visibility=PRIVATE)
+    hist.reuse.click(reuse, hist.selected_id, outputs, api_visibility=PRIVATE).then(
+        paint_mask, pending, [editor], api_visibility=PRIVATE
+    )
 
     for here, tab in made.items():
 
@@ -214,7 +230,9 @@ def _wire_restoring(services: Services, tabs, hist, made: dict) -> None:
                 )
             return values
 
-        tab.png_drop.upload(restore_png, tab.png_drop, outputs, api_visibility=PRIVATE)
+        tab.png_drop.upload(restore_png, tab.png_drop, outputs, api_visibility=PRIVATE).then(
+            paint_mask, pending, [editor], api_visibility=PRIVATE
+        )
 
 
 def _wire_rerun(services: Services, hist) -> None:
