@@ -55,8 +55,8 @@ from tests.helpers import (
 # (backend/context.STEP_DELAY_ENV), so a 50-step job lasts at least 1.5 s on any CPU.
 STEP_DELAY_S = 0.03
 # A job slow enough to be killed in its middle: 256x256, 50 steps on the tiny model (about 2 s).
-SLOW = {"width": 256, "height": 256, "steps": 50}
-MEDIUM = {"width": 192, "height": 192, "steps": 50}  # about 1.7 s
+SLOW = {"width": 128, "height": 128, "steps": 100}  # sizes stay on the model's offered grid; steps make it slow
+MEDIUM = {"width": 128, "height": 128, "steps": 60}
 QUICK = {"width": 128, "height": 128, "steps": 4}
 FINISHED = ("succeeded", "failed", "cancelled")
 JOB_TIMEOUT_S = 300.0

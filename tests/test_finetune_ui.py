@@ -95,7 +95,7 @@ def test_training_from_the_tab_streams_loss_and_samples_then_generates_with_it(t
     assert any(u[3] is not None and not isinstance(u[3], dict) for u in updates)  # the samples image
     adapter = services.adapters.for_job(job_id)
 
-    gen = _fn(demo, "generate").fn("a framed square", 128, 128, 1, 0, 5, 1, [str(adapter.id)], 0.7)
+    gen = _fn(demo, "generate").fn("a framed square", False, "", "1:1", 128, 128, 1, 0, 5, 1, [str(adapter.id)], 0.7)
     gen_job, *_ = next(gen)
     execute_next(services.huey)
     list(gen)
@@ -150,7 +150,7 @@ def test_stop_keeps_a_usable_adapter_and_cancel_asks_first(tmp_path, services, m
     assert (f"half (lora, stopped at step {n}, #{adapter.id})", str(adapter.id)) in adapter_choices(services)
     info, _ = finetune_tab.adapter_info(services, str(adapter.id))
     assert f"Stopped at step {n} of 8" in info
-    gen = _fn(demo, "generate").fn("a framed square", 128, 128, 1, 0, 5, 1, [str(adapter.id)], 1.0)
+    gen = _fn(demo, "generate").fn("a framed square", False, "", "1:1", 128, 128, 1, 0, 5, 1, [str(adapter.id)], 1.0)
     gen_job, *_ = next(gen)
     execute_next(services.huey)
     list(gen)

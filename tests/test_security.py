@@ -174,7 +174,7 @@ def test_api_ids_and_server_paths_cannot_reach_outside(secured_app):
 def test_nan_sent_as_raw_json_gets_a_sentence(secured_app):
     """gradio_client cannot send NaN; a hand-made request can (Python's JSON reads it)."""
     http = _session(secured_app)
-    body = '{"data": ["fox", 128, 128, NaN, 0, 1, 1, [], 1.0, false, ""]}'
+    body = '{"data": ["fox", false, "", "1:1", 128, 128, NaN, 0, 1, 1, [], 1.0]}'
     r = http.post("/gradio_api/call/generate", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 200, r.text
     events = http.get(f"/gradio_api/call/generate/{r.json()['event_id']}").text
