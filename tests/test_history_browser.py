@@ -156,6 +156,8 @@ def test_delete_moves_to_the_trash_and_undo_brings_it_back(page, seeded):
         "id => [...document.querySelectorAll('#history-gallery img')].some(i => i.alt.includes('#' + id + ' ·'))",
         arg=ids["undo"],
     )
+    restored = [c for c in _captions(page) if c.startswith(f"#{ids['undo']} ·")]
+    assert restored == [f"#{ids['undo']} · t2i: a red fox asleep in the snow"]  # back once, as it was
 
 
 def test_a_favourite_shows_under_the_favourites_filter(page, seeded):
@@ -187,6 +189,8 @@ def test_a_board_lists_its_images(page, seeded):
     _wait_gallery(page, ["blue whale", "whale shark", "whale of a time"])  # three whales in history
     _choose(page, "history-board-filter", "Sea life (2)")
     _wait_gallery(page, ["blue whale", "whale shark"])  # two of them on the board
+    on_board = {int(c.split(" ·", 1)[0].lstrip("★ #")) for c in _captions(page)}
+    assert on_board == {ids["board_a"], ids["board_b"]}
     page.screenshot(path=ARTIFACTS / "history-board.png", full_page=True)
 
 
