@@ -182,3 +182,22 @@ def error_message(events: str) -> str | None:
     if isinstance(value, dict):
         value = value.get("error") or value.get("message")
     return str(value) if value else None
+
+
+def finished_inpaint(services, prompt: str, colour, box=(16, 32, 80, 96), timeout_s: float = 120):
+    """(job, output image) of an inpaint job on the app's own queue, as the Edit tab makes one: a
+    128 px `colour` source with `box` painted as the mask; waits for the app's worker to run it."""
+    from PIL import Image
+
+    from seedling.backend.specs import make_spec
+
+    source = services.history.store_input(Image.new("RGB", (128, 128), colour))
+    mask = Image.new("L", (128, 128), 0)
+    mask.paste(255, box)
+    mask_row = services.history.store_input(mask, "mask")
+    job = services.jobs.submit(
+        make_spec("inpaint", prompt=prompt, source_image_id=source.id, mask_image_id=mask_row.id)
+    )
+    wait_for(lambda: services.jobs.get(job.id).status.finished, timeout_s, f"inpaint job {job.id} to end", 0.2)
+    (image,) = services.jobs.view(job.id).images
+    return job, image

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from tests.helpers import finished_inpaint
 from tests.test_ui_browser import ARTIFACTS, TIMEOUT_MS, _wait_text
 from tests.test_ui_loop_browser import app, browser  # noqa: F401 - the module's one app and browser
 from tests.test_ui_loop_browser import pytestmark as browser_marks
@@ -105,21 +106,10 @@ def test_reuse_parameters_on_an_inpaint_image_shows_its_mask_in_edit(app, page, 
 
     from seedling.backend.services import build_services
     from seedling.backend.settings import Settings
-    from seedling.backend.specs import make_spec
 
     services = build_services(Settings(data_dir=app.data_dir, model_path=tiny_model_dir))
-    try:  # an inpaint job on the app's own queue, as the Edit tab makes one
-        source = services.history.store_input(Image.new("RGB", (128, 128), (0, 128, 128)))
-        mask = Image.new("L", (128, 128), 0)
-        mask.paste(255, (16, 32, 80, 96))
-        mask_row = services.history.store_input(mask, "mask")
-        job = services.jobs.submit(
-            make_spec("inpaint", prompt="paint a moon", source_image_id=source.id, mask_image_id=mask_row.id)
-        )
-        deadline = time.monotonic() + 120
-        while not services.jobs.get(job.id).status.finished and time.monotonic() < deadline:
-            time.sleep(0.2)
-        (image,) = services.jobs.view(job.id).images
+    try:
+        _job, image = finished_inpaint(services, "paint a moon", (0, 128, 128))
     finally:
         services.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import AppProcess
+from tests.helpers import finished_inpaint
 from tests.test_ui_browser import ARTIFACTS, CHROMIUM, FLAGS, TIMEOUT_MS, _wait_text
 from tests.test_ui_browser import pytestmark as browser_marks
 
@@ -166,29 +167,16 @@ def test_reuse_on_an_inpaint_image_redoes_the_masked_edit(app, page, tiny_model_
     """Reuse parameters on an inpaint result opens Edit with its instruction and its mask: pressing
     Edit runs the same masked edit (inpaint, same mask), not a whole-image edit. Dropping that PNG
     on Generate leaves the text-to-image prompt alone and says where it belongs."""
-    import time
 
     import numpy as np
-    from PIL import Image
 
     from seedling.backend.services import build_services
     from seedling.backend.settings import Settings
-    from seedling.backend.specs import make_spec
     from seedling.storage.jobs_sqlite import SqliteJobStore
 
     services = build_services(Settings(data_dir=app.data_dir, model_path=tiny_model_dir))
-    try:  # an inpaint job on the app's own queue, as the Edit tab makes one
-        source = services.history.store_input(Image.new("RGB", (128, 128), "teal"))
-        mask = Image.new("L", (128, 128), 0)
-        mask.paste(255, (16, 32, 80, 96))
-        mask_row = services.history.store_input(mask, "mask")
-        job = services.jobs.submit(
-            make_spec("inpaint", prompt="paint a sun", source_image_id=source.id, mask_image_id=mask_row.id)
-        )
-        deadline = time.monotonic() + 120
-        while not services.jobs.get(job.id).status.finished and time.monotonic() < deadline:
-            time.sleep(0.2)
-        (image,) = services.jobs.view(job.id).images
+    try:
+        job, image = finished_inpaint(services, "paint a sun", "teal")
         png = services.history.path(image)
 
         page.locator("#gen-prompt textarea").fill("my text-to-image prompt")
@@ -213,7 +201,8 @@ def test_reuse_on_an_inpaint_image_redoes_the_masked_edit(app, page, tiny_model_
         newest = max(SqliteJobStore(services.db).list(), key=lambda j: j.id)
         assert newest.id != job.id and newest.kind == "inpaint"
         redone = services.history.open(newest.spec["mask_image_id"]).convert("L")
-        assert np.array_equal(np.asarray(redone) > 127, np.asarray(mask) > 127)
+        painted = services.history.open(job.spec["mask_image_id"]).convert("L")  # the mask the person painted
+        assert np.array_equal(np.asarray(redone) > 127, np.asarray(painted) > 127)
     finally:
         services.close()
 
