@@ -1,6 +1,7 @@
 """Job finished -> client has the result, through the whole app under load, push vs the old polling.
 
-    python bench/bench_ui_latency.py [--clients 8] [--jobs 4] [--modes poll,push] [--out runs/ui_latency.json]
+    python bench/bench_ui_latency.py [--clients 8] [--jobs 4] [--modes poll,push] [--baseline REV]
+                                     [--rounds 1] [--out runs/ui_latency.json]
 
 For each mode it starts `python app.py --watch MODE` (a random-weight tiny model, a fresh data
 folder, 127.0.0.1), warms the worker with one job, then has `--clients` gradio_client clients,
@@ -9,7 +10,10 @@ once. For every job it records the moment the client's
 result callback has the result (files fetched) and compares it with the job's finished_at in the
 database (same machine, same clock). Meanwhile one more client calls /job_status in a loop and
 records how long each call takes. The modes run one after the other in the same run, on the same
-model, so a busy machine slows both alike. Prints a table and writes JSON.
+model, so a busy machine slows both alike. `--baseline REV` adds a row for the app as it was at git
+revision REV (checked out into a temporary worktree, run in push mode), and `--rounds N` repeats
+all rows N times, alternating, for the side-by-side comparison with earlier code. Prints a table
+and writes JSON.
 """
 
 from __future__ import annotations
@@ -50,15 +54,18 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def start_app(data_dir: Path, model: Path, watch: str, max_queue: int, log_path: Path):
+def start_app(data_dir: Path, model: Path, watch: str, max_queue: int, log_path: Path, tree: Path = REPO_ROOT):
     port = _free_port()
     cmd = [
         sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
         "--model", str(model), "--watch", watch, "--max-queue", str(max_queue),
     ]  # fmt: skip
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
+    env = {
+        **os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost",
+        "PYTHONPATH": str(tree),  # that tree's seedling, also in the worker process it starts
+    }  # fmt: skip
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, cwd=tree, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -120,13 +127,18 @@ def _client(url: str, first: int, jobs: int, steps: int, ready, go, out) -> None
     out.put({"received": received, "errors": errors})
 
 
-def run_mode(watch: str, model: Path, tmp: Path, clients: int, jobs: int, steps: int) -> dict:
+def run_mode(
+    watch: str, model: Path, tmp: Path, clients: int, jobs: int, steps: int, tree: Path = REPO_ROOT, label: str = ""
+) -> dict:
     import multiprocessing as mp
 
     from gradio_client import Client
 
-    data_dir = tmp / f"data-{watch}"
-    proc, url = start_app(data_dir, model, watch, max_queue=max(32, clients * jobs + 1), log_path=tmp / f"{watch}.log")
+    label = label or watch
+    data_dir = Path(tempfile.mkdtemp(prefix=f"data-{watch}-", dir=tmp))
+    proc, url = start_app(
+        data_dir, model, watch, max(32, clients * jobs + 1), tmp / f"{watch}.log", tree=tree
+    )
     ctx = mp.get_context("spawn")
     try:
         warm = Client(url, verbose=False)
@@ -172,7 +184,7 @@ def run_mode(watch: str, model: Path, tmp: Path, clients: int, jobs: int, steps:
     db.close()
     lags = sorted(received[job_id] - finished[job_id] for job_id in received)
     return {
-        "watch": watch,
+        "watch": label,
         "jobs_measured": len(lags),
         "jobs_submitted": clients * jobs,
         "errors": [e for r in results for e in r["errors"]],
@@ -198,6 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--jobs", type=int, default=4, help="jobs each client submits at once")
     p.add_argument("--steps", type=int, default=0, help="sampling steps (0: the model's default)")
     p.add_argument("--modes", default="poll,push", help="comma-separated: poll (old), push (new)")
+    p.add_argument("--baseline", default=None, help="git revision whose app also runs (push mode), for comparison")
+    p.add_argument("--rounds", type=int, default=1, help="repeat all rows, alternating")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
 
@@ -206,16 +220,25 @@ def main(argv: list[str] | None = None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="seedling-ui-bench-"))
     model = tmp / "tiny-random"
     SeedlingPipeline.from_config("tiny", seed=0).save_pretrained(str(model))
+    rows = [(watch.strip(), REPO_ROOT, watch.strip()) for watch in args.modes.split(",")]
+    if args.baseline:
+        old = tmp / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(old), args.baseline], cwd=REPO_ROOT, check=True,
+                       capture_output=True)  # fmt: skip
+        rows.insert(0, ("push", old, f"@{args.baseline[:10]}"))
     runs = []
     try:
-        for watch in args.modes.split(","):
-            runs.append(run_mode(watch.strip(), model, tmp, args.clients, args.jobs, args.steps))
+        for _ in range(args.rounds):
+            for watch, tree, label in rows:
+                runs.append(run_mode(watch, model, tmp, args.clients, args.jobs, args.steps, tree, label))
     finally:
+        if args.baseline:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tmp / "baseline")], cwd=REPO_ROOT, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"CPU: {_cpu_name()} ({os.cpu_count()} logical CPUs)  load: {args.clients} clients x {args.jobs} jobs")
     print("job finished (finished_at) -> client has the result, seconds; /job_status call, seconds")
-    header = f"{'watch':<6}{'jobs':>6}{'p50':>8}{'p90':>8}{'max':>8}{'status p50':>12}{'status max':>12}{'wall':>8}"
+    header = f"{'app':<12}{'jobs':>6}{'p50':>8}{'p90':>8}{'max':>8}{'status p50':>12}{'status max':>12}{'wall':>8}"
     print(header)
     for run in runs:
         lag, st = run["lag_s"], run["job_status_s"]
@@ -225,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
         }  # fmt: skip
         s = run["summary"]
         print(
-            f"{run['watch']:<6}{run['jobs_measured']:>3}/{run['jobs_submitted']:<2}{s['p50']:>8.2f}{s['p90']:>8.2f}"
+            f"{run['watch']:<12}{run['jobs_measured']:>3}/{run['jobs_submitted']:<2}{s['p50']:>8.2f}{s['p90']:>8.2f}"
             f"{s['max']:>8.2f}{s['job_status_p50']:>12.2f}{s['job_status_max']:>12.2f}{run['wall_s']:>8.1f}"
         )
     result = {

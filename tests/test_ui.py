@@ -245,3 +245,32 @@ def test_the_seed_used_is_shown_when_the_job_ends(services):
     execute_next(services.huey)
     (last,) = list(watch(services, job.id))
     assert last.done and last.status.endswith(f"· seed {seed}")
+
+
+def test_a_tab_job_list_is_read_once_a_second_per_session_and_at_once_when_it_changes(services, monkeypatch):
+    """Under load every job's updates asked for the session's list, and each ask read every listed
+    job from the database: the app's main cost at 8 clients x 4 jobs. The list is now read at most
+    once per LIST_EVERY_S per session; a job added or ended shows in it at once."""
+    from seedling.ui import common
+
+    with gr.Blocks():
+        tab_jobs = common.TabJobs(services, "gen")
+    views = []
+    real_view = services.jobs.view
+    monkeypatch.setattr(services.jobs, "view", lambda job_id: views.append(job_id) or real_view(job_id))
+    clock = [100.0]
+    monkeypatch.setattr(common.time, "monotonic", lambda: clock[0])
+    a, b = (services.jobs.submit(make_spec("generate", prompt=f"fox {i}", steps=1)) for i in range(2))
+    tab_jobs.add("s1", a.id)
+    tab_jobs.add("s1", b.id)
+    first = tab_jobs.lines("s1")
+    assert [job_id for job_id, _ in first] == [a.id, b.id] and "position 2" in first[1][1]
+    for _ in range(20):  # twenty updates within the second: no new reading
+        assert tab_jobs.lines("s1") == first
+    assert len(views) == 2
+    clock[0] += common.LIST_EVERY_S
+    tab_jobs.lines("s1")
+    assert len(views) == 4  # a second later: read again
+    tab_jobs.remove("s1", a.id)
+    assert [job_id for job_id, _ in tab_jobs.lines("s1")] == [b.id]  # at once, not a second later
+    assert tab_jobs.lines("s2") == []  # another session has its own list

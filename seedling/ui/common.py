@@ -32,6 +32,9 @@ WAIT_S = 1.0  # the longest a waiting request sleeps without a change to its job
 # request each time a job ends (each update costs Gradio a component rebuild per skipped output).
 SAY_EVERY_S = 0.25
 SAY_QUEUED_EVERY_S = 1.0
+# A tab's job list is read at most this often per browser session, however many of its jobs are
+# streaming: reading it on every update of every job was the app's main cost under load.
+LIST_EVERY_S = 1.0
 PRIVATE = "private"  # api_visibility of UI glue events
 
 
@@ -315,6 +318,7 @@ class TabJobs:
         self.elem_prefix = elem_prefix
         self._lock = threading.Lock()
         self._active: dict[str, list[int]] = {}  # session -> job ids, oldest first
+        self._read: dict[str, tuple[float, list[tuple[int, str]]]] = {}  # session -> (when, lines)
         self.state = gr.State([])  # [(job id, line)] for the render below
 
         @gr.render(inputs=self.state)
@@ -341,24 +345,35 @@ class TabJobs:
     def add(self, session: str, job_id: int) -> None:
         with self._lock:
             self._active.setdefault(session, []).append(job_id)
+            self._read.pop(session, None)  # a new job is listed at once
 
     def remove(self, session: str, job_id: int) -> None:
         with self._lock:
             ids = self._active.get(session, [])
             if job_id in ids:
                 ids.remove(job_id)
+                self._read.pop(session, None)  # an ended job leaves the list at once
             if not ids:
                 self._active.pop(session, None)
 
     def lines(self, session: str) -> list[tuple[int, str]]:
-        """(job id, status line) of the session's jobs of this tab that still wait or run."""
+        """(job id, status line) of the session's jobs of this tab that still wait or run: read
+        from the database at most every LIST_EVERY_S per session (and at once after a job was added
+        or removed); the requests of one session share the reading."""
+        now = time.monotonic()
         with self._lock:
             ids = list(self._active.get(session, []))
+            read = self._read.get(session)
+            if read is not None and now - read[0] < LIST_EVERY_S:
+                return read[1]
         lines = []
         for job_id in ids:
             view = self._services.jobs.view(job_id)
             if not view.job.status.finished:
                 lines.append((job_id, _status_line(view.job, view.queue_position)))
+        with self._lock:
+            if self._active.get(session, []) == ids:  # nothing was added or removed meanwhile
+                self._read[session] = (now, lines)
         return lines
 
 
@@ -378,9 +393,16 @@ def run_and_watch(
         listed = ()
     else:
         tab_jobs.add(session, job.id)
+        shown_list = None
 
         def listed():
-            return (tab_jobs.lines(session),)
+            """The session's job list when it changed since this request last sent it, else a skip."""
+            nonlocal shown_list
+            lines = tab_jobs.lines(session)
+            if lines == shown_list:
+                return (gr.skip(),)
+            shown_list = lines
+            return (lines,)
 
     try:
         yield job.id, f"Job {job.id}: submitted", None, gr.skip(), *(listed() if listed else ())
