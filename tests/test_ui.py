@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from seedling.backend.specs import make_spec
-from seedling.ui import generate_tab, storyboard_tab
+from seedling.ui import edit_tab, generate_tab, storyboard_tab
 from seedling.ui.blocks import build_ui
 from seedling.ui.common import MODEL_CONCURRENCY_ID, watch
 from seedling.ui.edit_tab import mask_from_layers
@@ -196,33 +196,51 @@ def _inpaint_image(services):
     return image, np.asarray(mask) > 127
 
 
-def painted_editor(values: dict) -> dict:
-    """The editor value a restore's second update paints (held in a per-session State)."""
-    return next(v for b, v in values.items() if isinstance(b, gr.State) and isinstance(v, dict))
+def _edit_values(values: dict) -> tuple[dict, Image.Image | None]:
+    """The editor's value and the mask box's picture a restore writes."""
+    by_id = {getattr(b, "elem_id", None): v for b, v in values.items()}
+    return by_id["edit-editor"], by_id["edit-mask"]
 
 
 def test_reuse_parameters_of_an_inpaint_image_brings_back_its_mask(services):
-    """Reuse on an inpaint result fills the Edit tab with the instruction and the source with its
-    mask painted on, so pressing Edit again is the same masked edit (issue 20)."""
+    """Reuse on an inpaint result fills the Edit tab with the instruction, the source in the editor
+    and its mask in the mask box, so pressing Edit again is the same masked edit (issue 20)."""
     import numpy as np
 
     image, painted = _inpaint_image(services)
     demo = build_ui(services)
     reuse = next(fn for fn in demo.fns.values() if fn.name == "reuse")
     values = reuse.fn(image.id)  # {component: value}: only what the image restores
-    first = next(v for b, v in values.items() if isinstance(b, gr.ImageEditor))
-    assert first["layers"] == []  # the source first; the mask follows in a second update
-    editor = painted_editor(values)
-    assert editor["background"] is first["background"]
-    restored = mask_from_layers(editor["layers"], editor["background"].size)
-    assert restored is not None and np.array_equal(np.asarray(restored) > 127, painted)
+    editor, mask = _edit_values(values)
+    assert editor["layers"] == [] and np.array_equal(np.asarray(mask) > 127, painted)
+    spec_source, spec_mask = edit_tab._editor_inputs(editor, mask)  # what the next Edit submits
+    assert np.array_equal(np.asarray(spec_mask.image) > 127, painted)
+    assert np.array_equal(np.asarray(spec_source.image), np.asarray(editor["background"].convert("RGB")))
     instruction = next(v for b, v in values.items() if getattr(b, "elem_id", None) == "edit-instruction")
     assert instruction == "paint a sun"
     assert not any(getattr(b, "elem_id", None) == "gen-prompt" for b in values)  # Generate is left alone
 
 
+def test_a_painted_mask_wins_over_the_mask_box_and_an_empty_one_is_no_mask():
+    import numpy as np
+
+    source = Image.new("RGBA", (128, 128), "teal")
+    box = Image.new("L", (64, 64), 0)
+    box.paste(255, (0, 0, 32, 32))  # the top-left quarter, at half size
+    _, from_box = edit_tab._editor_inputs({"background": source, "layers": []}, box)
+    assert np.asarray(from_box.image).sum() == 64 * 64 * 255 and from_box.image.size == (128, 128)
+    layer = Image.new("RGBA", (128, 128), (0, 0, 0, 0))
+    layer.paste((255, 0, 255, 255), (100, 100, 110, 110))
+    _, painted = edit_tab._editor_inputs({"background": source, "layers": [layer]}, box)
+    assert np.asarray(painted.image).sum() == 10 * 10 * 255
+    _, none = edit_tab._editor_inputs({"background": source, "layers": []}, Image.new("L", (128, 128), 0))
+    assert none is None  # an all-black mask marks nothing: a whole-image edit
+
+
 def test_an_inpaint_png_dropped_on_generate_leaves_the_prompt_alone(services):
-    image, _ = _inpaint_image(services)
+    import numpy as np
+
+    image, painted = _inpaint_image(services)
     demo = build_ui(services)
     drops = [fn for fn in demo.fns.values() if fn.name == "restore_png"]
     on_generate = next(fn for fn in drops if fn.inputs[0].elem_id == "gen-png-drop")
@@ -233,8 +251,8 @@ def test_an_inpaint_png_dropped_on_generate_leaves_the_prompt_alone(services):
         "belong to the Edit tab" in by_id["gen-status"] and "nothing here was changed" in by_id["gen-status"]
     )
     # restored in the Edit tab with everything it was made with: its source and its mask
-    editor = painted_editor(values)
-    assert mask_from_layers(editor["layers"], editor["background"].size) is not None
+    editor, mask = _edit_values(values)
+    assert editor["background"] is not None and np.array_equal(np.asarray(mask) > 127, painted)
 
 
 def test_the_seed_used_is_shown_when_the_job_ends(services):

@@ -28,6 +28,7 @@ def page(app, browser):  # noqa: F811
 def _generate_with_ctrl_enter(page, prompt: str) -> str:
     box = page.locator("#gen-prompt textarea")
     box.fill(prompt)
+    page.wait_for_function("() => document.body.dataset.ctrlEnter === 'ready'")  # the page's load script ran
     box.press("Control+Enter")
     _wait_text(page, "gen-status", "done")
     return re.search(r"seed (\d+)", page.locator("#gen-status").inner_text()).group(1)
@@ -97,12 +98,9 @@ def _magenta_box(picture):
 
 
 def test_reuse_parameters_on_an_inpaint_image_shows_its_mask_in_edit(app, page, tiny_model_dir):  # noqa: F811
-    """What a person sees after Reuse parameters on an inpaint image: the Edit tab's editor shows the
-    source with the mask painted where it was, in the brush's colour, and nothing painted elsewhere."""
-    import io
-    import time
-
-    from PIL import Image
+    """What a person sees after Reuse parameters on an inpaint image: the source in the editor and
+    its mask in the mask box, white where it was; pressing Edit then makes the same masked edit."""
+    import numpy as np
 
     from seedling.backend.services import build_services
     from seedling.backend.settings import Settings
@@ -120,25 +118,37 @@ def test_reuse_parameters_on_an_inpaint_image_shows_its_mask_in_edit(app, page, 
     page.locator("#history-reuse").click()
     page.locator("#edit-instruction textarea").wait_for(state="visible")
     _wait_text(page, "edit-status", f"Restored the parameters of image #{image.id} (inpaint)")
-    page.locator("#edit-editor canvas").first.wait_for()
-
-    deadline = time.monotonic() + 60
-    while True:  # the editor draws its background and the mask layer after the value arrives
-        painted, shown = _magenta_box(Image.open(io.BytesIO(page.locator("#edit-editor").screenshot())))
-        if painted is not None or time.monotonic() > deadline:
-            break
-        page.wait_for_timeout(500)
-    page.screenshot(path=ARTIFACTS / "actions-3-reuse-inpaint-mask.png", full_page=True)
-    assert painted is not None, "no mask is painted on the restored source"
-    # where the mask is on the 128 px source, as fractions of the shown picture
-    scale_x, scale_y = (shown[2] - shown[0]) / 128, (shown[3] - shown[1]) / 128
-    seen = (
-        (painted[0] - shown[0]) / scale_x,
-        (painted[1] - shown[1]) / scale_y,
-        (painted[2] - shown[0]) / scale_x,
-        (painted[3] - shown[1]) / scale_y,
-    )
+    # the white part of the picture the mask box shows, as fractions of it (read in the page: the
+    # box redraws its <img> while it settles)
+    white = page.wait_for_function(
+        """() => {
+          const img = document.querySelector('#edit-mask img');
+          if (!img || !img.complete || !img.naturalWidth) return null;
+          const c = document.createElement('canvas');
+          c.width = img.naturalWidth; c.height = img.naturalHeight;
+          const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+          const d = g.getImageData(0, 0, c.width, c.height).data;
+          let x0 = c.width, y0 = c.height, x1 = -1, y1 = -1;
+          for (let y = 0; y < c.height; y++) for (let x = 0; x < c.width; x++)
+            if (d[(y * c.width + x) * 4] > 127) { x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x); y1 = Math.max(y1, y); }
+          return x1 < 0 ? null : [x0 / c.width, y0 / c.height, (x1 + 1) / c.width, (y1 + 1) / c.height];
+        }"""
+    ).json_value()
+    seen = [v * 128 for v in white]
     assert all(abs(got - want) <= 3 for got, want in zip(seen, (16, 32, 80, 96), strict=True)), seen
+    page.screenshot(path=ARTIFACTS / "actions-3-reuse-inpaint-mask.png", full_page=True)
+
+    page.locator("#edit-run").click()  # the same masked edit, not a whole-image one
+    _wait_text(page, "edit-status", "done")
+    new_job = int(re.search(r"Job (\d+): done", page.locator("#edit-status").inner_text()).group(1))
+    services = build_services(Settings(data_dir=app.data_dir, model_path=tiny_model_dir))
+    try:
+        again = services.jobs.get(new_job)
+        mask = np.asarray(services.history.open(again.spec["mask_image_id"])) > 127
+    finally:
+        services.close()
+    assert again.spec["kind"] == "inpaint" and again.spec["prompt"] == "paint a moon"
+    assert mask[32:96, 16:80].all() and mask.sum() == 64 * 64
 
 
 def test_a_png_of_a_size_the_model_does_not_draw_is_refused_with_a_sentence(page, tmp_path):
@@ -160,7 +170,9 @@ def test_a_png_of_a_size_the_model_does_not_draw_is_refused_with_a_sentence(page
     assert page.locator("#gen-size input[type=radio]:checked").get_attribute("value") == "1:1"
     page.locator("#gen-run").click()
     _wait_text(page, "gen-status", "done")
-    page.locator("#gen-gallery img").first.wait_for()
-    size = page.locator("#gen-gallery img").first.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    size = page.wait_for_function(  # once the picture has loaded
+        "() => { const i = document.querySelector('#gen-gallery img');"
+        " return i && i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight] : null; }"
+    ).json_value()
     assert size == [128, 128]
     page.screenshot(path=ARTIFACTS / "actions-4-off-grid-png.png", full_page=True)

@@ -38,6 +38,7 @@ CTRL_ENTER_JS = """
       }
     }
   });
+  document.body.dataset.ctrlEnter = 'ready';  // tests wait for it: a key pressed before is not seen
 }
 """
 
@@ -122,11 +123,12 @@ def _selected(services: Services, image_id) -> ImageRecord:
 def _wire_sending(services: Services, tabs, hist, made: dict) -> None:
     """History's Send to edit / Send to compose and every result's Use as edit source / Add to
     compose: the picture goes into the Edit tab's editor, or the first free Compose slot."""
-    editor = made["edit"]["editor_value"]
+    editor, mask = made["edit"]["editor_value"], made["edit"]["mask"]
     refs = [made["compose"][name] for name in compose_tab.REFS]
 
     def to_edit(path):
-        return edit_tab.editor_value(path), gr.Tabs(selected="edit")
+        """A new source, with no mask left over from the picture before."""
+        return edit_tab.editor_value(path), None, gr.Tabs(selected="edit")
 
     def to_compose(path, *slots):
         free = next((i for i, slot in enumerate(slots) if slot is None), len(slots) - 1)
@@ -154,7 +156,7 @@ def _wire_sending(services: Services, tabs, hist, made: dict) -> None:
     for edit_button, compose_button, inputs, path_of in senders:
         if edit_button is not None:
             edit_button.click(
-                lambda *a, p=path_of: to_edit(p(*a)), inputs, [editor, tabs], api_visibility=PRIVATE
+                lambda *a, p=path_of: to_edit(p(*a)), inputs, [editor, mask, tabs], api_visibility=PRIVATE
             )
         if compose_button is not None:
             n = len(inputs)
@@ -171,15 +173,6 @@ def _wire_restoring(services: Services, tabs, hist, made: dict) -> None:
     with everything it was made with (prompt, settings, adapters, source and mask, references)."""
     statuses = [t.results.status for t in made.values()]
     outputs = [c for t in made.values() for c in t.table.inputs] + statuses + [tabs]
-    editor = made["edit"]["editor_value"]
-    # Gradio's image editor can drop a layer that arrives together with a new background ("No draw
-    # texture found for layer"), and a lost mask turns the next masked edit into a whole-image edit.
-    # So a restore shows the source first and paints the mask on in a second update.
-    pending = gr.State(None)  # the full editor value, per browser session
-    outputs.append(pending)
-
-    def paint_mask(value):
-        return value if value is not None else gr.skip()
 
     def restore(params: dict, kind: str, said: str) -> tuple[str, dict]:
         target = TAB_FOR_KIND.get(kind, "generate")
@@ -188,11 +181,6 @@ def _wire_restoring(services: Services, tabs, hist, made: dict) -> None:
         note = built.spec.restore_note(params, built.table.ctx) if built.spec.restore_note else None
         values[built.results.status] = f"{said}. {note}" if note else said
         values[tabs] = gr.Tabs(selected=target)
-        value = values.get(editor)
-        values[pending] = None
-        if isinstance(value, dict) and value.get("layers"):
-            values[pending] = value
-            values[editor] = {**value, "layers": []}
         return target, values
 
     def reuse(image_id):
@@ -201,9 +189,7 @@ def _wire_restoring(services: Services, tabs, hist, made: dict) -> None:
         kind = image.params.get("kind", "generate")
         return restore(image.params, kind, f"Restored the parameters of image #{image.id} ({kind})")[1]
 
-    hist.reuse.click(reuse, hist.selected_id, outputs, api_visibility=PRIVATE).then(
-        paint_mask, pending, [editor], api_visibility=PRIVATE
-    )
+    hist.reuse.click(reuse, hist.selected_id, outputs, api_visibility=PRIVATE)
 
     for here, tab in made.items():
 
@@ -230,9 +216,7 @@ def _wire_restoring(services: Services, tabs, hist, made: dict) -> None:
                 )
             return values
 
-        tab.png_drop.upload(restore_png, tab.png_drop, outputs, api_visibility=PRIVATE).then(
-            paint_mask, pending, [editor], api_visibility=PRIVATE
-        )
+        tab.png_drop.upload(restore_png, tab.png_drop, outputs, api_visibility=PRIVATE)
 
 
 def _wire_rerun(services: Services, hist) -> None:

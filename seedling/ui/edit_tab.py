@@ -31,27 +31,23 @@ def mask_from_layers(layers: list[Image.Image | None], size: tuple[int, int]) ->
     return Image.fromarray(mask.astype(np.uint8) * 255, mode="L") if mask.any() else None
 
 
-MASK_PAINT = (255, 0, 255, 255)  # the editor's brush colour: a restored mask looks as it was painted
+def editor_value(source: Image.Image | str) -> dict:
+    """The editor's value showing `source` (a picture, or the path of a result sent here)."""
+    if not isinstance(source, str):
+        source = source.convert("RGBA")
+    return {"background": source, "layers": [], "composite": source}
 
 
-def editor_value(source: Image.Image | str, mask: Image.Image | None = None) -> dict:
-    """The editor's value for `source` with `mask` (white = change) painted back on as a layer,
-    so the next Edit is the same masked edit (`mask_from_layers` reads the same mask back). A
-    path (a result sent here) goes to the editor as it is."""
-    if isinstance(source, str):
-        return {"background": source, "layers": [], "composite": source}
-    source = source.convert("RGBA")
-    if mask is None:
-        return {"background": source, "layers": [], "composite": source}
-    painted = np.asarray(mask.convert("L").resize(source.size, Image.NEAREST)) > 127
-    layer = np.zeros((source.height, source.width, 4), dtype=np.uint8)
-    layer[painted] = MASK_PAINT
-    layer_image = Image.fromarray(layer, mode="RGBA")
-    return {
-        "background": source,
-        "layers": [layer_image],
-        "composite": Image.alpha_composite(source, layer_image),
-    }
+def _mask_box(ctx):
+    return gr.Image(
+        type="pil",
+        image_mode="L",
+        sources=("upload",),
+        label="Mask (white: the part that changes). Filled by a restored inpaint image, or upload "
+        "one; painting on the source replaces it. Clear it (x) to edit the whole image.",
+        height=180,
+        elem_id="edit-mask",
+    )
 
 
 def _editor(ctx):
@@ -65,35 +61,59 @@ def _editor(ctx):
         transforms=(),
         height=360,
         elem_id="edit-editor",
+        scale=3,
     )
 
 
-def _source_and_mask(value) -> tuple[Image.Image | None, Image.Image | None]:
+def _source_and_mask(value, mask_box=None) -> tuple[Image.Image | None, Image.Image | None]:
+    """The source, and the mask: what is painted on it, else the mask box's picture (both at the
+    source's size, white = change); None where there is none."""
     background = (value or {}).get("background")
     if background is None:
         return None, None
     source = background.convert("RGB")
-    return source, mask_from_layers((value or {}).get("layers") or [], source.size)
+    mask = mask_from_layers((value or {}).get("layers") or [], source.size)
+    if mask is None and mask_box is not None:
+        mask = _mask_at(mask_box, source.size)
+    return source, mask
 
 
-def _editor_inputs(value) -> tuple[Upload, Upload | None]:
-    source, mask = _source_and_mask(value)
+def _mask_at(mask: Image.Image, size: tuple[int, int]) -> Image.Image | None:
+    """A white-on-black mask at `size` (255 = change); None when it marks nothing."""
+    white = np.asarray(mask.convert("L").resize(size, Image.NEAREST)) > 127
+    return Image.fromarray(white.astype(np.uint8) * 255, mode="L") if white.any() else None
+
+
+def _editor_inputs(value, mask_box=None) -> tuple[Upload, Upload | None]:
+    source, mask = _source_and_mask(value, mask_box)
     if source is None:
         raise gr.Error("Add a source image first (upload one, or use 'Send to edit' in History).")
     return Upload(source), Upload(mask, "mask") if mask is not None else None
 
 
-def _restore_editor(params, ctx):
-    """The source with its mask painted back on: an inpaint image's next Edit is the same masked edit."""
+def _history_picture(params, ctx, key):
+    """The stored picture `params[key]` names; None where there is none; NOT_RESTORED when it was
+    deleted since (the tab keeps what it shows)."""
     if params.get("source_image_id") is None:
-        return NOT_RESTORED
-    history = ctx.services.history
+        return NOT_RESTORED  # not an edit: leave the tab as it is
+    if params.get(key) is None:
+        return None
     try:
-        source = history.open(params["source_image_id"])
-        mask_id = params.get("mask_image_id")
-        return editor_value(source, history.open(mask_id) if mask_id is not None else None)
+        return ctx.services.history.open(params[key])
     except Exception:  # noqa: BLE001 - deleted since: keep what the tab shows
         return NOT_RESTORED
+
+
+def _restore_editor(params, ctx):
+    source = _history_picture(params, ctx, "source_image_id")
+    return source if source is NOT_RESTORED or source is None else editor_value(source)
+
+
+def _restore_mask(params, ctx):
+    """An inpaint image's mask goes to the mask box (white = change): its next Edit is the same
+    masked edit. (Gradio's editor loses a mask layer sent with a new source as often as not.)"""
+    mask = _history_picture(params, ctx, "mask_image_id")
+    return mask.convert("L") if isinstance(mask, Image.Image) else mask
 
 
 def _draft(ctx, values, fields):
@@ -107,7 +127,7 @@ def _draft(ctx, values, fields):
 
 def _expand_for(values):
     """An instruction edit, or a masked edit when something is painted."""
-    return ("inpaint" if _source_and_mask(values["editor_value"])[1] is not None else "edit"), None, None
+    return ("inpaint" if _source_and_mask(values["editor_value"], values["mask"])[1] is not None else "edit"), None, None
 
 
 ROWS = (
@@ -116,9 +136,12 @@ ROWS = (
         _editor,
         spec=("source_image_id", "mask_image_id"),
         to_spec=_editor_inputs,
+        reads=("mask",),
         from_params=_restore_editor,
         required=True,
+        row="source",
     ),
+    Field("mask", _mask_box, from_params=_restore_mask, row="source"),
     *prompt_fields("instruction", "edit-instruction", "Instruction", "make the sky purple", 2),
     guidance_field("edit", "image_guidance", row="guidance"),
     guidance_field("edit", row="guidance"),
@@ -135,7 +158,7 @@ TAB = TabDef(
     prompt="instruction",
     expand_for=_expand_for,
     draft=_draft,
-    expand_inputs=("editor_value",),
+    expand_inputs=("editor_value", "mask"),
     compare=True,
     doc="""Edit a source image by instruction; a painted mask makes it a masked (inpaint) edit.
 
