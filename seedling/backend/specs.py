@@ -72,15 +72,15 @@ def as_row_id(value, what: str = "id") -> int:
     return value
 
 
-def _typed_text(what: str):
+def _text_field(what: str):
     """A str field for text a person types (at most MAX_PROMPT characters), stripped and checked
     by `check_text`; `what` names it in the error."""
     return Annotated[str, Field(max_length=MAX_PROMPT), AfterValidator(lambda value: check_text(value, what))]
 
 
-Prompt = _typed_text("the prompt")
-Caption = _typed_text("a caption")
-Instruction = _typed_text("an instruction")
+Prompt = _text_field("the prompt")
+Caption = _text_field("a caption")
+Instruction = _text_field("an instruction")
 
 
 class _Spec(BaseModel):
