@@ -95,7 +95,8 @@ def test_pipeline_generates_on_torchao_close_to_fp32(torchao, mode):
             prm.add_(torch.randn_like(prm) * 0.05)
     kw = {"prompt": "a fox", "task": "edit", "images": [_rgb()], "seed": 0, "height": 64, "width": 64, "steps": 2}
     ref = np.asarray(p(**kw).images[0], dtype=float)
-    quantize(p.dit, mode, backend="torchao")
+    p.quantize(mode, backend="torchao")
+    assert p.quantization == mode
     assert any(type(mod) is TorchaoLinear for mod in p.dit.modules())
     out = np.asarray(p(**kw).images[0], dtype=float)
     assert np.abs(out - ref).mean() < 8.0  # mean absolute pixel difference out of 255
@@ -112,6 +113,23 @@ def test_backend_errors():
         quantize(make_block(), "int8", backend="numpy")
     with pytest.raises(ValueError, match="torchao implements"):
         quantize(make_block(), "w8a8-packed", backend="torchao")
+
+
+def test_pipeline_quantize_passes_the_backend_on(monkeypatch):
+    """SeedlingPipeline.quantize(..., backend=...) reaches kernels.quant.quantize (no torchao needed:
+    the backend's own checks answer), and a refused call leaves the pipeline unquantized."""
+    from seedling.model.pipeline import SeedlingPipeline
+
+    p = SeedlingPipeline.from_config("tiny", seed=0)
+    with pytest.raises(ValueError, match="backend"):
+        p.quantize("int8", backend="numpy")
+    with pytest.raises(ValueError, match="torchao implements"):
+        p.quantize("w8a8-packed", backend="torchao")
+    monkeypatch.setattr(quant_module, "torchao_available", lambda: False)
+    with pytest.raises(RuntimeError, match="needs the torchao package"):
+        p.quantize("int8", backend="torchao")
+    assert p.quantization == "none"
+    assert not any(quant_module.is_quantized_module(m) for m in p.dit.modules())
 
 
 def test_torchao_backend_without_torchao_is_a_runtime_error(monkeypatch):

@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image
 
 from seedling.backend.faults import crash_point
+from seedling.configs import shared_fields
 from seedling.storage.adapters_base import AdapterStoreBase
 from seedling.storage.adapters_common import AdapterNameTaken, AdapterRecord, NewAdapter
 from seedling.storage.files import FileStore, StoredFile
@@ -50,7 +51,8 @@ def preview_png(image: Image.Image) -> bytes:
 
 @dataclass(frozen=True)
 class OutputImage:
-    """One result to save, with what goes into its row besides the file."""
+    """One result to save, with what goes into its row besides the file (the fields named like
+    NewImage's: `JobContext._new_image`)."""
 
     image: Image.Image
     output_index: int
@@ -129,18 +131,8 @@ class JobContext:
                 pass
 
     def _new_image(self, out: OutputImage, stored: StoredFile) -> NewImage:
-        return NewImage.from_stored(
-            stored,
-            "output",
-            job_id=self.job_id,
-            output_index=out.output_index,
-            seed=out.seed,
-            task=out.task,
-            prompt=out.prompt,
-            params=out.params,
-            timings=out.timings,
-            adapter_id=out.adapter_id,
-        )
+        """The row: the stored file's fields, this job, and the output's fields named like the row's."""
+        return NewImage.from_stored(stored, "output", job_id=self.job_id, **shared_fields(out, NewImage))
 
     # -- long jobs (fine-tuning) ---------------------------------------------------------------
     def others_waiting(self, exclude_kind: str | None = None) -> bool:

@@ -1,5 +1,8 @@
 """Errors the backend raises for a person to read (the UI shows them as gr.Error)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class JobError(Exception):
     """Base of errors whose message is meant for the user."""
@@ -11,6 +14,16 @@ class InvalidJob(JobError, ValueError):
 
 class NotFound(JobError, LookupError):
     """A job, image or adapter id that names no row (never existed, or was deleted)."""
+
+
+@contextmanager
+def not_found_as_readable(*missing: type[Exception]) -> Iterator[None]:
+    """Turns a store's "no such row" errors (`missing`: ImageNotFound, JobNotFound, ...) raised
+    inside the block into NotFound, the error the UI shows."""
+    try:
+        yield
+    except missing as err:
+        raise NotFound(str(err)) from None
 
 
 class QueueFull(JobError):

@@ -10,7 +10,7 @@ from typing import Literal
 
 from PIL import Image
 
-from seedling.backend.errors import InvalidJob, NotFound
+from seedling.backend.errors import InvalidJob, not_found_as_readable
 from seedling.backend.parameters import RestoredParameters, restore_parameters
 from seedling.backend.specs import as_row_id, check_text
 from seedling.pictures import PictureError, open_picture
@@ -83,10 +83,8 @@ class HistoryService:
 
     def get(self, image_id: int) -> ImageRecord:
         """The image row; NotFound (readable) for an id that names no image."""
-        try:
+        with not_found_as_readable(ImageNotFound):
             return self._images.get(as_row_id(image_id, "an image id"))
-        except ImageNotFound as err:
-            raise NotFound(str(err)) from None
 
     def path(self, image: ImageRecord) -> Path:
         return self._files.path(image.file_path)
@@ -109,10 +107,8 @@ class HistoryService:
 
     def delete(self, image_id: int) -> ImageRecord:
         """Delete the row (and its lineage edges) now, then the file; no undo (see `trash`)."""
-        try:
+        with not_found_as_readable(ImageNotFound):
             record = self._images.delete(as_row_id(image_id, "an image id"))
-        except ImageNotFound as err:
-            raise NotFound(str(err)) from None
         self._delete_file(record)
         return record
 
@@ -133,17 +129,13 @@ class HistoryService:
     def trash(self, image_ids) -> list[ImageRecord]:
         """Move one image (an id) or several (a list) to the trash: gone from history, search and
         lineage, the file kept until the trash is emptied; `restore` undoes it."""
-        try:
+        with not_found_as_readable(ImageNotFound):
             return self._images.trash(self._image_ids(image_ids))
-        except ImageNotFound as err:
-            raise NotFound(str(err)) from None
 
     def restore(self, image_ids) -> list[ImageRecord]:
         """Take images out of the trash, back where they were (favourite, boards, lineage)."""
-        try:
+        with not_found_as_readable(ImageNotFound):
             return self._images.restore(self._image_ids(image_ids))
-        except ImageNotFound as err:
-            raise NotFound(str(err)) from None
 
     def trashed(self, limit: int = 200) -> list[ImageRecord]:
         """What is in the trash (every origin), most recently trashed first."""
@@ -162,19 +154,15 @@ class HistoryService:
         return removed, kept
 
     def set_favourite(self, image_id, favourite: bool) -> ImageRecord:
-        try:
+        with not_found_as_readable(ImageNotFound):
             return self._images.set_favourite(as_row_id(image_id, "an image id"), favourite)
-        except ImageNotFound as err:
-            raise NotFound(str(err)) from None
 
     def boards(self) -> list[BoardRecord]:
         return self._boards.list()
 
     def board(self, board_id) -> BoardRecord:
-        try:
+        with not_found_as_readable(BoardNotFound):
             return self._boards.get(as_row_id(board_id, "a board id"))
-        except BoardNotFound as err:
-            raise NotFound(str(err)) from None
 
     def create_board(self, name: str | None) -> BoardRecord:
         """A new board; InvalidJob (a sentence) for an empty, overlong or taken name."""
@@ -195,23 +183,17 @@ class HistoryService:
 
     def add_to_board(self, board_id, image_ids) -> int:
         """Put images on a board; how many were not on it yet."""
-        try:
+        with not_found_as_readable(BoardNotFound, ImageNotFound):
             return self._boards.add(as_row_id(board_id, "a board id"), self._image_ids(image_ids))
-        except (BoardNotFound, ImageNotFound) as err:
-            raise NotFound(str(err)) from None
 
     def remove_from_board(self, board_id, image_ids) -> int:
-        try:
+        with not_found_as_readable(BoardNotFound):
             return self._boards.remove(as_row_id(board_id, "a board id"), self._image_ids(image_ids))
-        except BoardNotFound as err:
-            raise NotFound(str(err)) from None
 
     def delete_board(self, board_id) -> BoardRecord:
         """Delete a board; its images stay in history."""
-        try:
+        with not_found_as_readable(BoardNotFound):
             return self._boards.delete(as_row_id(board_id, "a board id"))
-        except BoardNotFound as err:
-            raise NotFound(str(err)) from None
 
     def boards_of(self, image_id) -> list[BoardRecord]:
         return self._boards.boards_of(as_row_id(image_id, "an image id"))

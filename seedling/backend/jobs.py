@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from seedling.backend.errors import InvalidJob, NotFound, QueueFull
+from seedling.backend.errors import InvalidJob, QueueFull, not_found_as_readable
 from seedling.backend.specs import FinetuneSpec, ImageJobSpec, JobSpec, as_row_id, parse_spec, spec_json
 from seedling.model.finetune_data import MIN_SIDE
 from seedling.storage.adapters_base import AdapterStoreBase
@@ -113,17 +113,13 @@ class JobService:
 
     def cancel(self, job_id: int) -> JobStatus:
         job_id = as_row_id(job_id, "a job id")
-        try:
+        with not_found_as_readable(JobNotFound):
             return self._jobs.request_cancel(job_id)
-        except JobNotFound as err:
-            raise NotFound(str(err)) from None
 
     def get(self, job_id: int) -> JobRecord:
         """The job row; NotFound (readable) for an id that names no job, InvalidJob for a non-id."""
-        try:
+        with not_found_as_readable(JobNotFound):
             return self._jobs.get(as_row_id(job_id, "a job id"))
-        except JobNotFound as err:
-            raise NotFound(str(err)) from None
 
     def view(self, job_id: int) -> JobView:
         job = self.get(job_id)

@@ -19,6 +19,12 @@ Runner = Callable[[JobContext, Any, ModelHost], dict[str, float]]
 
 _adapters = AdapterCache()
 
+# The spec's fields that SeedlingPipeline.__call__ takes under the same names (only edit and
+# inpaint specs have image_guidance: None for the others).
+PIPELINE_ARGS = (
+    "prompt", "task", "num_outputs", "steps", "guidance", "image_guidance", "seed", "height", "width",
+)  # fmt: skip
+
 
 def load_adapters(ctx: JobContext, spec: ImageJobSpec) -> tuple[list[tuple[Any, float]], list[str]]:
     """The spec's adapters, loaded, with their strengths; and their names (for PNG text and history)."""
@@ -51,20 +57,8 @@ def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict
 
     set_adapters(pipe.dit, adapters)  # merged for this job only; the exact weights come back after
     try:
-        result = pipe(
-            prompt=spec.prompt,
-            task=spec.task,
-            images=images,
-            mask=mask,
-            num_outputs=spec.num_outputs,
-            steps=spec.steps,
-            guidance=spec.guidance,
-            image_guidance=getattr(spec, "image_guidance", None),
-            seed=spec.seed,
-            height=spec.height,
-            width=spec.width,
-            callback=on_step,
-        )
+        sampling = {name: getattr(spec, name, None) for name in PIPELINE_ARGS}
+        result = pipe(images=images, mask=mask, callback=on_step, **sampling)
     except Exception:
         if stop_asked:  # the pipeline raised GenerationCancelled because we asked it to stop
             raise JobCancelled() from None

@@ -16,6 +16,7 @@ import re
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,6 +27,7 @@ from pydantic import (
 )
 
 from seedling.backend.errors import InvalidJob
+from seedling.configs import build_from
 from seedling.model.finetune_config import FinetuneConfig
 from seedling.model.finetune_data import MAX_EXAMPLES
 from seedling.storage.images_common import Role
@@ -70,21 +72,34 @@ def as_row_id(value, what: str = "id") -> int:
     return value
 
 
-class AdapterUse(BaseModel):
-    """One fine-tuned adapter applied to a generation. Strength 1 = as trained, 0 = off, < 0 pushes away."""
+def _text_field(what: str):
+    """A str field for text a person types (at most MAX_PROMPT characters), stripped and checked
+    by `check_text`; `what` names it in the error."""
+    return Annotated[str, Field(max_length=MAX_PROMPT), AfterValidator(lambda value: check_text(value, what))]
+
+
+Prompt = _text_field("the prompt")
+Caption = _text_field("a caption")
+Instruction = _text_field("an instruction")
+
+
+class _Spec(BaseModel):
+    """Specs and their parts refuse unknown fields and never change once made."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdapterUse(_Spec):
+    """One fine-tuned adapter applied to a generation. Strength 1 = as trained, 0 = off, < 0 pushes away."""
 
     adapter_id: int = Field(ge=1, le=MAX_ID)
     strength: float = Field(1.0, ge=-2.0, le=2.0, allow_inf_nan=False)
 
 
-class ImageJobSpec(BaseModel):
+class ImageJobSpec(_Spec):
     """Fields every image-making job has."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prompt: str = Field("", max_length=MAX_PROMPT)
+    prompt: Prompt = ""
     # Prompt expansion: what the designer typed, when it was on; `prompt` is the expanded text
     # (possibly edited by hand) that the model ran. None: expansion was off.
     typed_prompt: str | None = Field(None, max_length=MAX_PROMPT)
@@ -140,11 +155,6 @@ class ImageJobSpec(BaseModel):
         """The first adapter: the one the job and image rows record (history's adapter filter)."""
         return self.adapters[0].adapter_id if self.adapters else None
 
-    @field_validator("prompt")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        return check_text(value, "the prompt")
-
     @field_validator("typed_prompt")
     @classmethod
     def _typed_text(cls, value: str | None) -> str | None:
@@ -159,8 +169,8 @@ class ImageJobSpec(BaseModel):
 
     @property
     def task(self) -> str:
-        """The pipeline task this job runs."""
-        raise NotImplementedError
+        """The pipeline task this job runs: the one its kind names ("t2i" for "generate")."""
+        return "t2i" if self.kind == "generate" else self.kind  # type: ignore[attr-defined]
 
     def inputs(self) -> list[tuple[int, Role]]:
         """Input image ids in the order the pipeline takes them, each with its lineage role."""
@@ -174,10 +184,6 @@ class ImageJobSpec(BaseModel):
 class GenerateSpec(ImageJobSpec):
     kind: Literal["generate"] = "generate"
 
-    @property
-    def task(self) -> str:
-        return "t2i"
-
 
 class EditSpec(ImageJobSpec):
     """Instruction edit of one source image."""
@@ -185,10 +191,6 @@ class EditSpec(ImageJobSpec):
     kind: Literal["edit"] = "edit"
     source_image_id: RowId
     image_guidance: float | None = Field(None, ge=0.0, le=30.0, allow_inf_nan=False)
-
-    @property
-    def task(self) -> str:
-        return "edit"
 
     def inputs(self) -> list[tuple[int, Role]]:
         return [(self.source_image_id, "source")]
@@ -201,10 +203,6 @@ class InpaintSpec(EditSpec):
     mask_image_id: RowId
 
     @property
-    def task(self) -> str:
-        return "inpaint"
-
-    @property
     def mask_id(self) -> int | None:
         return self.mask_image_id
 
@@ -212,10 +210,6 @@ class InpaintSpec(EditSpec):
 class ComposeSpec(ImageJobSpec):
     kind: Literal["compose"] = "compose"
     reference_image_ids: list[RowId] = Field(min_length=1, max_length=4)
-
-    @property
-    def task(self) -> str:
-        return "compose"
 
     def inputs(self) -> list[tuple[int, Role]]:
         return [(image_id, "reference") for image_id in self.reference_image_ids]
@@ -225,10 +219,6 @@ class StyleSpec(ImageJobSpec):
     kind: Literal["style"] = "style"
     PROMPT_REQUIRED: ClassVar[bool] = False  # the style image alone says what to do
     style_image_id: RowId
-
-    @property
-    def task(self) -> str:
-        return "style"
 
     def inputs(self) -> list[tuple[int, Role]]:
         return [(self.style_image_id, "style")]
@@ -241,10 +231,6 @@ class StoryboardSpec(ImageJobSpec):
     num_outputs: int = Field(4, ge=2, le=6)
     character_image_id: RowId | None = None
 
-    @property
-    def task(self) -> str:
-        return "storyboard"
-
     def inputs(self) -> list[tuple[int, Role]]:
         return [(self.character_image_id, "character")] if self.character_image_id is not None else []
 
@@ -252,36 +238,20 @@ class StoryboardSpec(ImageJobSpec):
 _FT = FinetuneConfig()
 
 
-class TrainImage(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class TrainImage(_Spec):
     image_id: RowId
-    caption: str = Field("", max_length=MAX_PROMPT)
-
-    @field_validator("caption")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        return check_text(value, "a caption")
+    caption: Caption = ""
 
 
-class TrainPair(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class TrainPair(_Spec):
     before_image_id: RowId
     after_image_id: RowId
-    instruction: str = Field("", max_length=MAX_PROMPT)
-
-    @field_validator("instruction")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        return check_text(value, "an instruction")
+    instruction: Instruction = ""
 
 
-class FinetuneSpec(BaseModel):
+class FinetuneSpec(_Spec):
     """Post-train the model on the user's images (captioned) or edit pairs; the result is an adapter
     named `name`. Defaults are model.finetune_config.FinetuneConfig's."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["finetune"] = "finetune"
     name: str = Field(description="the adapter's name (letters, digits, space _ . -)")
@@ -341,17 +311,8 @@ class FinetuneSpec(BaseModel):
         return [(image_id, "reference") for image_id in ids]
 
     def finetune_config(self) -> FinetuneConfig:
-        return FinetuneConfig(
-            method=self.method,
-            rank=self.rank,
-            alpha=self.alpha,
-            steps=self.steps,
-            learning_rate=self.learning_rate,
-            batch_size=self.batch_size,
-            sample_every=self.sample_every,
-            sample_prompts=tuple(self.sample_prompts),
-            seed=self.seed,
-        )
+        """The fields named like FinetuneConfig's are its values; it keeps its defaults for the rest."""
+        return build_from(FinetuneConfig, self)
 
 
 JobSpec = Annotated[

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from seedling import DEFAULT_MODEL
 from seedling.backend.settings import QUANTIZE_MODES, Settings
+from seedling.configs import build_from
 from seedling.storage.jobs_common import LEASE_S
 
 log = logging.getLogger("seedling.backend.worker")
@@ -33,10 +34,11 @@ EXIT_LOCKED = os.EX_TEMPFAIL  # another worker serves this data folder's SQLite 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Seedling Studio job worker (Huey consumer)")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    # dest: each option that sets a Settings field is stored under that field's name
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, dest="model_path")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quantize", default="none", choices=QUANTIZE_MODES)
-    p.add_argument("--redis", default=None, metavar="URL")
+    p.add_argument("--redis", default=None, metavar="URL", dest="redis_url")
     p.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     p.add_argument("--worker-id", default=None, help="the name this worker's job leases carry")
     p.add_argument("--lease-s", type=float, default=LEASE_S, help="seconds a job's lease lasts unrenewed")
@@ -56,15 +58,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
-    settings = Settings(
-        data_dir=args.data_dir,
-        model_path=args.model,
-        device=args.device,
-        quantize=args.quantize,
-        redis_url=args.redis,
-        lease_s=args.lease_s,
-        worker_id=args.worker_id,
-    )
+    settings = build_from(Settings, args)
     from seedling.backend import worker_status
     from seedling.backend.services import build_services  # after logging is set up
     from seedling.backend.supervisor import WorkerLock

@@ -13,7 +13,7 @@ diffusion. Both live in the config so a saved folder is self-describing.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,11 +22,12 @@ import torch.nn.functional as F
 from diffusers import ModelMixin  # noqa: F401  (diffusers' pipeline loader finds the base class here)
 from diffusers.configuration_utils import register_to_config
 
+from seedling.configs import JsonConfig
 from seedling.model.modeling import SeedlingModelMixin
 
 
 @dataclass
-class AutoencoderConfig:
+class AutoencoderConfig(JsonConfig):
     latent_channels: int = 8  # 8 channels x f8: 48x compression, enough for flat icons and big text
     channels: tuple[int, ...] = (32, 64, 128)  # widths at 1/2, 1/4, 1/8 resolution
     groups: int = 8  # GroupNorm groups
@@ -38,16 +39,6 @@ class AutoencoderConfig:
     def factor(self) -> int:
         return 2 ** len(self.channels)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "AutoencoderConfig":
-        d = {k: v for k, v in d.items() if not k.startswith("_")}  # diffusers' bookkeeping keys
-        d["channels"] = tuple(d["channels"])
-        return cls(**d)
 
 
 AE_CONFIGS = {

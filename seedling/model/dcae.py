@@ -27,12 +27,13 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from seedling.configs import JsonConfig
 from seedling.model.autoencoder import NormalisedLatents
 from seedling.model.modeling import SeedlingModelMixin
 
 
 @dataclass
-class DCAEConfig:
+class DCAEConfig(JsonConfig):
     latent_channels: int = 32  # 32 channels x f32: 96x fewer numbers than pixels, DC-AE's f32c32
     # Widths per stage, finest first: stage i runs at 1/2^(i+1) of the image, so len = log2(f).
     enc_channels: tuple[int, ...] = (32, 64, 128, 256, 256)
@@ -41,9 +42,6 @@ class DCAEConfig:
     dec_depth: tuple[int, ...] = (0, 1, 1, 2, 2)
     latent_shift: float = 0.0
     latent_scale: float = 1.0
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 DCAE_CONFIGS = {

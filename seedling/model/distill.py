@@ -42,6 +42,7 @@ from seedling.model.dit import UnifiedDiT
 from seedling.model.flow import add_noise, shortcut_flow_loss
 from seedling.model.sampler import combine_guidance
 from seedling.model.train_data import BatchMaker, Throughput, draw_task, encode_batch
+from seedling.model.training import Trainer, add_run_arguments
 
 
 def student_sample(fn, z: torch.Tensor, steps: int, project=None) -> torch.Tensor:
@@ -83,24 +84,17 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="base pipeline folder (teacher + init)")
     p.add_argument("--out", default="runs/distill")
-    p.add_argument("--minutes", type=float, default=40.0)
-    p.add_argument("--max-steps", type=int, default=4000)
-    p.add_argument("--stop-after", type=int, default=0, help="stop this invocation after N steps")
+    add_run_arguments(p, minutes=40.0, max_steps=4000, ckpt_every=50, lr=2e-5, lr_schedule="constant")
     p.add_argument("--token-budget", type=int, default=1536)
-    p.add_argument("--lr", type=float, default=2e-5, help="student learning rate")
-    p.add_argument("--lr-fake", type=float, default=4e-5)
-    p.add_argument("--lr-schedule", default="constant", help="a diffusers.optimization schedule name")
+    p.add_argument("--lr-fake", type=float, default=4e-5, help="the fake score model's (--lr: the student's)")
     p.add_argument("--fake-updates", type=int, default=2, help="fake-score updates per generator step")
     p.add_argument("--teacher-guidance", type=float, default=None, help="default: the base pipeline's")
     p.add_argument("--student-steps", default="1,2", help="NFE values trained (sampled uniformly)")
     p.add_argument("--reg", type=float, default=0.25, help="weight of the base objective on real data")
     p.add_argument("--ema", type=float, default=0.99)
-    p.add_argument("--ckpt-every", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--captions", default="rich", choices=("rich", "v1"),
                    help="caption style: rich (every name of an icon, free sentences) or v1 (the shipped model's)")
     p.add_argument("--bf16", action="store_true")
-    p.add_argument("--threads", type=int, default=0)
     p.add_argument("--export", default="", help="write a pipeline folder (student EMA, fp16) here at the end")
     p.add_argument("--export-steps", type=int, default=2, help="default_steps of the exported pipeline")
     args = p.parse_args(argv)
@@ -109,12 +103,8 @@ def main(argv=None):
     from seedling.model.data.tasks import TaskSampler
     from seedling.model.pipeline import SeedlingPipeline
     from seedling.model.text_encoder import TextEncoder
-    from seedling.model.training import Trainer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    trainer = Trainer(args.out, max_steps=args.max_steps, ckpt_every=args.ckpt_every, seed=args.seed,
-                      minutes=args.minutes, stop_after=args.stop_after, bf16=args.bf16, desc="distill")
+    trainer = Trainer.from_args(args.out, args, bf16=args.bf16, desc="distill")
     dev = trainer.device
     base = SeedlingPipeline.from_pretrained(args.model, device=str(dev))
     ae: Autoencoder = base.autoencoder.requires_grad_(False)

@@ -22,7 +22,7 @@ selects and which is tested against these forward passes (docs/model.md puts the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from diffusers import ModelMixin  # noqa: F401  (diffusers' pipeline loader finds the base class here)
 from diffusers.configuration_utils import register_to_config
 
+from seedling.configs import JsonConfig
 from seedling.kernels.attention import attention
 from seedling.kernels.packed import linear_gelu
 from seedling.model.layers import (
@@ -48,7 +49,7 @@ TASKS = ("t2i", "edit", "inpaint", "compose", "storyboard", "style")
 
 
 @dataclass
-class DiTConfig:
+class DiTConfig(JsonConfig):
     width: int = 256  # ~10M parameters at depth 8: small enough to train on two CPU cores
     depth: int = 8
     heads: int = 4  # head_dim 64: the 3D RoPE needs enough channels per axis
@@ -69,18 +70,6 @@ class DiTConfig:
     def head_dim(self) -> int:
         return self.width // self.heads
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["rope_axes"] = list(self.rope_axes)
-        d["tasks"] = list(self.tasks)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DiTConfig":
-        d = {k: v for k, v in d.items() if not k.startswith("_")}  # diffusers' bookkeeping keys
-        d["rope_axes"] = tuple(d["rope_axes"])
-        d["tasks"] = tuple(d["tasks"])
-        return cls(**d)
 
 
 def DiT_tiny() -> DiTConfig:

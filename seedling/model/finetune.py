@@ -37,6 +37,7 @@ from PIL import Image
 from torch import nn
 
 from seedling import DEFAULT_MODEL
+from seedling.configs import build_from
 from seedling.model.adapters import Adapter, save_adapter
 from seedling.model.finetune_config import FinetuneConfig
 from seedling.model.finetune_data import (  # noqa: F401 - re-exported: the dataset API lives with the trainer
@@ -282,16 +283,7 @@ def main(argv=None) -> None:
     data = Path(args.data)
     examples = load_zip(data, data.name) if data.suffix.lower() == ".zip" else load_folder(data)
     validate_examples(examples)
-    config = FinetuneConfig(
-        method=args.method,
-        rank=args.rank,
-        alpha=args.alpha,
-        steps=args.steps,
-        learning_rate=args.lr,
-        batch_size=args.batch_size,
-        sample_every=args.sample_every,
-        seed=args.seed,
-    )
+    config = build_from(FinetuneConfig, args, learning_rate=args.lr)  # the options named like its fields
     pipe = SeedlingPipeline.from_pretrained(args.model)
     out = Path(args.out)
     work = Path(args.work_dir) if args.work_dir else out.with_suffix(".work")

@@ -7,7 +7,9 @@ enough for the style to show on prompts the set never had.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+
+from seedling.configs import JsonConfig
 
 # LoRA goes on every block's attention and MLP linears. A regex (peft matches it with fullmatch)
 # rather than suffixes: the timestep embedders also have `mlp.0`/`mlp.2`, and they must stay frozen.
@@ -22,7 +24,7 @@ def lora_target_regex(targets: tuple[str, ...] = LORA_TARGETS) -> str:
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(JsonConfig):
     method: str = "lora"  # "lora" (peft, DiT attention + MLP) or "full" (every DiT weight)
     rank: int = 16  # enough capacity for a palette/outline style; a 16-image set cannot use more
     alpha: float | None = None  # LoRA scale alpha/rank; None = rank (scale 1)
@@ -57,13 +59,3 @@ class FinetuneConfig:
     @property
     def lora_alpha(self) -> float:
         return float(self.alpha) if self.alpha is not None else float(self.rank)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["sample_prompts"] = list(self.sample_prompts)
-        d["targets"] = list(self.targets)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FinetuneConfig:
-        return cls(**d)

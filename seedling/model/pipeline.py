@@ -189,10 +189,13 @@ class SeedlingPipeline(DiffusionPipeline):
         self.executor = get_executor(name)
         return self
 
-    def quantize(self, mode: str | None, int8_compute: str = "auto") -> SeedlingPipeline:
+    def quantize(
+        self, mode: str | None, int8_compute: str = "auto", backend: str = "studio"
+    ) -> SeedlingPipeline:
         """Quantize the DiT's linear layers ("none", "int8", "w8a8", "bnb-int8", "bnb-nf4").
         `int8_compute` ("auto", "bf16", "fp32"): the product dtype of "int8" layers on fp32 CPU
-        inputs; "auto" uses bf16 where the CPU multiplies it natively (kernels/quant.py)."""
+        inputs; "auto" uses bf16 where the CPU multiplies it natively. `backend`: who implements
+        the mode, "studio" or "torchao" (kernels/quant.py's QUANT_BACKENDS)."""
         from seedling.kernels.quant import quantize
 
         mode = mode or "none"
@@ -200,7 +203,7 @@ class SeedlingPipeline(DiffusionPipeline):
             return self
         if self.quantization != "none":
             raise ValueError(f"the model is already quantized ({self.quantization}); reload it to change mode")
-        quantize(self.dit, mode, int8_compute=int8_compute)
+        quantize(self.dit, mode, int8_compute=int8_compute, backend=backend)
         self.quantization = mode
         return self
 

@@ -50,6 +50,7 @@ from seedling.model.train_data import (
     keep_arrays,
     stack_samples,
 )
+from seedling.model.training import Trainer, add_run_arguments, latest_checkpoint
 
 
 def _task_weights(text: str) -> dict[str, float]:
@@ -69,31 +70,16 @@ def main(argv=None):
     p.add_argument("--ae", default="runs/ae/final", help="trained autoencoder folder")
     p.add_argument("--out", default="runs/dit")
     p.add_argument("--config", default="default", choices=sorted(DiT_configs))
-    p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget for this invocation")
-    p.add_argument(
-        "--max-steps", type=int, default=20000, help="planned steps (sets curriculum and lr decay)"
-    )
+    add_run_arguments(p, minutes=60.0, max_steps=20000, ckpt_every=250, lr=4e-4, warmup=200)
     p.add_argument(
         "--token-budget", type=int, default=3072, help="tokens per batch (sets batch size per task)"
     )
-    p.add_argument("--lr", type=float, default=4e-4)
-    p.add_argument("--lr-schedule", default="cosine", help="a diffusers.optimization schedule name")
-    p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--shortcut-fraction", type=float, default=0.25)
-    p.add_argument("--ckpt-every", type=int, default=250)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--captions", default="rich", choices=("rich", "v1"),
                    help="caption style: rich (every name of an icon, free sentences) or v1 (the shipped model's)")
     p.add_argument(
         "--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AVX512-BF16 and on GPUs)"
-    )
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument(
-        "--stop-after",
-        type=int,
-        default=0,
-        help="stop this invocation after N steps (the schedule still follows --max-steps)",
     )
     p.add_argument("--export", default="", help="write a pipeline folder (EMA weights, fp16) here at the end")
     p.add_argument("--workers", type=int, default=0,
@@ -116,13 +102,9 @@ def main(argv=None):
     from seedling.model.data.icons import load_icons
     from seedling.model.data.tasks import TaskSampler
     from seedling.model.text_encoder import TextEncoder
-    from seedling.model.training import Trainer, latest_checkpoint
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = Path(args.out)
-    trainer = Trainer(out, max_steps=args.max_steps, ckpt_every=args.ckpt_every, seed=args.seed,
-                      minutes=args.minutes, stop_after=args.stop_after, bf16=args.bf16, desc="dit")
+    trainer = Trainer.from_args(out, args, bf16=args.bf16, desc="dit")
     acc, dev = trainer.acc, trainer.device
     ae = Autoencoder.from_pretrained(args.ae).to(dev).requires_grad_(False)
     ck = latest_checkpoint(out)

@@ -29,6 +29,7 @@ from seedling.atomic import write_atomic
 from seedling.model.autoencoder import AE_CONFIGS, Autoencoder, autoencoder_folder, images_to_tensor
 from seedling.model.data.ae_images import random_training_image
 from seedling.model.data.icons import load_icons
+from seedling.model.training import Trainer, add_run_arguments
 
 
 def batch_of_crops(rng: np.random.Generator, icons, n: int, crop: int) -> torch.Tensor:
@@ -51,38 +52,20 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="runs/ae")
     p.add_argument("--config", default="default", choices=sorted(AE_CONFIGS))
-    p.add_argument("--minutes", type=float, default=15.0, help="wall-clock budget for this invocation")
-    p.add_argument("--max-steps", type=int, default=100000)
+    add_run_arguments(p, minutes=15.0, max_steps=100000, ckpt_every=200, lr=1e-3, warmup=100)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--crop", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--ckpt-every", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--stop-after",
-        type=int,
-        default=0,
-        help="stop this invocation after N steps (the schedule still follows --max-steps)",
-    )
-    p.add_argument("--threads", type=int, default=0)
     p.add_argument("--init", default=None,
                    help="start from this autoencoder folder (or a pipeline folder holding autoencoder/); "
                         "its config replaces --config")
     p.add_argument("--decoder-only", action="store_true",
                    help="train the decoder alone: the encoder and the latent shift/scale stay fixed (needs --init)")
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--lr-schedule", default="cosine", help="a diffusers.optimization schedule name")
     args = p.parse_args(argv)
     if args.decoder_only and not args.init:
         p.error("--decoder-only fine-tunes a trained autoencoder: give it with --init FOLDER")
 
-    from seedling.model.training import Trainer
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = Path(args.out)
-    trainer = Trainer(out, max_steps=args.max_steps, ckpt_every=args.ckpt_every, seed=args.seed,
-                      minutes=args.minutes, stop_after=args.stop_after, desc="autoencoder")
+    trainer = Trainer.from_args(out, args, desc="autoencoder")
     icons = load_icons()
     torch.manual_seed(args.seed)
     if args.init:

@@ -29,6 +29,7 @@ from seedling.model.autoencoder import images_to_tensor
 from seedling.model.data.ae_native import random_crops, split_icons
 from seedling.model.data.icons import load_icons
 from seedling.model.dcae import DCAE_CONFIGS, DCAutoencoder
+from seedling.model.training import Trainer, add_run_arguments
 
 
 def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -66,27 +67,15 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="run folder: checkpoints, loss.csv, model/")
     p.add_argument("--config", default="f32c32", choices=sorted(DCAE_CONFIGS))
     p.add_argument("--init", default=None, help="start from this exported model folder (weights only)")
-    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget of this invocation")
+    add_run_arguments(p, minutes=30.0, max_steps=20000, ckpt_every=100, lr=1e-3, warmup=100)
     p.add_argument("--cpu-minutes", type=float, default=0.0,
                    help="stop once this process has used this much CPU time: on a shared machine the fair "
                         "budget for comparing configs, whatever the others running do to the wall clock")
-    p.add_argument("--max-steps", type=int, default=20000, help="the schedule's length")
-    p.add_argument("--stop-after", type=int, default=0, help="stop this invocation after N steps")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--size", type=int, default=512, help="size the images are rendered at before cropping")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--lr-schedule", default="cosine", help="a diffusers.optimization schedule name")
     p.add_argument("--grad-weight", type=float, default=1.0, help="weight of the image-gradient L1")
-    p.add_argument("--ckpt-every", type=int, default=100, help="steps between checkpoints (and model/ exports)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    from seedling.model.training import Trainer
 
     icons = split_icons(load_icons())[0]  # the held-out icons never reach training
     torch.manual_seed(args.seed)
@@ -94,8 +83,8 @@ def main(argv=None):
     if args.crop % model.factor:
         p.error(f"--crop {args.crop} must be a multiple of the autoencoder's factor {model.factor}")
     out = Path(args.out)
-    trainer = Trainer(out, max_steps=args.max_steps, ckpt_every=0, seed=args.seed, minutes=args.minutes,
-                      stop_after=args.stop_after, desc="dc-autoencoder")
+    # ckpt_every=0: the loop below saves, and exports model/ with each checkpoint
+    trainer = Trainer.from_args(out, args, ckpt_every=0, desc="dc-autoencoder")
     model = trainer.add("dcae", model.train(), lr=args.lr, schedule=args.lr_schedule, warmup=args.warmup,
                         weight_decay=0.01)
     if trainer.resume():

@@ -25,6 +25,7 @@ one step. The Trainer owns everything around that body:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import shutil
@@ -40,6 +41,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from seedling.atomic import write_atomic
+
+# The options `add_run_arguments` adds that are the Trainer's own arguments, under the same names.
+_RUN_OPTIONS = ("max_steps", "ckpt_every", "seed", "minutes", "stop_after")
 
 STATE_NAME = "trainer.json"
 LATEST = "latest"
@@ -85,6 +89,41 @@ def format_eta(seconds: float | None) -> str:
     return f"{s} s"
 
 
+def add_run_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    minutes: float,
+    max_steps: int,
+    ckpt_every: int,
+    lr: float,
+    lr_schedule: str = "cosine",
+    warmup: int | None = None,
+) -> None:
+    """The options every trainer's command line has, with its defaults: what `Trainer.from_args`
+    reads (when to stop, checkpoints, seed, threads) and the learning rate and its schedule
+    (`--warmup` where `warmup` is given)."""
+    p.add_argument("--minutes", type=float, default=minutes, help="wall-clock budget for this invocation")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=max_steps,
+        help="planned steps: the length of the learning-rate schedule (and of a curriculum)",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="stop this invocation after N steps (the schedule still follows --max-steps)",
+    )
+    p.add_argument("--ckpt-every", type=int, default=ckpt_every, help="steps between checkpoints")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--lr", type=float, default=lr, help="learning rate")
+    p.add_argument("--lr-schedule", default=lr_schedule, help="a diffusers.optimization schedule name")
+    if warmup is not None:
+        p.add_argument("--warmup", type=int, default=warmup, help="learning-rate warm-up steps")
+
+
 @dataclass
 class Part:
     """One trained model with its optimiser, schedule and (optional) EMA."""
@@ -123,6 +162,15 @@ class Trainer:
         self._log = None
         self.acc.register_save_state_pre_hook(self._keep_trainable)
         self.acc.register_load_state_pre_hook(self._load_models)
+
+    @classmethod
+    def from_args(cls, out_dir: str | Path, args: argparse.Namespace, **kw) -> Trainer:
+        """The Trainer a command line made with `add_run_arguments` asks for (its --threads set
+        first); `kw` adds the recipe's other arguments or replaces one."""
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        run = {name: getattr(args, name) for name in _RUN_OPTIONS}
+        return cls(out_dir, **(run | kw))
 
     # -- building ------------------------------------------------------------------------------
     @property

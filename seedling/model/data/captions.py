@@ -29,11 +29,58 @@ _CELL_PHRASES = {
 }
 
 
+# Phrasings as templates: the caption functions below fill in the {fields}, and the recogniser
+# (prompt_expansion/recognize.py) compiles the same templates into the patterns it matches.
+WORD_PHRASINGS = (
+    'the word "{text}"',
+    'text that says "{text}"',
+    '"{text}" written in large letters',
+    'the text "{text}"',
+)
+EDIT_PHRASINGS = {  # by edit family, as recognize.FAMILY_TASK names them
+    "recolor": (
+        "make {ref} {color}",
+        "change {ref} to {color}",
+        "recolor {ref} {color}",
+        "paint {ref} {color}",
+    ),
+    "background": (
+        "make the background {color}",
+        "change the background to {color}",
+        "use a {color} background",
+        "set the background color to {color}",
+    ),
+    "add": ("add {what} {where}", "put {what} {where}", "draw {what} {where}"),
+    "remove": ("remove {ref}", "delete {ref}", "take away {ref}", "erase {ref}"),
+    "move": ("move {ref} to the {cell}", "put {ref} {where} instead", "shift {ref} to the {cell}"),
+    "word_edit": (
+        'change the word to "{new}"',
+        'replace "{old}" with "{new}"',
+        'make the text say "{new}"',
+        'change the text to "{new}"',
+    ),
+}
+INPAINT_PHRASINGS = ("{what}", "{what} here", "fill the masked area with {what}")
+STYLE_PHRASINGS = (
+    "{noun} in the same style",
+    "the same style, but {noun}",
+    "draw {noun} like this",
+    "{noun}, styled like the reference",
+)
+
+
 def pick(rng: np.random.Generator, options, phrasing: int | None = None):
     """One of `options`: the `phrasing`-th if given (the eval's canonical prompt), else random."""
     if phrasing is not None:
         return options[phrasing % len(options)]
     return options[rng.integers(len(options))]
+
+
+def phrase(
+    templates: tuple[str, ...], rng: np.random.Generator, phrasing: int | None = None, **fields
+) -> str:
+    """One of the templates (`pick`), its {fields} filled in."""
+    return pick(rng, templates, phrasing).format(**fields)
 
 
 def article(noun: str) -> str:
@@ -151,7 +198,7 @@ def rich_icon_caption(
         return icon_caption(names[0], group, rng, phrasing)
     name = pick_name(names, rng)
     templates = ICON_SHORT_FORMS if rng.random() < 0.5 else ICON_SENTENCES
-    return pick(rng, templates).format(**icon_words(name, group))
+    return phrase(templates, rng, **icon_words(name, group))
 
 
 def rich_icon_caption_space(names: tuple[str, ...], group: str) -> set[str]:
@@ -177,21 +224,11 @@ def scene_caption(scene: ShapeScene, rng: np.random.Generator, phrasing: int | N
     k = 0 if phrasing is not None else int(rng.integers(3))  # which cell phrase variant
     parts = []
     for color, shape, cells in _group_scene(scene):
-        where = join_and([cell_phrase(c, k) for c in cells])
         if form == 2:  # terse: "red circle top left"
-            where = join_and(list(cells))
-            noun = (
-                f"{color} {shape}"
-                if len(cells) == 1
-                else f"{NUMBER_WORDS[len(cells)]} {color} {plural(shape)}"
-            )
-            parts.append(f"{noun} {where}")
-            continue
-        noun = (
-            with_article(f"{color} {shape}")
-            if len(cells) == 1
-            else f"{NUMBER_WORDS[len(cells)]} {color} {plural(shape)}"
-        )
+            one, where = f"{color} {shape}", join_and(list(cells))
+        else:
+            one, where = with_article(f"{color} {shape}"), join_and([cell_phrase(c, k) for c in cells])
+        noun = one if len(cells) == 1 else f"{NUMBER_WORDS[len(cells)]} {color} {plural(shape)}"
         parts.append(f"{noun} {where}")
     body = join_and(parts) if form != 2 else ", ".join(parts)
     n = len(scene.objects)
@@ -203,16 +240,7 @@ def scene_caption(scene: ShapeScene, rng: np.random.Generator, phrasing: int | N
 
 
 def word_caption(text: str, rng: np.random.Generator, phrasing: int | None = None) -> str:
-    return pick(
-        rng,
-        (
-            f'the word "{text}"',
-            f'text that says "{text}"',
-            f'"{text}" written in large letters',
-            f'the text "{text}"',
-        ),
-        phrasing,
-    )
+    return phrase(WORD_PHRASINGS, rng, phrasing, text=text)
 
 
 def chart_caption(spec: ChartSpec, rng: np.random.Generator, phrasing: int | None = None) -> str:
@@ -241,61 +269,33 @@ def object_ref(obj: ShapeObject, scene: ShapeScene) -> str:
 
 
 def recolor_instruction(ref: str, new_color: str, rng: np.random.Generator) -> str:
-    return pick(
-        rng,
-        (
-            f"make {ref} {new_color}",
-            f"change {ref} to {new_color}",
-            f"recolor {ref} {new_color}",
-            f"paint {ref} {new_color}",
-        ),
-    )
+    return phrase(EDIT_PHRASINGS["recolor"], rng, ref=ref, color=new_color)
 
 
 def background_instruction(color: str, rng: np.random.Generator) -> str:
-    return pick(
-        rng,
-        (
-            f"make the background {color}",
-            f"change the background to {color}",
-            f"use a {color} background",
-            f"set the background color to {color}",
-        ),
-    )
+    return phrase(EDIT_PHRASINGS["background"], rng, color=color)
 
 
 def add_instruction(obj: ShapeObject, rng: np.random.Generator) -> str:
     what = with_article(f"{obj.color} {obj.shape}")
     where = cell_phrase(obj.cell, int(rng.integers(3)))
-    return pick(rng, (f"add {what} {where}", f"put {what} {where}", f"draw {what} {where}"))
+    return phrase(EDIT_PHRASINGS["add"], rng, what=what, where=where)
 
 
 def remove_instruction(ref: str, rng: np.random.Generator) -> str:
-    return pick(rng, (f"remove {ref}", f"delete {ref}", f"take away {ref}", f"erase {ref}"))
+    return phrase(EDIT_PHRASINGS["remove"], rng, ref=ref)
 
 
 def move_instruction(ref: str, new_cell: str, rng: np.random.Generator) -> str:
-    where = f"to the {new_cell}"
-    return pick(
-        rng, (f"move {ref} {where}", f"put {ref} {cell_phrase(new_cell)} instead", f"shift {ref} {where}")
-    )
+    return phrase(EDIT_PHRASINGS["move"], rng, ref=ref, cell=new_cell, where=cell_phrase(new_cell))
 
 
 def word_change_instruction(old: str, new: str, rng: np.random.Generator) -> str:
-    return pick(
-        rng,
-        (
-            f'change the word to "{new}"',
-            f'replace "{old}" with "{new}"',
-            f'make the text say "{new}"',
-            f'change the text to "{new}"',
-        ),
-    )
+    return phrase(EDIT_PHRASINGS["word_edit"], rng, old=old, new=new)
 
 
 def inpaint_prompt(obj: ShapeObject, rng: np.random.Generator) -> str:
-    what = with_article(f"{obj.color} {obj.shape}")
-    return pick(rng, (what, f"{what} here", f"fill the masked area with {what}"))
+    return phrase(INPAINT_PHRASINGS, rng, what=with_article(f"{obj.color} {obj.shape}"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,14 +339,4 @@ def storyboard_prompt(
 
 def style_prompt(noun: str, rng: np.random.Generator, phrasing: int | None = None) -> str:
     """`noun` is the content with its article ('a cat')."""
-    thing = noun
-    return pick(
-        rng,
-        (
-            f"{thing} in the same style",
-            f"the same style, but {thing}",
-            f"draw {thing} like this",
-            f"{thing}, styled like the reference",
-        ),
-        phrasing,
-    )
+    return phrase(STYLE_PHRASINGS, rng, phrasing, noun=noun)

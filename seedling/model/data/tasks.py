@@ -177,20 +177,14 @@ class TaskSampler:
     # -- dispatch -----------------------------------------------------------------------------
 
     def sample(self, task: str, rng: np.random.Generator | None = None) -> Sample:
-        rng = rng if rng is not None else self.rng
-        if task == "t2i":
-            return self.t2i(rng)
-        if task == "edit":
-            return self.edit(rng)
-        if task == "inpaint":
-            return self.inpaint(rng)
-        if task == "compose":
-            return self.compose(rng)
-        if task == "storyboard":
-            return self.storyboard(rng)
-        if task == "style":
-            return self.style(rng)
-        raise ValueError(f"unknown task {task!r}; known: {TASKS}")
+        make = self._maker("", task, TASKS, "task")  # one method per task, named after it
+        return make(rng if rng is not None else self.rng)
+
+    def _maker(self, prefix: str, kind: str, kinds: tuple[str, ...], what: str):
+        """The method `prefix + kind` that draws one sample of `kind`; ValueError for a kind not in `kinds`."""
+        if kind not in kinds:
+            raise ValueError(f"unknown {what} {kind!r}; known: {kinds}")
+        return getattr(self, prefix + kind)
 
     def _icon(self, rng: np.random.Generator) -> Icon:
         return self.icons[rng.integers(len(self.icons))]
@@ -208,15 +202,7 @@ class TaskSampler:
 
     def t2i(self, rng: np.random.Generator, kind: str | None = None) -> Sample:
         kind = kind or self._t2i_kinds[rng.choice(len(self._t2i_kinds), p=self._t2i_p)]
-        if kind == "icon":
-            return self.t2i_icon(rng)
-        if kind == "shapes":
-            return self.t2i_shapes(rng)
-        if kind == "word":
-            return self.t2i_word(rng)
-        if kind == "chart":
-            return self.t2i_chart(rng)
-        raise ValueError(f"unknown t2i kind {kind!r}; known: {T2I_KINDS}")
+        return self._maker("t2i_", kind, T2I_KINDS, "t2i kind")(rng)
 
     def t2i_icon(
         self, rng: np.random.Generator, icon: Icon | None = None, phrasing: int | None = None
@@ -253,17 +239,7 @@ class TaskSampler:
     def edit(self, rng: np.random.Generator, kind: str | None = None) -> Sample:
         """refs=[source], outputs=[target]; meta["region"] = (128, 128) bool, the edited pixels."""
         kind = kind or EDIT_KINDS[rng.integers(len(EDIT_KINDS))]
-        make = {
-            "recolor": self._edit_recolor,
-            "background": self._edit_background,
-            "add": self._edit_add,
-            "remove": self._edit_remove,
-            "move": self._edit_move,
-            "word": self._edit_word,
-        }.get(kind)
-        if make is None:
-            raise ValueError(f"unknown edit kind {kind!r}; known: {EDIT_KINDS}")
-        prompt, src, tgt, meta = make(rng)
+        prompt, src, tgt, meta = self._maker("_edit_", kind, EDIT_KINDS, "edit kind")(rng)
         return Sample("edit", prompt, [src], None, [tgt], {"kind": kind, **meta})
 
     def _scene_edit(self, src: kn.ShapeScene, tgt: kn.ShapeScene, region: np.ndarray, prompt: str):

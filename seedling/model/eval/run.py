@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from seedling.atomic import write_atomic
+from seedling.configs import build_from
 from seedling.model.eval import harness as hs
 from seedling.model.eval.contact_sheet import contact_sheet, render_cell
 
@@ -112,19 +113,8 @@ def main(argv=None) -> int:
         if args.quantize:
             pipe.quantize(args.quantize)
         generate = hs.PipelineGenerator(pipe, args.steps, args.guidance, args.image_guidance)
-    cfg = hs.EvalConfig(
-        n_icons=args.n_icons,
-        n_shapes=args.n_shapes,
-        n_words=args.n_words,
-        n_edits=args.n_edits,
-        n_compose=args.n_compose,
-        n_storyboard=args.n_storyboard,
-        seed=args.seed,
-        preserve_db=args.preserve_db,
-        preserve_db_icon=args.preserve_db_icon,
-        limit=args.limit,
-        suites=tuple(args.suites) if args.suites else None,
-    )
+    # the options named like EvalConfig's fields set them
+    cfg = build_from(hs.EvalConfig, args, suites=tuple(args.suites) if args.suites else None)
     t0 = time.perf_counter()
 
     def progress(suite, i, n):

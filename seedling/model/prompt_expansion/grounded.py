@@ -205,9 +205,7 @@ class GroundedExpander:
             for g in gs
             if not g.grounded
         ]
-        return ExpansionResult(
-            typed, typed, task, REWRITE, False, matches=[self._match(g) for g in gs], notes=notes
-        )
+        return _kept(typed, task, notes, [self._match(g) for g in gs])
 
     # -- text to image ------------------------------------------------------------------------
     def _t2i(self, typed: str, text: str, **_) -> ExpansionResult:
@@ -273,7 +271,7 @@ class GroundedExpander:
             notes.append(
                 "Give the chart at least two bar values from 1 to 9 (e.g. 'a bar chart of 3, 7 and 5')."
             )
-            return ExpansionResult(typed, typed, "t2i", REWRITE, False, notes=notes)
+            return _kept(typed, "t2i", notes)
         colors = chart.colors[: len(values)] if chart.colors else None
         prompt = vc.chart_caption(values, colors)
         m = [Match(", ".join(map(str, values)), "values", ", ".join(map(str, values)), 1.0)]
@@ -355,9 +353,7 @@ class GroundedExpander:
     def _edit(self, typed: str, text: str, **_) -> ExpansionResult:
         plan = plan_edit(text)
         if plan.prompt is None:
-            return ExpansionResult(
-                typed, typed, "edit", REWRITE, False, matches=plan.matches, notes=plan.notes
-            )
+            return _kept(typed, "edit", plan.notes, plan.matches)
         return ExpansionResult(
             typed, plan.prompt, "edit", REWRITE, True, matches=plan.matches, notes=plan.notes
         )
@@ -365,16 +361,8 @@ class GroundedExpander:
     def _inpaint(self, typed: str, text: str, **_) -> ExpansionResult:
         plan = parse_shapes(text)
         if plan is None:
-            return ExpansionResult(
-                typed,
-                typed,
-                "inpaint",
-                REWRITE,
-                False,
-                notes=[
-                    "Masked edits were trained on shapes: say which shape fills the painted area ('a red circle')."
-                ],
-            )
+            need = "Masked edits were trained on shapes: say which shape fills the painted area"
+            return _kept(typed, "inpaint", [f"{need} ('a red circle')."])
         o = plan.objects[0]
         notes = [] if o.color else ["No colour given: using black."]
         matches = [Match(o.color_word, "color", o.color, 1.0)] if o.color_word else []
@@ -401,14 +389,7 @@ class GroundedExpander:
         if ordered is not None:
             n = n_refs or len(ordered)
             if not 2 <= n <= 4:
-                return ExpansionResult(
-                    typed,
-                    typed,
-                    "compose",
-                    REWRITE,
-                    False,
-                    notes=["A composition places 2 to 4 reference images."],
-                )
+                return _kept(typed, "compose", ["A composition places 2 to 4 reference images."])
             wanted: list[str | None] = [None] * n
             for idx, cells in ordered:
                 if 0 <= idx < n:
@@ -420,25 +401,16 @@ class GroundedExpander:
             if layout is None:
                 where = "side by side" if arranged == "row" else "in a grid"
                 fits = "2 or 3" if arranged == "row" else "3 or 4"
-                return ExpansionResult(
-                    typed, typed, "compose", REWRITE, False,
-                    notes=[f"{n_refs} references do not go {where}: that takes {fits}; or say where each goes."],
-                )  # fmt: skip
+                why = f"{n_refs} references do not go {where}: that takes {fits}"
+                return _kept(typed, "compose", [f"{why}; or say where each goes."])
             return self._compose_by_order(typed, layout, list(range(n_refs)))
         parts = split_subjects(text)
         n = n_refs or len(parts)
         if n_refs and len(parts) != n_refs:
             notes.append(f"The prompt names {len(parts)} subject(s) for {n_refs} reference image(s).")
         if not 2 <= n <= 4 or len(parts) < n:
-            return ExpansionResult(
-                typed,
-                typed,
-                "compose",
-                REWRITE,
-                False,
-                notes=notes
-                + ["Name each reference and where it goes: 'the cat on the left and the dog on the right'."],
-            )
+            example = "'the cat on the left and the dog on the right'"
+            return _kept(typed, "compose", [*notes, f"Name each reference and where it goes: {example}."])
         parts = parts[:n]
         gs = self.ground(parts)
         if not all(g.grounded for g in gs):
@@ -488,6 +460,12 @@ class GroundedExpander:
             matches=[self._match(g)] + matches,
             notes=notes + panel_notes,
         )
+
+
+def _kept(typed: str, task: str, notes: list[str], matches: list[Match] | None = None) -> ExpansionResult:
+    """The prompt left as typed and marked not grounded: the model cannot draw it as it stands, and
+    `notes` say what it needs instead."""
+    return ExpansionResult(typed, typed, task, REWRITE, False, matches=matches or [], notes=notes)
 
 
 _TAB = {

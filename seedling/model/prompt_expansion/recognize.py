@@ -1,14 +1,15 @@
 """Is a prompt already in the model's vocabulary? One grammar per training-caption family.
 
-The grammars mirror `model/data/captions.py` phrase for phrase (every phrasing, every cell
+The grammars follow `model/data/captions.py` phrase for phrase (every phrasing, every cell
 phrase, every icon name), so a training caption is recognised whatever phrasing the generator
-picked. Matching ignores letter case outside quotes (the MiniLM tokenizer is uncased) and is
+picked; the word, edit, inpaint and style families are compiled from its phrasing templates. Matching ignores letter case outside quotes (the MiniLM tokenizer is uncased) and is
 strict about everything else: a recognised prompt passes through unchanged.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass, field
 
 from seedling.model.data import captions as cap
@@ -49,6 +50,19 @@ def _alt(words) -> str:
     return "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
 
 
+def _templates(templates: tuple[str, ...], **fields: str) -> list[re.Pattern]:
+    """One pattern per caption template of captions.py: its text as it is, each {field} replaced
+    by the regex given for it."""
+    patterns = []
+    for template in templates:
+        parts = [
+            re.escape(text) + (fields[name] if name is not None else "")
+            for text, name, _, _ in string.Formatter().parse(template)
+        ]
+        patterns.append(re.compile("".join(parts)))
+    return patterns
+
+
 COLOR = _alt(kn.COLORS)
 SHAPE = _alt(kn.SHAPES)
 SHAPES_PL = _alt(cap.plural(s) for s in kn.SHAPES)
@@ -78,15 +92,8 @@ _TERSE_PART_G = re.compile(
 _TERSE_BODY = re.compile(rf"{_TERSE_PART}(?:, {_TERSE_PART})*")
 _SCENE_HEAD = re.compile(rf"(?:a white image with |(?P<n>{NUM_ANY}) shapes?: )?(?P<body>.+)")
 
-_WORD = [
-    re.compile(p)
-    for p in (
-        r'the word "[^"]+"',
-        r'text that says "[^"]+"',
-        r'"[^"]+" written in large letters',
-        r'the text "[^"]+"',
-    )
-]
+_QUOTED = r'[^"]+'  # a word or text inside the caption's quotes
+_WORD = _templates(cap.WORD_PHRASINGS, text=_QUOTED)
 _CHART = [
     re.compile(rf"a bar chart with values {V}(?:, {V})*"),
     re.compile(rf"a bar chart of {V}(?:, {V})* and {V}"),
@@ -94,31 +101,17 @@ _CHART = [
     re.compile(rf"a bar chart: (?:{BAR_COLOR}) {V}(?:, (?:{BAR_COLOR}) {V})*"),
 ]
 _REF = rf"the (?:{COLOR}) (?:{SHAPE})(?: (?:{CP}))?"
-_EDIT = {
-    "recolor": [
-        rf"make {_REF} (?:{COLOR})",
-        rf"change {_REF} to (?:{COLOR})",
-        rf"recolor {_REF} (?:{COLOR})",
-        rf"paint {_REF} (?:{COLOR})",
-    ],
-    "background": [
-        rf"make the background (?:{BG})",
-        rf"change the background to (?:{BG})",
-        rf"use a (?:{BG}) background",
-        rf"set the background color to (?:{BG})",
-    ],
-    "add": [rf"(?:add|put|draw) {_OBJ} (?:{CP})"],
-    "remove": [rf"(?:remove|delete|take away|erase) {_REF}"],
-    "move": [rf"(?:move|shift) {_REF} to the (?:{CELL})", rf"put {_REF} (?:{CP}) instead"],
-    "word_edit": [
-        r'change the word to "[^"]+"',
-        r'replace "[^"]+" with "[^"]+"',
-        r'make the text say "[^"]+"',
-        r'change the text to "[^"]+"',
-    ],
+# What each field of the edit and inpaint templates stands for in a training caption.
+_EDIT_FIELDS = {
+    "recolor": {"ref": _REF, "color": f"(?:{COLOR})"},
+    "background": {"color": f"(?:{BG})"},
+    "add": {"what": _OBJ, "where": f"(?:{CP})"},
+    "remove": {"ref": _REF},
+    "move": {"ref": _REF, "cell": f"(?:{CELL})", "where": f"(?:{CP})"},
+    "word_edit": {"old": _QUOTED, "new": _QUOTED},
 }
-_EDIT_RE = {k: [re.compile(p) for p in ps] for k, ps in _EDIT.items()}
-_INPAINT = [re.compile(p) for p in (_OBJ, rf"{_OBJ} here", rf"fill the masked area with {_OBJ}")]
+_EDIT_RE = {family: _templates(cap.EDIT_PHRASINGS[family], **f) for family, f in _EDIT_FIELDS.items()}
+_INPAINT = _templates(cap.INPAINT_PHRASINGS, what=_OBJ)
 _COMPOSE_ITEM = re.compile(rf"(?P<noun>the .+?) (?P<slot>{SLOT})(?P<sep>, | and |$)")
 _COMPOSE_ORDER_ITEM = re.compile(
     rf"the (?P<ord>first|second|third|fourth) image (?P<slot>{SLOT})(?P<sep>, | and |$)"
@@ -128,15 +121,7 @@ _STORY = re.compile(
     rf"(?P<panels>.+)"
 )
 _PANEL = re.compile(rf"(?:(?:small|large) )?(?:(?:{PANEL_CP}) )?on (?:a|an) (?:{BG}) background")
-_STYLE = [
-    re.compile(p)
-    for p in (
-        r"(?P<n>.+) in the same style",
-        r"the same style, but (?P<n>.+)",
-        r"draw (?P<n>.+) like this",
-        r"(?P<n>.+), styled like the reference",
-    )
-]
+_STYLE = _templates(cap.STYLE_PHRASINGS, noun=r"(?P<n>.+)")
 _ORDINAL_INDEX = {"first": 0, "second": 1, "third": 2, "fourth": 3}
 _LAYOUT_SLOTS = {n: [set(tk.LAYOUTS[l][1]) for l in names] for n, names in tk.LAYOUTS_BY_COUNT.items()}
 
