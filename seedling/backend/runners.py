@@ -60,6 +60,7 @@ def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict
             steps=spec.steps,
             guidance=spec.guidance,
             image_guidance=getattr(spec, "image_guidance", None),
+            boxes=getattr(spec, "boxes", None),  # compose: where each reference goes
             seed=spec.seed,
             height=spec.height,
             width=spec.width,
