@@ -163,6 +163,10 @@ def test_compose_and_storyboard_lineage(services):
         ({"kind": "generate", "prompt": "x", "guidance": float("nan")}, "finite"),
         ({"kind": "edit", "prompt": "x"}, "source_image_id"),
         ({"kind": "compose", "prompt": "x", "reference_image_ids": [1, 2, 3, 4, 5]}, "at most 4"),
+        (
+            {"kind": "compose", "prompt": "x", "reference_image_ids": [1], "boxes": [[0.5, 0, 0.2, 1]]},
+            "x0 < x1",
+        ),
         ({"kind": "storyboard", "prompt": "x", "num_outputs": 7}, "num_outputs"),
         ({"kind": "generate", "prompt": "x", "positional": [1, 2]}, "Extra inputs"),
     ],

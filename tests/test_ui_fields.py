@@ -50,7 +50,8 @@ def _inputs(services):
         "edit": dict(editor_value={"background": teal.convert("RGBA"), "layers": [layer]}, instruction="paint a sun",
                      image_guidance=1.5, guidance=2.0, steps=2, seed=12, **adapters),
         "compose": dict(ref1=teal, ref2=Image.new("RGB", (128, 128), "red"), mode="compose", prompt="a fox and a cat",
-                        guidance=1.5, steps=2, seed=13, **adapters),
+                        layout="custom", boxes="[[0.0, 0.125, 0.625, 0.75], null]", guidance=1.5, steps=2, seed=13,
+                        **adapters),
         "storyboard": dict(story="a fox wakes\na fox sleeps", panels=2, character=teal, guidance=1.0, steps=2, seed=14, **adapters),
     }  # fmt: skip
 

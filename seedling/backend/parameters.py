@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -23,6 +24,24 @@ def adapters_text(spec: ImageJobSpec, names: list[str] | None) -> str | None:
 
 def parse_adapters(text: str | None) -> list[tuple[int, float]]:
     return [(int(i), float(s)) for i, s in _ADAPTER_ITEM.findall(text or "")]
+
+
+def boxes_text(boxes) -> str | None:
+    """Compose's reference boxes as JSON, `[[x0, y0, x1, y1], null, ...]` (None without boxes): the
+    text the Compose tab's Boxes field and its endpoint take."""
+    if boxes is None:
+        return None
+    return json.dumps([None if box is None else [float(v) for v in box] for box in boxes])
+
+
+def parse_boxes(text: str | None) -> list | None:
+    """Boxes from `boxes_text` (unchecked: the spec checks them); None when there are none, or the
+    text is no JSON list."""
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, list) else None
 
 
 def parameters_text(
@@ -47,6 +66,7 @@ def parameters_text(
         "Output": output_index,
         "Model": model,
         "Adapters": adapters_text(spec, adapter_names),
+        "Boxes": boxes_text(getattr(spec, "boxes", None)),
         "Job": job_id,
         "Inputs": " ".join(str(i) for i in input_ids) or None,
         "Typed prompt": spec.typed_prompt,  # prompt expansion on: the prompt line is the expanded one
@@ -67,6 +87,7 @@ class RestoredParameters:
     num_outputs: int | None = None
     adapters: tuple[tuple[int, float], ...] = ()  # (adapter id, strength)
     typed_prompt: str | None = None  # set when prompt expansion rewrote `prompt`
+    boxes: list | None = None  # compose: each reference's box (or None), as the spec holds them
 
 
 def _int(fields: dict[str, str], key: str) -> int | None:
@@ -104,4 +125,5 @@ def restore_parameters(text: str) -> RestoredParameters:
         num_outputs=_int(fields, "Outputs"),
         adapters=tuple(parse_adapters(fields.get("Adapters"))),
         typed_prompt=fields.get("Typed prompt"),
+        boxes=parse_boxes(fields.get("Boxes")),
     )

@@ -23,6 +23,7 @@ _adapters = AdapterCache()
 # inpaint specs have image_guidance: None for the others).
 PIPELINE_ARGS = (
     "prompt", "task", "num_outputs", "steps", "guidance", "image_guidance", "seed", "height", "width",
+    "boxes",  # compose: where each reference goes
 )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ Image jobs may apply fine-tuned adapters: `adapters=[(adapter_id, strength), ...
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, ClassVar, Literal
 
@@ -37,6 +38,7 @@ MAX_SEED = 2**31 - 1
 MAX_ADAPTERS = 4  # adapters applied to one generation
 MAX_ID = 2**63 - 1  # SQLite INTEGER: a bigger id cannot name a row (and would overflow the driver)
 MAX_PROMPT = 2000
+MIN_BOX_SIDE = 1 / 16  # a box side shorter than this (8 px of 128) is a slip of the hand, not a placement
 ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}$"  # also safe inside PNG parameters text
 
 
@@ -207,9 +209,59 @@ class InpaintSpec(EditSpec):
         return self.mask_image_id
 
 
+Box = tuple[float, float, float, float]
+
+
+def check_box(value, number: int) -> Box | None:
+    """One reference's box (x0, y0, x1, y1) as fractions of the output, or None (no box); a
+    sentence naming the box (counted from 1) when it is not one."""
+    if value is None:
+        return None
+    shown = repr(value)[:60]
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        raise ValueError(f"box {number} is {shown}: give four numbers [x0, y0, x1, y1], or null for no box")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"box {number} is {shown}: its corners must be numbers")
+    x0, y0, x1, y1 = (float(v) for v in value)
+    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)):
+        raise ValueError(f"box {number} is {shown}: its corners are fractions of the picture, from 0 to 1")
+    if not (x0 < x1 and y0 < y1):
+        raise ValueError(
+            f"box {number} is {shown}: give x0 < x1 and y0 < y1 (left before right, top before bottom)"
+        )
+    if x1 - x0 < MIN_BOX_SIDE or y1 - y0 < MIN_BOX_SIDE:
+        raise ValueError(
+            f"box {number} is {shown}: it is too small; make each side at least 1/16 of the picture"
+        )
+    return (x0, y0, x1, y1)
+
+
 class ComposeSpec(ImageJobSpec):
     kind: Literal["compose"] = "compose"
     reference_image_ids: list[RowId] = Field(min_length=1, max_length=4)
+    # Where each reference goes in the output, in reference order: (x0, y0, x1, y1) fractions, or
+    # None for a reference placed freely. None: no boxes at all (the prompt alone places them).
+    boxes: list[Box | None] | None = None
+
+    @field_validator("boxes", mode="before")
+    @classmethod
+    def _check_boxes(cls, value):
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)):
+            # ValueError, not TypeError: pydantic reports only ValueError as the caller's mistake
+            raise ValueError("give the boxes as a list with one [x0, y0, x1, y1] (or null) per reference")  # noqa: TRY004
+        return [check_box(box, i + 1) for i, box in enumerate(value)]
+
+    @model_validator(mode="after")
+    def _one_box_per_reference(self) -> ComposeSpec:
+        if self.boxes is not None and len(self.boxes) != len(self.reference_image_ids):
+            n, refs = len(self.boxes), len(self.reference_image_ids)
+            raise ValueError(
+                f"{n} box{'es' if n != 1 else ''} for {refs} reference{'s' if refs != 1 else ''}: "
+                "give one box (or null) per reference image, in the references' order"
+            )
+        return self
 
     def inputs(self) -> list[tuple[int, Role]]:
         return [(image_id, "reference") for image_id in self.reference_image_ids]

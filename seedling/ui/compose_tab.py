@@ -1,10 +1,12 @@
-"""Compose tab: 1-4 reference images and a prompt (or one image as a style reference)."""
+"""Compose tab: 1-4 reference images and a prompt (or one image as a style reference), and where
+each reference goes (a layout, or boxes placed by hand: ui/compose_boxes.py)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from seedling.model.task_table import TASKS
+from seedling.ui import compose_boxes
 from seedling.ui.common import Radio, SafeImage
 from seedling.ui.fields import (
     Field,
@@ -49,6 +51,8 @@ def _draft(ctx, values, fields):
     if values["mode"] == "style":
         if len(images) != 1:
             raise gr.Error("Style mode takes exactly one reference image.")
+        if fields.pop("boxes", None) is not None:
+            raise gr.Error("Style mode places no boxes: set Layout to free (no boxes) and clear the boxes.")
         return "style", {**fields, "style_image_id": images[0]}
     return "compose", {**fields, "reference_image_ids": images}
 
@@ -67,6 +71,7 @@ ROWS = (
         from_params=lambda p, c: "style" if p.get("kind") == "style" else "compose",
     ),
     *prompt_fields("prompt", "compose-prompt", "Prompt", "the cat from 1 sitting on the sofa from 2", 2),
+    *compose_boxes.fields(REFS),
     *sampling_fields("compose"),
 )
 
@@ -78,8 +83,13 @@ TAB = TabDef(
     prompt="prompt",
     expand_for=_expand_for,
     draft=_draft,
-    expand_inputs=("mode", *REFS),
+    expand_inputs=("mode", "layout", "boxes", *REFS),
+    from_expansion=compose_boxes.from_expansion,
+    wire=lambda tab: compose_boxes.wire(tab, REFS),
     doc="""Compose 1-4 reference images as the prompt describes (mode "style": exactly one image).
 
-    With `prompt_expansion`, runs `expanded_prompt` (or expands `prompt` when it is empty).""",
+    `boxes`: where each reference goes, JSON text with one [x0, y0, x1, y1] (fractions of the
+    picture) or null per reference, in order; empty: the `layout`'s boxes ("side by side", "top and
+    bottom", "grid 2x2"), or none for "free (no boxes)". With `prompt_expansion`, runs
+    `expanded_prompt` (or expands `prompt` when it is empty).""",
 )

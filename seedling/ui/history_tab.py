@@ -170,6 +170,11 @@ def describe(image: ImageRecord) -> str:
     ]
     if fields:
         lines.append(" · ".join(fields))
+    if p.get("boxes"):
+        lines.append(
+            "boxes: "
+            + "; ".join("free" if b is None else " ".join(f"{v:.3g}" for v in b) for b in p["boxes"])
+        )
     if image.timings:
         lines.append("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in image.timings.items()))
     lines.append(f"sha256 `{image.sha256[:16]}…` · {image.file_size} bytes")

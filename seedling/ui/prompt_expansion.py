@@ -63,9 +63,15 @@ def expansion_box(elem_prefix: str) -> ExpansionBox:
 
 
 def wire(
-    services: Services, box: ExpansionBox, typed: gr.Textbox, task_of: TaskOf, extra: list | None = None
+    services: Services,
+    box: ExpansionBox,
+    typed: gr.Textbox,
+    task_of: TaskOf,
+    extra: list | None = None,
+    fill: Callable | None = None,
 ):
-    """Expand button -> expanded prompt + notes (and the toggle on); typing clears a stale expansion."""
+    """Expand button -> expanded prompt + notes (and the toggle on); typing clears a stale expansion.
+    `fill(result, *extra values)`: new values for the `extra` components (gr.skip() keeps one)."""
     extra = extra or []
 
     def on_expand(text, *values):
@@ -75,7 +81,8 @@ def wire(
         except ValueError as err:
             raise gr.Error(str(err)) from None
         # Not grounded: leave the box empty, so Generate stops with the reason instead of running it.
-        return True, result.prompt if result.grounded else "", notes_markdown(result)
+        shown = (True, result.prompt if result.grounded else "", notes_markdown(result))
+        return (*shown, *fill(result, *values)) if fill is not None else shown
 
     def warming():
         """Said before the first expansion, which waits for the expander to load."""
@@ -85,7 +92,7 @@ def wire(
     box.expand.click(warming, None, box.notes, api_visibility=PRIVATE, queue=False).then(
         on_expand,
         [typed, *extra],
-        [box.enabled, box.expanded, box.notes],
+        [box.enabled, box.expanded, box.notes, *(extra if fill is not None else [])],
         api_visibility=PRIVATE,
         queue=False,
     )

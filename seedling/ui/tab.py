@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import gradio as gr
 
@@ -32,6 +33,9 @@ class TabDef:
     # (ctx, values, spec fields) -> (spec kind, spec fields): a tab's checks and its choice of kind
     draft: Callable[[FieldContext, dict, dict], tuple[str, dict]] | None = None
     expand_inputs: tuple[str, ...] = ()  # fields whose values the Expand button also reads
+    # (expansion result, values of expand_inputs by name) -> {name: value}: the expand_inputs an
+    # Expand also fills (Compose: the boxes of the places the prompt names)
+    from_expansion: Callable[[Any, dict], dict] | None = None
     after_expansion: Callable | None = None  # (fields, resolved prompt) -> fields
     compare: bool = False  # results show before/after
     gallery: dict = field(default_factory=dict)
@@ -149,8 +153,15 @@ def build(services: Services, tab: TabDef) -> Tab:
         named = {**table.values((), {}), **dict(zip(tab.expand_inputs, values)), tab.prompt: text or ""}
         return prompt_row.spec_values(named)["prompt"] or "", *tab.expand_for(named)
 
+    fill = None
+    if tab.from_expansion is not None:
+
+        def fill(result, *values):
+            filled = tab.from_expansion(result, dict(zip(tab.expand_inputs, values)))
+            return tuple(filled.get(name, gr.skip()) for name in tab.expand_inputs)
+
     expansion = ctx.extras["expansion"]
-    pe_ui.wire(services, expansion, table[tab.prompt], task_of, [table[n] for n in tab.expand_inputs])
+    pe_ui.wire(services, expansion, table[tab.prompt], task_of, [table[n] for n in tab.expand_inputs], fill)
     built = Tab(tab, table, results, run, png_drop, ctx.extras)
     if tab.wire is not None:
         tab.wire(built)
