@@ -144,11 +144,15 @@ def test_a_waiting_request_is_woken_by_the_one_job_reader_not_by_polling(service
             if update.done:
                 got[job_id] = time.time()
 
-    threads = [threading.Thread(target=wait_for, args=(job.id,)) for job in jobs]
+    threads = [threading.Thread(target=wait_for, args=(job.id,), daemon=True) for job in jobs]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 20  # a loaded machine takes a while to start three threads
+    while any(not lines for lines in said.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reads = services.events.reads
     time.sleep(0.6)  # idle: every request has said its "position n" line once, nothing re-read
-    assert services.events.reads <= 2
+    assert services.events.reads == reads
     assert [len(lines) for lines in said.values()] == [1, 1, 1], said
     assert said[jobs[1].id] == [f"Job {jobs[1].id}: waiting in the queue (position 2)"]
     for _ in jobs:
@@ -161,6 +165,26 @@ def test_a_waiting_request_is_woken_by_the_one_job_reader_not_by_polling(service
     # a line is said when it changes, never twice in a row
     for lines in said.values():
         assert all(a != b for a, b in itertools.pairwise(lines)) and "done" in lines[-1]
+
+
+def test_a_request_still_waiting_when_the_reader_closes_polls_instead_of_spinning(services):
+    """App shutdown closes the job reader while requests may still wait: each then re-reads its job
+    every CLOSED_WAIT_S (as the old polling did), not in a busy loop at full CPU."""
+    import time
+
+    from seedling.backend import job_events
+
+    job = services.jobs.submit(make_spec("generate", prompt="fox", steps=1))
+    stream = watch(services, job.id)
+    assert "position 1" in next(stream).status
+    with services.events.watching(job.id):
+        services.events.close()
+        seen = services.events.state(job.id)
+        t0 = time.monotonic()
+        for _ in range(3):
+            services.events.wait(job.id, seen, 5.0)
+        took = time.monotonic() - t0
+    assert 3 * job_events.CLOSED_WAIT_S * 0.9 <= took < 3.0
 
 
 def test_poll_mode_keeps_the_old_per_request_polling(services):

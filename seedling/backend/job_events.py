@@ -22,6 +22,10 @@ TICK_S = 0.02  # how often the reader asks whether anything committed
 REFRESH_S = 1.0  # a full re-read even when nothing seems to have moved (belt and braces)
 
 
+# After close() a waiting request re-reads its job this often instead of at once (a busy loop).
+CLOSED_WAIT_S = 0.1
+
+
 @dataclass(frozen=True)
 class JobState:
     """What a waiting request needs to know to decide whether to say something new."""
@@ -74,7 +78,10 @@ class JobEvents:
         with self._cond:
             while (state := self._states.get(job_id)) == seen or state is None:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._stop.is_set():
+                if left <= 0:
+                    break
+                if self._stop.is_set():  # closed: nothing wakes a waiter now; wait as a poll would
+                    self._cond.wait(min(left, CLOSED_WAIT_S))
                     break
                 self._cond.wait(left)
             return self._states.get(job_id)
