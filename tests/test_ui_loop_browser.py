@@ -89,12 +89,6 @@ def _assert_whole(page, gallery_id: str) -> None:
         assert fraction > 0.99, f"#{gallery_id} image {i}: only {fraction:.0%} of the picture is visible"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open regression from the history boards/trash change: a click on a History thumbnail "
-    "no longer shows its details in this flow (the same test passes before that change); strict, so "
-    "the fix shows up as a failure here",
-)
 def test_a_single_wide_result_is_shown_whole_in_every_gallery(page):
     """A 16:9 result (224x128) in Generate, Edit, History's gallery and Parents: all of it visible."""
     page.locator("#gen-prompt textarea").fill("a wide red fox")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 
 from seedling.model.task_table import TASKS
@@ -76,10 +78,13 @@ def _draft(ctx, values, fields):
 
 def _wire(tab) -> None:
     sizes = tab.extras["sizes"].sizes
+    # In the browser, with no round trip to the server: a Generate click right after a Size click
+    # must already see the new width and height (it once drew the size chosen before).
     tab["size"].change(
-        lambda name: sizes.get(name, (gr.skip(), gr.skip())),
-        tab["size"],
+        None,
+        [tab["size"], tab["width"], tab["height"]],
         [tab["width"], tab["height"]],
+        js=f"(name, w, h) => ({json.dumps({name: list(wh) for name, wh in sizes.items()})})[name] || [w, h]",
         api_visibility=PRIVATE,
         queue=False,
     )
