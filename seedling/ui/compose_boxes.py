@@ -246,7 +246,7 @@ _CANVAS_JS = """
   const COLOURS = ['#e6194b', '#3cb44b', '#4363d8', '#f58231'];
   const style = document.createElement('style');
   style.textContent = `
-    #${P}-canvas .seedling-boxes { position: relative; width: min(100%, 320px); aspect-ratio: 1;
+    #${P}-canvas .seedling-boxes { position: relative; width: min(100%, 220px); aspect-ratio: 1;
       margin: 4px auto; background: repeating-conic-gradient(#eee 0 25%, #fafafa 0 50%) 0 0 / 16px 16px;
       border: 1px solid #999; touch-action: none; user-select: none; }
     #${P}-canvas .seedling-box { position: absolute; box-sizing: border-box; border: 3px solid;

@@ -43,8 +43,9 @@ def _mask_box(ctx):
         type="pil",
         image_mode="L",
         sources=("upload",),
-        label="Mask (white: the part that changes). Filled by a restored inpaint image, or upload "
-        "one; painting on the source replaces it. Clear it (x) to edit the whole image.",
+        # short: a long label covers the box's own "Click to Upload"; painting on the source
+        # replaces this mask, clearing it (x) makes the next Edit a whole-image edit
+        label="Mask (white = changes)",
         height=180,
         elem_id="edit-mask",
     )
