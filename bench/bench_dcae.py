@@ -27,7 +27,7 @@ from seedling.model.autoencoder import Autoencoder, autoencoder_folder, images_t
 from seedling.model.data.ae_native import CATEGORIES, heldout_set
 from seedling.model.data.icons import load_icons
 from seedling.model.dcae import DCAutoencoder, compression_ratio, num_params
-from seedling.model.eval.detectors import normalize_text, ocr_word, tesseract_missing_reason
+from seedling.model.eval.ocr import normalize_text, ocr_word, tesseract_missing_reason
 
 
 def cpu_name() -> str:

@@ -131,9 +131,10 @@ def expansion_metrics(pe: GroundedExpander, rows: list[dict], captions: list[tup
 class Judge:
     def __init__(self, icons, rows):
         from seedling.model.eval import detectors as det
+        from seedling.model.eval import ocr
         from seedling.model.eval.harness import select_eval_icons
 
-        self.det = det
+        self.det, self.ocr = det, ocr
         self.icons = {i.name: i for i in icons}
         self.index = det.IconIndex(icons)
         characters = {n for r in rows if r["kind"] == "story" for n in r["character"]}
@@ -141,7 +142,7 @@ class Judge:
         self.index_crop = det.IconIndex(
             [self.icons[n] for n in sorted(pool)], framing="crop", angles=(-10, -5, 0, 5, 10)
         )
-        self.ocr_missing = det.tesseract_missing_reason()
+        self.ocr_missing = ocr.tesseract_missing_reason()
 
     def _is_any(self, index, retrieved: str, names: list[str]) -> bool:
         return any(index.is_match(retrieved, n) for n in names)
@@ -158,7 +159,7 @@ class Judge:
         """(strict, graded) in [0, 1]. Strict is the harness's pass/fail judgement; graded gives
         partial credit from the same judges (retrieval rank, scene facts, 1 - CER, bar values,
         panels, slots), so a weak model's differences still show."""
-        det, kind = self.det, row["kind"]
+        det, ocr, kind = self.det, self.ocr, row["kind"]
         if kind in ("icon", "several"):
             names = row["icons"] if kind == "icon" else [n for s in row["subjects"] for n in s]
             rank, n = self._best_rank(images[0], names)  # 1 = first of all icons, 0 = last
@@ -170,8 +171,8 @@ class Judge:
         if kind == "word":
             if self.ocr_missing:
                 return None
-            read, truth = det.normalize_text(det.ocr_word(images[0]) or ""), det.normalize_text(row["text"])
-            return float(read == truth), max(0.0, 1.0 - det.edit_distance(read, truth) / max(len(truth), 1))
+            read, truth = ocr.normalize_text(ocr.ocr_word(images[0]) or ""), ocr.normalize_text(row["text"])
+            return float(read == truth), max(0.0, 1.0 - ocr.edit_distance(read, truth) / max(len(truth), 1))
         if kind == "chart":
             got, want = det.parse_chart(images[0]), list(row["values"])
             same = sum(g == w for g, w in zip(got, want))

@@ -54,6 +54,7 @@ def main(argv=None):
 
     from seedling.kernels.quant import weight_bytes
     from seedling.model.data.icons import load_icons
+    from seedling.model.eval import generators as gn
     from seedling.model.eval import harness as hs
     from seedling.model.pipeline import SeedlingPipeline
 
@@ -71,7 +72,7 @@ def main(argv=None):
                 pipe.settings.schedule, pipe.settings.shift = (sched or base_schedule), base_shift
             cfg = hs.EvalConfig(n_icons=args.n_icons, limit=args.limit,
                                 suites=tuple(args.suites) if args.suites else None)
-            gen = hs.PipelineGenerator(pipe, steps=steps, guidance=guidance)
+            gen = gn.PipelineGenerator(pipe, steps=steps, guidance=guidance)
             t0 = time.perf_counter()
             res = hs.evaluate(icons, gen, cfg)
             wall = time.perf_counter() - t0

@@ -12,6 +12,7 @@ from seedling.model.data.icons import load_icons
 from seedling.model.data.styles import composite
 from seedling.model.eval import control_detectors as cdet
 from seedling.model.eval import control_suites as cs
+from seedling.model.eval import generators as gn
 from seedling.model.eval import harness as hs
 
 
@@ -188,7 +189,7 @@ def test_control_suites_are_not_registered_yet():
 
 @pytest.mark.parametrize("name", list(cs.CONTROL_SUITES))
 def test_oracle_scores_every_control_suite(ctx, name):
-    res = hs.run_suite(ctx, cs.CONTROL_SUITES[name], hs.OracleGenerator())
+    res = hs.run_suite(ctx, cs.CONTROL_SUITES[name], gn.OracleGenerator())
     m = hs.aggregate(res)
     assert m["n"] == 40 and m["top1"] == 1.0
     primary = cs.CONTROL_SUITES[name].primary
@@ -218,8 +219,8 @@ def test_returning_the_control_fails(ctx, name):
 
 def test_control_cases_are_deterministic(ctx):
     suite = cs.CONTROL_SUITES["control_edges"]
-    a = hs.run_suite(ctx, suite, hs.OracleGenerator())
-    b = hs.run_suite(ctx, suite, hs.OracleGenerator())
+    a = hs.run_suite(ctx, suite, gn.OracleGenerator())
+    b = hs.run_suite(ctx, suite, gn.OracleGenerator())
     assert [r.sample.prompt for r in a] == [r.sample.prompt for r in b]
     assert all(np.array_equal(x.sample.refs[0], y.sample.refs[0]) for x, y in zip(a, b))
     assert a[0].sample.prompt and a[0].sample.task == "edges"

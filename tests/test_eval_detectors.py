@@ -15,7 +15,9 @@ from seedling.model.data import knowledge as kn
 from seedling.model.data.icons import load_icons
 from seedling.model.data.tasks import TaskSampler, composite
 from seedling.model.eval import detectors as det
+from seedling.model.eval import generators as gn
 from seedling.model.eval import harness as hs
+from seedling.model.eval import ocr
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +218,7 @@ def test_psnr():
 # -- OCR ----------------------------------------------------------------------------------------
 
 needs_tesseract = pytest.mark.skipif(
-    det.tesseract_missing_reason() is not None, reason=det.tesseract_missing_reason() or ""
+    ocr.tesseract_missing_reason() is not None, reason=ocr.tesseract_missing_reason() or ""
 )
 
 
@@ -225,14 +227,14 @@ def test_ocr_reads_rendered_words():
     rng = np.random.default_rng(7)
     for text in ("hello", "Garden", "WINDOW", "zebra", "cat"):
         spec = replace(kn.random_word(rng, 0.0), text=text)
-        assert det.normalize_text(det.ocr_word(kn.render_word(spec))) == text.lower()
-    assert det.normalize_text(det.ocr_word(np.full((128, 128, 3), 255, np.uint8))) == ""
+        assert ocr.normalize_text(ocr.ocr_word(kn.render_word(spec))) == text.lower()
+    assert ocr.normalize_text(ocr.ocr_word(np.full((128, 128, 3), 255, np.uint8))) == ""
 
 
 def test_ocr_reports_why_it_cannot_run(monkeypatch):
-    monkeypatch.setattr(det.shutil, "which", lambda name: None)
-    assert "tesseract-ocr" in det.tesseract_missing_reason()
-    assert det.ocr_word(np.full((128, 128, 3), 255, np.uint8)) is None
+    monkeypatch.setattr(ocr.shutil, "which", lambda name: None)
+    assert "tesseract-ocr" in ocr.tesseract_missing_reason()
+    assert ocr.ocr_word(np.full((128, 128, 3), 255, np.uint8)) is None
 
 
 # -- the harness --------------------------------------------------------------------------------
@@ -240,7 +242,7 @@ def test_ocr_reports_why_it_cannot_run(monkeypatch):
 
 def test_oracle_scores_everything(icons):
     cfg = hs.EvalConfig(n_icons=40, limit=3, seed=0)
-    res = hs.evaluate(icons, hs.OracleGenerator(), cfg)
+    res = hs.evaluate(icons, gn.OracleGenerator(), cfg)
     for name, m in res.metrics["suites"].items():
         assert m["n"] == 3
         assert m[hs.SUITES[name].primary] == 1.0, name
@@ -259,9 +261,9 @@ def test_blank_generations_score_zero(icons):
 
 def test_suite_cases_do_not_depend_on_limit(icons):
     ctx = hs.EvalContext.build(icons, hs.EvalConfig(n_icons=40))
-    short = hs.run_suite(ctx, hs.SUITES["shapes_2"], hs.OracleGenerator())
+    short = hs.run_suite(ctx, hs.SUITES["shapes_2"], gn.OracleGenerator())
     ctx.cfg.limit = 4
-    quick = hs.run_suite(ctx, hs.SUITES["shapes_2"], hs.OracleGenerator())
+    quick = hs.run_suite(ctx, hs.SUITES["shapes_2"], gn.OracleGenerator())
     assert [c.sample.prompt for c in quick] == [c.sample.prompt for c in short[:4]]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from seedling.model.data import knowledge as kn
 from seedling.model.data.glyphs import MAX_GLYPH_CHARS, glyph_box_of, glyph_text, render_glyph
-from seedling.model.eval.detectors import normalize_text, ocr_word, tesseract_missing_reason
+from seedling.model.eval.ocr import normalize_text, ocr_word, tesseract_missing_reason
 
 
 def test_glyph_text_from_prompts():

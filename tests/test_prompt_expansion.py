@@ -19,6 +19,7 @@ from seedling.model.data import tasks as tk
 from seedling.model.data.icons import load_icons
 from seedling.model.prompt_expansion import lexicon as lx
 from seedling.model.prompt_expansion import parse as ps
+from seedling.model.prompt_expansion import story as st
 from seedling.model.prompt_expansion.evaluation import expected_prompts, is_correct, load_prompt_set
 from seedling.model.prompt_expansion.grounded import GroundedExpander
 from seedling.model.prompt_expansion.result import DECOMPOSE, PASSTHROUGH, REWRITE
@@ -235,13 +236,13 @@ def test_subject_cleanup():
 
 
 def test_story_structure():
-    s = ps.parse_story("first the fox wakes up, then it runs through the forest, finally it sleeps")
+    s = st.parse_story("first the fox wakes up, then it runs through the forest, finally it sleeps")
     assert s.panels == ["the fox wakes up", "it runs through the forest", "it sleeps"]
-    s = ps.parse_story("a cat: plays in the garden; eats dinner; sleeps at night")
+    s = st.parse_story("a cat: plays in the garden; eats dinner; sleeps at night")
     assert s.character == "a cat" and len(s.panels) == 3
-    assert ps.parse_story("a fox next to a tree") is None  # no sequence cue
-    assert ps.panel_scene("it sleeps under the moon")["background"] == "purple"
-    assert ps.panel_scene("far away in space") == {"size": "small", "position": None, "background": "purple"}
+    assert st.parse_story("a fox next to a tree") is None  # no sequence cue
+    assert st.panel_scene("it sleeps under the moon")["background"] == "purple"
+    assert st.panel_scene("far away in space") == {"size": "small", "position": None, "background": "purple"}
 
 
 # --------------------------------------------------------------------------------------------

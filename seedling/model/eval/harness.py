@@ -2,9 +2,9 @@
 
 Each suite draws its cases from `TaskSampler` with its own seeded generator, so a suite's cases
 do not depend on which other suites run or on `limit` (a quick run scores a prefix of the full
-run's cases). A generator turns a case (`Sample`) into output images: `PipelineGenerator` runs
-the model, `OracleGenerator` returns the ground-truth targets, which must score ~100% on every
-suite; that is the proof the judges work.
+run's cases). A generator (generators.py) turns a case (`Sample`) into output images:
+`PipelineGenerator` runs the model, `OracleGenerator` returns the ground-truth targets, which must
+score ~100% on every suite; that is the proof the judges work.
 
 Suites and their judges (model/eval/detectors.py):
   t2i_icons          retrieval among the evaluated icons (top-1, top-5) and among all icons
@@ -29,12 +29,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from PIL import Image
 
 from seedling.model.data import tasks as tk
 from seedling.model.data.icon_names import icon_names
 from seedling.model.data.icons import Icon
 from seedling.model.eval import detectors as det
+from seedling.model.eval import ocr
 from seedling.model.eval.free_phrasing import free_icon_cases
 
 PSNR_CAP = 60.0  # dB; identical pixels (PSNR = inf) count as this in means
@@ -61,80 +61,6 @@ class EvalConfig:
     preserve_db: float = 20.0
     preserve_db_icon: float = 16.0
     contact_per_suite: int = 8
-
-
-# --------------------------------------------------------------------------------------------
-# Generators
-# --------------------------------------------------------------------------------------------
-
-
-class OracleGenerator:
-    """Returns each case's ground-truth outputs: scores what the judges make of perfect images."""
-
-    name = "oracle"
-
-    def __call__(self, sample: tk.Sample, seed: int) -> list[np.ndarray]:
-        return [o.copy() for o in sample.outputs]
-
-
-class AutoencoderGenerator:
-    """Returns each case's ground truth after an autoencoder round trip.
-
-    What the judges make of these is the ceiling the model can reach through its decoder (and the
-    PSNR a perfect edit keeps outside the edited region without paste-back).
-    """
-
-    name = "oracle-ae"
-
-    def __init__(self, autoencoder):
-        self.autoencoder = autoencoder.eval()
-
-    def __call__(self, sample: tk.Sample, seed: int) -> list[np.ndarray]:
-        import torch
-
-        from seedling.model.autoencoder import images_to_tensor, tensor_to_images
-
-        with torch.no_grad():
-            x = images_to_tensor(sample.outputs)
-            rec = self.autoencoder.decode(self.autoencoder.encode(x))
-        return [np.asarray(im) for im in tensor_to_images(rec)]
-
-
-class PipelineGenerator:
-    """Generates each case with a `SeedlingPipeline` (None = the model's default for a setting)."""
-
-    name = "model"
-
-    def __init__(
-        self,
-        pipe,
-        steps: int | None = None,
-        guidance: float | None = None,
-        image_guidance: float | None = None,
-    ):
-        self.pipe, self.steps, self.guidance, self.image_guidance = pipe, steps, guidance, image_guidance
-
-    def __call__(self, sample: tk.Sample, seed: int) -> list[np.ndarray]:
-        res = self.pipe(
-            prompt=sample.prompt,
-            task=sample.task,
-            images=[Image.fromarray(r) for r in sample.refs] or None,
-            mask=Image.fromarray(sample.mask, "L") if sample.mask is not None else None,
-            num_outputs=len(sample.outputs),
-            steps=self.steps,
-            guidance=self.guidance,
-            image_guidance=self.image_guidance,
-            seed=seed,
-            height=tk.SIZE,
-            width=tk.SIZE,
-        )
-        outs = []
-        for im in res.images:
-            im = im.convert("RGB")
-            if im.size != (tk.SIZE, tk.SIZE):
-                im = im.resize((tk.SIZE, tk.SIZE), Image.LANCZOS)
-            outs.append(np.asarray(im))
-        return outs
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +107,7 @@ class EvalContext:
             index=det.IconIndex(icons),
             index_all=index_all,
             index_crop=det.IconIndex(icons, framing="crop", angles=(-10, -5, 0, 5, 10)),
-            ocr_missing=det.tesseract_missing_reason(),
+            ocr_missing=ocr.tesseract_missing_reason(),
             names=icon_names(all_icons),
         )
 
@@ -238,9 +164,9 @@ def _words_build(ctx, rng, n):
 
 
 def _words_score(ctx, s, out):
-    truth = det.normalize_text(s.meta["word"].text)
-    read = det.normalize_text(det.ocr_word(out[0]) or "")
-    return {"exact": read == truth, "cer": det.edit_distance(read, truth) / len(truth)}, {"read": read}
+    truth = ocr.normalize_text(s.meta["word"].text)
+    read = ocr.normalize_text(ocr.ocr_word(out[0]) or "")
+    return {"exact": read == truth, "cer": ocr.edit_distance(read, truth) / len(truth)}, {"read": read}
 
 
 def _charts_build(ctx, rng, n):
@@ -273,8 +199,8 @@ def _edit_score(ctx, s, out):
         info["background"] = det.dominant_border_color(gen)
         ok = info["background"] == meta["target_background"]
     elif kind == "word":
-        info["read"] = det.normalize_text(det.ocr_word(gen) or "")
-        ok = info["read"] == det.normalize_text(meta["target"].text)
+        info["read"] = ocr.normalize_text(ocr.ocr_word(gen) or "")
+        ok = info["read"] == ocr.normalize_text(meta["target"].text)
     else:
         raise ValueError(f"no judge for edit kind {kind!r}")
     threshold = ctx.cfg.preserve_db_icon if kind == "background" else ctx.cfg.preserve_db

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from seedling.atomic import write_atomic
 from seedling.configs import build_from
+from seedling.model.eval import generators as gn
 from seedling.model.eval import harness as hs
 from seedling.model.eval.contact_sheet import contact_sheet, render_cell
 
@@ -101,18 +102,18 @@ def main(argv=None) -> int:
 
     icons = load_icons(args.icon_cache)
     if args.oracle:
-        generate = hs.OracleGenerator()
+        generate = gn.OracleGenerator()
     elif args.oracle_ae:
         from seedling.model.autoencoder import Autoencoder, autoencoder_folder
 
-        generate = hs.AutoencoderGenerator(Autoencoder.from_pretrained(autoencoder_folder(args.oracle_ae)))
+        generate = gn.AutoencoderGenerator(Autoencoder.from_pretrained(autoencoder_folder(args.oracle_ae)))
     else:
         from seedling.model.pipeline import SeedlingPipeline
 
         pipe = SeedlingPipeline.from_pretrained(args.model)
         if args.quantize:
             pipe.quantize(args.quantize)
-        generate = hs.PipelineGenerator(pipe, args.steps, args.guidance, args.image_guidance)
+        generate = gn.PipelineGenerator(pipe, args.steps, args.guidance, args.image_guidance)
     # the options named like EvalConfig's fields set them
     cfg = build_from(hs.EvalConfig, args, suites=tuple(args.suites) if args.suites else None)
     t0 = time.perf_counter()

@@ -11,8 +11,9 @@ import math
 from seedling.model.data import knowledge as kn
 from seedling.model.data import tasks as tk
 from seedling.model.prompt_expansion import lexicon as lx
-from seedling.model.prompt_expansion.parse import ShapeScenePlan, panel_scene
+from seedling.model.prompt_expansion.parse import ShapeScenePlan
 from seedling.model.prompt_expansion.result import Match
+from seedling.model.prompt_expansion.story import panel_scene
 
 # Default places for n objects nobody placed: symmetric, then the rest of the grid.
 _DEFAULT_CELLS = {
