@@ -297,9 +297,9 @@ def test_a_tab_job_list_is_read_once_a_second_per_session_and_at_once_when_it_ch
 
     with gr.Blocks():
         tab_jobs = common.TabJobs(services, "gen")
-    views = []
-    real_view = services.jobs.view
-    monkeypatch.setattr(services.jobs, "view", lambda job_id: views.append(job_id) or real_view(job_id))
+    reads = []
+    real_views = services.jobs.views_of
+    monkeypatch.setattr(services.jobs, "views_of", lambda ids: reads.append(ids) or real_views(ids))
     clock = [100.0]
     monkeypatch.setattr(common.time, "monotonic", lambda: clock[0])
     a, b = (services.jobs.submit(make_spec("generate", prompt=f"fox {i}", steps=1)) for i in range(2))
@@ -309,10 +309,23 @@ def test_a_tab_job_list_is_read_once_a_second_per_session_and_at_once_when_it_ch
     assert [job_id for job_id, _ in first] == [a.id, b.id] and "position 2" in first[1][1]
     for _ in range(20):  # twenty updates within the second: no new reading
         assert tab_jobs.lines("s1") == first
-    assert len(views) == 2
+    assert len(reads) == 1
     clock[0] += common.LIST_EVERY_S
     tab_jobs.lines("s1")
-    assert len(views) == 4  # a second later: read again
+    assert len(reads) == 2  # a second later: read again
     tab_jobs.remove("s1", a.id)
     assert [job_id for job_id, _ in tab_jobs.lines("s1")] == [b.id]  # at once, not a second later
     assert tab_jobs.lines("s2") == []  # another session has its own list
+
+
+def test_a_job_list_is_read_in_two_queries_with_the_same_places_as_one_view_each(services):
+    jobs = [services.jobs.submit(make_spec("generate", prompt=f"fox {i}", steps=1)) for i in range(2)]
+    services.jobs.cancel(jobs[1].id)  # the test services queue at most 3 jobs
+    jobs += [services.jobs.submit(make_spec("generate", prompt=f"fox {i}", steps=1)) for i in range(2, 4)]
+    ids = [job.id for job in jobs] + [999_999]  # a job that does not exist is left out
+    batched = services.jobs.views_of(ids)
+    one_by_one = [services.jobs.view(job.id) for job in jobs]
+    assert [(v.job.id, v.job.status, v.queue_position) for v in batched] == [
+        (v.job.id, v.job.status, v.queue_position) for v in one_by_one
+    ]
+    assert [v.queue_position for v in batched] == [1, None, 2, 3]

@@ -127,6 +127,13 @@ class JobService:
         images = self._images.for_job(job.id) if job.status == JobStatus.SUCCEEDED else []
         return JobView(job=job, queue_position=position, images=images)
 
+    def views_of(self, job_ids: list[int]) -> list[JobView]:
+        """The views (without images) of the jobs among `job_ids` that exist, in their order, from
+        two reads however many they are: what a tab's job list shows."""
+        rows = self._jobs.get_many(job_ids)
+        places = self._jobs.queue_positions() if any(r.status == JobStatus.QUEUED for r in rows.values()) else {}
+        return [JobView(job=rows[i], queue_position=places.get(i), images=[]) for i in job_ids if i in rows]
+
     def inputs_in_use(self) -> set[int]:
         """Image ids that queued or running jobs will read (sources, masks, references, training
         pictures): emptying the trash keeps them, so a job never loses its input while it waits."""

@@ -218,6 +218,20 @@ class SqliteJobStore(JobStoreBase):
         with self._db.read() as s:
             return s.scalar(select(Job.preview_png).where(Job.id == job_id))
 
+    def get_many(self, job_ids: Iterable[int]) -> dict[int, JobRecord]:
+        """The rows of the jobs that exist among `job_ids`, in one read."""
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        with self._db.read() as s:
+            return {row.id: _record(row) for row in s.scalars(select(Job).where(Job.id.in_(ids)))}
+
+    def queue_positions(self) -> dict[int, int]:
+        """Every queued job's place in line (1 = next), in one read: the order queue_position counts."""
+        with self._db.read() as s:
+            queued = s.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED.value).order_by(*_QUEUE_ORDER))
+            return {job_id: place for place, job_id in enumerate(queued, start=1)}
+
     def list(self, statuses: Iterable[JobStatus] | None = None, limit: int = 100) -> list[JobRecord]:
         query = select(Job).order_by(Job.id.desc()).limit(limit)
         if statuses is not None:

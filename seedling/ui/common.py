@@ -366,11 +366,11 @@ class TabJobs:
             read = self._read.get(session)
             if read is not None and now - read[0] < LIST_EVERY_S:
                 return read[1]
-        lines = []
-        for job_id in ids:
-            view = self._services.jobs.view(job_id)
-            if not view.job.status.finished:
-                lines.append((job_id, _status_line(view.job, view.queue_position)))
+        lines = [
+            (view.job.id, _status_line(view.job, view.queue_position))
+            for view in self._services.jobs.views_of(ids)
+            if not view.job.status.finished
+        ]
         with self._lock:
             if self._active.get(session, []) == ids:  # nothing was added or removed meanwhile
                 self._read[session] = (now, lines)
