@@ -12,17 +12,23 @@ only reads and writes the text box, so whatever re-renders the page, the text st
 
 from __future__ import annotations
 
-import json
-
 import gradio as gr
 
-from seedling.backend.parameters import boxes_text
+from seedling.backend.parameters import boxes_text, parse_boxes
+from seedling.backend.specs import MIN_BOX_SIDE
+from seedling.model.data import tasks as tk
+from seedling.model.prompt_expansion.layouts import reference_boxes
 from seedling.ui.common import PRIVATE, Dropdown, Textbox
 from seedling.ui.fields import Field
 
 FREE = "free (no boxes)"
 CUSTOM = "custom"
-SIDE = 128  # the training layouts (model/data/tasks.py LAYOUTS) are drawn on 128 px
+SIDE = tk.SIZE  # the training layouts are drawn on this many px
+
+
+def _training(name: str) -> list:
+    """A training layout's boxes in slot order, as fractions: where the model learned to place."""
+    return reference_boxes(name, list(range(len(tk.LAYOUTS[name][0]))))
 
 
 def _px(*boxes) -> list[tuple[float, float, float, float]]:
@@ -30,9 +36,9 @@ def _px(*boxes) -> list[tuple[float, float, float, float]]:
 
 
 def _side_by_side(n: int) -> list:
-    if n == 3:  # the training layout "thirds", exactly
-        return _px((0, 43, 42, 85), (43, 43, 85, 85), (86, 43, 128, 85))
-    side = SIDE // n  # n squares in a row, centred: "halves" for two
+    if n in (2, 3):  # the training layouts "halves" and "thirds", exactly
+        return _training("halves" if n == 2 else "thirds")
+    side = SIDE // n  # n squares in a row, centred
     return _px(*((i * side, (SIDE - side) // 2, (i + 1) * side, (SIDE + side) // 2) for i in range(n)))
 
 
@@ -41,13 +47,9 @@ def _top_and_bottom(n: int) -> list:
 
 
 def _grid(n: int) -> list:
-    cells = {  # quadrants; three are the training layout "two_over_one"
-        1: [(0, 0, 128, 128)],
-        2: [(0, 0, 64, 64), (64, 64, 128, 128)],
-        3: [(0, 0, 64, 64), (64, 0, 128, 64), (32, 64, 96, 128)],
-        4: [(0, 0, 64, 64), (64, 0, 128, 64), (0, 64, 64, 128), (64, 64, 128, 128)],
-    }
-    return _px(*cells[n])
+    if n in (3, 4):  # the training layouts "two_over_one" and "quadrants"
+        return _training("two_over_one" if n == 3 else "quadrants")
+    return _px(*{1: [(0, 0, 128, 128)], 2: [(0, 0, 64, 64), (64, 64, 128, 128)]}[n])
 
 
 LAYOUTS = {"side by side": _side_by_side, "top and bottom": _top_and_bottom, "grid 2x2": _grid}
@@ -103,11 +105,8 @@ def parse_text(text: str | None) -> list | None:
     text = (text or "").strip()
     if not text:
         return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, list):
+    value = parse_boxes(text)
+    if value is None:
         raise gr.Error(
             "The boxes are not a JSON list: give one [x0, y0, x1, y1] (fractions of the picture) or "
             "null per reference, e.g. [[0, 0.25, 0.5, 0.75], [0.5, 0.25, 1, 0.75]], or leave them empty."
@@ -118,7 +117,7 @@ def parse_text(text: str | None) -> list | None:
 def spec_boxes(text, layout, *refs) -> list | None:
     """The spec's boxes: the text when it has any, else the named layout's for the references given."""
     boxes = parse_text(text)
-    return boxes if boxes is not None else layout_boxes(layout, sum(r is not None for r in refs))
+    return boxes if boxes is not None else layout_boxes(layout, _count(refs))
 
 
 def fields(refs: tuple[str, ...]) -> tuple[Field, Field]:
@@ -236,7 +235,7 @@ def canvas_js(prefix: str, slots: int) -> str:
     return (
         _CANVAS_JS.replace("__PREFIX__", prefix)
         .replace("__SLOTS__", str(slots))
-        .replace("__MIN__", repr(1 / 16))
+        .replace("__MIN__", repr(MIN_BOX_SIDE))
     )
 
 
