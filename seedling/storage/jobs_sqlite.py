@@ -227,7 +227,8 @@ class SqliteJobStore(JobStoreBase):
             return {row.id: _record(row) for row in s.scalars(select(Job).where(Job.id.in_(ids)))}
 
     def queue_positions(self) -> dict[int, int]:
-        """Every queued job's place in line (1 = next), in one read: the order queue_position counts."""
+        """Every queued job's place in line (1 = next), in one read. Queue order is (queued_at, id):
+        a requeued fine-tune job goes behind later jobs."""
         with self._db.read() as s:
             queued = s.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED.value).order_by(*_QUEUE_ORDER))
             return {job_id: place for place, job_id in enumerate(queued, start=1)}
@@ -248,22 +249,7 @@ class SqliteJobStore(JobStoreBase):
             )
 
     def queue_position(self, job_id: int) -> int | None:
-        with self._db.read() as s:
-            row = s.execute(select(Job.status, Job.queued_at).where(Job.id == job_id)).first()
-            if row is None or row.status != JobStatus.QUEUED.value:
-                return None
-            # queue order is (queued_at, id): a requeued fine-tune job goes behind later jobs
-            queued_at = row.queued_at if row.queued_at is not None else 0.0
-            ahead = s.scalar(
-                select(func.count())
-                .select_from(Job)
-                .where(
-                    Job.status == JobStatus.QUEUED.value,
-                    (func.coalesce(Job.queued_at, 0.0) < queued_at)
-                    | ((func.coalesce(Job.queued_at, 0.0) == queued_at) & (Job.id < job_id)),
-                )
-            )
-            return int(ahead) + 1
+        return self.queue_positions().get(job_id)
 
     def requeue(self, job_id: int) -> bool:
         with self._db.write() as s:
