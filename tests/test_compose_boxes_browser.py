@@ -30,7 +30,8 @@ DRAWN = """
 }
 """
 SIDE_BY_SIDE = [[0.0, 0.25, 0.5, 0.75], [0.5, 0.25, 1.0, 0.75]]
-PLACED = [[0.0, 0.0, 0.5, 0.5], [0.5, 0.25, 0.875, 0.625]]  # box 1 dragged up, box 2's corner pulled in
+MOVED = [[0.0, 0.0, 0.5, 0.5], [0.5, 0.25, 1.0, 0.75]]  # box 1 dragged up
+PLACED = [[0.0, 0.0, 0.5, 0.5], [0.5, 0.25, 0.875, 0.625]]  # then box 2's corner pulled in
 
 
 def _new_page(browser, app):  # noqa: F811
@@ -103,6 +104,12 @@ def test_boxes_placed_on_the_canvas_run_and_come_back_with_the_image(app, browse
     boxes = page.locator("#compose-canvas-frame .seedling-box")
     one = boxes.nth(0).bounding_box()
     _drag(page, (one["x"] + one["width"] / 2, one["y"] + one["height"] / 2), (0, -side / 4))
+    # the drag rewrites the text, the canvas redraws from it and the server answers with the
+    # layout 'custom': grab the next handle only once all of that has settled, or it may be
+    # measured in the instant its box is replaced (bounding_box() is None then)
+    _wait_drawn(page, MOVED)
+    page.wait_for_function("() => document.querySelector('#compose-layout input').value === 'custom'")
+    _wait_drawn(page, MOVED)
     handle = boxes.nth(1).locator(".seedling-handle").bounding_box()
     _drag(
         page, (handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2), (-side / 8, -side / 8)
