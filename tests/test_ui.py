@@ -167,6 +167,51 @@ def test_a_waiting_request_is_woken_by_the_one_job_reader_not_by_polling(service
         assert all(a != b for a, b in itertools.pairwise(lines)) and "done" in lines[-1]
 
 
+def test_a_waiting_request_makes_its_lines_from_the_reader_not_from_the_database(services):
+    """Each job that ends moves every waiting request's place in line: the line is made from the
+    job reader's state, so a request reads its job's row only when it starts and when it ends
+    (a read per request per move was most of the app's database time at 8 clients x 4 jobs)."""
+    import threading
+    import time
+
+    jobs = [services.jobs.submit(make_spec("generate", prompt=f"fox {i}", steps=1)) for i in range(3)]
+    last = jobs[-1].id
+    reads: list[int] = []
+    view = services.jobs.view
+
+    def counted(job_id):
+        reads.append(job_id)
+        return view(job_id)
+
+    services.jobs.view = counted
+    said: list[str] = []
+
+    def wait_for():
+        for update in watch(services, last):
+            said.append(update.status)
+
+    thread = threading.Thread(target=wait_for, daemon=True)
+    thread.start()
+
+    def until(text):
+        deadline = time.monotonic() + 20
+        while not any(text in line for line in said) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any(text in line for line in said), said
+
+    until("position 3")
+    execute_next(services.huey)
+    until("position 2")
+    execute_next(services.huey)
+    until("position 1")
+    execute_next(services.huey)
+    thread.join(timeout=20)
+    assert "done" in said[-1]
+    # the first read, the one at the end, and at most one more if a wait ended before the reader
+    # had read the job (a loaded machine)
+    assert 2 <= reads.count(last) <= 3, reads
+
+
 def test_a_request_still_waiting_when_the_reader_closes_polls_instead_of_spinning(services):
     """App shutdown closes the job reader while requests may still wait: each then re-reads its job
     every CLOSED_WAIT_S (as the old polling did), not in a busy loop at full CPU."""
@@ -201,6 +246,16 @@ def test_every_gallery_shows_whole_pictures(services):
     demo = build_ui(services)
     galleries = [c for c in demo.blocks.values() if isinstance(c, gr.Gallery)]
     assert len(galleries) >= 7 and {(g.object_fit, g.fit_columns) for g in galleries} == {("contain", False)}
+
+
+def test_the_gallery_is_gradios_gallery_with_its_schema_made_once():
+    """WholeGallery is drawn by Gallery's frontend with Gallery's API schema, computed once per
+    process rather than once per instance (Gradio makes an instance per skipped update)."""
+    from seedling.ui.gallery import WholeGallery
+
+    plain, ours = gr.Gallery(render=False), WholeGallery(render=False)
+    assert ours.get_block_name() == "gallery" and ours.api_info() == plain.api_info()
+    assert WholeGallery(render=False).api_info() is ours.api_info()
 
 
 def _inpaint_image(services):

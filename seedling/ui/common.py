@@ -9,7 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import gradio as gr
 from PIL import Image
@@ -17,7 +17,10 @@ from PIL import Image
 from seedling.backend import worker_status
 from seedling.backend.errors import JobError
 from seedling.backend.history import decode_image
+from seedling.backend.job_events import JobState
+from seedling.backend.jobs import JobView
 from seedling.backend.services import Services
+from seedling.ui.gallery import WholeGallery
 from seedling.backend.specs import MAX_SEED, JobSpec, make_spec
 from seedling.storage.files import StorageError
 from seedling.storage.images_common import ImageRecord, Relative
@@ -127,7 +130,7 @@ def Gallery(**kwargs) -> gr.Gallery:
     and a cell stays one column wide when there are fewer pictures than columns (Gradio's
     fit_columns would grow a single result's square cell to the full width, taller than the box,
     which then cuts it off)."""
-    return gr.Gallery(object_fit="contain", fit_columns=False, **kwargs)
+    return WholeGallery(object_fit="contain", fit_columns=False, **kwargs)
 
 
 def _readable_factory(cls):
@@ -260,9 +263,9 @@ def watch(services: Services, job_id: int, progress: gr.Progress | None = None) 
         return
     events = services.events
     with events.watching(job_id):
-        state, last_step, said, said_at = None, -1, None, -SAY_QUEUED_EVERY_S
+        state, view, last_step, said, said_at = None, None, -1, None, -SAY_QUEUED_EVERY_S
         while True:
-            view = services.jobs.view(job_id)
+            view = _current_view(services, job_id, view, state)
             pause = SAY_EVERY_S if view.job.status == JobStatus.RUNNING else SAY_QUEUED_EVERY_S
             quiet_for = pause - (time.monotonic() - said_at)  # > 0: spoke too recently
             update, last_step = _job_update(services, view, last_step, with_preview=quiet_for <= 0)
@@ -280,6 +283,17 @@ def watch(services: Services, job_id: int, progress: gr.Progress | None = None) 
                 state = events.wait(job_id, events.state(job_id), quiet_for)
             else:
                 state = events.wait(job_id, state, WAIT_S)
+
+
+def _current_view(services: Services, job_id: int, last: JobView | None, state: JobState | None) -> JobView:
+    """The job as the next update shows it. While it waits or runs, everything its status line
+    needs (status, step, place in line) is in the job reader's state, so no database read: each
+    job that ends moves every waiting request's place, and a read per request per move was most of
+    the app's database time under load. The row is read the first time and once the job ended."""
+    if last is None or state is None or state.finished:
+        return services.jobs.view(job_id)
+    job = replace(last.job, status=JobStatus(state.status), progress_step=state.step, progress_total=state.total)
+    return JobView(job=job, queue_position=state.position, images=[])
 
 
 def _watch_polling(services: Services, job_id: int, progress: gr.Progress | None) -> Iterator[JobUpdate]:
