@@ -18,6 +18,7 @@ N_REFS_OUTPUTS = {  # task -> (allowed ref counts, allowed output counts)
     "compose": ({2, 3, 4}, {1}),
     "storyboard": ({0}, {2, 3, 4}),
     "style": ({1}, {1}),
+    **{task: ({1}, {1}) for task in ("edges", "sketch", "colourise", "upscale")},
 }
 
 
@@ -70,7 +71,7 @@ def test_sample_shapes(sampler, task):
     refs_ok, outs_ok = N_REFS_OUTPUTS[task]
     for _ in range(30):
         s = sampler.sample(task, rng)
-        assert s.task == task and s.prompt
+        assert s.task == task and (s.prompt or task == "upscale")
         assert len(s.refs) in refs_ok and len(s.outputs) in outs_ok
         for im in s.refs + s.outputs:
             assert im.shape == (128, 128, 3) and im.dtype == np.uint8
@@ -79,6 +80,29 @@ def test_sample_shapes(sampler, task):
             assert set(np.unique(s.mask)) <= {0, 255} and s.mask.any()
         else:
             assert s.mask is None
+
+
+def test_every_image_yields_a_sample_of_each_control_task(sampler):
+    """The control is made from the target by controls.CONTROLS (deterministic); the prompt is the
+    t2i caption (an upscale's is empty half the time); an upscale says its factor and small image."""
+    from seedling.model.data import controls as ctl
+
+    rng = np.random.default_rng(5)
+    for task, kind in (("edges", "edges"), ("sketch", "sketch"), ("colourise", "colourise")):
+        source = sampler.t2i(rng)
+        s = getattr(sampler, task)(rng, source)
+        assert s.prompt == source.prompt and s.meta["control"] == kind
+        assert np.array_equal(s.refs[0], ctl.CONTROLS[kind](source.outputs[0]))
+        assert np.array_equal(s.outputs[0], source.outputs[0])
+    ups = [sampler.upscale(rng) for _ in range(40)]
+    assert {u.meta["factor"] for u in ups} == {2, 4}
+    assert 5 < sum(u.prompt == "" for u in ups) < 35
+    for u in ups[:6]:
+        f = u.meta["factor"]
+        assert u.meta["small"].shape == (128 // f, 128 // f, 3)
+        assert np.array_equal(u.refs[0], ctl.upsample_bicubic(u.meta["small"], (128, 128)))
+    with pytest.raises(ValueError, match="factors"):
+        sampler.upscale(rng, factor=3)
 
 
 def test_storyboard_panel_count_parameter(icons):
@@ -101,7 +125,7 @@ def test_t2i_mix_weights(icons):
 
 def test_unknown_task_is_an_error(sampler):
     with pytest.raises(ValueError, match="unknown task"):
-        sampler.sample("upscale")
+        sampler.sample("outpaint")
 
 
 # -- edits and masks ----------------------------------------------------------------------------

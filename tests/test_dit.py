@@ -142,3 +142,38 @@ def test_large_config_builds_on_meta():
 def test_default_config_size():
     m = UnifiedDiT(DiT_configs["default"]())
     assert 5e6 < m.num_parameters() < 20e6
+
+
+def test_with_tasks_adds_control_tasks_and_keeps_every_old_task_exact():
+    """A trained model learns new tasks from its own weights: the old tasks keep their ids and give
+    the same outputs; a new task starts from the edit task's embedding (so, untrained, it acts as
+    an edit of its control picture); more tasks than spare rows grow the embedding."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    cfg = replace(DiT_tiny(), tasks=("t2i", "edit", "inpaint", "compose", "storyboard", "style"), num_tasks=8)
+    old = UnifiedDiT(cfg).eval()
+    for p in old.parameters():
+        p.add_(torch.randn_like(p) * 0.05)
+    new = old.with_tasks(["edges", "sketch", "colourise", "upscale"]).eval()
+    assert new.dims.tasks[:6] == old.dims.tasks and new.dims.tasks[6:] == ("edges", "sketch", "colourise", "upscale")
+    assert new.dims.num_tasks == 10 and new.task_embed.weight.shape[0] == 10
+    x, t, d, st, po, refs = inputs(old, N=1)
+    for task in ("t2i", "edit", "compose"):
+        r = [] if task == "t2i" else refs
+        assert torch.equal(old(x, t, st, po, task, r, d=d), new(x, t, st, po, task, r, d=d)), task
+    assert torch.equal(new(x, t, st, po, "edges", refs, d=d), old(x, t, st, po, "edit", refs, d=d))
+    assert new.with_tasks(["edges"]).dims.tasks == new.dims.tasks  # known tasks: nothing added
+    with pytest.raises(ValueError, match="unknown task"):
+        old.with_tasks(["outpaint"])
+    with pytest.raises(ValueError, match="unknown task 'edges'; the model knows"):
+        old(x, t, st, po, "edges", refs, d=d)
+
+
+def test_a_new_model_knows_every_task_of_the_table():
+    from seedling.model.task_table import TASK_NAMES
+
+    m = UnifiedDiT(DiT_tiny())
+    assert m.dims.tasks == TASK_NAMES and m.task_embed.weight.shape[0] >= len(TASK_NAMES)
+    with pytest.raises(ValueError, match="do not fit"):
+        UnifiedDiT(DiT_tiny().__class__(**{**DiT_tiny().to_dict(), "num_tasks": 4}))

@@ -234,3 +234,31 @@ def test_reference_boxes_cached_equals_uncached(pipe):
 def test_bad_boxes_are_sentences(pipe, boxes, match):
     with pytest.raises(ValueError, match=match):
         pipe(prompt="x", task="compose", images=[rgb(1), rgb(2)], height=64, width=64, steps=1, boxes=boxes)
+
+
+def test_control_tasks_take_their_picture_at_the_output_size(pipe):
+    """edges/sketch/colourise/upscale: one control picture, resized to the output (bicubic for an
+    upscale's small picture, as in training), turned gray for colourise; edges keep the source size."""
+    from seedling.model.pipeline import control_input
+
+    small = rgb(3, (16, 16))
+    up = control_input("upscale", small, 64, 64)
+    assert up.size == (64, 64) and np.array_equal(np.asarray(up), np.asarray(small.resize((64, 64), Image.BICUBIC)))
+    gray = np.asarray(control_input("colourise", rgb(4), 64, 64))
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    assert control_input("edges", rgb(5), 64, 64).size == (64, 64)
+    res = pipe(prompt="a fox", task="edges", images=[rgb(6, (64, 48))], steps=2, seed=0)
+    assert res.images[0].size == (64, 48)  # keeps the control's size
+    res = pipe(prompt="", task="upscale", images=[small], steps=2, seed=0, height=64, width=64)
+    assert res.images[0].size == (64, 64)
+
+
+def test_a_task_the_model_was_not_trained_for_is_a_sentence(pipe):
+    from dataclasses import replace
+
+    from seedling.model.dit import UnifiedDiT
+
+    six = UnifiedDiT(replace(pipe.dit.dims, tasks=pipe.dit.dims.tasks[:6], num_tasks=8))
+    old = SeedlingPipeline(six, pipe.autoencoder, pipe.text_encoder)
+    with pytest.raises(ValueError, match="this model was not trained for the 'sketch' task"):
+        old(prompt="a fox", task="sketch", images=[rgb(0)], height=64, width=64, steps=1)

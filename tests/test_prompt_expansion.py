@@ -23,6 +23,7 @@ from seedling.model.prompt_expansion import story as st
 from seedling.model.prompt_expansion.evaluation import expected_prompts, is_correct, load_prompt_set
 from seedling.model.prompt_expansion.grounded import GroundedExpander
 from seedling.model.prompt_expansion.result import DECOMPOSE, PASSTHROUGH, REWRITE
+from seedling.model.task_table import STUDIO_TASKS
 
 PROMPTS = Path(__file__).parent / "data" / "pe_prompts.jsonl"
 # Measured 0.947 (162/171) on this set; the misses are MiniLM neighbours ("a chimp" -> "wind chime").
@@ -51,7 +52,7 @@ def _training_captions(icons, per_task: int = 250):
     # The expander's vocabulary is the shipped model's: its captions are the "v1" style (the
     # rich captions of new training runs join the vocabulary with the model trained on them).
     sampler = tk.TaskSampler(icons, 0, captions="v1")
-    for task in tk.TASKS:
+    for task in STUDIO_TASKS:  # the studio's tasks: the control tasks' prompts are t2i captions
         out += [(sampler.sample(task, rng).prompt, task) for _ in range(per_task)]
     for kind in tk.T2I_KINDS:  # every t2i family, whatever the mix
         out += [(sampler.t2i(rng, kind).prompt, "t2i") for _ in range(per_task // 2)]

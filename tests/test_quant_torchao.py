@@ -18,12 +18,20 @@ from seedling.kernels.step_plan import block_modulations
 import seedling.kernels.quant as quant_module
 from seedling.kernels.packed import pack_linears
 from seedling.kernels.quant import TORCHAO_MODES, quantize, weight_bytes
+from seedling.kernels.quant_packed import int8_gemm_saturates
 from seedling.kernels.quant_torchao import TorchaoLinear
 
 
 @pytest.fixture
 def torchao():
     return pytest.importorskip("torchao", reason="torchao is not installed: the torchao backend is optional")
+
+
+# torchao's int8 x int8 matmul saturates where the CPU has no VNNI (AVX2): its full-range int8
+# activations lose precision there (docs/acceleration.md, "AVX2 path"). Measured on an AMD EPYC
+# without AVX512 (int8_gemm_saturates() True): w8a8 layer 1.99e-2, block 4.75e-2; with VNNI the
+# shared TOLERANCE holds.
+TORCHAO_TOLERANCE = {**TOLERANCE, "w8a8": (3e-2, 7e-2)} if int8_gemm_saturates() else TOLERANCE
 
 
 @pytest.mark.parametrize("mode", sorted(TORCHAO_MODES))
@@ -36,9 +44,9 @@ def test_torchao_mode_close_to_fp32_and_smaller(torchao, mode):
     assert type(q.head) is nn.Linear  # the default skip applies to every backend
     with torch.no_grad():
         ref, y = fp(x), q(x)
-        assert rel_error(q.up(x), fp.up(x)) <= TOLERANCE[mode][0]
+        assert rel_error(q.up(x), fp.up(x)) <= TORCHAO_TOLERANCE[mode][0]
     assert y.shape == ref.shape and y.dtype == ref.dtype
-    assert rel_error(y, ref) <= TOLERANCE[mode][1]
+    assert rel_error(y, ref) <= TORCHAO_TOLERANCE[mode][1]
     assert weight_bytes(q) / weight_bytes(fp) <= MEMORY_RATIO[mode]
     assert fp.up.weight is kept and type(kept) is nn.Parameter  # the fp model is not touched
 

@@ -7,11 +7,14 @@ import typing
 import pytest
 
 from seedling.model.task_table import (
+    CONTROL_TASKS,
+    STUDIO_TASKS,
     TASK_NAMES,
     TASKS,
     Limits,
     check_size,
     max_outputs,
+    model_tasks,
     size_grid,
     size_grid_of,
     size_ok,
@@ -34,7 +37,7 @@ def test_tasks_match_the_model_and_storage_roles():
     for t in TASKS.values():
         assert set(t.roles) <= roles
         assert t.outputs.contains(t.default_outputs)
-        assert t.ui_tab in ("generate", "edit", "compose", "storyboard")
+        assert t.ui_tab in ("generate", "edit", "compose", "storyboard") or (t.control and t.ui_tab is None)
     assert task_spec("inpaint").mask and not task_spec("edit").mask
     assert task_spec("compose").role_of(3) == "reference"
     with pytest.raises(ValueError, match="unknown task 'paint'"):
@@ -59,7 +62,7 @@ def test_job_specs_agree_with_the_table():
     lim = Limits()
     kinds = {"t2i": specs.GenerateSpec, "edit": specs.EditSpec, "inpaint": specs.InpaintSpec,
              "compose": specs.ComposeSpec, "storyboard": specs.StoryboardSpec, "style": specs.StyleSpec}
-    assert set(kinds) == set(TASK_NAMES)
+    assert set(kinds) == set(STUDIO_TASKS)  # the control tasks have no job kind yet
 
     def bounds(cls, field):
         meta = cls.model_fields[field].metadata
@@ -110,3 +113,21 @@ def test_pipeline_reads_the_table():
     assert len(res.images) == task_spec("storyboard").default_outputs
     assert np.asarray(res.images[0]).shape == (32, 32, 3)
 
+
+
+def test_control_tasks_are_model_side_tasks_of_the_table():
+    """Edges, sketch, colourise and upscale: one control picture in, at the output's positions;
+    the studio offers them once they have a job kind (no tab, no Upscale button yet)."""
+    from seedling.ui.blocks import TAB_FOR_KIND
+    from seedling.ui.results import offered_actions
+
+    assert CONTROL_TASKS == ("edges", "sketch", "colourise", "upscale")
+    assert STUDIO_TASKS == TASK_NAMES[:6]
+    for name in CONTROL_TASKS:
+        t = task_spec(name)
+        assert t.control and t.ui_tab is None and t.roles == ("control",) and t.references == t.references.__class__(1, 1)
+        assert name not in TAB_FOR_KIND
+    assert task_spec("edges").keeps_source_size and not task_spec("upscale").keeps_source_size
+    assert "upscale" not in {a.name for a in offered_actions()}
+    # the shipped model knows the six first tasks; a model folder says which it has
+    assert model_tasks("assets/default") == STUDIO_TASKS

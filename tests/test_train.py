@@ -178,3 +178,43 @@ def test_task_weights_change_the_mix_and_bad_ones_are_sentences():
     with pytest.raises(SystemExit):
         train.main(["--task-weights", "painting=2", "--out", "/nonexistent"])
     assert train._task_weights("compose=0.5, t2i=1") == {"compose": 0.5, "t2i": 1.0}
+
+
+def test_control_tasks_join_the_mix_only_with_a_weight():
+    assert not set(task_probs(1.0)) & {"edges", "sketch", "colourise", "upscale"}
+    mix = task_probs(1.0, {"edges": 0.3, "upscale": 0.2, "storyboard": 0})
+    assert {"edges", "upscale"} <= set(mix) and "storyboard" not in mix and "sketch" not in mix
+    assert set(task_probs(0.2, {"edges": 0.3})) == {"t2i", "edit", "inpaint"}  # the curriculum still holds
+    assert train._task_weights("edges=0.2") == {"edges": 0.2}
+
+
+def test_a_run_from_init_adds_the_control_tasks_it_weights(tmp_path, monkeypatch):
+    """--init from a model trained without the control tasks, --task-weights naming them: the run's
+    model knows them (their embedding rows start from the edit task's), trains them, and a resume
+    keeps them; a run that cannot add them (no --init) says so."""
+    from dataclasses import replace
+
+    from seedling.model.dit import DiT_tiny, UnifiedDiT
+
+    torch.manual_seed(0)
+    Autoencoder(AE_CONFIGS["tiny"]).save_pretrained(tmp_path / "ae")
+    six = replace(DiT_tiny(), tasks=("t2i", "edit", "inpaint", "compose", "storyboard", "style"), num_tasks=8)
+    UnifiedDiT(six).save_pretrained(tmp_path / "init" / "dit")
+    monkeypatch.setattr(train, "draw_task", lambda rng, progress, weights=None: "edges")
+    args = ["--ae", str(tmp_path / "ae"), "--config", "tiny", "--token-budget", "400", "--max-steps", "10",
+            "--threads", "1", "--out", str(tmp_path / "run"), "--no-curriculum", "--task-weights", "edges=0.5,upscale=0.2"]
+    train.main(args + ["--init", str(tmp_path / "init"), "--stop-after", "1"])
+    train.main(args + ["--stop-after", "1"])  # resumes: the checkpoint's config has the tasks
+    ck = latest_checkpoint(tmp_path / "run")
+    cfg = json.loads((ck / "config.json").read_text())
+    assert cfg["tasks"][:6] == list(six.tasks) and cfg["tasks"][6:] == ["edges", "upscale"]
+    weights = load_file(str(ck / "model.safetensors"))["task_embed.weight"]
+    init = load_file(str(weights_path(tmp_path / "init" / "dit")))["task_embed.weight"]
+    assert weights.shape[0] == 8  # two new tasks fit the spare rows
+    for row in (6, 7):  # edges and upscale start from the edit task's row (two warm-up steps move little)
+        assert (weights[row] - init[1]).abs().max() < 0.05
+    assert (weights[:6] - init[:6]).abs().max() < 0.05
+    rows = [r.split(",") for r in (tmp_path / "run" / "loss.csv").read_text().splitlines()]
+    assert [r[rows[0].index("task")] for r in rows[1:]] == ["edges", "edges"]
+    with pytest.raises(SystemExit, match="does not know"):  # a run without --init cannot add a task
+        train.main(args + ["--task-weights", "sketch=1", "--stop-after", "1"])

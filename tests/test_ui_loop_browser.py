@@ -129,7 +129,9 @@ def test_each_click_is_a_job_listed_with_its_place_and_a_cancel(browser, tmp_pat
     from seedling.storage.db import Database
     from seedling.storage.jobs_sqlite import SqliteJobStore
 
-    slow = AppProcess(tmp_path / "data", tiny_model_dir, step_delay_s=0.6).start()  # ~2.4 s a job
+    # ~6 s a job: the Cancel click must land while job 1 still runs; when job 1 ends its row
+    # leaves the list and job 3's button moves up (a click at that moment can land on job 2's)
+    slow = AppProcess(tmp_path / "data", tiny_model_dir, step_delay_s=1.5).start()
     try:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.set_default_timeout(TIMEOUT_MS)

@@ -44,8 +44,9 @@ from seedling.model.layers import (
 )
 from seedling.model.modeling import SeedlingModelMixin
 from seedling.model.rope import Rope3D, apply_rope_complex, image_positions, text_positions
+from seedling.model.task_table import TASK_NAMES
 
-TASKS = ("t2i", "edit", "inpaint", "compose", "storyboard", "style")
+TASKS = TASK_NAMES  # a new model knows every task of the table; a saved one, its config's `tasks`
 
 
 @dataclass
@@ -61,7 +62,7 @@ class DiTConfig(JsonConfig):
     rope_axes: tuple[int, int, int] = (16, 24, 24)  # head_dim split over (index, row, col)
     rope_theta: float = 10000.0
     ref_index_offset: int = 16  # references live at image indices 16, 17, ...: disjoint from outputs
-    num_tasks: int = 8  # 6 used (TASKS) + room to extend without reshaping the embedding
+    num_tasks: int = 12  # 10 used (TASKS) + room to extend without reshaping the embedding
     attention_backend: str = "split"
     tasks: tuple[str, ...] = TASKS
     reference_boxes: bool = False  # trained with references placed in boxes (rope.box_positions)
@@ -222,7 +223,7 @@ class UnifiedDiT(SeedlingModelMixin):
     def __init__(self, width: int = 256, depth: int = 8, heads: int = 4, mlp_ratio: float = 4.0,
                  latent_channels: int = 8, patch: int = 2, text_dim: int = 384, text_len: int = 32,
                  rope_axes: tuple[int, int, int] = (16, 24, 24), rope_theta: float = 10000.0,
-                 ref_index_offset: int = 16, num_tasks: int = 8, attention_backend: str = "split",
+                 ref_index_offset: int = 16, num_tasks: int = 12, attention_backend: str = "split",
                  tasks: tuple[str, ...] = TASKS, reference_boxes: bool = False):
         super().__init__()
         if isinstance(width, DiTConfig):  # the pre-diffusers call: UnifiedDiT(cfg)
@@ -230,6 +231,8 @@ class UnifiedDiT(SeedlingModelMixin):
         cfg = DiTConfig.from_dict({k: self.config[k] for k in DiTConfig.__dataclass_fields__})
         if sum(cfg.rope_axes) != cfg.head_dim:
             raise ValueError(f"rope_axes {cfg.rope_axes} must sum to head_dim {cfg.head_dim}")
+        if len(cfg.tasks) > cfg.num_tasks:
+            raise ValueError(f"{len(cfg.tasks)} tasks do not fit a task embedding of num_tasks={cfg.num_tasks}")
         self.dims = cfg
         D, C, p = cfg.width, cfg.latent_channels, cfg.patch
         self.out_embed = nn.Linear(C * p * p, D)  # noisy output latents
@@ -407,3 +410,28 @@ class UnifiedDiT(SeedlingModelMixin):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def with_tasks(self, tasks, like: str = "edit") -> UnifiedDiT:
+        """A copy of this model that also knows `tasks` (names of the task table it lacks): every
+        weight copied, each new task's embedding row started from the `like` task's (a control
+        picture at the output's positions is read as an edit's source is), and the embedding
+        grown when the new tasks do not fit its spare rows. Tasks it knows already are kept where
+        they are, so its old task ids still mean the same."""
+        known = tuple(self.dims.tasks)
+        new = tuple(t for t in dict.fromkeys(tasks) if t not in known)
+        unknown = [t for t in new if t not in TASK_NAMES]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; the task table has {list(TASK_NAMES)}")
+        if like not in known:
+            raise ValueError(f"the model does not know the task {like!r} to start the new tasks from")
+        cfg = replace(self.dims, tasks=known + new, num_tasks=max(self.dims.num_tasks, len(known) + len(new)))
+        grown = UnifiedDiT(cfg).to(self.task_embed.weight.device)
+        state = self.state_dict()
+        table = state.pop("task_embed.weight")
+        rows = grown.task_embed.weight.detach().clone()
+        rows.zero_()
+        rows[: len(known)] = table[: len(known)]
+        rows[len(known) : len(known) + len(new)] = table[known.index(like)]
+        state["task_embed.weight"] = rows
+        grown.load_state_dict(state)
+        return grown.to(self.task_embed.weight.dtype)

@@ -85,6 +85,17 @@ class PipelineOutput:
     parameters: dict = field(default_factory=dict)
 
 
+def control_input(task: str, image: Image.Image, width: int, height: int) -> Image.Image:
+    """A control picture as the model was trained on it, at the output's size: a low-resolution
+    picture bicubic-upsampled (upscale), a colour one turned gray (colourise; gray stays gray);
+    edges and sketches as given (white edges on black, dark strokes on white), resized."""
+    if task == "colourise":
+        image = image.convert("L").convert("RGB")
+    if image.size == (width, height):
+        return image
+    return image.resize((width, height), Image.BICUBIC if task == "upscale" else Image.LANCZOS)
+
+
 def default_scheduler(shift: float = 1.0) -> FlowMatchEulerDiscreteScheduler:
     """The diffusers scheduler equal to our sampler's time grid and Euler update: flow matching,
     x_{t'} = x_t + (t' - t) v, times shifted by t' = s t / (1 + (s - 1) t) (tests/test_diffusers_native.py)."""
@@ -220,6 +231,10 @@ class SeedlingPipeline(DiffusionPipeline):
     def _check(self, task, images, mask, num_outputs, steps, guidance, image_guidance, height, width):
         spec = task_spec(task)
         lim = spec.limits
+        if task not in self.dit.dims.tasks:
+            raise ValueError(f"this model was not trained for the {task!r} task (it knows "
+                             f"{', '.join(self.dit.dims.tasks)}); load a model trained with it "
+                             f"(seedling-train --task-weights {task}=0.1)")
         n = len(images)
         if not spec.references.contains(n):
             raise ValueError(f"the {task!r} task takes {spec.references.describe()} input image(s), but {n} were given")
@@ -326,6 +341,8 @@ class SeedlingPipeline(DiffusionPipeline):
         height = self.settings.default_size if height is None else height
         width = self.settings.default_size if width is None else width
         self._check(task, images, mask, num_outputs, steps, guidance, image_guidance, height, width)
+        if task_spec(task).control:
+            images = [control_input(task, im, width, height) for im in images]
         if generator is not None:
             gen, seed = generator, generator.initial_seed()
         else:

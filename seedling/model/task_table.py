@@ -22,7 +22,7 @@ from pathlib import Path
 
 # The lineage roles an input picture can have (seedling.storage.images_common.Role lists the same
 # names plus "sibling", which only outputs of one job have).
-ROLES = ("source", "mask", "reference", "character", "style")
+ROLES = ("source", "mask", "reference", "character", "style", "control")
 UI_TABS = ("generate", "edit", "compose", "storyboard")
 
 
@@ -58,7 +58,11 @@ class TaskSpec:
     references: how many input pictures the task takes; roles[i] is the lineage role of input i
     (the last role repeats for further inputs). mask: the task takes a mask (white = change).
     outputs: how many images one job makes; for "storyboard" they are panels made jointly.
-    keeps_source_size: without an explicit size the output takes the first input's size."""
+    keeps_source_size: without an explicit size the output takes the first input's size.
+    ui_tab: the studio tab whose job kind runs the task; None for a task the model side has
+    (pipeline, training, evaluation) and the studio does not offer yet.
+    control: the one input is a control picture at the output's own token positions (resized to
+    the output's size first), which the output follows line for line or pixel for pixel."""
 
     name: str
     references: Range
@@ -66,9 +70,10 @@ class TaskSpec:
     mask: bool
     outputs: Range
     default_outputs: int
-    ui_tab: str
+    ui_tab: str | None
     keeps_source_size: bool = False
     limits: Limits = Limits()
+    control: bool = False
 
     def role_of(self, index: int) -> str:
         """The lineage role of input picture `index`."""
@@ -87,9 +92,18 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("compose", Range(1, 4), ("reference",), False, _OUTPUTS, 1, "compose"),
         TaskSpec("storyboard", Range(0, 1), ("character",), False, Range(2, 6), 4, "storyboard"),
         TaskSpec("style", Range(1, 1), ("style",), False, _OUTPUTS, 1, "compose", keeps_source_size=True),
+        # geometric control (model/data/controls.py): edges or a sketch -> image, grayscale ->
+        # colour, low resolution -> high resolution; not in the studio's tabs yet
+        *(
+            TaskSpec(name, Range(1, 1), ("control",), False, _OUTPUTS, 1, None, keeps_source_size=keep, control=True)
+            for name, keep in (("edges", True), ("sketch", True), ("colourise", True), ("upscale", False))
+        ),
     )
 }
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
+STUDIO_TASKS: tuple[str, ...] = tuple(name for name, t in TASKS.items() if t.ui_tab is not None)
+CONTROL_TASKS: tuple[str, ...] = tuple(name for name, t in TASKS.items() if t.control)
+UPSCALE_FACTORS = (2, 4)  # the upscale task is trained on these (the control: bicubic from 1/f size)
 MASK_ROLE = "mask"  # the lineage role of an inpaint's mask picture
 
 
@@ -99,6 +113,13 @@ def task_spec(name: str) -> TaskSpec:
         return TASKS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(TASK_NAMES)}") from None
+
+
+def model_tasks(folder: str | Path) -> tuple[str, ...]:
+    """The tasks a saved model folder's DiT was trained for (its config's `tasks`), read without
+    torch; a model saved before the field existed knows the six first tasks."""
+    config = json.loads((Path(folder) / "dit" / "config.json").read_text())
+    return tuple(config.get("tasks") or TASK_NAMES[:6])
 
 
 def max_outputs() -> int:

@@ -54,13 +54,13 @@ from seedling.model.training import Trainer, add_run_arguments, latest_checkpoin
 
 
 def _task_weights(text: str) -> dict[str, float]:
-    from seedling.model.train_data import TASK_WEIGHTS
+    from seedling.model.task_table import TASK_NAMES
 
     out = {}
     for part in filter(None, (x.strip() for x in text.split(","))):
         name, _, value = part.partition("=")
-        if name not in TASK_WEIGHTS or not value.replace(".", "", 1).isdigit():
-            raise argparse.ArgumentTypeError(f"{part!r}: write task=weight with a task of {sorted(TASK_WEIGHTS)}")
+        if name not in TASK_NAMES or not value.replace(".", "", 1).isdigit():
+            raise argparse.ArgumentTypeError(f"{part!r}: write task=weight with a task of {list(TASK_NAMES)}")
         out[name] = float(value)
     return out
 
@@ -120,13 +120,22 @@ def main(argv=None):
         cfg.latent_channels = ae.config.latent_channels
     if args.reference_boxes and ck is None:
         cfg.reference_boxes = True
-    trainer.files["config.json"] = json.dumps(cfg.to_dict(), indent=2)
+    weighted = [t for t, w in (args.task_weights or {}).items() if w > 0]
+    missing = [t for t in weighted if t not in cfg.tasks]
+    if missing and (ck is not None or not args.init):
+        raise SystemExit(f"the run's model does not know {missing}: add new tasks when a run starts "
+                         "from --init (a new run without --init knows every task)")
     torch.manual_seed(args.seed)
     model = UnifiedDiT(cfg)
     if args.init and ck is None:
         init = load_file(str(weights_path(Path(args.init) / "dit")))
         model.load_state_dict({k: v.float() for k, v in init.items()})
         acc.print(f"initialised from {args.init}")
+        if missing:  # new tasks start from the edit task's embedding (UnifiedDiT.with_tasks)
+            model = model.with_tasks(missing)
+            cfg = model.dims
+            acc.print(f"added the tasks {missing} (task embedding of {cfg.num_tasks} rows)")
+    trainer.files["config.json"] = json.dumps(cfg.to_dict(), indent=2)
     acc.print(f"DiT {cfg.width}x{cfg.depth}: {model.num_parameters() / 1e6:.2f}M parameters")
     model = trainer.add("model", model, lr=args.lr, schedule=args.lr_schedule, warmup=args.warmup,
                         ema_decay=args.ema)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from seedling.model.autoencoder import Autoencoder, images_to_tensor
 
 TASK_WEIGHTS = {"t2i": 0.34, "edit": 0.2, "inpaint": 0.1, "compose": 0.12, "storyboard": 0.12, "style": 0.12}
+# The control tasks (task_table.CONTROL_TASKS) are drawn only when a run gives them a weight.
 CURRICULUM = (  # (fraction of training at which the phase starts, tasks enabled)
     (0.0, ("t2i",)),
     (0.15, ("t2i", "edit", "inpaint")),
@@ -23,10 +24,14 @@ TASK_FLOOR = 0.06  # every enabled task keeps at least this probability
 
 
 def task_probs(progress: float, weights: dict[str, float] | None = None) -> dict[str, float]:
-    """`weights`: the task mix (TASK_WEIGHTS, with any given tasks' weights replaced)."""
+    """`weights`: the task mix (TASK_WEIGHTS, with any given tasks' weights replaced; a task of
+    the table outside TASK_WEIGHTS, e.g. "edges", joins the last phase with its weight). A task
+    weighted 0 is never drawn."""
     enabled = [tasks for start, tasks in CURRICULUM if progress >= start][-1]
     mix = {**TASK_WEIGHTS, **(weights or {})}
-    w = {t: mix[t] for t in enabled}
+    if enabled == CURRICULUM[-1][1]:
+        enabled = tuple(mix)
+    w = {t: mix[t] for t in enabled if mix[t] > 0}
     total = sum(w.values())
     p = {t: max(v / total, TASK_FLOOR) for t, v in w.items()}
     s = sum(p.values())

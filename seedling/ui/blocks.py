@@ -23,7 +23,7 @@ from seedling.ui.results import selected_path
 
 GENERATION_TABS = (generate_tab.TAB, edit_tab.TAB, compose_tab.TAB, storyboard_tab.TAB)
 # The tab that made an image of each job kind (kinds are task names, except generate = t2i).
-TAB_FOR_KIND = {("generate" if t.name == "t2i" else t.name): t.ui_tab for t in TASKS.values()}
+TAB_FOR_KIND = {("generate" if t.name == "t2i" else t.name): t.ui_tab for t in TASKS.values() if t.ui_tab}
 
 # Ctrl+Enter (Cmd+Enter on a Mac) in a tab's prompt box presses that tab's main button.
 CTRL_ENTER_JS = """

@@ -1,8 +1,9 @@
 """The right-hand column of every generation tab: status, the tab's jobs in line, the live
 preview, the results, and what a person can do with the selected result.
 
-Actions come from one table: an action that needs a task is offered only when the model's task
-table has it (so "Upscale" appears once the table lists an upscale task, and not before).
+Actions come from one table: an action that needs a task is offered only when that task is one of
+the studio's (a job kind with a tab: task_table.STUDIO_TASKS). The table's "upscale" task is
+model-side only so far, so there is no Upscale button yet.
 Use as edit source / Add to compose reach into other tabs and are wired in blocks.py.
 """
 
@@ -20,7 +21,7 @@ from gradio import utils as gradio_utils
 
 from seedling.backend.services import Services
 from seedling.backend.specs import JobSpec, spec_from_params
-from seedling.model.task_table import TASKS
+from seedling.model.task_table import STUDIO_TASKS
 from seedling.storage.images_common import ImageRecord
 from seedling.ui.common import USER_ERRORS, Gallery, TabJobs, resolve_seed, user_error
 
@@ -29,7 +30,7 @@ from seedling.ui.common import USER_ERRORS, Gallery, TabJobs, resolve_seed, user
 class ResultAction:
     name: str  # also the button's elem id suffix
     label: str
-    task: str | None  # the task it needs in the model's task table; None: any model
+    task: str | None  # the task it needs among the studio's tasks (a job kind); None: any model
 
 
 RESULT_ACTIONS = (
@@ -41,7 +42,8 @@ RESULT_ACTIONS = (
 
 
 def offered_actions() -> list[ResultAction]:
-    return [a for a in RESULT_ACTIONS if a.task is None or a.task in TASKS]
+    """The table's "upscale" task is model-side only so far (no job kind): no Upscale button yet."""
+    return [a for a in RESULT_ACTIONS if a.task is None or a.task in STUDIO_TASKS]
 
 
 @dataclass

@@ -18,12 +18,14 @@ import numpy as np
 from PIL import Image
 
 from seedling.model.data import captions as cap
+from seedling.model.data import controls as ctl
 from seedling.model.data import knowledge as kn
 from seedling.model.data.icon_names import icon_names
 from seedling.model.data.icons import Icon
 from seedling.model.data.styles import STYLES, composite
+from seedling.model.task_table import TASK_NAMES, UPSCALE_FACTORS
 
-TASKS = ("t2i", "edit", "inpaint", "compose", "storyboard", "style")
+TASKS = TASK_NAMES  # one sampler method per task, named after it
 # "rich": every name of an icon in short forms and free sentences (captions.rich_icon_caption);
 # "v1": the four phrasings of the first name the shipped model (assets/default) was trained on.
 CAPTION_STYLES = ("rich", "v1")
@@ -415,6 +417,42 @@ class TaskSampler:
             [STYLES[style](b)],
             meta,
         )
+
+
+    # -- geometric control: every t2i image yields one sample of each ------------------------
+
+    def _control(self, task: str, kind: str, rng: np.random.Generator, source: Sample | None) -> Sample:
+        """ref = the control made from a t2i image (controls.CONTROLS[kind]), output = that image;
+        the prompt is the image's caption. meta: the t2i sample's, plus "control" = `kind`."""
+        source = source or self.t2i(rng)
+        truth = source.outputs[0]
+        meta = {**source.meta, "control": kind, "t2i_prompt": source.prompt}
+        return Sample(task, source.prompt, [ctl.CONTROLS[kind](truth)], None, [truth], meta)
+
+    def edges(self, rng: np.random.Generator, source: Sample | None = None) -> Sample:
+        return self._control("edges", "edges", rng, source)
+
+    def sketch(self, rng: np.random.Generator, source: Sample | None = None) -> Sample:
+        return self._control("sketch", "sketch", rng, source)
+
+    def colourise(self, rng: np.random.Generator, source: Sample | None = None) -> Sample:
+        return self._control("colourise", "colourise", rng, source)
+
+    def upscale(
+        self, rng: np.random.Generator, source: Sample | None = None, factor: int | None = None,
+        p_no_prompt: float = 0.5,
+    ) -> Sample:
+        """The control is the image at 1/`factor` size, bicubic back to full size; half the
+        prompts are empty (an upscale is mostly asked for without words). meta["small"]: the
+        small image, meta["factor"]."""
+        factor = factor or int(UPSCALE_FACTORS[rng.integers(len(UPSCALE_FACTORS))])
+        if factor not in UPSCALE_FACTORS:
+            raise ValueError(f"the upscale task is trained for factors {UPSCALE_FACTORS}, not {factor}")
+        s = self._control("upscale", f"upscale_{factor}x", rng, source)
+        s.meta |= {"factor": factor, "small": ctl.downsample(s.outputs[0], factor)}
+        if rng.random() < p_no_prompt:
+            s.prompt = ""
+        return s
 
 
 def _ellipse_around(region: np.ndarray, extra: float = 0.0) -> np.ndarray:

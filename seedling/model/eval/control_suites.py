@@ -15,12 +15,10 @@ for edges, sketch and colourise, and empty for upscale (the pixels say what to d
   control_upscale_4x  PSNR over bicubic (dB) and retrieval; the target is the 128 px icon from a
                       32 px input until the data renders natively at 512 px (issue #19: 128 -> 512)
 
-How they run once the tasks exist: add the tasks to model/task_table.py (the task embedding) and
-`task="edges" | "sketch" | "colourise" | "upscale"` to the pipeline with the control as its one
-reference at the output's positions; then append CONTROL_SUITES to harness.SUITES (last, as new
-suites go) and `seedling-eval --suites control_edges ...` runs them through PipelineGenerator,
-which already passes `sample.task` and the references. Until then OracleGenerator exercises
-them (tests/test_controls.py), which must score 100%.
+They run through PipelineGenerator, which passes `sample.task` and the references:
+`seedling-eval --suites control_edges ...` (eval/run.py adds them to the harness's suites, after
+them, seeded by name). A model without a suite's task skips it with that reason; OracleGenerator
+scores 100% on every one (tests/test_controls.py).
 """
 
 from __future__ import annotations
@@ -86,7 +84,8 @@ def control_score(ctx: EvalContext, s: tk.Sample, outputs: list[np.ndarray]):
 
 def _suite(name: str, primary: str) -> Suite:
     return Suite(
-        name, lambda c: c.n_icons, lambda ctx, rng, n: control_cases(ctx, name, n), control_score, primary
+        name, lambda c: c.n_icons, lambda ctx, rng, n: control_cases(ctx, name, n), control_score, primary,
+        task=CONTROL_TASKS[name][0],
     )
 
 

@@ -53,6 +53,7 @@ class PipelineGenerator:
         image_guidance: float | None = None,
     ):
         self.pipe, self.steps, self.guidance, self.image_guidance = pipe, steps, guidance, image_guidance
+        self.tasks = tuple(pipe.dit.dims.tasks)  # the harness skips suites of other tasks
 
     def __call__(self, sample: tk.Sample, seed: int) -> list[np.ndarray]:
         res = self.pipe(

@@ -17,7 +17,8 @@ Suites and their judges (model/eval/detectors.py):
   compose            per-slot retrieval among the references and distractors
   storyboard         per-panel identity of the character (the named icon in every panel), and
                      identity_kept: every panel shows the same icon as the first, whichever it is
-The control suites (edges, sketch, colourise, upscale) wait in control_suites.py for their tasks.
+The control suites (edges, sketch, colourise, upscale) are in control_suites.py; eval/run.py runs
+them after these (`evaluate(..., registry=...)`), and skips them for a model without their tasks.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class Suite:
     score: Callable[[EvalContext, tk.Sample, list[np.ndarray]], tuple[Scores, Info]]
     primary: str  # the score a contact-sheet cell is marked by
     needs_ocr: bool = False
+    task: str | None = None  # a task not every model has: skipped (with the reason) for one without
 
 
 def _icons_build(ctx, rng, n):
@@ -349,19 +351,28 @@ def aggregate(results: list[CaseResult]) -> dict:
     return out
 
 
-def evaluate(all_icons: list[Icon], generate, cfg: EvalConfig, progress=None) -> EvalResult:
-    """Run the configured suites with `generate` and return the metrics and every case."""
-    unknown = set(cfg.suites or ()) - set(SUITES)
+def evaluate(
+    all_icons: list[Icon], generate, cfg: EvalConfig, progress=None, registry: dict[str, Suite] | None = None
+) -> EvalResult:
+    """Run the configured suites of `registry` (default SUITES; eval/run.py adds the control
+    suites) with `generate` and return the metrics and every case. A suite whose task the
+    generator's model lacks (`generate.tasks`, when it has one) is skipped with that reason."""
+    registry = SUITES if registry is None else registry
+    unknown = set(cfg.suites or ()) - set(registry)
     if unknown:
-        raise ValueError(f"unknown suites {sorted(unknown)}; known: {list(SUITES)}")
+        raise ValueError(f"unknown suites {sorted(unknown)}; known: {list(registry)}")
     t0 = time.perf_counter()
     ctx = EvalContext.build(all_icons, cfg)
     suites_metrics, skipped, cases = {}, {}, []
-    for name, suite in SUITES.items():
+    model_tasks = getattr(generate, "tasks", None)
+    for name, suite in registry.items():
         if cfg.suites and name not in cfg.suites:
             continue
         if suite.needs_ocr and ctx.ocr_missing:
             skipped[name] = ctx.ocr_missing
+            continue
+        if suite.task is not None and model_tasks is not None and suite.task not in model_tasks:
+            skipped[name] = f"the model was not trained for the {suite.task!r} task"
             continue
         res = run_suite(ctx, suite, generate, progress)
         suites_metrics[name] = aggregate(res)

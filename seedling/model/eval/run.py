@@ -20,6 +20,9 @@ from seedling.atomic import write_atomic
 from seedling.configs import build_from
 from seedling.model.eval import generators as gn
 from seedling.model.eval import harness as hs
+from seedling.model.eval.control_suites import CONTROL_SUITES
+
+ALL_SUITES = {**hs.SUITES, **CONTROL_SUITES}  # the harness's, then the control tasks'
 from seedling.model.eval.contact_sheet import contact_sheet, render_cell
 
 
@@ -45,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="at most this many cases per suite")
-    p.add_argument("--suites", nargs="+", default=None, choices=list(hs.SUITES), help="run only these suites")
+    p.add_argument("--suites", nargs="+", default=None, choices=list(ALL_SUITES), help="run only these suites")
     p.add_argument("--n-shapes", type=int, default=50)
     p.add_argument("--n-words", type=int, default=50)
     p.add_argument("--n-edits", type=int, default=10, help="cases per edit kind")
@@ -69,7 +72,7 @@ def write_outputs(result: hs.EvalResult, out: Path, per_suite: int) -> None:
     rows = []
     for name in result.metrics["suites"]:
         shown = [c for c in result.cases if c.suite == name][:per_suite]
-        primary = hs.SUITES[name].primary
+        primary = ALL_SUITES[name].primary
         value = result.metrics["suites"][name].get(primary)
         cells = [
             render_cell(
@@ -122,7 +125,7 @@ def main(argv=None) -> int:
         if i == n or i % 25 == 0:
             print(f"  {suite}: {i}/{n} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
-    result = hs.evaluate(icons, generate, cfg, progress)
+    result = hs.evaluate(icons, generate, cfg, progress, registry=ALL_SUITES)
     result.metrics["model"] = args.model or args.oracle_ae
     result.metrics["steps"] = args.steps
     write_outputs(result, Path(args.out), cfg.contact_per_suite)
