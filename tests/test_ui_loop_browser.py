@@ -219,3 +219,19 @@ def test_history_search_finds_word_forms(page):
     page.locator("#history-gallery button.thumbnail-item").first.click()
     _wait_text(page, "history-details", "a lone fox")
     assert page.locator("#history-gallery button.thumbnail-item").count() == 1
+
+
+def test_every_tabs_main_button_is_seen_without_scrolling(app, browser):
+    """At 1400x1000, each generation tab's main button is on screen when the tab opens (the
+    Compose tab's references, layout and canvas used to push it below the fold)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app.url)
+    for tab, button in (("Generate", "gen-run"), ("Edit", "edit-run"), ("Compose", "compose-run"),
+                        ("Storyboard", "story-run")):
+        page.get_by_role("tab", name=tab).click()
+        page.locator(f"#{button}").wait_for(state="visible")
+        page.evaluate("window.scrollTo(0, 0)")
+        box = page.locator(f"#{button}").bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 1000, (tab, box)
+    page.close()

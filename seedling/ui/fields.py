@@ -98,9 +98,12 @@ class FieldTable:
         self.components: dict[str, Any] = {}
         self.ctx: FieldContext | None = None
 
-    def build(self, ctx: FieldContext) -> None:
-        """The components, in table order; consecutive rows with the same `row` share a gr.Row."""
+    def build(self, ctx: FieldContext, after: str | None = None, then: Callable[[], None] | None = None) -> None:
+        """The components, in table order; consecutive rows with the same `row` share a gr.Row.
+        `then()` builds something of the tab's own right after the field named `after`."""
         self.ctx = ctx
+        if after is not None and after not in {row.name for row in self.rows}:
+            raise ValueError(f"no field named {after!r} to build after")
         index = 0
         while index < len(self.rows):
             group = [self.rows[index]]
@@ -117,6 +120,8 @@ class FieldTable:
             else:
                 self.components[group[0].name] = group[0].make(ctx)
             index += len(group)
+            if then is not None and after in {row.name for row in group}:
+                then()
 
     def __getitem__(self, name: str):
         return self.components[name]

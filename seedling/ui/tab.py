@@ -42,6 +42,9 @@ class TabDef:
     wire: Callable[[Tab], None] | None = None  # the tab's own events between its fields
     # (params, ctx) -> a sentence a restore adds to the status: what it could not restore, and why
     restore_note: Callable[[dict, FieldContext], str | None] | None = None
+    # the field after which the Run and Cancel buttons sit (None: after all of them); a tab with
+    # many inputs puts them under its prompt, where they are seen without scrolling
+    run_after: str | None = None
 
 
 @dataclass
@@ -90,10 +93,17 @@ def build(services: Services, tab: TabDef) -> Tab:
     table = FieldTable(tab.rows)
     with gr.Row():
         with gr.Column(scale=1):
-            table.build(ctx)
-            with gr.Row():
-                run = gr.Button(tab.run_label, variant="primary", elem_id=f"{tab.prefix}-run")
-                cancel = gr.Button("Cancel", elem_id=f"{tab.prefix}-cancel")
+            buttons = []
+
+            def run_row():
+                with gr.Row():
+                    buttons.append(gr.Button(tab.run_label, variant="primary", elem_id=f"{tab.prefix}-run"))
+                    buttons.append(gr.Button("Cancel", elem_id=f"{tab.prefix}-cancel"))
+
+            table.build(ctx, after=tab.run_after, then=run_row)
+            if not buttons:
+                run_row()
+            run, cancel = buttons
             png_drop = File(
                 label="Drop a PNG here to restore its parameters (in the tab that made it)",
                 file_types=[".png"],
