@@ -218,3 +218,21 @@ def test_a_run_from_init_adds_the_control_tasks_it_weights(tmp_path, monkeypatch
     assert [r[rows[0].index("task")] for r in rows[1:]] == ["edges", "edges"]
     with pytest.raises(SystemExit, match="does not know"):  # a run without --init cannot add a task
         train.main(args + ["--task-weights", "sketch=1", "--stop-after", "1"])
+
+
+def test_planned_batches_follow_the_runs_task_weights():
+    """Data workers draw the run's mix too, so a GPU run (which needs workers) can train the
+    control tasks: with edges weighted high, most planned steps are edges batches."""
+    from seedling.model.data.icons import load_icons
+    from seedling.model.data.tasks import TaskSampler
+
+    icons = load_icons(limit=40)
+    sampler = TaskSampler(icons, seed=3)
+    args = dict(seed=3, max_steps=100, token_budget=900, text_len=16, tpi=16, max_batch=8)
+    plain = {train_data.planned_batch(sampler, step=s, **args)["task"] for s in range(60, 80)}
+    weighted = [train_data.planned_batch(sampler, step=s, weights={"edges": 20.0}, **args)["task"]
+                for s in range(60, 80)]
+    # edges: 20 of 21 parts, the six others at their 6% floor: about 73% of steps
+    assert "edges" not in plain and weighted.count("edges") >= 8
+    ds = train_data.PlannedBatches(3, 60, 64, 900, 16, 16, 8, icons, weights={"edges": 20.0})
+    assert [b["task"] for b in ds] == weighted[:4]

@@ -88,7 +88,8 @@ def main(argv=None):
     p.add_argument("--no-curriculum", action="store_true",
                    help="every task from the first step (for runs that start from trained weights)")
     p.add_argument("--task-weights", default="", type=_task_weights,
-                   help="change the task mix, e.g. 'compose=0.5,t2i=0.2' (others keep their weights; in-process data only)")
+                   help="change the task mix, e.g. 'compose=0.5,t2i=0.2' or add a control task, 'edges=0.1' "
+                        "(others keep their weights)")
     p.add_argument("--reference-boxes", action="store_true",
                    help="compose references sit in their layout's boxes (rope.box_positions); new runs and --init only")
     p.add_argument("--init", default="",
@@ -96,8 +97,6 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.workers < 0 or args.max_batch < 2:
         p.error("--workers must be >= 0 and --max-batch >= 2")
-    if args.workers and args.task_weights:
-        p.error("--task-weights applies to in-process data: leave out --workers")
 
     from seedling.model.data.icons import load_icons
     from seedling.model.data.tasks import TaskSampler
@@ -155,7 +154,8 @@ def main(argv=None):
             # each process of a multi-GPU run draws its own stream, as the in-process rng does
             PlannedBatches(args.seed + 1000 * acc.process_index, trainer.step_count, args.max_steps,
                            args.token_budget, cfg.text_len, tpi, args.max_batch, icons,
-                           curriculum=not args.no_curriculum, captions=args.captions, boxes=cfg.reference_boxes),
+                           curriculum=not args.no_curriculum, captions=args.captions, boxes=cfg.reference_boxes,
+                           weights=args.task_weights or None),
             batch_size=None, num_workers=args.workers, prefetch_factor=2, persistent_workers=False,
             pin_memory=dev.type == "cuda", collate_fn=keep_arrays,
             generator=torch.Generator().manual_seed(args.seed)))  # not the global RNG: resume stays exact

@@ -86,12 +86,14 @@ class BatchMaker:
 
 
 def planned_batch(sampler, seed: int, step: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
-                  max_batch: int, curriculum: bool = True, boxes: bool = False) -> dict:
+                  max_batch: int, curriculum: bool = True, boxes: bool = False,
+                  weights: dict[str, float] | None = None) -> dict:
     """The batch of training step `step`, drawn from an rng seeded by (seed, step) alone: the
-    task from the curriculum at that step, then samples until one (#refs, #outputs) layout has a
-    full batch (the others are dropped). Returned stacked (`stack_samples`) with "step" and "task"."""
+    task from the curriculum at that step (and the run's task `weights`), then samples until one
+    (#refs, #outputs) layout has a full batch (the others are dropped). Returned stacked
+    (`stack_samples`) with "step" and "task"."""
     rng = np.random.default_rng([seed, step, 0x5EED])
-    task = draw_task(rng, step / max_steps if curriculum else 1.0)
+    task = draw_task(rng, step / max_steps if curriculum else 1.0, weights)
     samples = BatchMaker(sampler, rng, token_budget, text_len, tpi, max_batch, boxes).next(task)  # fresh buckets
     return {"step": step, "task": task, **stack_samples(samples)}
 
@@ -101,9 +103,11 @@ class PlannedBatches(torch.utils.data.IterableDataset):
     DataLoader's workers (whose in-order delivery gives the steps back in order)."""
 
     def __init__(self, seed: int, start: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
-                 max_batch: int, icons=None, curriculum: bool = True, captions: str = "rich", boxes: bool = False):
+                 max_batch: int, icons=None, curriculum: bool = True, captions: str = "rich", boxes: bool = False,
+                 weights: dict[str, float] | None = None):
         self.args = (seed, start, max_steps, token_budget, text_len, tpi, max_batch)
         self.boxes = boxes
+        self.weights = weights
         self.icons = icons
         self.curriculum = curriculum
         self.captions = captions
@@ -119,7 +123,7 @@ class PlannedBatches(torch.utils.data.IterableDataset):
         sampler = TaskSampler(icons, seed=seed, captions=self.captions)
         for step in range(start + wid, max_steps, nw):
             yield planned_batch(sampler, seed, step, max_steps, token_budget, text_len, tpi, max_batch, self.curriculum,
-                                self.boxes)
+                                self.boxes, self.weights)
 
 
 def keep_arrays(batch: dict) -> dict:
