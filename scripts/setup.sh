@@ -34,3 +34,7 @@ if ((test_tools)); then
 else
   $PY -m pip install -q "${lock[@]}" -e .
 fi
+# The editable build leaves setuptools' seedling_studio.egg-info in the checkout. The install's
+# own metadata is the dist-info in site-packages; this copy, on sys.path whenever Python runs from
+# the repository root, reads as a second installed distribution that provides `seedling`.
+rm -rf seedling_studio.egg-info  # (the cd above: the repository root)
