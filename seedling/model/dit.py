@@ -428,8 +428,7 @@ class UnifiedDiT(SeedlingModelMixin):
         grown = UnifiedDiT(cfg).to(self.task_embed.weight.device)
         state = self.state_dict()
         table = state.pop("task_embed.weight")
-        rows = grown.task_embed.weight.detach().clone()
-        rows.zero_()
+        rows = torch.zeros_like(grown.task_embed.weight)
         rows[: len(known)] = table[: len(known)]
         rows[len(known) : len(known) + len(new)] = table[known.index(like)]
         state["task_embed.weight"] = rows

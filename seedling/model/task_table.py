@@ -115,13 +115,6 @@ def task_spec(name: str) -> TaskSpec:
         raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(TASK_NAMES)}") from None
 
 
-def model_tasks(folder: str | Path) -> tuple[str, ...]:
-    """The tasks a saved model folder's DiT was trained for (its config's `tasks`), read without
-    torch; a model saved before the field existed knows the six first tasks."""
-    config = json.loads((Path(folder) / "dit" / "config.json").read_text())
-    return tuple(config.get("tasks") or TASK_NAMES[:6])
-
-
 def max_outputs() -> int:
     """The most images any one job may make (the UI's and the backend's outer bound)."""
     return int(max(t.outputs.hi for t in TASKS.values()))

@@ -20,11 +20,11 @@ from seedling.backend.history import decode_image
 from seedling.backend.job_events import JobState
 from seedling.backend.jobs import JobView
 from seedling.backend.services import Services
-from seedling.ui.gallery import WholeGallery
 from seedling.backend.specs import MAX_SEED, JobSpec, make_spec
 from seedling.storage.files import StorageError
 from seedling.storage.images_common import ImageRecord, Relative
 from seedling.storage.jobs_common import JobRecord, JobStatus
+from seedling.ui.gallery import WholeGallery
 
 # Every event that waits on model work shares this id, so Gradio schedules them as one group.
 MODEL_CONCURRENCY_ID = "model"

@@ -86,7 +86,6 @@ TAB = TabDef(
     expand_inputs=("mode", "layout", "boxes", *REFS),
     from_expansion=compose_boxes.from_expansion,
     wire=lambda tab: compose_boxes.wire(tab, REFS),
-    run_after="expanded_prompt",  # under the prompt: the layout and canvas below would hide it
     doc="""Compose 1-4 reference images as the prompt describes (mode "style": exactly one image).
 
     `boxes`: where each reference goes, JSON text with one [x0, y0, x1, y1] (fractions of the

@@ -156,7 +156,6 @@ TAB = TabDef(
     prefix="edit",
     run_label="Edit",
     rows=ROWS,
-    run_after="expanded_prompt",  # under the instruction: the editor above is tall
     prompt="instruction",
     expand_for=_expand_for,
     draft=_draft,

@@ -107,7 +107,6 @@ TAB = TabDef(
     prefix="gen",
     run_label="Generate",
     rows=ROWS,
-    run_after="expanded_prompt",  # under the prompt, as in every tab
     prompt="prompt",
     expand_for=lambda values: ("t2i", None, None),
     draft=_draft,

@@ -87,7 +87,6 @@ TAB = TabDef(
     prefix="story",
     run_label="Make storyboard",
     rows=ROWS,
-    run_after="expanded_prompt",  # under the story: the panels and character slots below are tall
     prompt="story",
     expand_for=lambda values: ("storyboard", story_prompt(values["story"], values["panels"])[1], None),
     after_expansion=_after_expansion,

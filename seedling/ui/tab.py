@@ -42,9 +42,9 @@ class TabDef:
     wire: Callable[[Tab], None] | None = None  # the tab's own events between its fields
     # (params, ctx) -> a sentence a restore adds to the status: what it could not restore, and why
     restore_note: Callable[[dict, FieldContext], str | None] | None = None
-    # the field after which the Run and Cancel buttons sit (None: after all of them); a tab with
-    # many inputs puts them under its prompt, where they are seen without scrolling
-    run_after: str | None = None
+    # the field after which the Run and Cancel buttons sit (None: after all of them): under the
+    # prompt and its expansion (prompt_fields), where every tab's are seen without scrolling
+    run_after: str | None = "expanded_prompt"
 
 
 @dataclass

@@ -418,7 +418,6 @@ class TaskSampler:
             meta,
         )
 
-
     # -- geometric control: every t2i image yields one sample of each ------------------------
 
     def _control(self, task: str, kind: str, rng: np.random.Generator, source: Sample | None) -> Sample:

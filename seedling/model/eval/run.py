@@ -20,10 +20,10 @@ from seedling.atomic import write_atomic
 from seedling.configs import build_from
 from seedling.model.eval import generators as gn
 from seedling.model.eval import harness as hs
+from seedling.model.eval.contact_sheet import contact_sheet, render_cell
 from seedling.model.eval.control_suites import CONTROL_SUITES
 
 ALL_SUITES = {**hs.SUITES, **CONTROL_SUITES}  # the harness's, then the control tasks'
-from seedling.model.eval.contact_sheet import contact_sheet, render_cell
 
 
 def parse_args(argv=None) -> argparse.Namespace:

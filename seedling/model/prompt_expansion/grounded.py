@@ -43,8 +43,9 @@ from seedling.model.prompt_expansion.result import (
 )
 from seedling.model.prompt_expansion.story import parse_story
 from seedling.model.prompt_expansion.vocab import Vocabulary
+from seedling.model.task_table import STUDIO_TASKS
 
-TASKS = ("t2i", "edit", "inpaint", "compose", "storyboard", "style")
+TASKS = STUDIO_TASKS  # what the studio expands prompts for (the control tasks have no tab yet)
 MAX_WORD_LETTERS = 8  # the training words: common words of at most 8 letters, random 3-6 letter strings
 _STYLE_PHRASES = re.compile(
     r"\b(?:(?:in|with)\s+(?:the\s+)?(?:same|this|that|its|their)\s+(?:style|look|manner|way)(?:\s+as\s+(?:the\s+)?"
