@@ -2,7 +2,8 @@
 of a handful of generations at fixed seeds, every task, with and without the reference K/V cache.
 
 Refactors of the model, the kernels, the sampler or the pipeline must keep these hashes. The
-hashes were recorded on one CPU capability (tests/data/golden_images.json: "cpu_capability");
+hashes were recorded on one CPU capability (tests/data/golden_images.json: "cpu_capability", with
+"+AMX" where the CPU has AMX);
 oneDNN and MKL pick their kernels (and so the summation order) by ISA, so on another capability
 the test compares 8x8 block means of each image instead (within 1 grey level). Generation runs on
 one thread for the same reason.
@@ -95,6 +96,17 @@ def _generate(pipe) -> dict[str, dict]:
     return out
 
 
+def cpu_kernels() -> str:
+    """What picks oneDNN's kernels: torch's capability, plus AMX where the CPU has it (an AVX512
+    machine with AMX runs other bf16 kernels than one without: same capability, other sums)."""
+    flags = ""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        pass
+    return torch.backends.cpu.get_cpu_capability() + ("+AMX" if "amx_bf16" in flags else "")
+
+
 def _load_pipe():
     from seedling.model.pipeline import SeedlingPipeline
 
@@ -113,7 +125,7 @@ def made():
 
 def test_golden_images(recorded, made):
     assert set(made) == set(recorded["images"])
-    exact = torch.backends.cpu.get_cpu_capability() == recorded["cpu_capability"]
+    exact = cpu_kernels() == recorded["cpu_capability"]
     for key, rec in recorded["images"].items():
         if exact:
             assert made[key]["sha256"] == rec["sha256"], f"{key}: the images changed"
@@ -123,7 +135,7 @@ def test_golden_images(recorded, made):
 
 
 if __name__ == "__main__":
-    data = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+    data = {"cpu_capability": cpu_kernels(), "torch": torch.__version__,
             "images": generate(_load_pipe())}
     GOLDEN.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {GOLDEN} ({len(data['images'])} cases)")
