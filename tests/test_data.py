@@ -18,7 +18,7 @@ N_REFS_OUTPUTS = {  # task -> (allowed ref counts, allowed output counts)
     "compose": ({2, 3, 4}, {1}),
     "storyboard": ({0}, {2, 3, 4}),
     "style": ({1}, {1}),
-    **{task: ({1}, {1}) for task in ("edges", "sketch", "colourise", "upscale")},
+    **{task: ({1}, {1}) for task in ("edges", "sketch", "colourise", "upscale", "text")},
 }
 
 

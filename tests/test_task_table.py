@@ -122,13 +122,14 @@ def test_control_tasks_are_model_side_tasks_of_the_table():
     from seedling.ui.blocks import TAB_FOR_KIND
     from seedling.ui.results import offered_actions
 
-    assert CONTROL_TASKS == ("edges", "sketch", "colourise", "upscale")
+    assert CONTROL_TASKS == ("edges", "sketch", "colourise", "upscale", "text")
     assert STUDIO_TASKS == TASK_NAMES[:6]
     for name in CONTROL_TASKS:
         t = task_spec(name)
-        assert t.control and t.ui_tab is None and t.roles == ("control",) and t.references == t.references.__class__(1, 1)
+        role = "glyph" if name == "text" else "control"  # text's control is the prompt's text, drawn
+        assert t.control and t.ui_tab is None and t.roles == (role,) and t.references == t.references.__class__(1, 1)
         assert name not in TAB_FOR_KIND
     assert task_spec("edges").keeps_source_size and not task_spec("upscale").keeps_source_size
     assert "upscale" not in {a.name for a in offered_actions()}
-    # the shipped model knows the six studio tasks; a model folder's DiT config says which it has
-    assert json.loads(Path("assets/default/dit/config.json").read_text())["tasks"] == list(STUDIO_TASKS)
+    # the shipped model knows the six studio tasks and text; a model folder's DiT config says which it has
+    assert json.loads(Path("assets/default/dit/config.json").read_text())["tasks"] == [*STUDIO_TASKS, "text"]

@@ -82,13 +82,14 @@ class Adapter:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def save_adapter(adapter: Adapter, path: str | Path) -> Path:
+def save_adapter(adapter: Adapter, path: str | Path, dtype: torch.dtype = torch.float32) -> Path:
     """`path` ending in .safetensors: that file and its .json sidecar. Any other path: a peft
-    adapter folder (LoRA only). Each file is written atomically (temp file + rename)."""
+    adapter folder (LoRA only). Each file is written atomically (temp file + rename). `dtype`:
+    the tensors' precision on disk (a shipped adapter is stored in float16, as the model is)."""
     path = Path(path)
     meta = {"format": FORMAT, "kind": adapter.kind, **adapter.metadata}
     header = {"seedling": json.dumps(meta, sort_keys=True), "format": "pt"}
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in adapter.tensors.items()}
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in adapter.tensors.items()}
     if path.suffix == ".safetensors":
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(meta, indent=2, sort_keys=True)
@@ -178,6 +179,7 @@ def delete_adapter_files(path: str | Path) -> None:
 @dataclass
 class _AppliedState:
     active: list[tuple[str, float]] = field(default_factory=list)  # (name, strength), in order
+    applied: list = field(default_factory=list)  # the (Adapter, strength) pairs themselves, in order
     originals: dict[str, torch.Tensor] = field(default_factory=dict)  # parameter name -> original copy
     hooks: list = field(default_factory=list)
 
@@ -251,6 +253,7 @@ def set_adapters(dit: nn.Module, adapters: Sequence[tuple[Adapter, float]]) -> N
 
     remove_adapters(dit)
     state = _state(dit)
+    state.applied = [(adapter, strength) for adapter, strength, _ in plans]
     with torch.no_grad():
 
         def add_(pname: str, change: torch.Tensor) -> None:
@@ -290,6 +293,7 @@ def remove_adapters(dit: nn.Module) -> None:
     state.originals.clear()
     state.hooks.clear()
     state.active.clear()
+    state.applied = []
 
 
 def active_adapters(dit: nn.Module) -> list[tuple[str, float]]:
@@ -305,3 +309,42 @@ def applied_adapters(dit: nn.Module, adapters: Sequence[tuple[Adapter, float]]):
         yield dit
     finally:
         remove_adapters(dit)
+
+
+@contextmanager
+def added_adapters(dit: nn.Module, extra: Sequence[tuple[Adapter, float]]):
+    """`extra` on top of whatever adapters are applied now, for the duration of the block; then
+    exactly those again (the same weights bit for bit). The pipeline adds a task's own adapter
+    this way, over the user's adapters of the job."""
+    if not extra:
+        yield dit
+        return
+    before = list(_state(dit).applied)
+    set_adapters(dit, before + list(extra))
+    try:
+        yield dit
+    finally:
+        set_adapters(dit, before)
+
+
+def low_rank(adapter: Adapter, rank: int) -> Adapter:
+    """A LoRA of `rank` that approximates a full adapter: each changed linear weight's truncated
+    SVD (B = U S, A = V^T); the other changes (biases, norms, embeddings) are left out. A full
+    adapter cannot be added to quantized layers (they have no float weight); a LoRA can, as a
+    forward hook. Measured on the text adapter: docs/data.md, "Text"."""
+    if adapter.kind != "full":
+        raise ValueError(f"low_rank turns a full adapter into a LoRA; {adapter.name!r} is already {adapter.kind}")
+    tensors = {}
+    for name, delta in adapter.tensors.items():
+        if delta.ndim != 2 or not name.endswith(".weight"):
+            continue
+        r = min(rank, *delta.shape)  # a narrower weight is factored exactly
+        u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
+        module = name[: -len(".weight")]
+        tensors[f"{module}.lora_A.weight"] = vh[:r].contiguous()
+        tensors[f"{module}.lora_B.weight"] = (u[:, :r] * s[:r]).contiguous()
+    if not tensors:
+        raise ValueError(f"adapter {adapter.name!r} changes no linear weight: nothing for a LoRA to carry")
+    # alpha = rank: scale 1, so B @ A is the change itself whatever a module's own r is
+    meta = {**adapter.metadata, "rank": rank, "alpha": float(rank), "low_rank_of": "full"}
+    return Adapter("lora", tensors, meta)

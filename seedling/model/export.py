@@ -2,13 +2,18 @@
 
     python -m seedling.model.export --checkpoint runs/dit --ae runs/ae/final --out runs/export [--fp16]
 
-Useful to evaluate a run while it trains, or to ship a run that was cut short.
+Useful to evaluate a run while it trains, or to ship a run that was cut short. A run trained with
+`seedling-train --task-adapter lora|full` (an adapter for the tasks it adds to its --init model) exports with
+`--task-adapter`: its --init folder, whose DiT gains the new tasks' embedding rows (every other
+weight bit for bit the same) and whose task_adapters/<task>.safetensors hold the adapter (a LoRA,
+or every weight's change) the pipeline applies for that task only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -47,6 +52,57 @@ def export(
     return pipe
 
 
+def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = True) -> Path:
+    """Write the pipeline folder of a `--task-adapter` run (see the module doc); returns `out`."""
+    from seedling.model.adapters import Adapter, save_adapter
+    from seedling.model.modeling import weights_path
+    from seedling.model.pipeline import TASK_ADAPTERS
+
+    ck = latest_checkpoint(checkpoint) or Path(checkpoint)
+    info_file = ck / "task_adapter.json"
+    if not info_file.exists():
+        raise SystemExit(f"{ck} is not a checkpoint of a --task-adapter run (no task_adapter.json); export it without --task-adapter")
+    info = json.loads(info_file.read_text())
+    init, out = Path(info["init"]), Path(out)
+    cfg = json.loads((ck / "config.json").read_text())
+    trained = load_file(str(ck / ("ema-model.safetensors" if ema else "model.safetensors")))
+    if out.exists():
+        shutil.rmtree(out)
+    # the init's evaluation and contact sheet describe the init, not this model: left out
+    shutil.copytree(init, out, ignore=shutil.ignore_patterns(TASK_ADAPTERS, "eval_metrics.json", "contact_sheet.png"))
+    base = load_file(str(weights_path(init / "dit")))
+    dtype = base["task_embed.weight"].dtype
+    rows = torch.zeros(cfg["num_tasks"], base["task_embed.weight"].shape[1], dtype=dtype)
+    rows[: len(base["task_embed.weight"])] = base["task_embed.weight"]  # the init's rows, bit for bit
+    for task in info["tasks"]:
+        i = cfg["tasks"].index(task)
+        rows[i] = trained["task_embed.weight"][i].to(dtype)
+    dit = UnifiedDiT(DiTConfig.from_dict(cfg))
+    dit.load_state_dict({**{k: v.float() for k, v in base.items()}, "task_embed.weight": rows.float()})
+    shutil.rmtree(out / "dit")
+    dit.save_pretrained(out / "dit", dtype=dtype)
+    name = weights_path(init / "dit").name  # the init's file name (a pre-diffusers folder keeps its own)
+    if not (out / "dit" / name).exists():
+        weights_path(out / "dit").rename(out / "dit" / name)
+    state = json.loads((ck / STATE_NAME).read_text())
+    meta = {"base_model": str(init), "steps": state["step"], "samples": state["extra"].get("samples")}
+    if info["kind"] == "lora":
+        # peft's keys in the run ("<module>.lora_A.default.weight") -> the adapter file's ("<module>.lora_A.weight")
+        tensors = {k.replace(".default.", "."): v.float() for k, v in trained.items() if ".lora_" in k}
+        meta |= {"rank": info["rank"], "alpha": float(info["rank"])}
+    else:  # every weight's change; the task rows are in the DiT itself
+        tensors = {k: trained[k].float() - v.float() for k, v in base.items()
+                   if k != "task_embed.weight" and not torch.equal(trained[k].to(v.dtype), v)}
+    for task in info["tasks"]:
+        save_adapter(Adapter(info["kind"], tensors, {"name": task, "task": task, **meta}),
+                     out / TASK_ADAPTERS / f"{task}.safetensors", dtype=dtype)
+    history = json.loads((init / "training.json").read_text()) if (init / "training.json").exists() else {}
+    history["task_adapter"] = {"kind": info["kind"], "tasks": info["tasks"], "rank": info["rank"], "init": str(init),
+                               "steps": state["step"], "samples": state["extra"].get("samples")}
+    write_atomic(out / "training.json", json.dumps(history, indent=2))
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="runs/dit", help="a training run's folder or one of its checkpoints")
@@ -55,7 +111,12 @@ def main(argv=None):
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default fp16)")
     p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
     p.add_argument("--pipeline-config", default="{}", help="JSON overrides, e.g. '{\"guidance\": 2.0}'")
+    p.add_argument("--task-adapter", action="store_true",
+                   help="the run was trained with --task-adapter: write its --init folder with the adapter")
     a = p.parse_args(argv)
+    if a.task_adapter:
+        print(f"exported {export_task_adapter(a.checkpoint, a.out, ema=not a.raw)}")
+        return
     export(
         a.checkpoint,
         a.ae,

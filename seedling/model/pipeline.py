@@ -28,8 +28,10 @@ from PIL import Image
 
 from seedling.kernels.executor import get_executor
 from seedling.kernels.packed import LINEAR_KERNELS, set_linear_kernel  # noqa: F401  (LINEAR_KERNELS: re-exported)
+from seedling.model.adapters import Adapter, added_adapters, load_adapter, low_rank, save_adapter
 from seedling.model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor, tensor_to_images
 from seedling.model.convert import write_pipeline_metadata
+from seedling.model.data.glyphs import prompt_glyph
 from seedling.model.dit import DiT_configs, UnifiedDiT
 from seedling.model.postprocess import feather_mask, transfer_detail
 from seedling.model.rope import reference_positions
@@ -55,6 +57,12 @@ def _whole(value) -> bool:
 
 class GenerationCancelled(Exception):
     """Raised when the callback asks to stop (returns False)."""
+
+
+# A model folder's task_adapters/<task>.safetensors: adapters (a LoRA, or every weight's change)
+# the pipeline applies for that task only (docs/model.md, "Task adapters").
+TASK_ADAPTERS = "task_adapters"
+QUANTIZED_TASK_ADAPTER_RANK = 64  # a full one's SVD for quantized layers: the text adapter kept its CER (docs/data.md)
 
 
 @dataclass
@@ -124,6 +132,9 @@ class SeedlingPipeline(DiffusionPipeline):
             scheduler = default_scheduler(self.settings.shift)
         self.register_modules(dit=dit.eval(), autoencoder=autoencoder.eval(), scheduler=scheduler)
         self.register_to_config(pipeline_config=self.settings.to_dict())
+        # task -> adapter applied (over any user adapters) only while that task runs; from the model
+        # folder's task_adapters/ (seedling-train --task-adapter trains one for a task a model adds)
+        self.task_adapters: dict[str, Adapter] = {}
         if text_encoder is None:
             from seedling.model.text_encoder import TextEncoder
 
@@ -165,6 +176,12 @@ class SeedlingPipeline(DiffusionPipeline):
         dit = UnifiedDiT.from_pretrained(folder / "dit", **kwargs)
         ae = Autoencoder.from_pretrained(folder / "autoencoder", **kwargs)
         pipe = cls(dit, ae, text_encoder, PipelineConfig(**settings) if settings else None, scheduler=scheduler)
+        for path in sorted((folder / TASK_ADAPTERS).glob("*.safetensors")):
+            adapter = load_adapter(path)
+            task = adapter.metadata.get("task", path.stem)
+            if task not in dit.dims.tasks:
+                raise ValueError(f"{path}: an adapter for the task {task!r}, which this model's DiT does not know")
+            pipe.task_adapters[task] = adapter
         return pipe.to(device)
 
     def save_pretrained(self, folder: str | Path, dtype: torch.dtype = torch.float32, **kwargs) -> None:
@@ -180,6 +197,8 @@ class SeedlingPipeline(DiffusionPipeline):
             self.dit.save_pretrained(folder / "dit", dtype=dtype)
             self.autoencoder.save_pretrained(folder / "autoencoder", dtype=dtype)
         write_pipeline_metadata(folder, self.settings.to_dict())
+        for task, adapter in self.task_adapters.items():
+            save_adapter(adapter, folder / TASK_ADAPTERS / f"{task}.safetensors")
 
     def to(self, device) -> SeedlingPipeline:
         self.dit.to(device)
@@ -216,6 +235,9 @@ class SeedlingPipeline(DiffusionPipeline):
             raise ValueError(f"the model is already quantized ({self.quantization}); reload it to change mode")
         quantize(self.dit, mode, int8_compute=int8_compute, backend=backend)
         self.quantization = mode
+        for task, adapter in self.task_adapters.items():  # quantized layers take a LoRA (as a hook), not a full change
+            if adapter.kind == "full":
+                self.task_adapters[task] = low_rank(adapter, QUANTIZED_TASK_ADAPTER_RANK)
         return self
 
     @property
@@ -340,6 +362,11 @@ class SeedlingPipeline(DiffusionPipeline):
             width, height = images[0].size
         height = self.settings.default_size if height is None else height
         width = self.settings.default_size if width is None else width
+        glyph = None
+        if task == "t2i" and "text" in self.dit.dims.tasks:  # quoted text: drawn, then restyled by the text task
+            glyph = prompt_glyph(prompt, width, height)
+            if glyph is not None:
+                task, images = "text", [Image.fromarray(glyph)]
         self._check(task, images, mask, num_outputs, steps, guidance, image_guidance, height, width)
         if task_spec(task).control:
             images = [control_input(task, im, width, height) for im in images]
@@ -379,40 +406,45 @@ class SeedlingPipeline(DiffusionPipeline):
                 src_latent = refs[0]
         timings["encode_images"] = time.perf_counter() - t0
 
-        times = make_schedule(steps, schedule if schedule is not None else self.settings.schedule, self.settings.shift)
+        adapter = self.task_adapters.get(task)
         t0 = time.perf_counter()
-        p = self.dit.config.patch
-        branches = self.make_branches(task, states, pooled, refs, ref_masks, B, guidance, image_guidance, use_ref_cache,
-                                      n_out=M * (h // p) * (w // p), steps=step_pairs(times, self.settings.shortcut),
-                                      ref_indices=self._ref_positions(boxes, len(refs), h // p, w // p))
-        timings["encode_context"] = time.perf_counter() - t0
+        with added_adapters(self.dit, [(adapter, 1.0)] if adapter is not None else []):
+            if adapter is not None:
+                timings["task_adapter"] = time.perf_counter() - t0  # merged for this call (taken off after)
+            times = make_schedule(steps, schedule if schedule is not None else self.settings.schedule, self.settings.shift)
+            t0 = time.perf_counter()
+            p = self.dit.config.patch
+            branches = self.make_branches(task, states, pooled, refs, ref_masks, B, guidance, image_guidance, use_ref_cache,
+                                          n_out=M * (h // p) * (w // p), steps=step_pairs(times, self.settings.shortcut),
+                                          ref_indices=self._ref_positions(boxes, len(refs), h // p, w // p))
+            timings["encode_context"] = time.perf_counter() - t0
 
-        noise = torch.randn((B, M, C, h, w), generator=gen).to(dev)
-        project = None
-        if src_latent is not None and lat_mask is not None:
-            keep = (1 - lat_mask)[:, None]  # (1, 1, 1, h, w)
-            z_src = src_latent[:, None]
+            noise = torch.randn((B, M, C, h, w), generator=gen).to(dev)
+            project = None
+            if src_latent is not None and lat_mask is not None:
+                keep = (1 - lat_mask)[:, None]  # (1, 1, 1, h, w)
+                z_src = src_latent[:, None]
 
-            def project(x, t):  # hold the known region on the source's noising path
-                return x * (1 - keep) + keep * ((1 - t) * z_src + t * noise)
+                def project(x, t):  # hold the known region on the source's noising path
+                    return x * (1 - keep) + keep * ((1 - t) * z_src + t * noise)
 
-        def on_step(i, total, x, x0_pred):
-            if callback_on_step_end is not None:
-                callback_on_step_end(self, i - 1, times[i - 1], {"latents": x, "x0_pred": x0_pred})
-                if self._interrupt:
-                    raise GenerationCancelled(f"interrupted at step {i} of {total}")
-            if callback is None:
-                return
-            preview = None
-            if previews:
-                preview = tensor_to_images(self.autoencoder.decode(x0_pred[0, :1]))[0]
-            if callback(i, total, preview) is False:
-                raise GenerationCancelled(f"cancelled at step {i} of {total}")
+            def on_step(i, total, x, x0_pred):
+                if callback_on_step_end is not None:
+                    callback_on_step_end(self, i - 1, times[i - 1], {"latents": x, "x0_pred": x0_pred})
+                    if self._interrupt:
+                        raise GenerationCancelled(f"interrupted at step {i} of {total}")
+                if callback is None:
+                    return
+                preview = None
+                if previews:
+                    preview = tensor_to_images(self.autoencoder.decode(x0_pred[0, :1]))[0]
+                if callback(i, total, preview) is False:
+                    raise GenerationCancelled(f"cancelled at step {i} of {total}")
 
-        t0 = time.perf_counter()
-        lat = euler_sample(branches, noise.clone(), times.to(dev), guidance, image_guidance, shortcut=self.settings.shortcut,
-                           on_step=on_step if callback or callback_on_step_end else None, project=project)
-        timings["sample"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            lat = euler_sample(branches, noise.clone(), times.to(dev), guidance, image_guidance, shortcut=self.settings.shortcut,
+                               on_step=on_step if callback or callback_on_step_end else None, project=project)
+            timings["sample"] = time.perf_counter() - t0
 
         if output_type == "latent":
             return self._output(lat.reshape(B * M, C, h, w), seed, timings, t_start, return_dict)
@@ -432,6 +464,8 @@ class SeedlingPipeline(DiffusionPipeline):
         timings["decode"] = time.perf_counter() - t0
         params = {"prompt": prompt, "task": task, "num_outputs": num_outputs, "steps": steps, "guidance": guidance,
                       "image_guidance": image_guidance, "seed": int(seed), "height": height, "width": width}
+        if glyph is not None:
+            params["glyph"] = True  # the text task drew the prompt's quoted text (data/glyphs.py)
         if output_type == "np":
             out = np.stack([np.asarray(o, dtype=np.float32) / 255.0 for o in out])
         return self._output(out, seed, timings, t_start, return_dict, params)

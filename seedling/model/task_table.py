@@ -22,7 +22,7 @@ from pathlib import Path
 
 # The lineage roles an input picture can have (seedling.storage.images_common.Role lists the same
 # names plus "sibling", which only outputs of one job have).
-ROLES = ("source", "mask", "reference", "character", "style", "control")
+ROLES = ("source", "mask", "reference", "character", "style", "control", "glyph")
 UI_TABS = ("generate", "edit", "compose", "storyboard")
 
 
@@ -98,6 +98,9 @@ TASKS: dict[str, TaskSpec] = {
             TaskSpec(name, Range(1, 1), ("control",), False, _OUTPUTS, 1, None, keeps_source_size=keep, control=True)
             for name, keep in (("edges", True), ("sketch", True), ("colourise", True), ("upscale", False))
         ),
+        # text: the prompt's quoted text drawn plainly (data/glyphs.py) as a control picture, which
+        # the output restyles (font, ink) letter for letter; the pipeline makes the glyph itself
+        TaskSpec("text", Range(1, 1), ("glyph",), False, _OUTPUTS, 1, None, control=True),
     )
 }
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)

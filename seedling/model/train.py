@@ -65,6 +65,40 @@ def _task_weights(text: str) -> dict[str, float]:
     return out
 
 
+def _task_adapter_model(model: UnifiedDiT, cfg: DiTConfig, args, ck) -> tuple[torch.nn.Module, dict]:
+    """The DiT set up to train a task adapter (`--task-adapter`): a LoRA of rank `--lora-rank`
+    injected (finetune_model.trainable_dit), or every weight ("full"); in both, of the task
+    embedding only the rows of the tasks the run adds train. The adapted tasks are the weighted
+    ones the --init model did not know (read back from the run on resume). Returns the model and
+    the run's task_adapter.json record (kind, rank, tasks, init folder)."""
+    from seedling.model.finetune_config import FinetuneConfig
+    from seedling.model.finetune_model import trainable_dit
+
+    if ck is not None:
+        info = json.loads((ck / "task_adapter.json").read_text())
+        if (info["kind"], info["rank"]) != (args.task_adapter, args.lora_rank if args.task_adapter == "lora" else None):
+            how = f"--task-adapter {info['kind']}" + (f" --lora-rank {info['rank']}" if info["kind"] == "lora" else "")
+            raise SystemExit(f"this run trains a {info['kind']} task adapter: resume it with {how}")
+        tasks = info["tasks"]
+    else:
+        if not args.init:
+            raise SystemExit("--task-adapter trains an adapter over a trained model: give --init FOLDER")
+        known = json.loads((Path(args.init) / "dit" / "config.json").read_text())["tasks"]
+        tasks = [t for t in cfg.tasks if t not in known]
+        if not tasks:
+            raise SystemExit("--task-adapter adapts the tasks a run adds to its --init model: weight a task it "
+                             "lacks, e.g. --task-weights text=1,t2i=0,edit=0,inpaint=0,compose=0,storyboard=0,style=0")
+        info = {"kind": args.task_adapter, "rank": args.lora_rank if args.task_adapter == "lora" else None,
+                "tasks": tasks, "init": args.init}
+    if args.task_adapter == "lora":
+        model = trainable_dit(model, FinetuneConfig(rank=args.lora_rank, seed=args.seed))
+    rows = torch.zeros(cfg.num_tasks, 1)
+    rows[[cfg.tasks.index(t) for t in tasks]] = 1.0
+    embed = model.task_embed.weight.requires_grad_(True)
+    embed.register_hook(lambda g, rows=rows: g * rows.to(g))  # the other tasks' rows stay exactly as they were
+    return model, info
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ae", default="runs/ae/final", help="trained autoencoder folder")
@@ -94,9 +128,16 @@ def main(argv=None):
                    help="compose references sit in their layout's boxes (rope.box_positions); new runs and --init only")
     p.add_argument("--init", default="",
                    help="a pipeline folder whose DiT weights start a new run (model and EMA); ignored on resume")
+    p.add_argument("--task-adapter", choices=("lora", "full"), default=None,
+                   help="train an adapter for the tasks this run adds to its --init model (with the new tasks' "
+                        "embedding rows); the model's other tasks are untouched: a LoRA (--lora-rank) or a change "
+                        "of every weight (export: python -m seedling.model.export --task-adapter)")
+    p.add_argument("--lora-rank", type=int, default=64, help="rank of a --task-adapter lora")
     args = p.parse_args(argv)
     if args.workers < 0 or args.max_batch < 2:
         p.error("--workers must be >= 0 and --max-batch >= 2")
+    if args.lora_rank < 1:
+        p.error("--lora-rank must be a whole number >= 1")
 
     from seedling.model.data.icons import load_icons
     from seedling.model.data.tasks import TaskSampler
@@ -135,6 +176,12 @@ def main(argv=None):
             cfg = model.dims
             acc.print(f"added the tasks {missing} (task embedding of {cfg.num_tasks} rows)")
     trainer.files["config.json"] = json.dumps(cfg.to_dict(), indent=2)
+    if ck is not None and not args.task_adapter and (ck / "task_adapter.json").exists():
+        kind = json.loads((ck / "task_adapter.json").read_text())["kind"]
+        raise SystemExit(f"this run trains a task adapter: resume it with --task-adapter {kind}")
+    if args.task_adapter:
+        model, info = _task_adapter_model(model, cfg, args, ck)
+        trainer.files["task_adapter.json"] = json.dumps(info, indent=2)
     acc.print(f"DiT {cfg.width}x{cfg.depth}: {model.num_parameters() / 1e6:.2f}M parameters")
     model = trainer.add("model", model, lr=args.lr, schedule=args.lr_schedule, warmup=args.warmup,
                         ema_decay=args.ema)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 Origin = Literal["output", "upload", "mask"]
 # How a parent went into a child. "sibling" links the panels of one storyboard.
-Role = Literal["source", "mask", "reference", "character", "style", "control", "sibling"]
+Role = Literal["source", "mask", "reference", "character", "style", "control", "glyph", "sibling"]
 
 
 class ImageNotFound(LookupError):

@@ -243,6 +243,20 @@ def word_caption(text: str, rng: np.random.Generator, phrasing: int | None = Non
     return phrase(WORD_PHRASINGS, rng, phrasing, text=text)
 
 
+def text_caption(text: str, color: str, font: str, rng: np.random.Generator, phrasing: int | None = None) -> str:
+    """The text task's prompt: the word's caption plus its look, said whenever it is not the plain
+    default (colour unless black, font unless the plain one), so that a prompt fixes the ink and
+    the letter style and the model has one answer to learn."""
+    from seedling.model.data.glyphs import FONT_WORDS
+
+    out = word_caption(text, rng, phrasing)
+    if color != "black" or rng.random() < 0.3:
+        out += pick(rng, (f" in {color}", f" in {color} letters", f", {color} ink"), None)
+    if font in FONT_WORDS:
+        out += " " + FONT_WORDS[font][1]
+    return out
+
+
 def chart_caption(spec: ChartSpec, rng: np.random.Generator, phrasing: int | None = None) -> str:
     values = [str(v) for v in spec.values]
     form = pick(rng, range(4), phrasing)

@@ -20,6 +20,7 @@ from PIL import Image
 from seedling.model.data import captions as cap
 from seedling.model.data import controls as ctl
 from seedling.model.data import knowledge as kn
+from seedling.model.data.glyphs import word_glyph
 from seedling.model.data.icon_names import icon_names
 from seedling.model.data.icons import Icon
 from seedling.model.data.styles import STYLES, composite
@@ -417,6 +418,15 @@ class TaskSampler:
             [STYLES[style](b)],
             meta,
         )
+
+    # -- text: a word drawn from its glyph ------------------------------------------------------
+
+    def text(self, rng: np.random.Generator, phrasing: int | None = None, p_random_letters: float = 0.15) -> Sample:
+        """ref = the word's glyph (plain, black, in the box its ink occupies: glyphs.word_glyph),
+        output = the word in the font and ink the prompt names. meta: "word", "kind" = "word"."""
+        word = kn.random_word(rng, p_random_letters)
+        prompt = cap.text_caption(word.text, word.color, word.font, rng, phrasing)
+        return Sample("text", prompt, [word_glyph(word)], None, [kn.render_word(word)], {"kind": "word", "word": word})
 
     # -- geometric control: every t2i image yields one sample of each ------------------------
 

@@ -218,6 +218,18 @@ def dominant_border_color(image, names=None) -> str:
     return min(names, key=lambda n: float(np.linalg.norm(med - np.array(kn.BACKGROUNDS[n]))))
 
 
+def ink_color(image, names=None) -> str | None:
+    """Name (key of PALETTE) nearest to the median colour of the pixels far from the background
+    (a word's ink); None when nothing stands out from the background."""
+    x = as_array(image).astype(np.float32)
+    ink = x[np.linalg.norm(x - border_color(image), axis=-1) > 100]
+    if len(ink) < 10:
+        return None
+    med = np.median(ink, axis=0)
+    names = list(names or kn.PALETTE)
+    return min(names, key=lambda n: float(np.linalg.norm(med - np.array(kn.PALETTE[n]))))
+
+
 # --------------------------------------------------------------------------------------------
 # Icon retrieval
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ Suites and their judges (model/eval/detectors.py):
   t2i_icons_free     the same judge; prompts in phrasings no training caption uses (free_phrasing.py)
   shapes_1/shapes_2  exact colour/shape/count/cell of 1 or 2 objects
   words              Tesseract OCR, dictionary words of at most 8 letters
+  words_styled       the same, prompts that name the ink and the font (the text task's), plus the
+                     ink colour read off the letters (exact_and_ink)
   charts             bar values read off the image
   edit_<kind>        the kind's detector on the result + PSNR outside the edited region
   inpaint            exact scene + PSNR outside the mask
@@ -171,6 +173,24 @@ def _words_score(ctx, s, out):
     return {"exact": read == truth, "cer": ocr.edit_distance(read, truth) / len(truth)}, {"read": read}
 
 
+def _words_styled_build(ctx, rng, n):
+    # The prompts of the text task's training (colour said unless black, font unless plain), asked
+    # as a designer asks: text to image, the pipeline draws the glyph when the model has the task.
+    out = []
+    for _ in range(n):
+        s = ctx.sampler.text(rng, phrasing=0, p_random_letters=0.0)
+        out.append(tk.Sample("t2i", s.prompt, [], None, s.outputs, s.meta))
+    return out
+
+
+def _words_styled_score(ctx, s, out):
+    scores, info = _words_score(ctx, s, out)
+    info["ink"] = det.ink_color(out[0])
+    scores["ink_right"] = info["ink"] == s.meta["word"].color
+    scores["exact_and_ink"] = bool(scores["exact"] and scores["ink_right"])
+    return scores, info
+
+
 def _charts_build(ctx, rng, n):
     return [ctx.sampler.t2i_chart(rng, phrasing=0) for _ in range(n)]
 
@@ -274,6 +294,8 @@ SUITES: dict[str, Suite] = {
         Suite("storyboard", lambda c: c.n_storyboard, _storyboard_build, _storyboard_score, "all_panels"),
         # new suites go last: a suite's cases are seeded by its position
         Suite("t2i_icons_free", lambda c: c.n_icons, free_icon_cases, _icons_score, "top5"),
+        Suite("words_styled", lambda c: c.n_words, _words_styled_build, _words_styled_score, "exact_and_ink",
+              needs_ocr=True),
     ]
 }
 

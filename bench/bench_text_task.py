@@ -1,0 +1,85 @@
+"""What the text task costs per generation: a quoted-text prompt (glyph drawn, the task adapter
+merged for the call and taken off after) beside a plain text-to-image prompt, same model, same
+size, same seeds, interleaved; plus the adapter's merge-and-restore alone.
+
+    python bench/bench_text_task.py --model assets/default --rounds 30 [--out runs/bench_text_task.json]
+
+Prints a markdown table (median / p90 seconds) and writes JSON. Name the CPU with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="assets/default")
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--size", type=int, default=None, help="output side (default: the model's)")
+    ap.add_argument("--out", default="runs/bench_text_task.json")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from seedling.model.adapters import added_adapters
+    from seedling.model.pipeline import SeedlingPipeline
+
+    torch.set_num_threads(args.threads)
+    pipe = SeedlingPipeline.from_pretrained(args.model)
+    if "text" not in pipe.task_adapters:
+        raise SystemExit(f"{args.model} has no text task adapter (task_adapters/text.safetensors): nothing to compare")
+    adapter = pipe.task_adapters["text"]
+    size = args.size or pipe.settings.default_size
+    cases = {
+        "t2i, plain prompt": 'a red circle in the top left',
+        "text task (glyph + adapter)": 'the word "SALE" in red',
+    }
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    times["adapter merge + restore alone"] = []
+    for name, prompt in cases.items():  # warm-up: first-call costs (packing, plans) out of the figures
+        pipe(prompt, seed=0, height=size, width=size)
+    for r in range(args.rounds):
+        for name, prompt in cases.items():
+            t0 = time.perf_counter()
+            pipe(prompt, seed=r, height=size, width=size)
+            times[name].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with added_adapters(pipe.dit, [(adapter, 1.0)]):
+            pass
+        times["adapter merge + restore alone"].append(time.perf_counter() - t0)
+
+    rows = {k: {"median_s": float(np.median(v)), "p90_s": float(np.percentile(v, 90)), "n": len(v)}
+            for k, v in times.items()}
+    base = rows["t2i, plain prompt"]["median_s"]
+    print(f"\n{args.model}, {size}x{size}, {args.threads} threads, {_cpu()}\n")
+    print("| call | median s | p90 s | vs plain t2i |")
+    print("|---|---:|---:|---:|")
+    for k, v in rows.items():
+        print(f"| {k} | {v['median_s']:.4f} | {v['p90_s']:.4f} | {v['median_s'] / base:.2f}x |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": args.model, "size": size, "threads": args.threads, "cpu": _cpu(),
+                               "adapter_rank": adapter.rank, "rows": rows}, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
