@@ -11,21 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None):
@@ -38,6 +27,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import torch
+    from bench_dcae import cpu_name  # this script's folder is on sys.path
 
     from seedling.model.adapters import added_adapters
     from seedling.model.pipeline import SeedlingPipeline
@@ -69,14 +59,14 @@ def main(argv=None):
     rows = {k: {"median_s": float(np.median(v)), "p90_s": float(np.percentile(v, 90)), "n": len(v)}
             for k, v in times.items()}
     base = rows["t2i, plain prompt"]["median_s"]
-    print(f"\n{args.model}, {size}x{size}, {args.threads} threads, {_cpu()}\n")
+    print(f"\n{args.model}, {size}x{size}, {args.threads} threads, {cpu_name()}\n")
     print("| call | median s | p90 s | vs plain t2i |")
     print("|---|---:|---:|---:|")
     for k, v in rows.items():
         print(f"| {k} | {v['median_s']:.4f} | {v['p90_s']:.4f} | {v['median_s'] / base:.2f}x |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": args.model, "size": size, "threads": args.threads, "cpu": _cpu(),
+    out.write_text(json.dumps({"model": args.model, "size": size, "threads": args.threads, "cpu": cpu_name(),
                                "adapter_rank": adapter.rank, "rows": rows}, indent=2))
     print(f"\nwrote {out}")
 
