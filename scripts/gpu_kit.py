@@ -28,7 +28,8 @@ import shutil
 from pathlib import Path
 
 FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono-Bold.ttf")
-TASK_SHARE = {"t2i": 0.41, "edit": 0.17, "inpaint": 0.17, "compose": 0.055, "storyboard": 0.055, "style": 0.14}
+TASK_SHARE = {"t2i": 0.41, "edit": 0.17, "inpaint": 0.17, "compose": 0.055, "storyboard": 0.055, "style": 0.14,
+              "text": 0.02}  # text: its prompts name inks and fonts ("in a typewriter font") no other task's do
 SKIP = ("model.safetensors", "README.md", "data_config.json")
 OPENMOJI_FONT = "openmoji_colr0.ttf"
 
