@@ -178,8 +178,7 @@ def delete_adapter_files(path: str | Path) -> None:
 # -- applying to a live DiT ----------------------------------------------------------------------
 @dataclass
 class _AppliedState:
-    active: list[tuple[str, float]] = field(default_factory=list)  # (name, strength), in order
-    applied: list = field(default_factory=list)  # the (Adapter, strength) pairs themselves, in order
+    applied: list = field(default_factory=list)  # the (Adapter, strength) pairs, in order
     originals: dict[str, torch.Tensor] = field(default_factory=dict)  # parameter name -> original copy
     hooks: list = field(default_factory=list)
 
@@ -263,7 +262,6 @@ def set_adapters(dit: nn.Module, adapters: Sequence[tuple[Adapter, float]]) -> N
             p.add_(change.to(device=p.device, dtype=p.dtype))
 
         for adapter, strength, lora in plans:
-            state.active.append((adapter.name, strength))
             if strength == 0.0:
                 continue
             if lora is None:
@@ -292,13 +290,12 @@ def remove_adapters(dit: nn.Module) -> None:
         handle.remove()
     state.originals.clear()
     state.hooks.clear()
-    state.active.clear()
     state.applied = []
 
 
 def active_adapters(dit: nn.Module) -> list[tuple[str, float]]:
     state = getattr(dit, _STATE_ATTR, None)
-    return list(state.active) if state is not None else []
+    return [(adapter.name, strength) for adapter, strength in state.applied] if state is not None else []
 
 
 @contextmanager

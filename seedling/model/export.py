@@ -70,7 +70,8 @@ def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = Tru
         shutil.rmtree(out)
     # the init's evaluation and contact sheet describe the init, not this model: left out
     shutil.copytree(init, out, ignore=shutil.ignore_patterns(TASK_ADAPTERS, "eval_metrics.json", "contact_sheet.png"))
-    base = load_file(str(weights_path(init / "dit")))
+    init_weights = weights_path(init / "dit")
+    base = load_file(str(init_weights))
     dtype = base["task_embed.weight"].dtype
     rows = torch.zeros(cfg["num_tasks"], base["task_embed.weight"].shape[1], dtype=dtype)
     rows[: len(base["task_embed.weight"])] = base["task_embed.weight"]  # the init's rows, bit for bit
@@ -81,9 +82,8 @@ def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = Tru
     dit.load_state_dict({**{k: v.float() for k, v in base.items()}, "task_embed.weight": rows.float()})
     shutil.rmtree(out / "dit")
     dit.save_pretrained(out / "dit", dtype=dtype)
-    name = weights_path(init / "dit").name  # the init's file name (a pre-diffusers folder keeps its own)
-    if not (out / "dit" / name).exists():
-        weights_path(out / "dit").rename(out / "dit" / name)
+    if not (out / "dit" / init_weights.name).exists():  # the init's file name (a pre-diffusers folder keeps its own)
+        weights_path(out / "dit").rename(out / "dit" / init_weights.name)
     state = json.loads((ck / STATE_NAME).read_text())
     meta = {"base_model": str(init), "steps": state["step"], "samples": state["extra"].get("samples")}
     if info["kind"] == "lora":

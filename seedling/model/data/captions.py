@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from seedling.model.data.glyphs import FONT_WORDS
 from seedling.model.data.knowledge import ChartSpec, ShapeObject, ShapeScene
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
@@ -247,8 +248,6 @@ def text_caption(text: str, color: str, font: str, rng: np.random.Generator, phr
     """The text task's prompt: the word's caption plus its look, said whenever it is not the plain
     default (colour unless black, font unless the plain one), so that a prompt fixes the ink and
     the letter style and the model has one answer to learn."""
-    from seedling.model.data.glyphs import FONT_WORDS
-
     out = word_caption(text, rng, phrasing)
     if color != "black" or rng.random() < 0.3:
         out += pick(rng, (f" in {color}", f" in {color} letters", f", {color} ink"), None)

@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from seedling.model.data import knowledge as kn
 from seedling.model.prompt_expansion.parse import word_to_render
 
 GLYPH_ROLE = "glyph"
@@ -88,8 +89,6 @@ TYPICAL_CAP_HEIGHT = 30  # px at 128: the middle of the training words' cap heig
 def word_glyph(spec, size: int | None = None) -> np.ndarray:
     """The glyph image a training word (knowledge.WordSpec) is made from: its text, plain, black,
     in the box its own ink occupies."""
-    from seedling.model.data import knowledge as kn
-
     size = size or kn.SIZE
     return render_glyph(spec.text, size, size, glyph_box_of(kn.word_box(spec, size), size, size))
 
@@ -107,8 +106,6 @@ def font_in_prompt(prompt: str) -> str:
 def prompt_glyph(prompt: str, width: int, height: int) -> np.ndarray | None:
     """The glyph image for a prompt that asks for text (None if it asks none): the quoted text in
     the box a typical training word of that text and font occupies, on a width x height canvas."""
-    from seedling.model.data import knowledge as kn
-
     text = glyph_text(prompt)
     if text is None:
         return None

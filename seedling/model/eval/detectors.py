@@ -211,11 +211,14 @@ def border_color(image) -> np.ndarray:
     return np.median(border, axis=0)
 
 
+def _nearest_name(rgb: np.ndarray, table: dict, names=None) -> str:
+    """The key of `table` (name -> RGB), among `names` (default: all), nearest to `rgb`."""
+    return min(list(names or table), key=lambda n: float(np.linalg.norm(rgb - np.array(table[n]))))
+
+
 def dominant_border_color(image, names=None) -> str:
     """Name (key of BACKGROUNDS) nearest to the median colour of the image's 2 px border."""
-    med = border_color(image)
-    names = list(names or kn.BACKGROUNDS)
-    return min(names, key=lambda n: float(np.linalg.norm(med - np.array(kn.BACKGROUNDS[n]))))
+    return _nearest_name(border_color(image), kn.BACKGROUNDS, names)
 
 
 def ink_color(image, names=None) -> str | None:
@@ -225,9 +228,7 @@ def ink_color(image, names=None) -> str | None:
     ink = x[np.linalg.norm(x - border_color(image), axis=-1) > 100]
     if len(ink) < 10:
         return None
-    med = np.median(ink, axis=0)
-    names = list(names or kn.PALETTE)
-    return min(names, key=lambda n: float(np.linalg.norm(med - np.array(kn.PALETTE[n]))))
+    return _nearest_name(np.median(ink, axis=0), kn.PALETTE, names)
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -176,11 +176,7 @@ def _words_score(ctx, s, out):
 def _words_styled_build(ctx, rng, n):
     # The prompts of the text task's training (colour said unless black, font unless plain), asked
     # as a designer asks: text to image, the pipeline draws the glyph when the model has the task.
-    out = []
-    for _ in range(n):
-        s = ctx.sampler.text(rng, phrasing=0, p_random_letters=0.0)
-        out.append(tk.Sample("t2i", s.prompt, [], None, s.outputs, s.meta))
-    return out
+    return [replace(ctx.sampler.text(rng, phrasing=0, p_random_letters=0.0), task="t2i", refs=[]) for _ in range(n)]
 
 
 def _words_styled_score(ctx, s, out):
