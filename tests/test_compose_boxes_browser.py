@@ -68,6 +68,20 @@ def _choose_layout(page, name: str) -> None:
     page.get_by_role("option", name=re.compile(re.escape(name))).click()
 
 
+def _settled_box(page, locator) -> dict:
+    """The locator's bounding box once it reads the same twice 100 ms apart: the canvas may
+    redraw (replacing its boxes) more than once after a layout change, and a box measured while it
+    is replaced reads None."""
+    last = None
+    for _ in range(100):
+        now = locator.bounding_box()
+        if now is not None and now == last:
+            return now
+        last = now
+        page.wait_for_timeout(100)
+    raise AssertionError(f"{locator} did not settle on screen within 10 s (last read: {last})")
+
+
 def _drag(page, start: tuple[float, float], by: tuple[float, float]) -> None:
     page.mouse.move(*start)
     page.mouse.down()
@@ -110,7 +124,7 @@ def test_boxes_placed_on_the_canvas_run_and_come_back_with_the_image(app, browse
     _wait_drawn(page, MOVED)
     page.wait_for_function("() => document.querySelector('#compose-layout input').value === 'custom'")
     _wait_drawn(page, MOVED)
-    handle = boxes.nth(1).locator(".seedling-handle").bounding_box()
+    handle = _settled_box(page, boxes.nth(1).locator(".seedling-handle"))
     _drag(
         page, (handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2), (-side / 8, -side / 8)
     )
