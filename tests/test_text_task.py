@@ -248,3 +248,23 @@ def test_a_quantized_model_runs_the_text_task_through_a_low_rank_form_of_its_ada
     assert all(t.shape[0] == 4 for k, t in small.tensors.items() if k.endswith("lora_A.weight"))
     with pytest.raises(ValueError, match="already lora"):
         low_rank(small, 4)
+
+
+def test_the_text_task_has_its_own_default_guidance():
+    """PipelineConfig.task_guidance: a prompt quoting text runs the text task at its own default
+    guidance (the shipped model: 3, where the glyphs read back best); other prompts keep the
+    model's; a guidance the call gives wins; a config naming an unknown task says so."""
+    from seedling.model.pipeline import PipelineConfig
+
+    pipe = _tiny_pipeline()
+    pipe.settings = PipelineConfig(guidance=1.0, task_guidance={"text": 3.0})
+    kw = {"steps": 1, "seed": 0, "height": 32, "width": 32}
+    assert pipe('the word "cat"', **kw).parameters["guidance"] == 3.0
+    assert pipe("a red circle", **kw).parameters["guidance"] == 1.0
+    assert pipe('the word "cat"', guidance=1.5, **kw).parameters["guidance"] == 1.5
+    with pytest.raises(ValueError, match="task table has"):
+        PipelineConfig(task_guidance={"txt": 3.0})
+    with pytest.raises(ValueError, match="from 0 to 30"):
+        PipelineConfig(task_guidance={"text": 99})
+    shipped = SeedlingPipeline.from_pretrained("assets/default")
+    assert shipped.settings.task_guidance == {"text": 3.0}

@@ -52,9 +52,11 @@ def export(
     return pipe
 
 
-def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = True) -> Path:
-    """Write the pipeline folder of a `--task-adapter` run (see the module doc); returns `out`."""
-    from seedling.model.adapters import Adapter, save_adapter
+def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = True, rank: int | None = None) -> Path:
+    """Write the pipeline folder of a `--task-adapter` run (see the module doc); returns `out`.
+    The init's own task adapters are kept; the run's tasks share one adapter file. `rank`: store
+    a full adapter as its rank-`rank` SVD LoRA (adapters.low_rank), to fit the weight budget."""
+    from seedling.model.adapters import Adapter, low_rank, save_adapter
     from seedling.model.modeling import weights_path
     from seedling.model.pipeline import TASK_ADAPTERS
 
@@ -69,7 +71,7 @@ def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = Tru
     if out.exists():
         shutil.rmtree(out)
     # the init's evaluation and contact sheet describe the init, not this model: left out
-    shutil.copytree(init, out, ignore=shutil.ignore_patterns(TASK_ADAPTERS, "eval_metrics.json", "contact_sheet.png"))
+    shutil.copytree(init, out, ignore=shutil.ignore_patterns("eval_metrics.json", "contact_sheet.png"))
     init_weights = weights_path(init / "dit")
     base = load_file(str(init_weights))
     dtype = base["task_embed.weight"].dtype
@@ -93,12 +95,21 @@ def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = Tru
     else:  # every weight's change; the task rows are in the DiT itself
         tensors = {k: trained[k].float() - v.float() for k, v in base.items()
                    if k != "task_embed.weight" and not torch.equal(trained[k].to(v.dtype), v)}
-    for task in info["tasks"]:
-        save_adapter(Adapter(info["kind"], tensors, {"name": task, "task": task, **meta}),
-                     out / TASK_ADAPTERS / f"{task}.safetensors", dtype=dtype)
+    names = ",".join(info["tasks"])
+    adapter = Adapter(info["kind"], tensors, {"name": names, "task": names, **meta})
+    if rank is not None:
+        if adapter.kind != "full":
+            raise SystemExit(f"--rank stores a full adapter as a LoRA; this run's adapter is already a rank-{info['rank']} LoRA")
+        adapter = low_rank(adapter, rank)
+    save_adapter(adapter, out / TASK_ADAPTERS / f"{'-'.join(info['tasks'])}.safetensors", dtype=dtype)
     history = json.loads((init / "training.json").read_text()) if (init / "training.json").exists() else {}
-    history["task_adapter"] = {"kind": info["kind"], "tasks": info["tasks"], "rank": info["rank"], "init": str(init),
-                               "steps": state["step"], "samples": state["extra"].get("samples")}
+    record = {"kind": info["kind"], "tasks": info["tasks"], "rank": info["rank"], "init": str(init),
+              "steps": state["step"], "samples": state["extra"].get("samples")}
+    if rank is not None:
+        record["stored_as_rank"] = rank
+    # one record per adapter the folder holds: the init's own (an older folder's single "task_adapter") and this run's
+    earlier = history.pop("task_adapters", []) + ([history.pop("task_adapter")] if "task_adapter" in history else [])
+    history["task_adapters"] = [*earlier, record]
     write_atomic(out / "training.json", json.dumps(history, indent=2))
     return out
 
@@ -113,9 +124,11 @@ def main(argv=None):
     p.add_argument("--pipeline-config", default="{}", help="JSON overrides, e.g. '{\"guidance\": 2.0}'")
     p.add_argument("--task-adapter", action="store_true",
                    help="the run was trained with --task-adapter: write its --init folder with the adapter")
+    p.add_argument("--rank", type=int, default=None,
+                   help="with --task-adapter: store a full adapter as its rank-R SVD LoRA (smaller on disk)")
     a = p.parse_args(argv)
     if a.task_adapter:
-        print(f"exported {export_task_adapter(a.checkpoint, a.out, ema=not a.raw)}")
+        print(f"exported {export_task_adapter(a.checkpoint, a.out, ema=not a.raw, rank=a.rank)}")
         return
     export(
         a.checkpoint,

@@ -17,7 +17,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +65,28 @@ TASK_ADAPTERS = "task_adapters"
 QUANTIZED_TASK_ADAPTER_RANK = 64  # a full one's SVD for quantized layers: the text adapter kept its CER (docs/data.md)
 
 
+def adapter_tasks(adapter: Adapter, path: Path) -> list[str]:
+    """The tasks a task adapter file serves: its metadata's "task" (several, comma-separated, when
+    one adapter was trained for several tasks: the control tasks share one), else the file's stem."""
+    return [t.strip() for t in str(adapter.metadata.get("task", path.stem)).split(",") if t.strip()]
+
+
+def shared_task_adapters(task_adapters: dict[str, Adapter]) -> list[tuple[list[str], Adapter]]:
+    """`task_adapters` (task -> adapter) grouped by adapter object: ([tasks], adapter) in the
+    order first met, so a shared adapter is saved, or converted, once."""
+    groups: dict[int, tuple[list[str], Adapter]] = {}
+    for task, adapter in task_adapters.items():
+        groups.setdefault(id(adapter), ([], adapter))[0].append(task)
+    return list(groups.values())
+
+
 @dataclass
 class PipelineConfig:
     default_steps: int = 4
     guidance: float = 1.5  # text guidance scale (1 = no guidance branch)
+    # a task's own default text guidance, where it differs (the text task: glyphs read back far
+    # more often at 3 than at 1, docs/data.md); a call's guidance, when given, wins
+    task_guidance: dict[str, float] = field(default_factory=dict)
     image_guidance: float = 1.0  # image guidance scale for tasks with references
     schedule: str | list = "uniform"
     shift: float = 1.0
@@ -80,6 +98,13 @@ class PipelineConfig:
     # autoencoder cannot reproduce (see `transfer_detail`); tolerance as a fraction of full scale.
     detail_transfer: bool = True
     detail_tolerance: float = 0.25  # chosen on recolour edits' PSNR outside the edit (docs/model.md)
+
+    def __post_init__(self) -> None:
+        for task, value in self.task_guidance.items():
+            if task not in TASKS:
+                raise ValueError(f"task_guidance names the task {task!r}; the task table has {list(TASKS)}")
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 30.0):
+                raise ValueError(f"task_guidance[{task!r}] is {value!r}: give a number from 0 to 30")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -178,10 +203,12 @@ class SeedlingPipeline(DiffusionPipeline):
         pipe = cls(dit, ae, text_encoder, PipelineConfig(**settings) if settings else None, scheduler=scheduler)
         for path in sorted((folder / TASK_ADAPTERS).glob("*.safetensors")):
             adapter = load_adapter(path)
-            task = adapter.metadata.get("task", path.stem)
-            if task not in dit.dims.tasks:
-                raise ValueError(f"{path}: an adapter for the task {task!r}, which this model's DiT does not know")
-            pipe.task_adapters[task] = adapter
+            for task in adapter_tasks(adapter, path):  # one file may serve several tasks (one object, shared)
+                if task not in dit.dims.tasks:
+                    raise ValueError(f"{path}: an adapter for the task {task!r}, which this model's DiT does not know")
+                if task in pipe.task_adapters:
+                    raise ValueError(f"{path}: a second adapter for the task {task!r} in {folder / TASK_ADAPTERS}; keep one")
+                pipe.task_adapters[task] = adapter
         return pipe.to(device)
 
     def save_pretrained(self, folder: str | Path, dtype: torch.dtype = torch.float32, **kwargs) -> None:
@@ -197,8 +224,9 @@ class SeedlingPipeline(DiffusionPipeline):
             self.dit.save_pretrained(folder / "dit", dtype=dtype)
             self.autoencoder.save_pretrained(folder / "autoencoder", dtype=dtype)
         write_pipeline_metadata(folder, self.settings.to_dict())
-        for task, adapter in self.task_adapters.items():
-            save_adapter(adapter, folder / TASK_ADAPTERS / f"{task}.safetensors")
+        for tasks, adapter in shared_task_adapters(self.task_adapters):
+            named = replace(adapter, metadata={**adapter.metadata, "task": ",".join(tasks)})
+            save_adapter(named, folder / TASK_ADAPTERS / f"{'-'.join(tasks)}.safetensors")
 
     def to(self, device) -> SeedlingPipeline:
         self.dit.to(device)
@@ -235,9 +263,10 @@ class SeedlingPipeline(DiffusionPipeline):
             raise ValueError(f"the model is already quantized ({self.quantization}); reload it to change mode")
         quantize(self.dit, mode, int8_compute=int8_compute, backend=backend)
         self.quantization = mode
-        for task, adapter in self.task_adapters.items():  # quantized layers take a LoRA (as a hook), not a full change
+        for tasks, adapter in shared_task_adapters(self.task_adapters):  # quantized layers take a LoRA (as a hook)
             if adapter.kind == "full":
-                self.task_adapters[task] = low_rank(adapter, QUANTIZED_TASK_ADAPTER_RANK)
+                lora = low_rank(adapter, QUANTIZED_TASK_ADAPTER_RANK)  # once per file, still shared by its tasks
+                self.task_adapters.update(dict.fromkeys(tasks, lora))
         return self
 
     @property
@@ -356,7 +385,6 @@ class SeedlingPipeline(DiffusionPipeline):
         if num_outputs is None:
             num_outputs = task_spec(task).default_outputs
         steps = self.settings.default_steps if steps is None else steps
-        guidance = self.settings.guidance if guidance is None else guidance
         image_guidance = self.settings.image_guidance if image_guidance is None else image_guidance
         if images and task_spec(task).keeps_source_size and height is None and width is None:
             width, height = images[0].size
@@ -367,6 +395,8 @@ class SeedlingPipeline(DiffusionPipeline):
             glyph = prompt_glyph(prompt, width, height)
             if glyph is not None:
                 task, images = "text", [Image.fromarray(glyph)]
+        if guidance is None:  # after the task is known: quoted text runs the text task, with its own default
+            guidance = self.settings.task_guidance.get(task, self.settings.guidance)
         self._check(task, images, mask, num_outputs, steps, guidance, image_guidance, height, width)
         if task_spec(task).control:
             images = [control_input(task, im, width, height) for im in images]
