@@ -121,6 +121,18 @@ def test_default_sliders_name_the_models_own_defaults(services, tmp_path):
     assert f"Steps (0 = model default: {config['default_steps']})" in labels
     assert f"Guidance (0 = model default: {config['guidance']:g})" in labels
     assert f"Image guidance (0 = model default: {config['image_guidance']:g})" in labels
+    # a model with its own text-task guidance (the shipped one: 3): the Generate tab's slider names
+    # it too, since a prompt quoting text runs that task; the other tabs' sliders do not
+    from seedling.ui.fields import FieldContext, guidance_field
+
+    (tmp_path / "pipeline.json").write_text(json.dumps(config | {"task_guidance": {"text": 3.0}}))
+    defaults = dataclasses.replace(services.settings, model_path=tmp_path).model_defaults()
+    assert defaults["text_guidance"] == 3.0
+    with gr.Blocks():
+        t2i = guidance_field("t2i").make(FieldContext(services, "g", defaults))
+        compose = guidance_field("compose").make(FieldContext(services, "c", defaults))
+    assert t2i.label == f"Guidance (0 = model default: {config['guidance']:g}; quoted text: 3)"
+    assert compose.label == f"Guidance (0 = model default: {config['guidance']:g})"
     # a model folder without a readable pipeline.json: the labels just say "model default"
     (tmp_path / "pipeline.json").write_text("{not json")
     blank = dataclasses.replace(services.settings, model_path=tmp_path)

@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from seedling.backend.specs import ImageJobSpec
+from seedling.backend.specs import CONTROL_KINDS, ImageJobSpec
 from seedling.storage.pngmeta import format_parameters, parse_parameters
 
 _ADAPTER_ITEM = re.compile(r"\(#(\d+)\):\s*(-?[\d.]+(?:e-?\d+)?)")
@@ -88,6 +88,7 @@ class RestoredParameters:
     adapters: tuple[tuple[int, float], ...] = ()  # (adapter id, strength)
     typed_prompt: str | None = None  # set when prompt expansion rewrote `prompt`
     boxes: list | None = None  # compose: each reference's box (or None), as the spec holds them
+    control: str | None = None  # an edit that drew from the source's edges, sketch or gray (its Task)
 
 
 def _int(fields: dict[str, str], key: str) -> int | None:
@@ -126,4 +127,5 @@ def restore_parameters(text: str) -> RestoredParameters:
         adapters=tuple(parse_adapters(fields.get("Adapters"))),
         typed_prompt=fields.get("Typed prompt"),
         boxes=parse_boxes(fields.get("Boxes")),
+        control=fields.get("Task") if fields.get("Kind") == "edit" and fields.get("Task") in CONTROL_KINDS else None,
     )

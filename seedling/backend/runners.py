@@ -37,6 +37,19 @@ def load_adapters(ctx: JobContext, spec: ImageJobSpec) -> tuple[list[tuple[Any, 
     return loaded, names
 
 
+def prepare_control(kind: str, picture) -> tuple[list, bool]:
+    """The control a `kind` job runs on, from its source picture: an edge map or a sketch as it is,
+    any other picture traced the way training traced its controls (model/data/controls.as_control);
+    and whether it was traced (the image's params say so)."""
+    import numpy as np
+    from PIL import Image
+
+    from seedling.model.data.controls import as_control
+
+    control, traced = as_control(kind, np.asarray(picture.convert("RGB")))
+    return [Image.fromarray(control)], traced
+
+
 def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict[str, float]:
     from seedling.model.adapters import remove_adapters, set_adapters
 
@@ -44,6 +57,9 @@ def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict
     adapters, adapter_names = load_adapters(ctx, spec)
     inputs = spec.inputs()
     images = [ctx.load_image(image_id) for image_id, _ in inputs] or None
+    traced = None
+    if getattr(spec, "control", None) is not None:  # an ordinary picture is traced first (edges, sketch)
+        images, traced = prepare_control(spec.control, images[0])
     mask = ctx.load_image(spec.mask_id, mode="L") if spec.mask_id is not None else None
     steps = spec.steps or pipe.default_steps
     stop_asked = False
@@ -74,6 +90,8 @@ def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict
         "model": model.name,
         "adapter_names": adapter_names,
     }
+    if traced is not None:
+        params["control_traced"] = traced
     outputs = [
         OutputImage(
             image=image,

@@ -47,7 +47,24 @@ class Settings:
         except (OSError, ValueError):
             return {}
         keys = {"default_steps": "steps", "guidance": "guidance", "image_guidance": "image_guidance"}
-        return {name: config[key] for key, name in keys.items() if isinstance(config, dict) and key in config}
+        if not isinstance(config, dict):
+            return {}
+        defaults = {name: config[key] for key, name in keys.items() if key in config}
+        text = (config.get("task_guidance") or {}).get("text") if isinstance(config.get("task_guidance"), dict) else None
+        if isinstance(text, (int, float)):  # a prompt that quotes text runs the text task, at its own guidance
+            defaults["text_guidance"] = text
+        return defaults
+
+    def model_tasks(self) -> tuple[str, ...] | None:
+        """The tasks the model's DiT knows (dit/config.json), for the tabs' modes; None when the
+        file is missing or unreadable (every mode then shows; the worker says what it lacks)."""
+        import json
+
+        try:
+            tasks = json.loads((self.model_path / "dit" / "config.json").read_text()).get("tasks")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return tuple(tasks) if isinstance(tasks, list) else None
 
     @property
     def db_path(self) -> Path:

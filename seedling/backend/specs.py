@@ -187,15 +187,27 @@ class GenerateSpec(ImageJobSpec):
     kind: Literal["generate"] = "generate"
 
 
+# Geometric control (issue 19 §4): a picture drawn from the source's lines or its gray shading.
+# The job kind stays "edit" (the Edit tab's modes); the task it runs is the control's.
+ControlKind = Literal["edges", "sketch", "colourise"]
+CONTROL_KINDS: tuple[str, ...] = ControlKind.__args__  # type: ignore[attr-defined]
+
+
 class EditSpec(ImageJobSpec):
-    """Instruction edit of one source image."""
+    """Instruction edit of one source image; with `control`, a new picture the prompt describes,
+    drawn on the source's edges or sketch lines, or the source coloured (the source is the control)."""
 
     kind: Literal["edit"] = "edit"
     source_image_id: RowId
     image_guidance: float | None = Field(None, ge=0.0, le=30.0, allow_inf_nan=False)
+    control: ControlKind | None = None
+
+    @property
+    def task(self) -> str:
+        return self.control or self.kind
 
     def inputs(self) -> list[tuple[int, Role]]:
-        return [(self.source_image_id, "source")]
+        return [(self.source_image_id, "control" if self.control else "source")]
 
 
 class InpaintSpec(EditSpec):
@@ -203,6 +215,15 @@ class InpaintSpec(EditSpec):
 
     kind: Literal["inpaint"] = "inpaint"  # type: ignore[assignment]
     mask_image_id: RowId
+
+    @model_validator(mode="after")
+    def _no_control(self) -> InpaintSpec:
+        if self.control is not None:
+            raise ValueError(
+                f"a {self.control} picture is drawn from the whole source, so it takes no mask: "
+                "clear the mask, or choose the instruction edit"
+            )
+        return self
 
     @property
     def mask_id(self) -> int | None:

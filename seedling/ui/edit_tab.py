@@ -1,4 +1,6 @@
-"""Edit tab: instruction edit of a source image, or a masked edit where the user painted."""
+"""Edit tab: instruction edit of a source image, or a masked edit where the user painted; or, in
+the modes the model has, a new picture drawn on the source's edges or sketch lines, or the source
+coloured (geometric control: the source is the control, the instruction box describes the picture)."""
 
 from __future__ import annotations
 
@@ -117,17 +119,44 @@ def _restore_mask(params, ctx):
     return mask.convert("L") if isinstance(mask, Image.Image) else mask
 
 
+# The Edit tab's modes: (label, control kind); "" is the instruction edit. A mode shows only when
+# the model has its task (backend/specs.py CONTROL_KINDS).
+MODES = (
+    ("Edit by instruction", ""),
+    ("Picture from its edges", "edges"),
+    ("Picture from a sketch", "sketch"),
+    ("Colourise", "colourise"),
+)
+MODE_INFO = (
+    "Edges and sketch: upload a line drawing, or any picture (its lines are traced first); "
+    "describe the picture to draw in the instruction box. Colourise: describe the colours you want."
+)
+
+
+def _mode(ctx):
+    known = ctx.services.settings.model_tasks()
+    choices = [(label, kind) for label, kind in MODES if not kind or known is None or kind in known]
+    return gr.Radio(choices, value="", label="Mode", info=MODE_INFO, visible=len(choices) > 1, elem_id="edit-mode")
+
+
 def _draft(ctx, values, fields):
     source = fields["source_image_id"].image
     refusal = ctx.extras["sizes"].refusal(source.width, source.height, "The source image")
     if refusal:
         raise gr.Error(refusal + " Resize it, or send a result of this app.")
+    if fields.get("control") and fields.get("mask_image_id") is not None:
+        label = dict((kind, label) for label, kind in MODES)[fields["control"]]
+        raise gr.Error(f"'{label}' draws from the whole source and takes no mask: clear the painted mask "
+                       "(and the mask box), or choose 'Edit by instruction' for a masked edit.")
     fields = {**fields, "width": source.width, "height": source.height}
     return ("inpaint" if fields.get("mask_image_id") is not None else "edit"), fields
 
 
 def _expand_for(values):
-    """An instruction edit, or a masked edit when something is painted."""
+    """An instruction edit, or a masked edit when something is painted; a control mode's prompt
+    describes a whole picture, as a Generate prompt does."""
+    if values.get("control"):
+        return "t2i", None, None
     return ("inpaint" if _source_and_mask(values["editor_value"], values["mask"])[1] is not None else "edit"), None, None
 
 
@@ -143,6 +172,7 @@ ROWS = (
         row="source",
     ),
     Field("mask", _mask_box, from_params=_restore_mask, row="source"),
+    Field("control", _mode, spec="control", key="control", default="", to_spec=lambda v: v or None),
     *prompt_fields("instruction", "edit-instruction", "Instruction", "make the sky purple", 2),
     guidance_field("edit", "image_guidance", row="guidance"),
     guidance_field("edit", row="guidance"),

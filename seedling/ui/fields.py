@@ -204,9 +204,10 @@ def guidance_field(task: str, name: str = "guidance", row: str | None = None) ->
     )
 
     def make(ctx):
-        return Slider(
-            limits.lo, limits.hi, value=0.0, step=0.5, label=_default_label(label, ctx.defaults.get(name))
-        )
+        text = _default_label(label, ctx.defaults.get(name))
+        if task == "t2i" and name == "guidance" and ctx.defaults.get("text_guidance") is not None:
+            text = f"{text[:-1]}; quoted text: {ctx.defaults['text_guidance']:g})"  # the text task's own default
+        return Slider(limits.lo, limits.hi, value=0.0, step=0.5, label=text)
 
     return Field(name, make, spec=name, key=name, default=0, to_spec=optional, row=row)
 

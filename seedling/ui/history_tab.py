@@ -31,7 +31,7 @@ from seedling.ui.common import (
     user_error,
 )
 
-TASKS = ["all", "t2i", "edit", "inpaint", "compose", "style", "storyboard"]
+TASKS = ["all", "t2i", "edit", "inpaint", "compose", "style", "storyboard", "edges", "sketch", "colourise"]
 DATES = ["any time", "today", "last 7 days", "last 30 days"]
 ALL_ADAPTERS = "all adapters"
 ALL_BOARDS = "all boards"

@@ -1,0 +1,104 @@
+"""Geometric control in the studio (issue 19 §4): the Edit tab's modes draw a picture from the
+source's edges or sketch lines, or colour it. An ordinary picture is traced first, as training
+traced its controls; the job's image records the control task, the source as its control parent,
+and its PNG text brings the mode back."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from seedling.backend.errors import InvalidJob
+from seedling.storage.jobs_common import JobStatus
+from seedling.backend.parameters import restore_parameters
+from seedling.backend.specs import make_spec
+from seedling.model.data import controls as ctl
+from seedling.model.data import tasks as tk
+from seedling.model.data.icons import load_icons
+from seedling.ui import edit_tab
+from seedling.ui.fields import FieldContext, values_from_params
+from tests.conftest import execute_next
+
+
+def _icon(i: int = 0) -> np.ndarray:
+    return tk.composite(load_icons()[i].rgba)
+
+
+def test_a_control_passes_as_it_is_and_any_other_picture_is_traced():
+    colour = [i for i in range(40) if (np.ptp(_icon(i).astype(int), axis=2) > 40).mean() > 0.05][:10]
+    assert len(colour) == 10
+    for i in colour:  # a colour picture (a gray line icon may well be a sketch already)
+        icon = _icon(i)
+        for kind, make in (("edges", ctl.edges_control), ("sketch", ctl.sketch_control)):
+            control = make(icon)
+            same, traced = ctl.as_control(kind, control)
+            assert not traced and same is control
+            drawn, traced = ctl.as_control(kind, icon)
+            assert traced and np.array_equal(drawn, control)
+    gray, traced = ctl.as_control("colourise", _icon(1))
+    assert not traced and np.array_equal(gray, ctl.grayscale_control(_icon(1)))
+    white = np.full((32, 32, 3), 255, np.uint8)  # a blank sketch is still a sketch, and no edge map
+    assert ctl.is_control("sketch", white) and not ctl.is_control("edges", white)
+    with pytest.raises(ValueError, match="'edges', 'sketch' or 'colourise'"):
+        ctl.as_control("depth", white)
+
+
+def test_an_edges_job_from_a_picture_draws_on_its_traced_lines(services):
+    picture = Image.fromarray(_icon(3))
+    upload = services.history.store_input(picture)
+    job = services.jobs.submit(make_spec("edit", prompt="a fox", source_image_id=upload.id, control="edges", steps=1))
+    execute_next(services.huey)
+    view = services.jobs.view(job.id)
+    assert view.job.status == JobStatus.SUCCEEDED, view.job.error
+    (image,) = view.images
+    assert image.task == "edges" and image.params["control"] == "edges" and image.params["control_traced"] is True
+    assert [(r.image.id, r.role) for r in services.history.lineage(image.id).parents] == [(upload.id, "control")]
+    restored = services.history.parameters_from_png(services.settings.files_dir / image.file_path)
+    assert (restored.kind, restored.control) == ("edit", "edges")
+    # a sketch given as a sketch is used as it is
+    sketch = services.history.store_input(Image.fromarray(ctl.sketch_control(_icon(3))))
+    job = services.jobs.submit(make_spec("edit", prompt="a fox", source_image_id=sketch.id, control="sketch", steps=1))
+    execute_next(services.huey)
+    (image,) = services.jobs.view(job.id).images
+    assert image.task == "sketch" and image.params["control_traced"] is False
+    with pytest.raises(InvalidJob, match="takes no mask"):
+        make_spec("inpaint", prompt="a fox", source_image_id=upload.id, mask_image_id=sketch.id, control="sketch")
+
+
+def test_the_edit_tab_offers_the_modes_the_model_has(services, tmp_path):
+    with gr.Blocks():
+        radio = edit_tab._mode(FieldContext(services, "edit"))  # the tiny model knows every task
+    assert [v for _, v in radio.choices] == ["", "edges", "sketch", "colourise"] and radio.visible
+    (tmp_path / "dit").mkdir()
+    (tmp_path / "dit" / "config.json").write_text('{"tasks": ["t2i", "edit", "sketch"]}')
+    older = dataclasses.replace(services, settings=dataclasses.replace(services.settings, model_path=tmp_path))
+    with gr.Blocks():
+        radio = edit_tab._mode(FieldContext(older, "edit"))
+    assert [v for _, v in radio.choices] == ["", "sketch"]
+    (tmp_path / "dit" / "config.json").write_text('{"tasks": ["t2i", "edit"]}')
+    with gr.Blocks():
+        assert not edit_tab._mode(FieldContext(older, "edit")).visible  # nothing to choose: no radio
+    # a mode with a painted mask is refused with what to change
+    from seedling.ui.fields import Upload
+
+    fields = {"source_image_id": Upload(Image.new("RGB", (128, 128))), "mask_image_id": Upload(Image.new("L", (128, 128)), "mask"),
+              "control": "edges"}
+    ctx = FieldContext(services, "edit", extras={"sizes": _AnySize()})
+    with pytest.raises(gr.Error, match="takes no mask"):
+        edit_tab._draft(ctx, {}, fields)
+    assert edit_tab._draft(ctx, {}, {**fields, "mask_image_id": None})[0] == "edit"
+    assert edit_tab._expand_for({"control": "sketch", "editor_value": None, "mask": None})[0] == "t2i"
+    # restoring an image's parameters sets the mode; an older edit (no control key) is an instruction edit
+    text = "a fox\nSteps: 2, Seed: 1, Size: 128x128, Task: sketch, Kind: edit"
+    assert values_from_params(edit_tab.ROWS, vars(restore_parameters(text)), ctx)["control"] == "sketch"
+    assert values_from_params(edit_tab.ROWS, {"kind": "edit", "prompt": "x"}, ctx)["control"] == ""
+
+
+class _AnySize:
+    @staticmethod
+    def refusal(width, height, what):
+        return None
