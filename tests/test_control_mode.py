@@ -102,3 +102,35 @@ class _AnySize:
     @staticmethod
     def refusal(width, height, what):
         return None
+
+
+def test_colourise_keeps_the_gray_pictures_luminance():
+    """The model gives the colours; each pixel keeps the brightness the user's gray picture has
+    (unless a colour that bright cannot exist: clipped). Off, the model's own picture comes back."""
+    from seedling.model.pipeline import PipelineConfig
+    from seedling.model.postprocess import keep_luminance
+    from tests.test_text_task import _tiny_pipeline
+
+    rng = np.random.default_rng(0)
+    gray = rng.uniform(40, 215, (16, 16)).astype(np.float32)
+    out = rng.uniform(0, 255, (16, 16, 3)).astype(np.float32)
+    kept = keep_luminance(gray, out)
+    luma = np.array([0.299, 0.587, 0.114], np.float32)
+    assert np.abs(kept @ luma - gray).max() < 1e-3 and kept.min() >= 0 and kept.max() <= 255
+    chroma, want = kept - (kept @ luma)[..., None], out - (out @ luma)[..., None]
+    scale = (chroma * want).sum(-1) / (want * want).sum(-1)  # the same hue, at most as strong
+    assert np.allclose(chroma, scale[..., None] * want, atol=1e-2) and 0 <= scale.min() and scale.max() <= 1 + 1e-5
+    assert (scale > 0.99).mean() > 0.3  # where the colour fits, it is the model's own
+    white = keep_luminance(np.full((2, 2), 255.0), out[:2, :2])
+    assert np.allclose(white, 255.0)  # white stays white whatever colour the model drew
+    pipe = _tiny_pipeline()
+    picture = Image.fromarray(_icon(5)).resize((32, 32))
+    kw = {"task": "colourise", "images": [picture], "steps": 1, "seed": 0, "height": 32, "width": 32}
+    on = pipe("a fox", **kw)
+    assert on.parameters["luminance_kept"] is True
+    y = np.asarray(on.images[0].convert("L"), np.float32)
+    assert np.abs(y - np.asarray(picture.convert("L"), np.float32)).max() <= 1.0  # rounding to 8 bits
+    pipe.settings = PipelineConfig(colourise_keeps_luminance=False)
+    off = pipe("a fox", **kw)
+    assert off.parameters["luminance_kept"] is False
+    assert np.abs(np.asarray(off.images[0].convert("L"), np.float32) - np.asarray(picture.convert("L"), np.float32)).mean() > 2.0

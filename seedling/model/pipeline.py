@@ -33,7 +33,7 @@ from seedling.model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor
 from seedling.model.convert import write_pipeline_metadata
 from seedling.model.data.glyphs import prompt_glyph
 from seedling.model.dit import DiT_configs, UnifiedDiT
-from seedling.model.postprocess import feather_mask, transfer_detail
+from seedling.model.postprocess import feather_mask, keep_luminance, transfer_detail
 from seedling.model.rope import reference_positions
 from seedling.model.sampler import Branch, euler_sample, make_schedule, step_pairs
 from seedling.model.task_table import TASK_NAMES, TASKS, check_size, task_spec
@@ -98,6 +98,9 @@ class PipelineConfig:
     # autoencoder cannot reproduce (see `transfer_detail`); tolerance as a fraction of full scale.
     detail_transfer: bool = True
     detail_tolerance: float = 0.25  # chosen on recolour edits' PSNR outside the edit (docs/model.md)
+    # Colourise: the output keeps the gray input's luminance, the model gives the colours
+    # (`keep_luminance`); False returns the model's own picture.
+    colourise_keeps_luminance: bool = True
 
     def __post_init__(self) -> None:
         for task, value in self.task_guidance.items():
@@ -486,6 +489,9 @@ class SeedlingPipeline(DiffusionPipeline):
             out = [Image.fromarray(np.round(transfer_detail(src, recon, np.asarray(o, np.float32),
                                                             self.settings.detail_tolerance)).astype(np.uint8))
                    for o in out]
+        if task == "colourise" and self.settings.colourise_keeps_luminance:
+            gray = np.asarray(images[0].convert("L"), dtype=np.float32)
+            out = [Image.fromarray(np.round(keep_luminance(gray, np.asarray(o, np.float32))).astype(np.uint8)) for o in out]
         if pix_mask is not None:
             wgt = feather_mask(pix_mask, self.settings.feather_px)[..., None]
             src = np.asarray(images[0], dtype=np.float32)
@@ -496,6 +502,8 @@ class SeedlingPipeline(DiffusionPipeline):
                       "image_guidance": image_guidance, "seed": int(seed), "height": height, "width": width}
         if glyph is not None:
             params["glyph"] = True  # the text task drew the prompt's quoted text (data/glyphs.py)
+        if task == "colourise":
+            params["luminance_kept"] = self.settings.colourise_keeps_luminance
         if output_type == "np":
             out = np.stack([np.asarray(o, dtype=np.float32) / 255.0 for o in out])
         return self._output(out, seed, timings, t_start, return_dict, params)

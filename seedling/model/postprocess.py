@@ -36,3 +36,24 @@ def feather_mask(mask: np.ndarray, px: int) -> np.ndarray:
     k = 2 * px + 1
     blurred = F.avg_pool2d(F.pad(t, (px, px, px, px), mode="replicate"), k, stride=1)[0, 0].numpy()
     return np.where(mask, np.clip(2 * blurred - 1, 0, 1), 0.0).astype(np.float32)
+
+
+# ITU-R BT.601 (JPEG's YCbCr): the luma the controls' grayscale uses (data/controls.py)
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def keep_luminance(gray: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """A colourised picture with the gray picture's own shading: every pixel gets `gray`'s luma
+    (BT.601) and `out`'s colour around it (out - luma(out), the same hue), that colour scaled down
+    only as far as needed to stay inside 0..255 (white stays white, black black). The model
+    chooses the colours; the brightness of every pixel stays what the user gave. gray: (H, W) or
+    (H, W, 3) and out: (H, W, 3), floats in 0..255."""
+    g = np.asarray(gray, np.float32)
+    g = g if g.ndim == 2 else g @ _LUMA
+    out = np.asarray(out, np.float32)
+    chroma = out - (out @ _LUMA)[..., None]  # its luma is 0: adding it leaves the luma alone
+    y = g[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(chroma > 0, (255.0 - y) / chroma, np.where(chroma < 0, y / -chroma, np.inf))
+    scale = np.clip(room.min(-1, keepdims=True), 0.0, 1.0)
+    return np.clip(y + scale * chroma, 0, 255)
