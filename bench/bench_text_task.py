@@ -1,6 +1,8 @@
-"""What the text task costs per generation: a quoted-text prompt (glyph drawn, the task adapter
-merged for the call and taken off after) beside a plain text-to-image prompt, same model, same
-size, same seeds, interleaved; plus the adapter's merge-and-restore alone.
+"""What the task adapters cost per generation: a quoted-text prompt (glyph drawn, the text task's
+adapter merged for the call and taken off after, at the text task's own guidance) and, where the
+model has them, the control tasks (an icon's edge map, its gray picture), beside a plain
+text-to-image prompt, same model, same size, same seeds, interleaved; plus each adapter's
+merge-and-restore alone.
 
     python bench/bench_text_task.py --model assets/default --rounds 30 [--out runs/bench_text_task.json]
 
@@ -28,33 +30,42 @@ def main(argv=None):
 
     import torch
     from bench_dcae import cpu_name  # this script's folder is on sys.path
+    from PIL import Image
 
     from seedling.model.adapters import added_adapters
-    from seedling.model.pipeline import SeedlingPipeline
+    from seedling.model.data import controls as ctl
+    from seedling.model.data.icons import load_icons
+    from seedling.model.data.tasks import composite
+    from seedling.model.pipeline import SeedlingPipeline, shared_task_adapters
 
     torch.set_num_threads(args.threads)
     pipe = SeedlingPipeline.from_pretrained(args.model)
     if "text" not in pipe.task_adapters:
         raise SystemExit(f"{args.model} has no text task adapter (task_adapters/text.safetensors): nothing to compare")
-    adapter = pipe.task_adapters["text"]
     size = args.size or pipe.settings.default_size
-    cases = {
-        "t2i, plain prompt": 'a red circle in the top left',
-        "text task (glyph + adapter)": 'the word "SALE" in red',
+    icon = composite(load_icons()[0].rgba)
+    cases = {  # name -> (prompt, extra call arguments)
+        "t2i, plain prompt": ("a red circle in the top left", {}),
+        "text task (glyph + adapter)": ('the word "SALE" in red', {}),
     }
+    for task, control in (("edges", ctl.edges_control(icon)), ("colourise", ctl.grayscale_control(icon))):
+        if task in pipe.task_adapters:
+            cases[f"{task} (control + adapter)"] = ("a picture", {"task": task, "images": [Image.fromarray(control)]})
+    adapters = {"+".join(tasks): adapter for tasks, adapter in shared_task_adapters(pipe.task_adapters)}
     times: dict[str, list[float]] = {k: [] for k in cases}
-    times["adapter merge + restore alone"] = []
-    for name, prompt in cases.items():  # warm-up: first-call costs (packing, plans) out of the figures
-        pipe(prompt, seed=0, height=size, width=size)
+    times.update({f"adapter merge + restore alone ({name})": [] for name in adapters})
+    for name, (prompt, extra) in cases.items():  # warm-up: first-call costs (packing, plans) out of the figures
+        pipe(prompt, seed=0, height=size, width=size, **extra)
     for r in range(args.rounds):
-        for name, prompt in cases.items():
+        for name, (prompt, extra) in cases.items():
             t0 = time.perf_counter()
-            pipe(prompt, seed=r, height=size, width=size)
+            pipe(prompt, seed=r, height=size, width=size, **extra)
             times[name].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        with added_adapters(pipe.dit, [(adapter, 1.0)]):
-            pass
-        times["adapter merge + restore alone"].append(time.perf_counter() - t0)
+        for name, adapter in adapters.items():
+            t0 = time.perf_counter()
+            with added_adapters(pipe.dit, [(adapter, 1.0)]):
+                pass
+            times[f"adapter merge + restore alone ({name})"].append(time.perf_counter() - t0)
 
     rows = {k: {"median_s": float(np.median(v)), "p90_s": float(np.percentile(v, 90)), "n": len(v)}
             for k, v in times.items()}
@@ -67,7 +78,9 @@ def main(argv=None):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"model": args.model, "size": size, "threads": args.threads, "cpu": cpu_name(),
-                               "adapter_rank": adapter.rank, "rows": rows}, indent=2))
+                               "guidance": pipe.settings.guidance,
+                               "task_guidance": pipe.settings.task_guidance,
+                               "adapters": {k: {"kind": a.kind, "rank": a.rank} for k, a in adapters.items()}, "rows": rows}, indent=2))
     print(f"\nwrote {out}")
 
 

@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 from seedling.backend.errors import InvalidJob
-from seedling.storage.jobs_common import JobStatus
 from seedling.backend.parameters import restore_parameters
 from seedling.backend.specs import make_spec
 from seedling.model.data import controls as ctl
 from seedling.model.data import tasks as tk
 from seedling.model.data.icons import load_icons
+from seedling.storage.jobs_common import JobStatus
 from seedling.ui import edit_tab
 from seedling.ui.fields import FieldContext, values_from_params
 from tests.conftest import execute_next

@@ -145,7 +145,7 @@ def _draft(ctx, values, fields):
     if refusal:
         raise gr.Error(refusal + " Resize it, or send a result of this app.")
     if fields.get("control") and fields.get("mask_image_id") is not None:
-        label = dict((kind, label) for label, kind in MODES)[fields["control"]]
+        label = {kind: label for label, kind in MODES}[fields["control"]]
         raise gr.Error(f"'{label}' draws from the whole source and takes no mask: clear the painted mask "
                        "(and the mask box), or choose 'Edit by instruction' for a masked edit.")
     fields = {**fields, "width": source.width, "height": source.height}
