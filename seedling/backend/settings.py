@@ -50,7 +50,8 @@ class Settings:
         if not isinstance(config, dict):
             return {}
         defaults = {name: config[key] for key, name in keys.items() if key in config}
-        text = (config.get("task_guidance") or {}).get("text") if isinstance(config.get("task_guidance"), dict) else None
+        per_task = config.get("task_guidance")
+        text = per_task.get("text") if isinstance(per_task, dict) else None
         if isinstance(text, (int, float)):  # a prompt that quotes text runs the text task, at its own guidance
             defaults["text_guidance"] = text
         return defaults
