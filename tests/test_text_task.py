@@ -267,4 +267,4 @@ def test_the_text_task_has_its_own_default_guidance():
     with pytest.raises(ValueError, match="from 0 to 30"):
         PipelineConfig(task_guidance={"text": 99})
     shipped = SeedlingPipeline.from_pretrained("assets/default")
-    assert shipped.settings.task_guidance == {"text": 3.0}
+    assert shipped.settings.task_guidance["text"] == 3.0

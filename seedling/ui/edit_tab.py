@@ -127,10 +127,7 @@ MODES = (
     ("Picture from a sketch", "sketch"),
     ("Colourise", "colourise"),
 )
-MODE_INFO = (
-    "Edges and sketch: upload a line drawing, or any picture (its lines are traced first); "
-    "describe the picture to draw in the instruction box. Colourise: describe the colours you want."
-)
+MODE_INFO = "Other than an edit: the source's lines (any picture is traced) or gray; the instruction describes the picture."
 
 
 def _mode(ctx):
@@ -172,8 +169,9 @@ ROWS = (
         row="source",
     ),
     Field("mask", _mask_box, from_params=_restore_mask, row="source"),
-    Field("control", _mode, spec="control", key="control", default="", to_spec=lambda v: v or None),
     *prompt_fields("instruction", "edit-instruction", "Instruction", "make the sky purple", 2),
+    # beside the guidance sliders: a row of its own pushed the Edit button below a 1000 px screen
+    Field("control", _mode, spec="control", key="control", default="", to_spec=lambda v: v or None, row="guidance"),
     guidance_field("edit", "image_guidance", row="guidance"),
     guidance_field("edit", row="guidance"),
     steps_field("edit", row="sampling"),
