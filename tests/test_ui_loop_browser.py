@@ -235,3 +235,34 @@ def test_every_tabs_main_button_is_seen_without_scrolling(app, browser):
         box = page.locator(f"#{button}").bounding_box()
         assert box is not None and box["y"] + box["height"] <= 1000, (tab, box)
     page.close()
+
+
+def test_the_edit_tabs_sketch_mode_draws_from_the_source(app, page, tiny_model_dir):
+    """Edit's Mode in a real browser: a generated picture used as the edit source, 'Picture from a
+    sketch' chosen, Edit pressed. The job is an edit job with control 'sketch'; its image is a
+    sketch-task image whose source is its 'control' parent, and it says whether it was traced."""
+    from seedling.backend.services import build_services
+    from seedling.backend.settings import Settings
+    from seedling.storage.jobs_sqlite import SqliteJobStore
+
+    page.locator("#gen-prompt textarea").fill("a red fox")
+    page.locator("#gen-run").click()
+    _wait_text(page, "gen-status", "done")
+    page.locator("#gen-use-edit").click()
+    page.locator("#edit-instruction textarea").wait_for(state="visible")
+    page.wait_for_timeout(1000)  # the editor loads its background
+    page.locator("#edit-mode").get_by_label("Picture from a sketch").check()
+    page.locator("#edit-instruction textarea").fill("a red fox")
+    page.locator("#edit-run").click()
+    _wait_text(page, "edit-status", "done")
+    page.screenshot(path=ARTIFACTS / "loop-6-edit-sketch-mode.png", full_page=True)
+
+    services = build_services(Settings(data_dir=app.data_dir, model_path=tiny_model_dir))
+    try:
+        job = max(SqliteJobStore(services.db).list(), key=lambda j: j.id)
+        assert job.kind == "edit" and job.spec["control"] == "sketch"
+        (image,) = services.jobs.view(job.id).images
+        assert image.task == "sketch" and isinstance(image.params["control_traced"], bool)
+        assert [r.role for r in services.history.lineage(image.id).parents] == ["control"]
+    finally:
+        services.close()
