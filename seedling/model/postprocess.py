@@ -1,11 +1,14 @@
 """What the pipeline does to decoded images before returning them: put back the source's detail
-where an instruction edit changed nothing, and paste a masked edit back into its source."""
+where an instruction edit changed nothing, paste a masked edit back into its source, and give a
+colourised picture its gray input's luminance."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from seedling.model.data.controls import LUMA  # BT.601: the luma the colourise control is made with
 
 
 def transfer_detail(src: np.ndarray, src_recon: np.ndarray, out: np.ndarray, tolerance: float = 0.25,
@@ -38,10 +41,6 @@ def feather_mask(mask: np.ndarray, px: int) -> np.ndarray:
     return np.where(mask, np.clip(2 * blurred - 1, 0, 1), 0.0).astype(np.float32)
 
 
-# ITU-R BT.601 (JPEG's YCbCr): the luma the controls' grayscale uses (data/controls.py)
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
-
 def keep_luminance(gray: np.ndarray, out: np.ndarray) -> np.ndarray:
     """A colourised picture with the gray picture's own shading: every pixel gets `gray`'s luma
     (BT.601) and `out`'s colour around it (out - luma(out), the same hue), that colour scaled down
@@ -49,9 +48,9 @@ def keep_luminance(gray: np.ndarray, out: np.ndarray) -> np.ndarray:
     chooses the colours; the brightness of every pixel stays what the user gave. gray: (H, W) or
     (H, W, 3) and out: (H, W, 3), floats in 0..255."""
     g = np.asarray(gray, np.float32)
-    g = g if g.ndim == 2 else g @ _LUMA
+    g = g if g.ndim == 2 else g @ LUMA
     out = np.asarray(out, np.float32)
-    chroma = out - (out @ _LUMA)[..., None]  # its luma is 0: adding it leaves the luma alone
+    chroma = out - (out @ LUMA)[..., None]  # its luma is 0: adding it leaves the luma alone
     y = g[..., None]
     with np.errstate(divide="ignore", invalid="ignore"):
         room = np.where(chroma > 0, (255.0 - y) / chroma, np.where(chroma < 0, y / -chroma, np.inf))

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 # ITU-R BT.601 luma, as Pillow's "L" conversion and styles.gray.
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def _check(image: np.ndarray) -> np.ndarray:
@@ -33,7 +33,7 @@ def _check(image: np.ndarray) -> np.ndarray:
 
 def luminance(image: np.ndarray) -> np.ndarray:
     """(H, W) float32 in [0, 255]."""
-    return _check(image).astype(np.float32) @ _LUMA
+    return _check(image).astype(np.float32) @ LUMA
 
 
 def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
