@@ -92,6 +92,8 @@ def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict
     }
     if traced is not None:
         params["control_traced"] = traced
+    if result.parameters.get("boxes") is not None:  # compose without boxes: the pipeline read them off the prompt
+        params["placed_boxes"] = result.parameters["boxes"]
     outputs = [
         OutputImage(
             image=image,

@@ -52,10 +52,14 @@ def export(
     return pipe
 
 
-def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = True, rank: int | None = None) -> Path:
+def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = True, rank: int | None = None,
+                        base: str | Path | None = None, pipeline_config: dict | None = None) -> Path:
     """Write the pipeline folder of a `--task-adapter` run (see the module doc); returns `out`.
     The init's own task adapters are kept; the run's tasks share one adapter file. `rank`: store
-    a full adapter as its rank-`rank` SVD LoRA (adapters.low_rank), to fit the weight budget."""
+    a full adapter as its rank-`rank` SVD LoRA (adapters.low_rank), to fit the weight budget.
+    `base`: write onto this folder instead of the run's --init, e.g. the export of another adapter
+    run from the same init (its DiT must equal the init's but for task rows: checked).
+    `pipeline_config`: settings changed in the written folder (PipelineConfig fields)."""
     from seedling.model.adapters import Adapter, low_rank, save_adapter
     from seedling.model.modeling import weights_path
     from seedling.model.pipeline import TASK_ADAPTERS
@@ -65,9 +69,11 @@ def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = Tru
     if not info_file.exists():
         raise SystemExit(f"{ck} is not a checkpoint of a --task-adapter run (no task_adapter.json); export it without --task-adapter")
     info = json.loads(info_file.read_text())
-    init, out = Path(info["init"]), Path(out)
+    init, out = Path(base or info["init"]), Path(out)
     cfg = json.loads((ck / "config.json").read_text())
     trained = load_file(str(ck / ("ema-model.safetensors" if ema else "model.safetensors")))
+    if base is not None:
+        _check_same_base(Path(info["init"]), init)
     if out.exists():
         shutil.rmtree(out)
     # the init's evaluation and contact sheet describe the init, not this model: left out
@@ -111,7 +117,36 @@ def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = Tru
     earlier = history.pop("task_adapters", []) + ([history.pop("task_adapter")] if "task_adapter" in history else [])
     history["task_adapters"] = [*earlier, record]
     write_atomic(out / "training.json", json.dumps(history, indent=2))
+    changes = dict(pipeline_config or {})
+    if info.get("storyboard_panels"):  # the storyboard task was trained panel by panel (--storyboard-panels)
+        changes["storyboard_by_panels"] = True
+    if changes:
+        set_pipeline_config(out, changes)
     return out
+
+
+def _check_same_base(init: Path, base: Path) -> None:
+    """`base`'s DiT has the run's init weights, task embedding rows aside (SystemExit otherwise)."""
+    from seedling.model.modeling import weights_path
+
+    a, b = load_file(str(weights_path(init / "dit"))), load_file(str(weights_path(base / "dit")))
+    differ = sorted(k for k in a if k != "task_embed.weight" and (k not in b or not torch.equal(a[k], b[k])))
+    if differ or set(b) - set(a):
+        raise SystemExit(f"--base {base}: its DiT is not the run's --init ({init}) with adapters on top "
+                         f"({len(differ)} weights differ, e.g. {differ[:2]}); export onto a folder made from that init")
+
+
+def set_pipeline_config(folder: str | Path, changes: dict) -> None:
+    """Change settings of a model folder's PipelineConfig (model_index.json and pipeline.json alike);
+    a setting the config does not have raises."""
+    folder = Path(folder)
+    index_file = folder / "model_index.json"
+    index = json.loads(index_file.read_text())
+    settings = PipelineConfig(**{**index.get("pipeline_config", {}), **changes}).to_dict()  # validated
+    index["pipeline_config"] = settings
+    write_atomic(index_file, json.dumps(index, indent=2))
+    if (folder / "pipeline.json").exists():
+        write_atomic(folder / "pipeline.json", json.dumps(settings, indent=2))
 
 
 def main(argv=None):
@@ -126,9 +161,14 @@ def main(argv=None):
                    help="the run was trained with --task-adapter: write its --init folder with the adapter")
     p.add_argument("--rank", type=int, default=None,
                    help="with --task-adapter: store a full adapter as its rank-R SVD LoRA (smaller on disk)")
+    p.add_argument("--base", default=None,
+                   help="with --task-adapter: write onto this folder (another adapter export of the same --init) "
+                        "instead of the run's --init, so that both adapters ship together")
     a = p.parse_args(argv)
     if a.task_adapter:
-        print(f"exported {export_task_adapter(a.checkpoint, a.out, ema=not a.raw, rank=a.rank)}")
+        out = export_task_adapter(a.checkpoint, a.out, ema=not a.raw, rank=a.rank, base=a.base,
+                                  pipeline_config=json.loads(a.pipeline_config))
+        print(f"exported {out}")
         return
     export(
         a.checkpoint,

@@ -36,7 +36,7 @@ from seedling.model.dit import DiT_configs, UnifiedDiT
 from seedling.model.postprocess import feather_mask, keep_luminance, transfer_detail
 from seedling.model.rope import reference_positions
 from seedling.model.sampler import Branch, euler_sample, make_schedule, step_pairs
-from seedling.model.task_table import TASK_NAMES, TASKS, check_size, task_spec
+from seedling.model.task_table import TASK_NAMES, TASKS, Range, check_size, task_spec
 
 # (min, max) number of input images per task (compatibility name; the task table is the source)
 TASK_IMAGES = {name: (int(t.references.lo), int(t.references.hi)) for name, t in TASKS.items()}
@@ -101,6 +101,10 @@ class PipelineConfig:
     # Colourise: the output keeps the gray input's luminance, the model gives the colours
     # (`keep_luminance`); False returns the model's own picture.
     colourise_keeps_luminance: bool = True
+    # Storyboards: one picture of the character (the reference given, else a t2i of the caption's
+    # character), then each panel drawn from it, placed in the panel's box (`storyboard_panels`).
+    # For a DiT whose storyboard task was trained so (seedling-train --storyboard-panels).
+    storyboard_by_panels: bool = False
 
     def __post_init__(self) -> None:
         for task, value in self.task_guidance.items():
@@ -168,6 +172,8 @@ class SeedlingPipeline(DiffusionPipeline):
 
             text_encoder = TextEncoder(max_length=dit.config.text_len)
         self.text_encoder = text_encoder
+        self._expander = None  # the grounded prompt expander, made on the first compose/storyboard that needs it
+        self._drawing_panel = False  # True while storyboard_panels draws one panel
         self.quantization = "none"
         if dit.config.latent_channels != autoencoder.config.latent_channels:
             raise ValueError("the DiT and the autoencoder disagree on the number of latent channels")
@@ -292,9 +298,10 @@ class SeedlingPipeline(DiffusionPipeline):
         n = len(images)
         if not spec.references.contains(n):
             raise ValueError(f"the {task!r} task takes {spec.references.describe()} input image(s), but {n} were given")
-        if not _whole(num_outputs) or not spec.outputs.contains(num_outputs):
+        outputs = Range(1, 1) if self._drawing_panel else spec.outputs  # storyboard_panels draws one at a time
+        if not _whole(num_outputs) or not outputs.contains(num_outputs):
             raise ValueError(f"num_outputs for the {task!r} task must be a whole number from "
-                             f"{spec.outputs.lo} to {spec.outputs.hi}, got {num_outputs!r}")
+                             f"{outputs.lo} to {outputs.hi}, got {num_outputs!r}")
         if not _whole(steps) or not lim.steps.contains(steps):
             raise ValueError(f"steps must be a whole number from {lim.steps.lo} to {lim.steps.hi}, got {steps!r}")
         for name, val, rng in (("guidance", guidance, lim.guidance), ("image_guidance", image_guidance, lim.image_guidance)):
@@ -385,6 +392,7 @@ class SeedlingPipeline(DiffusionPipeline):
         images = [im.convert("RGB") for im in images]
         if mask is not None and not isinstance(mask, Image.Image):
             mask = Image.fromarray(np.asarray(mask))
+        outputs_asked = num_outputs
         if num_outputs is None:
             num_outputs = task_spec(task).default_outputs
         steps = self.settings.default_steps if steps is None else steps
@@ -393,6 +401,17 @@ class SeedlingPipeline(DiffusionPipeline):
             width, height = images[0].size
         height = self.settings.default_size if height is None else height
         width = self.settings.default_size if width is None else width
+        if task == "storyboard" and self.settings.storyboard_by_panels and not self._drawing_panel:
+            g = self.settings.task_guidance.get(task, self.settings.guidance) if guidance is None else guidance
+            self._check(task, images, mask, num_outputs, steps, g, image_guidance, height, width)
+            if generator is not None:
+                seed = generator.initial_seed()
+            if output_type == "latent":
+                raise ValueError("a storyboard drawn panel by panel returns pictures: use output_type 'pil' or 'np'")
+            return self.storyboard_panels(prompt, images, outputs_asked, steps=steps, guidance=guidance,
+                                          image_guidance=image_guidance, seed=seed, height=height, width=width,
+                                          callback=callback, previews=previews, output_type=output_type,
+                                          return_dict=return_dict)
         glyph = None
         if task == "t2i" and "text" in self.dit.dims.tasks:  # quoted text: drawn, then restyled by the text task
             glyph = prompt_glyph(prompt, width, height)
@@ -403,6 +422,10 @@ class SeedlingPipeline(DiffusionPipeline):
         self._check(task, images, mask, num_outputs, steps, guidance, image_guidance, height, width)
         if task_spec(task).control:
             images = [control_input(task, im, width, height) for im in images]
+        placement = None
+        if task == "compose" and boxes is None and images and self.dit.dims.reference_boxes:
+            placement = self.compose_placement(prompt, images)  # the prompt's layout words -> boxes
+            boxes = placement.boxes
         if generator is not None:
             gen, seed = generator, generator.initial_seed()
         else:
@@ -504,9 +527,83 @@ class SeedlingPipeline(DiffusionPipeline):
             params["glyph"] = True  # the text task drew the prompt's quoted text (data/glyphs.py)
         if task == "colourise":
             params["luminance_kept"] = self.settings.colourise_keeps_luminance
+        if placement is not None:  # boxes the pipeline read from the prompt (none were given)
+            params["boxes"] = [list(b) for b in boxes] if boxes is not None else None
+            params["placement_notes"] = placement.notes
         if output_type == "np":
             out = np.stack([np.asarray(o, dtype=np.float32) / 255.0 for o in out])
         return self._output(out, seed, timings, t_start, return_dict, params)
+
+    def compose_placement(self, prompt: str, images: Sequence):
+        """Where each reference goes (`placement.Placement`: boxes in reference order, or None),
+        from the prompt's layout words: by order, side by side, or named subjects matched to the
+        references by look. The pipeline uses it for compose when no boxes are given and the DiT
+        was trained with reference boxes."""
+        from seedling.model.prompt_expansion.placement import icon_image, place_references
+
+        return place_references(self._expand(prompt, "compose", n_refs=len(images)), images, icon_image)
+
+    def _expand(self, prompt: str, task: str, **kw):
+        if self._expander is None:
+            from seedling.model.prompt_expansion.grounded import GroundedExpander
+
+            self._expander = GroundedExpander(text_encoder=self.text_encoder)
+        return self._expander.expand(prompt, task, **kw)
+
+    def storyboard_panels(self, prompt: str, images: Sequence | None = None, num_outputs: int | None = None, *,
+                          seed: int | None = None, callback: Callable | None = None, output_type: str = "pil",
+                          return_dict: bool = True, **sampling) -> PipelineOutput:
+        """A storyboard drawn panel by panel from one picture of its character, so that every panel
+        shows the same one: the reference given, else a t2i of the character the caption names;
+        then each panel's own caption (its size, place and background) with that picture placed
+        in the panel's box (reference boxes). The prompt is read by the grounded expander, whose
+        storyboard captions `placement.panel_plan` parses; `num_outputs` panels (default: the
+        prompt's). `sampling`: steps, guidance, image_guidance, height, width, previews, as
+        `__call__` takes them. Seeds: the character `seed`, panel i `seed + 1 + i`."""
+        from seedling.model.prompt_expansion.placement import panel_plan
+
+        t_start = time.perf_counter()
+        result = self._expand(prompt, "storyboard", num_outputs=num_outputs)
+        plan = panel_plan(result.prompt) if result.grounded else None
+        if plan is None:
+            why = " ".join(result.notes) or "name the character and what changes from panel to panel"
+            raise ValueError(f"this storyboard prompt could not be read as panels: {why}")
+        n = num_outputs or len(plan.panels)
+        plan.panels = [plan.panels[i % len(plan.panels)] for i in range(n)]
+        if seed is None:
+            seed = random.randrange(2**31)
+        steps = sampling.get("steps") or self.settings.default_steps
+        total = (n + (0 if images else 1)) * steps
+        done = 0
+
+        def progress(step, _total, preview):  # one bar over the character and every panel
+            return None if callback is None else callback(done + step, total, preview)
+
+        timings: dict[str, float] = {}
+        if images:
+            character = images[0]
+        else:
+            char = self(prompt=plan.noun, task="t2i", num_outputs=1, seed=seed, callback=progress, **sampling)
+            character, done = char.images[0], steps
+            timings["character"] = char.timings["total"]
+        panels = []
+        self._drawing_panel = True
+        try:
+            for i, (text, box) in enumerate(zip(plan.prompts(), plan.boxes())):
+                out = self(prompt=text, task="storyboard", images=[character], num_outputs=1, seed=seed + 1 + i,
+                           boxes=[box], callback=progress, **sampling)
+                panels.append(out.images[0])
+                timings[f"panel_{i + 1}"] = out.timings["total"]
+                done += steps
+        finally:
+            self._drawing_panel = False
+        params = {"prompt": prompt, "task": "storyboard", "num_outputs": n, "steps": steps, "seed": int(seed),
+                  "height": out.parameters["height"], "width": out.parameters["width"],
+                  "guidance": out.parameters["guidance"], "image_guidance": out.parameters["image_guidance"],
+                  "by_panels": True, "character": "given" if images else plan.noun, "panel_prompts": plan.prompts()}
+        if output_type == "np":
+            panels = np.stack([np.asarray(o, dtype=np.float32) / 255.0 for o in panels])
+        return self._output(panels, seed, timings, t_start, return_dict, params)
 
     @staticmethod
     def _output(images, seed, timings, t_start, return_dict, params=None):

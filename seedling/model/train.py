@@ -68,8 +68,9 @@ def _task_weights(text: str) -> dict[str, float]:
 def _task_adapter_model(model: UnifiedDiT, cfg: DiTConfig, args, ck) -> tuple[torch.nn.Module, dict]:
     """The DiT set up to train a task adapter (`--task-adapter`): a LoRA of rank `--lora-rank`
     injected (finetune_model.trainable_dit), or every weight ("full"); in both, of the task
-    embedding only the rows of the tasks the run adds train. The adapted tasks are the weighted
-    ones the --init model did not know (read back from the run on resume). Returns the model and
+    embedding only the rows of the adapted tasks train. The adapted tasks are the weighted
+    ones the --init model did not know, plus the known ones `--adapt-tasks` names (a task whose
+    behaviour the adapter replaces, e.g. compose with reference boxes); read back on resume. Returns the model and
     the run's task_adapter.json record (kind, rank, tasks, init folder)."""
     from seedling.model.finetune_config import FinetuneConfig
     from seedling.model.finetune_model import trainable_dit
@@ -84,12 +85,17 @@ def _task_adapter_model(model: UnifiedDiT, cfg: DiTConfig, args, ck) -> tuple[to
         if not args.init:
             raise SystemExit("--task-adapter trains an adapter over a trained model: give --init FOLDER")
         known = json.loads((Path(args.init) / "dit" / "config.json").read_text())["tasks"]
-        tasks = [t for t in cfg.tasks if t not in known]
+        unknown = [t for t in args.adapt_tasks if t not in known]
+        if unknown:
+            raise SystemExit(f"--adapt-tasks names tasks the --init model does not know: {unknown}; "
+                             f"it knows {known} (a new task is added by weighting it in --task-weights)")
+        tasks = [t for t in cfg.tasks if t not in known or t in args.adapt_tasks]
         if not tasks:
-            raise SystemExit("--task-adapter adapts the tasks a run adds to its --init model: weight a task it "
-                             "lacks, e.g. --task-weights text=1,t2i=0,edit=0,inpaint=0,compose=0,storyboard=0,style=0")
+            raise SystemExit("--task-adapter adapts the tasks a run adds to its --init model (weight a task it "
+                             "lacks, e.g. --task-weights text=1,t2i=0,edit=0,inpaint=0,compose=0,storyboard=0,style=0) "
+                             "or the known tasks named by --adapt-tasks, e.g. --adapt-tasks compose")
         info = {"kind": args.task_adapter, "rank": args.lora_rank if args.task_adapter == "lora" else None,
-                "tasks": tasks, "init": args.init}
+                "tasks": tasks, "init": args.init, "storyboard_panels": bool(args.storyboard_panels)}
     if args.task_adapter == "lora":
         model = trainable_dit(model, FinetuneConfig(rank=args.lora_rank, seed=args.seed))
     rows = torch.zeros(cfg.num_tasks, 1)
@@ -133,7 +139,15 @@ def main(argv=None):
                         "embedding rows); the model's other tasks are untouched: a LoRA (--lora-rank) or a change "
                         "of every weight (export: python -m seedling.model.export --task-adapter)")
     p.add_argument("--lora-rank", type=int, default=64, help="rank of a --task-adapter lora")
+    p.add_argument("--storyboard-panels", action="store_true",
+                   help="storyboard samples are single panels drawn from a reference picture of the character, "
+                        "placed in the panel's box (TaskSampler.storyboard_panel; with --reference-boxes)")
+    p.add_argument("--adapt-tasks", default="", type=lambda v: [t.strip() for t in v.split(",") if t.strip()],
+                   help="with --task-adapter: tasks the --init model already knows that the adapter also takes "
+                        "over, e.g. compose (its embedding row trains with it)")
     args = p.parse_args(argv)
+    if args.storyboard_panels and not args.reference_boxes:
+        p.error("--storyboard-panels places the character's picture in each panel's box: add --reference-boxes")
     if args.workers < 0 or args.max_batch < 2:
         p.error("--workers must be >= 0 and --max-batch >= 2")
     if args.lora_rank < 1:
@@ -191,7 +205,7 @@ def main(argv=None):
     rng = trainer.rng
 
     icons = load_icons()
-    sampler = TaskSampler(icons, seed=args.seed, captions=args.captions)
+    sampler = TaskSampler(icons, seed=args.seed, captions=args.captions, storyboard_panels=args.storyboard_panels)
     te = TextEncoder(max_length=cfg.text_len, device=dev, cache_size=200000)
     tpi = (128 // ae.factor // cfg.patch) ** 2
     maker = BatchMaker(sampler, rng, args.token_budget, cfg.text_len, tpi, args.max_batch, cfg.reference_boxes)
@@ -202,7 +216,7 @@ def main(argv=None):
             PlannedBatches(args.seed + 1000 * acc.process_index, trainer.step_count, args.max_steps,
                            args.token_budget, cfg.text_len, tpi, args.max_batch, icons,
                            curriculum=not args.no_curriculum, captions=args.captions, boxes=cfg.reference_boxes,
-                           weights=args.task_weights or None),
+                           weights=args.task_weights or None, storyboard_panels=args.storyboard_panels),
             batch_size=None, num_workers=args.workers, prefetch_factor=2, persistent_workers=False,
             pin_memory=dev.type == "cuda", collate_fn=keep_arrays,
             generator=torch.Generator().manual_seed(args.seed)))  # not the global RNG: resume stays exact

@@ -104,8 +104,9 @@ class PlannedBatches(torch.utils.data.IterableDataset):
 
     def __init__(self, seed: int, start: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
                  max_batch: int, icons=None, curriculum: bool = True, captions: str = "rich", boxes: bool = False,
-                 weights: dict[str, float] | None = None):
+                 weights: dict[str, float] | None = None, storyboard_panels: bool = False):
         self.args = (seed, start, max_steps, token_budget, text_len, tpi, max_batch)
+        self.storyboard_panels = storyboard_panels
         self.boxes = boxes
         self.weights = weights
         self.icons = icons
@@ -120,7 +121,7 @@ class PlannedBatches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         icons = self.icons if self.icons is not None else load_icons()
-        sampler = TaskSampler(icons, seed=seed, captions=self.captions)
+        sampler = TaskSampler(icons, seed=seed, captions=self.captions, storyboard_panels=self.storyboard_panels)
         for step in range(start + wid, max_steps, nw):
             yield planned_batch(sampler, seed, step, max_steps, token_budget, text_len, tpi, max_batch, self.curriculum,
                                 self.boxes, self.weights)

@@ -202,12 +202,21 @@ def boxes_changed(layout, text, *refs):
 
 def from_expansion(result, values: dict) -> dict:
     """Expand on a compose prompt that names places ("on the left", "at the top right") shows
-    their boxes, unless the person placed the boxes by hand (layout custom)."""
+    their boxes, unless the person placed the boxes by hand (layout custom). Subjects named in
+    the prompt go to the reference that looks like them (prompt_expansion/placement.py), so the
+    references need not be added in the sentence's order."""
+    from seedling.model.prompt_expansion.placement import icon_image, place_references
+
     if values.get("mode") != "compose" or values.get("layout") == CUSTOM:
         return {}
     if not (result.grounded and result.boxes):
         return {}
-    return {"layout": layout_of(result.boxes), "boxes": text_of(result.boxes)}
+    slots = sorted((int(n[3:]), n) for n in values if n.startswith("ref") and n[3:].isdigit())  # ref1, ref2, ...
+    refs = [values[n] for _, n in slots if values[n] is not None]
+    boxes = result.boxes
+    if len(refs) == len(boxes):
+        boxes = place_references(result, refs, icon_image).boxes or boxes
+    return {"layout": layout_of(boxes), "boxes": text_of(boxes)}
 
 
 def wire(tab, refs: tuple[str, ...]) -> None:

@@ -350,6 +350,11 @@ def storyboard_prompt(
     return f"{head}: " + ", then ".join(panel_phrases)
 
 
+def storyboard_panel_prompt(noun: str, panel_phrase: str) -> str:
+    """One panel drawn from a picture of the character: 'a storyboard of a fox: small on a blue background'."""
+    return f"a storyboard of {noun}: {panel_phrase}"
+
+
 def style_prompt(noun: str, rng: np.random.Generator, phrasing: int | None = None) -> str:
     """`noun` is the content with its article ('a cat')."""
     return phrase(STYLE_PHRASINGS, rng, phrasing, noun=noun)

@@ -125,6 +125,13 @@ def render_panel(icon: Icon, panel: dict) -> np.ndarray:
     return out
 
 
+def panel_box(panel: dict) -> tuple[int, int, int, int]:
+    """The (x0, y0, x1, y1) px square a panel's character occupies (before its tilt)."""
+    size = PANEL_SIZES[panel["size"]]
+    x0, y0 = panel_origin(panel["position"], size)
+    return x0, y0, x0 + size, y0 + size
+
+
 def panel_phrase(panel: dict) -> str:
     words = []
     if panel["size"] != "medium":
@@ -156,6 +163,7 @@ class TaskSampler:
         t2i_mix: dict[str, float] | None = None,
         max_panels: int = 4,
         captions: str = "rich",
+        storyboard_panels: bool = False,
     ):
         if len(icons) < 4:
             raise ValueError("TaskSampler needs at least 4 icons (compose uses up to 4 distinct ones)")
@@ -176,10 +184,14 @@ class TaskSampler:
         p = np.array([mix[k] for k in self._t2i_kinds], float)
         self._t2i_p = p / p.sum()
         self.max_panels = max_panels
+        # "storyboard" draws one panel from a reference picture of its character (storyboard_panel)
+        self.storyboard_panels = storyboard_panels
 
     # -- dispatch -----------------------------------------------------------------------------
 
     def sample(self, task: str, rng: np.random.Generator | None = None) -> Sample:
+        if task == "storyboard" and self.storyboard_panels:
+            return self.storyboard_panel(rng if rng is not None else self.rng)
         make = self._maker("", task, TASKS, "task")  # one method per task, named after it
         return make(rng if rng is not None else self.rng)
 
@@ -379,25 +391,38 @@ class TaskSampler:
         if not 1 <= m <= MAX_PANELS:
             raise ValueError(f"storyboards have 1..{MAX_PANELS} panels, got {m}")
         icon = self._icon(rng)
-        backgrounds = [b for b in kn.BACKGROUNDS]
-        panels = []
+        panels: list[dict] = []
         for i in range(m):
-            size = list(PANEL_SIZES)[rng.integers(len(PANEL_SIZES))]
-            position = "center" if size == "large" else PANEL_POSITIONS[rng.integers(len(PANEL_POSITIONS))]
-            # Consecutive panels never share a background: the scene visibly changes.
-            choices = [b for b in backgrounds if not panels or b != panels[-1]["background"]]
-            panels.append(
-                {
-                    "background": choices[rng.integers(len(choices))],
-                    "position": position,
-                    "size": size,
-                    "angle": float(rng.integers(-10, 11)),
-                }
-            )
+            panels.append(self._panel_scene(rng, panels[-1] if panels else None))
         noun = self._noun(icon, rng, phrasing)
         prompt = cap.storyboard_prompt(noun, [panel_phrase(p) for p in panels], rng, phrasing)
         outputs = [render_panel(icon, p) for p in panels]
         return Sample("storyboard", prompt, [], None, outputs, {"character": icon.name, "panels": panels})
+
+    @staticmethod
+    def _panel_scene(rng: np.random.Generator, previous: dict | None) -> dict:
+        size = list(PANEL_SIZES)[rng.integers(len(PANEL_SIZES))]
+        position = "center" if size == "large" else PANEL_POSITIONS[rng.integers(len(PANEL_POSITIONS))]
+        # Consecutive panels never share a background: the scene visibly changes.
+        choices = [b for b in kn.BACKGROUNDS if previous is None or b != previous["background"]]
+        return {
+            "background": choices[rng.integers(len(choices))],
+            "position": position,
+            "size": size,
+            "angle": float(rng.integers(-10, 11)),
+        }
+
+    def storyboard_panel(self, rng: np.random.Generator, phrasing: int | None = None) -> Sample:
+        """One storyboard panel drawn from a reference picture of its character: the icon (the
+        whole frame, on white) is the reference, placed in the panel's box (`panel_box`, in
+        meta "slots" as compose's are), and the prompt is a one-panel storyboard caption. A model
+        trained on these with reference boxes draws a storyboard panel by panel from one picture,
+        so the character stays the same (the pipeline's storyboard_by_panels)."""
+        icon = self._icon(rng)
+        panel = self._panel_scene(rng, None)
+        prompt = cap.storyboard_panel_prompt(self._noun(icon, rng, phrasing), panel_phrase(panel))
+        meta = {"character": icon.name, "panels": [panel], "slots": [(0, panel_box(panel))]}
+        return Sample("storyboard", prompt, [composite(icon.rgba)], None, [render_panel(icon, panel)], meta)
 
     # -- style transfer -----------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ Suites and their judges (model/eval/detectors.py):
   edit_<kind>        the kind's detector on the result + PSNR outside the edited region
   inpaint            exact scene + PSNR outside the mask
   compose            per-slot retrieval among the references and distractors
+  compose_unnamed    the same judge, references placed by order ("image 2 on the left ...") or
+                     arranged ("side by side", "in a grid"), never named (compose_unnamed.py)
   storyboard         per-panel identity of the character (the named icon in every panel), and
                      identity_kept: every panel shows the same icon as the first, whichever it is
 The control suites (edges, sketch, colourise, upscale) are in control_suites.py; eval/run.py runs
@@ -38,6 +40,7 @@ from seedling.model.data.icon_names import icon_names
 from seedling.model.data.icons import Icon
 from seedling.model.eval import detectors as det
 from seedling.model.eval import ocr
+from seedling.model.eval.compose_unnamed import unnamed_compose_cases
 from seedling.model.eval.free_phrasing import free_icon_cases
 
 PSNR_CAP = 60.0  # dB; identical pixels (PSNR = inf) count as this in means
@@ -292,6 +295,7 @@ SUITES: dict[str, Suite] = {
         Suite("t2i_icons_free", lambda c: c.n_icons, free_icon_cases, _icons_score, "top5"),
         Suite("words_styled", lambda c: c.n_words, _words_styled_build, _words_styled_score, "exact_and_ink",
               needs_ocr=True),
+        Suite("compose_unnamed", lambda c: c.n_compose, unnamed_compose_cases, _compose_score, "all_slots"),
     ]
 }
 
