@@ -207,3 +207,48 @@ def test_a_storyboard_by_panels_says_what_it_could_not_read_and_stops_when_asked
         panel_pipe(prompt="a storyboard of a fox: on a blue background, then on a red background", task="storyboard",
                    seed=0, height=64, width=64, steps=2, callback=lambda i, total, prev: i < 3 and None)
     assert not panel_pipe._drawing_panel  # a cancelled storyboard leaves the pipeline as it was
+
+
+# -- in the studio -------------------------------------------------------------------------------
+
+
+def test_studio_jobs_record_the_boxes_and_panels_the_pipeline_read_off_the_prompt(tmp_path, icons):
+    """A model with reference boxes and storyboards by panels behind the queue: a compose job with
+    no boxes records where the prompt put each reference; a storyboard job records its panels."""
+    from dataclasses import replace
+
+    from seedling.backend.huey_app import make_memory_huey
+    from seedling.backend.model_host import load_pipeline
+    from seedling.backend.services import build_services
+    from seedling.backend.settings import Settings
+    from seedling.backend.specs import make_spec
+    from seedling.model.dit import DiT_tiny, UnifiedDiT
+    from seedling.model.pipeline import PipelineConfig, SeedlingPipeline
+    from seedling.storage.jobs_common import JobStatus
+    from tests.conftest import execute_next
+
+    tiny = SeedlingPipeline.from_config("tiny", seed=0)
+    dit = UnifiedDiT(replace(DiT_tiny(), reference_boxes=True))
+    dit.load_state_dict(tiny.dit.state_dict())
+    settings = PipelineConfig(**{**tiny.settings.to_dict(), "storyboard_by_panels": True})
+    SeedlingPipeline(dit, tiny.autoencoder, tiny.text_encoder, settings).save_pretrained(str(tmp_path / "model"))
+    svc = build_services(Settings(data_dir=tmp_path / "data", model_path=tmp_path / "model", max_queue=3),
+                         huey=make_memory_huey(), loader=lambda path, device, quantize: load_pipeline(path, device, quantize))
+    try:
+        cat, fox = (svc.history.store_input(Image.fromarray(picture(n))) for n in ("cat", "fox"))
+        job = svc.jobs.submit(make_spec("compose", prompt="the fox on the left and the cat on the right",
+                                        reference_image_ids=[cat.id, fox.id], steps=1))
+        execute_next(svc.huey)
+        view = svc.jobs.view(job.id)
+        assert view.job.status == JobStatus.SUCCEEDED, view.job.error
+        placed = view.images[0].params["placed_boxes"]
+        assert placed[1][2] <= 0.5 <= placed[0][0]  # the fox (second reference) left, the cat right
+        job = svc.jobs.submit(make_spec("storyboard", prompt="a storyboard of a fox: on a blue background, then "
+                                        "small on a red background", num_outputs=2, steps=1))
+        execute_next(svc.huey)
+        view = svc.jobs.view(job.id)
+        assert view.job.status == JobStatus.SUCCEEDED, view.job.error
+        assert len(view.images) == 2 and all(im.params["by_panels"] for im in view.images)
+        assert view.images[0].params["panel_prompts"][1] == "a storyboard of a fox: small on a red background"
+    finally:
+        svc.close()
