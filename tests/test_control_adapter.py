@@ -140,3 +140,38 @@ def test_adapters_for_known_tasks_with_boxes_export_onto_one_folder(tmp_path, mo
     with pytest.raises(SystemExit, match="--adapt-tasks names tasks the --init model does not know"):
         train.main(["--ae", str(tmp_path / "init" / "autoencoder"), "--out", str(tmp_path / "x"), "--task-adapter",
                     "full", "--init", str(tmp_path / "init"), "--adapt-tasks", "upscale", "--max-steps", "1"])
+
+
+def test_a_run_goes_on_from_the_inits_adapter_and_its_export_replaces_it(tmp_path, monkeypatch):
+    """--adapt-tasks compose,storyboard over a folder whose compose adapter exists: the run starts
+    from the DiT with that adapter merged, and the export ships one adapter for both tasks in
+    place of the old file. An init adapter that also serves a task the run leaves is refused."""
+    init = _tiny_pipeline(WITH_TEXT)
+    compose = Adapter("full", {n: 0.1 * torch.randn_like(p) for n, p in init.dit.named_parameters()
+                               if n.startswith("blocks.0.") and p.ndim == 2}, {"name": "compose", "task": "compose"})
+    init.task_adapters["compose"] = compose
+    init.save_pretrained(tmp_path / "init", dtype=torch.float32)
+    tasks = iter(["storyboard", "compose"] * 5)
+    monkeypatch.setattr(train, "draw_task", lambda rng, progress, weights=None: next(tasks))
+    zeros = ",".join(f"{t}=0" for t in WITH_TEXT if t not in ("compose", "storyboard"))
+    args = ["--ae", str(tmp_path / "init" / "autoencoder"), "--token-budget", "600", "--max-steps", "10",
+            "--threads", "1", "--out", str(tmp_path / "run"), "--no-curriculum", "--task-adapter", "full",
+            "--lr", "0", "--init", str(tmp_path / "init"), "--stop-after", "2", "--reference-boxes",
+            "--storyboard-panels", "--task-weights", f"compose=1,storyboard=1,{zeros}"]
+    train.main([*args, "--adapt-tasks", "compose,storyboard"])
+    out = export_task_adapter(tmp_path / "run", tmp_path / "export", ema=False)
+    assert sorted(p.name for p in (out / TASK_ADAPTERS).glob("*")) == ["compose-storyboard.json",
+                                                                       "compose-storyboard.safetensors"]
+    record = json.loads((out / "training.json").read_text())["task_adapters"][-1]
+    assert record["replaces"] == ["compose.safetensors"]
+    pipe = SeedlingPipeline.from_pretrained(out)
+    both = pipe.task_adapters["compose"]
+    assert both is pipe.task_adapters["storyboard"]
+    for k, delta in compose.tensors.items():  # lr 0: the run's change is the merged adapter's, to fp32 rounding
+        assert torch.allclose(both.tensors[k], delta, atol=1e-6)
+    with pytest.raises(SystemExit, match="also serves"):
+        shared = Adapter("full", compose.tensors, {"name": "x", "task": "compose,style"})
+        init.task_adapters.update({"compose": shared, "style": shared})
+        init.save_pretrained(tmp_path / "init2", dtype=torch.float32)
+        train.main([*[a if a != str(tmp_path / "init") else str(tmp_path / "init2") for a in args],
+                    "--out", str(tmp_path / "run2"), "--adapt-tasks", "compose"])

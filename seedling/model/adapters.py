@@ -277,6 +277,18 @@ def set_adapters(dit: nn.Module, adapters: Sequence[tuple[Adapter, float]]) -> N
                     state.hooks.append(module.register_forward_hook(hook))
 
 
+def merge_adapter(dit: nn.Module, adapter: Adapter) -> None:
+    """Add an adapter's change to the DiT's weights for good (nothing to restore): a run that goes
+    on from a task adapter starts from the weights it made. Float weights only."""
+    set_adapters(dit, [(adapter, 1.0)])
+    state = _state(dit)
+    if state.hooks:
+        remove_adapters(dit)
+        raise ValueError(f"adapter {adapter.name!r} cannot be merged into quantized layers: use the float model")
+    state.originals.clear()
+    state.applied = []
+
+
 def remove_adapters(dit: nn.Module) -> None:
     """Put back the original weights (exact bits) and drop any hooks."""
     state = getattr(dit, _STATE_ATTR, None)

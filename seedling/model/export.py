@@ -92,6 +92,7 @@ def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = Tru
     dit.save_pretrained(out / "dit", dtype=dtype)
     if not (out / "dit" / init_weights.name).exists():  # the init's file name (a pre-diffusers folder keeps its own)
         weights_path(out / "dit").rename(out / "dit" / init_weights.name)
+    replaced = _drop_replaced_adapters(out / TASK_ADAPTERS, info["tasks"])
     state = json.loads((ck / STATE_NAME).read_text())
     meta = {"base_model": str(init), "steps": state["step"], "samples": state["extra"].get("samples")}
     if info["kind"] == "lora":
@@ -113,6 +114,8 @@ def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = Tru
               "steps": state["step"], "samples": state["extra"].get("samples")}
     if rank is not None:
         record["stored_as_rank"] = rank
+    if replaced:
+        record["replaces"] = replaced  # the init's adapters this run went on from (train: info["continues"])
     # one record per adapter the folder holds: the init's own (an older folder's single "task_adapter") and this run's
     earlier = history.pop("task_adapters", []) + ([history.pop("task_adapter")] if "task_adapter" in history else [])
     history["task_adapters"] = [*earlier, record]
@@ -123,6 +126,21 @@ def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = Tru
     if changes:
         set_pipeline_config(out, changes)
     return out
+
+
+def _drop_replaced_adapters(folder: Path, tasks: list[str]) -> list[str]:
+    """Remove the copied init's adapter files whose tasks the run's adapter now serves: the run went
+    on from them (train._merge_init_adapters), so its change includes theirs. Returns their names."""
+    from seedling.model.adapters import load_adapter
+
+    dropped = []
+    for file in sorted(folder.glob("*.safetensors")):
+        served = {t for t in str(load_adapter(file).metadata.get("task", "")).split(",") if t}
+        if served and served <= set(tasks):
+            file.unlink()
+            file.with_suffix(".json").unlink(missing_ok=True)
+            dropped.append(file.name)
+    return dropped
 
 
 def _check_same_base(init: Path, base: Path) -> None:

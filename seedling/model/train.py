@@ -65,6 +65,28 @@ def _task_weights(text: str) -> dict[str, float]:
     return out
 
 
+def _merge_init_adapters(model: UnifiedDiT, init: Path, tasks: list[str]) -> list[str]:
+    """The --init folder's task adapters for tasks this run adapts, merged into the starting weights:
+    the run goes on from them (e.g. compose's adapter, extended to the storyboard), and its export
+    replaces their files. An adapter that also serves a task the run does not adapt is refused.
+    Returns the merged files' names."""
+    from seedling.model.adapters import load_adapter, merge_adapter
+    from seedling.model.pipeline import TASK_ADAPTERS
+
+    merged = []
+    for file in sorted((init / TASK_ADAPTERS).glob("*.safetensors")):
+        adapter = load_adapter(file)
+        served = [t for t in str(adapter.metadata.get("task", "")).split(",") if t]
+        if not set(served) & set(tasks):
+            continue
+        if not set(served) <= set(tasks):
+            raise SystemExit(f"{file.name} also serves {sorted(set(served) - set(tasks))}: adapt those tasks too "
+                             f"(--adapt-tasks {','.join(sorted(set(served) | set(tasks)))}) or none of its tasks")
+        merge_adapter(model, adapter)
+        merged.append(file.name)
+    return merged
+
+
 def _task_adapter_model(model: UnifiedDiT, cfg: DiTConfig, args, ck) -> tuple[torch.nn.Module, dict]:
     """The DiT set up to train a task adapter (`--task-adapter`): a LoRA of rank `--lora-rank`
     injected (finetune_model.trainable_dit), or every weight ("full"); in both, of the task
@@ -96,6 +118,8 @@ def _task_adapter_model(model: UnifiedDiT, cfg: DiTConfig, args, ck) -> tuple[to
                              "or the known tasks named by --adapt-tasks, e.g. --adapt-tasks compose")
         info = {"kind": args.task_adapter, "rank": args.lora_rank if args.task_adapter == "lora" else None,
                 "tasks": tasks, "init": args.init, "storyboard_panels": bool(args.storyboard_panels)}
+    if ck is None:
+        info["continues"] = _merge_init_adapters(model, Path(args.init), tasks)
     if args.task_adapter == "lora":
         model = trainable_dit(model, FinetuneConfig(rank=args.lora_rank, seed=args.seed))
     rows = torch.zeros(cfg.num_tasks, 1)
