@@ -104,14 +104,14 @@ def test_a_control_run_over_a_model_with_a_text_adapter_keeps_it_and_shares_its_
 
 
 def test_adapters_for_known_tasks_with_boxes_export_onto_one_folder(tmp_path, monkeypatch):
-    """--adapt-tasks: a task adapter over tasks the init already has (compose with reference boxes,
-    storyboard panel by panel); the second run's export goes onto the first's (--base), so both
-    adapters ship in one folder, with the DiT saying it places references in boxes and the
+    """--adapt-tasks: a task adapter over tasks the init already has (compose with reference boxes
+    and storyboard panels, then style); the second run's export goes onto the first's (--base), so
+    both adapters ship in one folder, with the DiT saying it places references in boxes and the
     pipeline drawing storyboards by panels. A --base made from another init is refused."""
     init = _tiny_pipeline(WITH_TEXT)
     init.save_pretrained(tmp_path / "init", dtype=torch.float16)
     runs = {}
-    for task, extra in (("compose", []), ("storyboard", ["--storyboard-panels"])):
+    for task, extra in (("compose", ["--storyboard-panels"]), ("style", [])):
         tasks = iter([task] * 10)
         monkeypatch.setattr(train, "draw_task", lambda rng, progress, weights=None, tasks=tasks: next(tasks))
         zeros = ",".join(f"{t}=0" for t in WITH_TEXT if t != task)
@@ -121,22 +121,23 @@ def test_adapters_for_known_tasks_with_boxes_export_onto_one_folder(tmp_path, mo
                     "--adapt-tasks", task, "--task-weights", f"{task}=1,{zeros}", *extra])
         runs[task] = tmp_path / task
     first = export_task_adapter(runs["compose"], tmp_path / "first")
-    both = export_task_adapter(runs["storyboard"], tmp_path / "both", base=first)
+    assert SeedlingPipeline.from_pretrained(first).settings.storyboard_by_panels
+    both = export_task_adapter(runs["style"], tmp_path / "both", base=first)
     names = sorted(p.name for p in (both / TASK_ADAPTERS).glob("*.safetensors"))
-    assert names == ["compose.safetensors", "storyboard.safetensors"]
+    assert names == ["compose.safetensors", "style.safetensors"]
     pipe = SeedlingPipeline.from_pretrained(both)
     assert pipe.dit.dims.reference_boxes and pipe.settings.storyboard_by_panels
-    assert not SeedlingPipeline.from_pretrained(first).settings.storyboard_by_panels
     ref = SeedlingPipeline.from_pretrained(tmp_path / "init")
+    assert not ref.settings.storyboard_by_panels
     assert np.array_equal(pipe("a red circle", **KW).images, ref("a red circle", **KW).images)  # t2i untouched
     history = json.loads((both / "training.json").read_text())
-    assert [r["tasks"] for r in history["task_adapters"]] == [["compose"], ["storyboard"]]
+    assert [r["tasks"] for r in history["task_adapters"]] == [["compose"], ["style"]]
     other = _tiny_pipeline(WITH_TEXT)
     with torch.no_grad():
         other.dit.blocks[0].qkv.weight.add_(1.0)
     other.save_pretrained(tmp_path / "other", dtype=torch.float16)
     with pytest.raises(SystemExit, match="is not the run's --init"):
-        export_task_adapter(runs["storyboard"], tmp_path / "bad", base=tmp_path / "other")
+        export_task_adapter(runs["style"], tmp_path / "bad", base=tmp_path / "other")
     with pytest.raises(SystemExit, match="--adapt-tasks names tasks the --init model does not know"):
         train.main(["--ae", str(tmp_path / "init" / "autoencoder"), "--out", str(tmp_path / "x"), "--task-adapter",
                     "full", "--init", str(tmp_path / "init"), "--adapt-tasks", "upscale", "--max-steps", "1"])

@@ -36,7 +36,7 @@ from seedling.model.dit import DiT_configs, UnifiedDiT
 from seedling.model.postprocess import feather_mask, keep_luminance, transfer_detail
 from seedling.model.rope import reference_positions
 from seedling.model.sampler import Branch, euler_sample, make_schedule, step_pairs
-from seedling.model.task_table import TASK_NAMES, TASKS, Range, check_size, task_spec
+from seedling.model.task_table import TASK_NAMES, TASKS, check_size, task_spec
 
 # (min, max) number of input images per task (compatibility name; the task table is the source)
 TASK_IMAGES = {name: (int(t.references.lo), int(t.references.hi)) for name, t in TASKS.items()}
@@ -102,8 +102,9 @@ class PipelineConfig:
     # (`keep_luminance`); False returns the model's own picture.
     colourise_keeps_luminance: bool = True
     # Storyboards: one picture of the character (the reference given, else a t2i of the caption's
-    # character), then each panel drawn from it, placed in the panel's box (`storyboard_panels`).
-    # For a DiT whose storyboard task was trained so (seedling-train --storyboard-panels).
+    # character), then each panel a composition of it, placed in the panel's box on the panel's
+    # scene (`storyboard_panels`). For a DiT whose compose task was trained so (seedling-train
+    # --reference-boxes --storyboard-panels).
     storyboard_by_panels: bool = False
 
     def __post_init__(self) -> None:
@@ -173,7 +174,6 @@ class SeedlingPipeline(DiffusionPipeline):
             text_encoder = TextEncoder(max_length=dit.config.text_len)
         self.text_encoder = text_encoder
         self._expander = None  # the grounded prompt expander, made on the first compose/storyboard that needs it
-        self._drawing_panel = False  # True while storyboard_panels draws one panel
         self.quantization = "none"
         if dit.config.latent_channels != autoencoder.config.latent_channels:
             raise ValueError("the DiT and the autoencoder disagree on the number of latent channels")
@@ -298,10 +298,9 @@ class SeedlingPipeline(DiffusionPipeline):
         n = len(images)
         if not spec.references.contains(n):
             raise ValueError(f"the {task!r} task takes {spec.references.describe()} input image(s), but {n} were given")
-        outputs = Range(1, 1) if self._drawing_panel else spec.outputs  # storyboard_panels draws one at a time
-        if not _whole(num_outputs) or not outputs.contains(num_outputs):
+        if not _whole(num_outputs) or not spec.outputs.contains(num_outputs):
             raise ValueError(f"num_outputs for the {task!r} task must be a whole number from "
-                             f"{outputs.lo} to {outputs.hi}, got {num_outputs!r}")
+                             f"{spec.outputs.lo} to {spec.outputs.hi}, got {num_outputs!r}")
         if not _whole(steps) or not lim.steps.contains(steps):
             raise ValueError(f"steps must be a whole number from {lim.steps.lo} to {lim.steps.hi}, got {steps!r}")
         for name, val, rng in (("guidance", guidance, lim.guidance), ("image_guidance", image_guidance, lim.image_guidance)):
@@ -401,7 +400,7 @@ class SeedlingPipeline(DiffusionPipeline):
             width, height = images[0].size
         height = self.settings.default_size if height is None else height
         width = self.settings.default_size if width is None else width
-        if task == "storyboard" and self.settings.storyboard_by_panels and not self._drawing_panel:
+        if task == "storyboard" and self.settings.storyboard_by_panels:
             g = self.settings.task_guidance.get(task, self.settings.guidance) if guidance is None else guidance
             self._check(task, images, mask, num_outputs, steps, g, image_guidance, height, width)
             if generator is not None:
@@ -555,8 +554,8 @@ class SeedlingPipeline(DiffusionPipeline):
                           return_dict: bool = True, **sampling) -> PipelineOutput:
         """A storyboard drawn panel by panel from one picture of its character, so that every panel
         shows the same one: the reference given, else a t2i of the character the caption names;
-        then each panel's own caption (its size, place and background) with that picture placed
-        in the panel's box (reference boxes). The prompt is read by the grounded expander, whose
+        then each panel a composition of that picture, placed in the panel's box (reference
+        boxes), with the panel's own caption (its size, place and background). The prompt is read by the grounded expander, whose
         storyboard captions `placement.panel_plan` parses; `num_outputs` panels (default: the
         prompt's). `sampling`: steps, guidance, image_guidance, height, width, previews, as
         `__call__` takes them. Seeds: the character `seed`, panel i `seed + 1 + i`."""
@@ -587,16 +586,12 @@ class SeedlingPipeline(DiffusionPipeline):
             character, done = char.images[0], steps
             timings["character"] = char.timings["total"]
         panels = []
-        self._drawing_panel = True
-        try:
-            for i, (text, box) in enumerate(zip(plan.prompts(), plan.boxes())):
-                out = self(prompt=text, task="storyboard", images=[character], num_outputs=1, seed=seed + 1 + i,
-                           boxes=[box], callback=progress, **sampling)
-                panels.append(out.images[0])
-                timings[f"panel_{i + 1}"] = out.timings["total"]
-                done += steps
-        finally:
-            self._drawing_panel = False
+        for i, (text, box) in enumerate(zip(plan.prompts(), plan.boxes())):
+            out = self(prompt=text, task="compose", images=[character], num_outputs=1, seed=seed + 1 + i,
+                       boxes=[box], callback=progress, **sampling)
+            panels.append(out.images[0])
+            timings[f"panel_{i + 1}"] = out.timings["total"]
+            done += steps
         params = {"prompt": prompt, "task": "storyboard", "num_outputs": n, "steps": steps, "seed": int(seed),
                   "height": out.parameters["height"], "width": out.parameters["width"],
                   "guidance": out.parameters["guidance"], "image_guidance": out.parameters["image_guidance"],

@@ -164,8 +164,8 @@ def main(argv=None):
                         "of every weight (export: python -m seedling.model.export --task-adapter)")
     p.add_argument("--lora-rank", type=int, default=64, help="rank of a --task-adapter lora")
     p.add_argument("--storyboard-panels", action="store_true",
-                   help="storyboard samples are single panels drawn from a reference picture of the character, "
-                        "placed in the panel's box (TaskSampler.storyboard_panel; with --reference-boxes)")
+                   help="half of the compose samples are storyboard panels: one reference picture of the character "
+                        "placed in the panel's box on its scene (TaskSampler.storyboard_panel; with --reference-boxes)")
     p.add_argument("--adapt-tasks", default="", type=lambda v: [t.strip() for t in v.split(",") if t.strip()],
                    help="with --task-adapter: tasks the --init model already knows that the adapter also takes "
                         "over, e.g. compose (its embedding row trains with it)")

@@ -184,14 +184,16 @@ class TaskSampler:
         p = np.array([mix[k] for k in self._t2i_kinds], float)
         self._t2i_p = p / p.sum()
         self.max_panels = max_panels
-        # "storyboard" draws one panel from a reference picture of its character (storyboard_panel)
+        # half of the "compose" draws are storyboard panels: one reference on a scene (storyboard_panel)
         self.storyboard_panels = storyboard_panels
 
     # -- dispatch -----------------------------------------------------------------------------
 
     def sample(self, task: str, rng: np.random.Generator | None = None) -> Sample:
-        if task == "storyboard" and self.storyboard_panels:
-            return self.storyboard_panel(rng if rng is not None else self.rng)
+        if task == "compose" and self.storyboard_panels:
+            rng = rng if rng is not None else self.rng
+            if rng.random() < 0.5:
+                return self.storyboard_panel(rng)
         make = self._maker("", task, TASKS, "task")  # one method per task, named after it
         return make(rng if rng is not None else self.rng)
 
@@ -413,16 +415,18 @@ class TaskSampler:
         }
 
     def storyboard_panel(self, rng: np.random.Generator, phrasing: int | None = None) -> Sample:
-        """One storyboard panel drawn from a reference picture of its character: the icon (the
-        whole frame, on white) is the reference, placed in the panel's box (`panel_box`, in
-        meta "slots" as compose's are), and the prompt is a one-panel storyboard caption. A model
-        trained on these with reference boxes draws a storyboard panel by panel from one picture,
-        so the character stays the same (the pipeline's storyboard_by_panels)."""
+        """One storyboard panel drawn from a reference picture of its character, as a composition
+        of that one reference: the icon (the whole frame, on white) placed in the panel's box
+        (`panel_box`, in meta "slots" as compose's are) on the panel's scene, the prompt a
+        one-panel storyboard caption. A model trained on these with reference boxes draws a
+        storyboard panel by panel from one picture, so the character stays the same (the
+        pipeline's storyboard_by_panels); compose's own training already taught it to copy a
+        reference into a box."""
         icon = self._icon(rng)
         panel = self._panel_scene(rng, None)
         prompt = cap.storyboard_panel_prompt(self._noun(icon, rng, phrasing), panel_phrase(panel))
         meta = {"character": icon.name, "panels": [panel], "slots": [(0, panel_box(panel))]}
-        return Sample("storyboard", prompt, [composite(icon.rgba)], None, [render_panel(icon, panel)], meta)
+        return Sample("compose", prompt, [composite(icon.rgba)], None, [render_panel(icon, panel)], meta)
 
     # -- style transfer -----------------------------------------------------------------------
 
