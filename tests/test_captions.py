@@ -165,4 +165,4 @@ def test_free_suite_cases(icons):
     assert 0 < sum(not c.meta["first_name"] for c in cases) < 60  # aliases too, not only
     again = fp.free_icon_cases(ctx, np.random.default_rng(0), 60)
     assert [c.prompt for c in cases] == [c.prompt for c in again]
-    assert list(hs.SUITES)[-2:] == ["t2i_icons_free", "words_styled"]  # appended: the others keep their seeds
+    assert list(hs.SUITES)[-4:] == ["t2i_icons_free", "words_styled", "compose_unnamed", "storyboard_ref"]  # appended: the others keep their seeds

@@ -21,6 +21,7 @@ Suites and their judges (model/eval/detectors.py):
                      arranged ("side by side", "in a grid"), never named (compose_unnamed.py)
   storyboard         per-panel identity of the character (the named icon in every panel), and
                      identity_kept: every panel shows the same icon as the first, whichever it is
+  storyboard_ref     the same judges, the character's picture given as the storyboard's reference
 The control suites (edges, sketch, colourise, upscale) are in control_suites.py; eval/run.py runs
 them after these (`evaluate(..., registry=...)`), and skips them for a model without their tasks.
 """
@@ -38,6 +39,7 @@ import numpy as np
 from seedling.model.data import tasks as tk
 from seedling.model.data.icon_names import icon_names
 from seedling.model.data.icons import Icon
+from seedling.model.data.styles import composite
 from seedling.model.eval import detectors as det
 from seedling.model.eval import ocr
 from seedling.model.eval.compose_unnamed import unnamed_compose_cases
@@ -269,6 +271,13 @@ def _storyboard_score(ctx, s, out):
             {"panels_ok": ok, "panel_nearest": top})
 
 
+def _storyboard_ref_build(ctx, rng, n):
+    # The storyboard tab's other way in: the character's picture given (its icon, on white).
+    by_name = {i.name: i for i in ctx.icons}
+    cases = [ctx.sampler.storyboard(rng, phrasing=0) for _ in range(n)]
+    return [replace(s, refs=[composite(by_name[s.meta["character"]].rgba)]) for s in cases]
+
+
 SUITES: dict[str, Suite] = {
     s.name: s
     for s in [
@@ -296,6 +305,7 @@ SUITES: dict[str, Suite] = {
         Suite("words_styled", lambda c: c.n_words, _words_styled_build, _words_styled_score, "exact_and_ink",
               needs_ocr=True),
         Suite("compose_unnamed", lambda c: c.n_compose, unnamed_compose_cases, _compose_score, "all_slots"),
+        Suite("storyboard_ref", lambda c: c.n_storyboard, _storyboard_ref_build, _storyboard_score, "identity_kept"),
     ]
 }
 
