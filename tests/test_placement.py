@@ -168,6 +168,7 @@ def test_a_storyboard_panel_sample_places_its_character_in_the_panels_box(icons)
     s = panels[0]
     (panel,) = s.meta["panels"]
     assert s.task == "compose" and len(s.refs) == 1 and len(s.outputs) == 1
+    assert all(d.meta["panels"][0]["angle"] == 0.0 for d in panels)  # upright: the caption says no tilt
     assert s.meta["slots"] == [(0, tk.panel_box(panel))]
     assert s.prompt.startswith("a storyboard of ") and s.prompt.endswith(tk.panel_phrase(panel))
     by_name = {i.name: i for i in icons}

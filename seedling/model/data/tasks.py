@@ -423,7 +423,9 @@ class TaskSampler:
         pipeline's storyboard_by_panels); compose's own training already taught it to copy a
         reference into a box."""
         icon = self._icon(rng)
-        panel = self._panel_scene(rng, None)
+        # Upright: the caption does not say the tilt, and a copy at an unsaid random angle is
+        # learned as a blur of all of them (measured: the copies came out mangled).
+        panel = {**self._panel_scene(rng, None), "angle": 0.0}
         prompt = cap.storyboard_panel_prompt(self._noun(icon, rng, phrasing), panel_phrase(panel))
         meta = {"character": icon.name, "panels": [panel], "slots": [(0, panel_box(panel))]}
         return Sample("compose", prompt, [composite(icon.rgba)], None, [render_panel(icon, panel)], meta)
