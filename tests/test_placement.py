@@ -189,15 +189,17 @@ def panel_pipe():
 
 
 def test_a_storyboard_by_panels_draws_each_panel_from_one_picture(panel_pipe):
-    """The character first (a t2i of 'a fox'), then each panel a one-reference composition of it."""
+    """The character first (a t2i of 'a fox'), then each panel a one-reference composition of it on
+    white and an edit that paints its background."""
     prompt = "a storyboard of a fox: small on a blue background, then on the left on a green background"
     seen = []
     out = panel_pipe(prompt=prompt, task="storyboard", seed=3, height=64, width=64, steps=2,
                      callback=lambda i, total, prev: seen.append((i, total)))
     assert len(out.images) == 2 and out.parameters["by_panels"] and out.parameters["character"] == "a fox"
-    assert out.parameters["panel_prompts"] == ["a storyboard of a fox: small on a blue background",
-                                               "a storyboard of a fox: on the left on a green background"]
-    assert seen[-1] == (6, 6)  # the character's 2 steps, then 2 per panel, on one bar
+    assert out.parameters["panel_prompts"] == ["a storyboard of a fox: small on a white background",
+                                               "a storyboard of a fox: on the left on a white background"]
+    assert out.parameters["panel_edits"] == ["make the background blue", "make the background green"]
+    assert seen[-1] == (10, 10)  # the character's 2 steps, then 2 per panel and 2 per background edit, on one bar
     again = panel_pipe(prompt=prompt, task="storyboard", seed=3, height=64, width=64, steps=2)
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(out.images, again.images))
     given = panel_pipe(prompt=prompt, task="storyboard", images=[Image.fromarray(picture("fox"))], seed=3,
@@ -256,6 +258,6 @@ def test_studio_jobs_record_the_boxes_and_panels_the_pipeline_read_off_the_promp
         view = svc.jobs.view(job.id)
         assert view.job.status == JobStatus.SUCCEEDED, view.job.error
         assert len(view.images) == 2 and all(im.params["by_panels"] for im in view.images)
-        assert view.images[0].params["panel_prompts"][1] == "a storyboard of a fox: small on a red background"
+        assert view.images[0].params["panel_prompts"][1] == "a storyboard of a fox: small on a white background"
     finally:
         svc.close()

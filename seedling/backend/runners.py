@@ -95,7 +95,7 @@ def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict
     if result.parameters.get("boxes") is not None:  # compose without boxes: the pipeline read them off the prompt
         params["placed_boxes"] = result.parameters["boxes"]
     if result.parameters.get("by_panels"):  # a storyboard drawn panel by panel from one picture of its character
-        params |= {k: result.parameters[k] for k in ("by_panels", "character", "panel_prompts")}
+        params |= {k: result.parameters[k] for k in ("by_panels", "character", "panel_prompts", "panel_edits")}
     outputs = [
         OutputImage(
             image=image,

@@ -102,9 +102,9 @@ class PipelineConfig:
     # (`keep_luminance`); False returns the model's own picture.
     colourise_keeps_luminance: bool = True
     # Storyboards: one picture of the character (the reference given, else a t2i of the caption's
-    # character), then each panel a composition of it, placed in the panel's box on the panel's
-    # scene (`storyboard_panels`). For a DiT whose compose task was trained so (seedling-train
-    # --reference-boxes --storyboard-panels).
+    # character), then each panel a composition of it in the panel's box, on white, its background
+    # painted by an edit after (`storyboard_panels`). For a DiT whose compose task was trained so
+    # (seedling-train --reference-boxes --storyboard-panels).
     storyboard_by_panels: bool = False
 
     def __post_init__(self) -> None:
@@ -554,8 +554,9 @@ class SeedlingPipeline(DiffusionPipeline):
                           return_dict: bool = True, **sampling) -> PipelineOutput:
         """A storyboard drawn panel by panel from one picture of its character, so that every panel
         shows the same one: the reference given, else a t2i of the character the caption names;
-        then each panel a composition of that picture, placed in the panel's box (reference
-        boxes), with the panel's own caption (its size, place and background). The prompt is read by the grounded expander, whose
+        then each panel a composition of that picture on white, placed in the panel's box
+        (reference boxes), and the panel's background painted by an edit ("make the background
+        blue"; none on white). The prompt is read by the grounded expander, whose
         storyboard captions `placement.panel_plan` parses; `num_outputs` panels (default: the
         prompt's). `sampling`: steps, guidance, image_guidance, height, width, previews, as
         `__call__` takes them. Seeds: the character `seed`, panel i `seed + 1 + i`."""
@@ -572,7 +573,8 @@ class SeedlingPipeline(DiffusionPipeline):
         if seed is None:
             seed = random.randrange(2**31)
         steps = sampling.get("steps") or self.settings.default_steps
-        total = (n + (0 if images else 1)) * steps
+        edits = plan.edits()
+        total = (n + sum(e is not None for e in edits) + (0 if images else 1)) * steps
         done = 0
 
         def progress(step, _total, preview):  # one bar over the character and every panel
@@ -586,16 +588,22 @@ class SeedlingPipeline(DiffusionPipeline):
             character, done = char.images[0], steps
             timings["character"] = char.timings["total"]
         panels = []
-        for i, (text, box) in enumerate(zip(plan.prompts(), plan.boxes())):
+        for i, (text, box, edit) in enumerate(zip(plan.prompts(), plan.boxes(), edits)):
             out = self(prompt=text, task="compose", images=[character], num_outputs=1, seed=seed + 1 + i,
                        boxes=[box], callback=progress, **sampling)
-            panels.append(out.images[0])
             timings[f"panel_{i + 1}"] = out.timings["total"]
             done += steps
+            if edit is not None:
+                out = self(prompt=edit, task="edit", images=[out.images[0]], num_outputs=1, seed=seed + 1 + i,
+                           callback=progress, **sampling)
+                timings[f"panel_{i + 1}"] += out.timings["total"]
+                done += steps
+            panels.append(out.images[0])
         params = {"prompt": prompt, "task": "storyboard", "num_outputs": n, "steps": steps, "seed": int(seed),
                   "height": out.parameters["height"], "width": out.parameters["width"],
                   "guidance": out.parameters["guidance"], "image_guidance": out.parameters["image_guidance"],
-                  "by_panels": True, "character": "given" if images else plan.noun, "panel_prompts": plan.prompts()}
+                  "by_panels": True, "character": "given" if images else plan.noun, "panel_prompts": plan.prompts(),
+                  "panel_edits": edits}
         if output_type == "np":
             panels = np.stack([np.asarray(o, dtype=np.float32) / 255.0 for o in panels])
         return self._output(panels, seed, timings, t_start, return_dict, params)

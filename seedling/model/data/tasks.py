@@ -417,15 +417,17 @@ class TaskSampler:
     def storyboard_panel(self, rng: np.random.Generator, phrasing: int | None = None) -> Sample:
         """One storyboard panel drawn from a reference picture of its character, as a composition
         of that one reference: the icon (the whole frame, on white) placed in the panel's box
-        (`panel_box`, in meta "slots" as compose's are) on the panel's scene, the prompt a
+        (`panel_box`, in meta "slots" as compose's are), upright on white, the prompt a
         one-panel storyboard caption. A model trained on these with reference boxes draws a
         storyboard panel by panel from one picture, so the character stays the same (the
         pipeline's storyboard_by_panels); compose's own training already taught it to copy a
         reference into a box."""
         icon = self._icon(rng)
         # Upright: the caption does not say the tilt, and a copy at an unsaid random angle is
-        # learned as a blur of all of them (measured: the copies came out mangled).
-        panel = {**self._panel_scene(rng, None), "angle": 0.0}
+        # learned as a blur of all of them. On white: a copy onto a coloured scene must redraw
+        # every edge token (at 16 px a token, a 56-100 px icon is nearly all edges), and came out
+        # mangled after 200 steps; the pipeline paints the scene's background with an edit after.
+        panel = {**self._panel_scene(rng, None), "angle": 0.0, "background": "white"}
         prompt = cap.storyboard_panel_prompt(self._noun(icon, rng, phrasing), panel_phrase(panel))
         meta = {"character": icon.name, "panels": [panel], "slots": [(0, panel_box(panel))]}
         return Sample("compose", prompt, [composite(icon.rgba)], None, [render_panel(icon, panel)], meta)

@@ -127,8 +127,16 @@ class PanelPlan:
     panels: list[dict]  # scenes: background, position, size, angle (as TaskSampler.storyboard draws them)
 
     def prompts(self) -> list[str]:
-        """Each panel's own caption, as the panels were trained (TaskSampler.storyboard_panel)."""
-        return [cap.storyboard_panel_prompt(self.noun, tk.panel_phrase(p)) for p in self.panels]
+        """Each panel's composition caption, on white as the panels were trained
+        (TaskSampler.storyboard_panel); the background comes after, as an edit (`edits`)."""
+        return [cap.storyboard_panel_prompt(self.noun, tk.panel_phrase({**p, "background": "white"}))
+                for p in self.panels]
+
+    def edits(self) -> list[str | None]:
+        """Each panel's background edit, in the edit task's training words; None on white."""
+        from seedling.model.prompt_expansion.vocab import background_instruction
+
+        return [None if p["background"] == "white" else background_instruction(p["background"]) for p in self.panels]
 
     def boxes(self) -> list[tuple[float, float, float, float]]:
         """Where the character goes in each panel, as fractions of the panel."""
