@@ -121,8 +121,8 @@ def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = Tru
     history["task_adapters"] = [*earlier, record]
     write_atomic(out / "training.json", json.dumps(history, indent=2))
     changes = dict(pipeline_config or {})
-    if info.get("storyboard_panels"):  # the storyboard task was trained panel by panel (--storyboard-panels)
-        changes["storyboard_by_panels"] = True
+    if info.get("storyboard_panels"):  # compose was trained on storyboard panels too (--storyboard-panels)
+        changes.setdefault("storyboard_by_panels", True)  # unless the export says otherwise
     if changes:
         set_pipeline_config(out, changes)
     return out
