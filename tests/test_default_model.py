@@ -148,7 +148,7 @@ SKETCH_F1_MIN = 0.8  # measured 0.96 (AMD EPYC), and 8 of 8 coloured in both tas
 
 
 def test_compose_puts_each_reference_where_the_prompt_says(pipe, icons):
-    """Compose with reference boxes read off the prompt (the compose adapter, session 16): 8 fixed
+    """Compose with reference boxes read off the prompt (the compose task adapter): 8 fixed
     two-reference cases, named in the opposite order to the references, and by order. Each half
     holds its own reference (among the two and 6 other icons). Free placement (the model before)
     scored 0-3% with every slot right on the harness."""
