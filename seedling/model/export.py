@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from seedling.atomic import write_atomic
 from seedling.model.autoencoder import Autoencoder
 from seedling.model.dit import DiTConfig, UnifiedDiT
-from seedling.model.pipeline import PipelineConfig, SeedlingPipeline
+from seedling.model.pipeline import PipelineConfig, SeedlingPipeline, adapter_tasks
 from seedling.model.training import STATE_NAME, latest_checkpoint
 
 
@@ -135,8 +135,7 @@ def _drop_replaced_adapters(folder: Path, tasks: list[str]) -> list[str]:
 
     dropped = []
     for file in sorted(folder.glob("*.safetensors")):
-        served = {t for t in str(load_adapter(file).metadata.get("task", "")).split(",") if t}
-        if served and served <= set(tasks):
+        if set(adapter_tasks(load_adapter(file), file)) <= set(tasks):
             file.unlink()
             file.with_suffix(".json").unlink(missing_ok=True)
             dropped.append(file.name)

@@ -71,12 +71,12 @@ def _merge_init_adapters(model: UnifiedDiT, init: Path, tasks: list[str]) -> lis
     replaces their files. An adapter that also serves a task the run does not adapt is refused.
     Returns the merged files' names."""
     from seedling.model.adapters import load_adapter, merge_adapter
-    from seedling.model.pipeline import TASK_ADAPTERS
+    from seedling.model.pipeline import TASK_ADAPTERS, adapter_tasks
 
     merged = []
     for file in sorted((init / TASK_ADAPTERS).glob("*.safetensors")):
         adapter = load_adapter(file)
-        served = [t for t in str(adapter.metadata.get("task", "")).split(",") if t]
+        served = adapter_tasks(adapter, file)
         if not set(served) & set(tasks):
             continue
         if not set(served) <= set(tasks):

@@ -91,6 +91,8 @@ LAYOUTS = {
     ),
 }
 LAYOUTS_BY_COUNT = {2: ("halves",), 3: ("thirds", "two_over_one"), 4: ("quadrants",)}
+# references placed without naming them: "side by side" / "in a row" (row) or "in a grid", by count
+ARRANGED_LAYOUTS = {"row": {2: "halves", 3: "thirds"}, "grid": {3: "two_over_one", 4: "quadrants"}}
 
 # Storyboard panel scenes: icon sizes in px and positions (phrase, where the icon centre goes).
 PANEL_SIZES = {"small": 56, "medium": 76, "large": 100}
@@ -190,12 +192,11 @@ class TaskSampler:
     # -- dispatch -----------------------------------------------------------------------------
 
     def sample(self, task: str, rng: np.random.Generator | None = None) -> Sample:
-        if task == "compose" and self.storyboard_panels:
-            rng = rng if rng is not None else self.rng
-            if rng.random() < 0.5:
-                return self.storyboard_panel(rng)
+        rng = rng if rng is not None else self.rng
+        if task == "compose" and self.storyboard_panels and rng.random() < 0.5:
+            return self.storyboard_panel(rng)
         make = self._maker("", task, TASKS, "task")  # one method per task, named after it
-        return make(rng if rng is not None else self.rng)
+        return make(rng)
 
     def _maker(self, prefix: str, kind: str, kinds: tuple[str, ...], what: str):
         """The method `prefix + kind` that draws one sample of `kind`; ValueError for a kind not in `kinds`."""

@@ -32,8 +32,6 @@ ARRANGED_FORMS = (
     ("grid", "put the {count} images in a grid"),
     ("grid", "arrange them in a grid"),
 )
-ARRANGED_LAYOUTS = {"row": {2: "halves", 3: "thirds"}, "grid": {3: "two_over_one", 4: "quadrants"}}
-COUNT_WORDS = {2: "two", 3: "three", 4: "four"}
 
 
 def by_order_prompt(slot_phrases: list[str], assignment: list[int], rng: np.random.Generator) -> str:
@@ -46,9 +44,9 @@ def by_order_prompt(slot_phrases: list[str], assignment: list[int], rng: np.rand
 
 def _arranged(ctx, rng: np.random.Generator) -> tk.Sample:
     kind, template = ARRANGED_FORMS[rng.integers(len(ARRANGED_FORMS))]
-    counts = sorted(ARRANGED_LAYOUTS[kind])
+    counts = sorted(tk.ARRANGED_LAYOUTS[kind])
     n = counts[rng.integers(len(counts))]
-    layout = ARRANGED_LAYOUTS[kind][n]
+    layout = tk.ARRANGED_LAYOUTS[kind][n]
     picked = rng.choice(len(ctx.icons), n, replace=False)
     icons = [ctx.icons[int(i)] for i in picked]
     boxes, _ = tk.LAYOUTS[layout]
@@ -57,7 +55,7 @@ def _arranged(ctx, rng: np.random.Generator) -> tk.Sample:
         tk.paste(out, tk.scaled_rgba(icon, x1 - x0), x0, y0)
     meta = {"layout": layout, "names": [i.name for i in icons], "slots": [(s, box) for s, box in enumerate(boxes)],
             "form": "arranged"}
-    prompt = template.format(count=COUNT_WORDS[n])
+    prompt = template.format(count=cap.NUMBER_WORDS[n])
     return tk.Sample("compose", prompt, [composite(i.rgba) for i in icons], None, [out], meta)
 
 

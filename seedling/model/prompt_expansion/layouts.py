@@ -156,12 +156,9 @@ def assign_slots(n: int, wanted: list[str | None]) -> tuple[str, list[int]]:
     return layout, _assignment_cost(layout, wanted)[0]
 
 
-_ARRANGED_LAYOUTS = {"row": {2: "halves", 3: "thirds"}, "grid": {3: "two_over_one", 4: "quadrants"}}
-
-
 def arranged_layout(kind: str, n: int) -> str | None:
     """The training layout for n references 'side by side' (row) or 'in a grid'; None if none fits."""
-    return _ARRANGED_LAYOUTS.get(kind, {}).get(n)
+    return tk.ARRANGED_LAYOUTS.get(kind, {}).get(n)
 
 
 def boxes_for_slots(slots: tuple[str, ...]) -> list[tuple[float, float, float, float]] | None:
