@@ -32,6 +32,8 @@ from seedling.model.adapters import Adapter, added_adapters, load_adapter, low_r
 from seedling.model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor, tensor_to_images
 from seedling.model.convert import write_pipeline_metadata
 from seedling.model.data.glyphs import prompt_glyph
+from seedling.model.data.word_edit import composite as word_edit_composite
+from seedling.model.data.word_edit import plan_word_edit
 from seedling.model.dit import DiT_configs, UnifiedDiT
 from seedling.model.postprocess import feather_mask, keep_luminance, transfer_detail
 from seedling.model.rope import reference_positions
@@ -411,6 +413,18 @@ class SeedlingPipeline(DiffusionPipeline):
                                           image_guidance=image_guidance, seed=seed, height=height, width=width,
                                           callback=callback, previews=previews, output_type=output_type,
                                           return_dict=return_dict)
+        if task == "edit" and mask is None and len(images) == 1 and "text" in self.dit.dims.tasks:
+            source = images[0] if images[0].size == (width, height) else images[0].resize((width, height), Image.LANCZOS)
+            word_edit = plan_word_edit(prompt, source)  # 'change the word to "SALE"' on a picture of a word
+            if word_edit is not None:
+                g = self.settings.task_guidance.get("text", self.settings.guidance) if guidance is None else guidance
+                self._check(task, images, mask, num_outputs, steps, g, image_guidance, height, width)
+                if output_type == "latent":
+                    raise ValueError("a word edit returns pictures (the new word laid on the old picture): "
+                                     "use output_type 'pil' or 'np'")
+                return self.edit_words(prompt, source, word_edit, num_outputs=outputs_asked, steps=steps,
+                                       guidance=guidance, seed=seed, generator=generator, callback=callback,
+                                       previews=previews, output_type=output_type, return_dict=return_dict)
         glyph = None
         if task == "t2i" and "text" in self.dit.dims.tasks:  # quoted text: drawn, then restyled by the text task
             glyph = prompt_glyph(prompt, width, height)
@@ -607,6 +621,24 @@ class SeedlingPipeline(DiffusionPipeline):
         if output_type == "np":
             panels = np.stack([np.asarray(o, dtype=np.float32) / 255.0 for o in panels])
         return self._output(panels, seed, timings, t_start, return_dict, params)
+
+    def edit_words(self, prompt: str, picture: Image.Image, edit, *, output_type: str = "pil",
+                   return_dict: bool = True, **sampling) -> PipelineOutput:
+        """A word edit (`word_edit.plan_word_edit`: 'change the word to "SALE"'): the text task draws
+        the new word from its glyph, placed where the old word was, in the old word's ink (and font
+        and size, when the prompt quotes the old word); the picture keeps every pixel outside the
+        words' region. `sampling`: the text task's call's arguments (steps, guidance, seed, ...)."""
+        t_start = time.perf_counter()
+        drawn = self(prompt=edit.prompt, task="text", images=[Image.fromarray(edit.glyph)],
+                     height=picture.height, width=picture.width, **sampling)
+        src = np.asarray(picture.convert("RGB"))
+        out = [Image.fromarray(word_edit_composite(src, im, edit)) for im in drawn.images]
+        params = {**drawn.parameters, "prompt": prompt, "task": "edit", "glyph": True,
+                  "word_edit": {"old": edit.old, "new": edit.new, "font": edit.font, "color": edit.color,
+                                "text_prompt": edit.prompt, "ink_box": list(edit.ink_box)}}
+        if output_type == "np":
+            out = np.stack([np.asarray(o, dtype=np.float32) / 255.0 for o in out])
+        return self._output(out, drawn.seed, dict(drawn.timings), t_start, return_dict, params)
 
     @staticmethod
     def _output(images, seed, timings, t_start, return_dict, params=None):
