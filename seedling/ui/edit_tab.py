@@ -189,7 +189,9 @@ TAB = TabDef(
     draft=_draft,
     expand_inputs=("editor_value", "mask"),
     compare=True,
-    doc="""Edit a source image by instruction; a painted mask makes it a masked (inpaint) edit.
+    doc="""Edit a source image by instruction; a painted mask makes it a masked (inpaint) edit. An
+    instruction that quotes new text ('change the word to "SALE"') on a picture of a word rewrites
+    the word where it stands, in its ink (the text task draws it; the rest stays as it was).
 
     With `prompt_expansion`, runs `expanded_prompt` (or expands the instruction when it is empty).""",
 )
