@@ -58,6 +58,8 @@ def _training_captions(icons, per_task: int = 250):
         out += [(sampler.t2i(rng, kind).prompt, "t2i") for _ in range(per_task // 2)]
     for kind in tk.EDIT_KINDS:
         out += [(sampler.edit(rng, kind).prompt, "edit") for _ in range(per_task // 4)]
+    # the text task's captions (a word with its ink and font), typed in Generate
+    out += [(sampler.text(rng).prompt, "t2i") for _ in range(per_task)]
     for phrasing in range(4):  # every phrasing of the phrasing-indexed captions
         out += [(sampler.t2i_shapes(rng, n, phrasing).prompt, "t2i") for n in (1, 2, 3, 4)]
         out += [(sampler.storyboard(rng, phrasing=phrasing).prompt, "storyboard")]
@@ -84,6 +86,24 @@ def test_every_training_caption_passes_through_unchanged_without_the_encoder(pe,
             changed.append((task, prompt, res.prompt))
     assert len(captions) > 8000
     assert changed == [], f"{len(changed)} of {len(captions)} training captions changed: {changed[:5]}"
+
+
+def test_a_word_keeps_its_ink_and_font_when_rewritten(pe):
+    """Free-form word prompts become the text task's caption with the ink (nearest training word
+    colour) and the font they ask for; a background colour is left out with a note."""
+    cases = {
+        'a poster that says "SALE" in big crimson bold letters': 'the word "SALE" in red in bold letters',
+        'write "hello" in monospace navy letters': 'the word "hello" in blue in a typewriter font',
+        'the text "Cafe" in a bold serif font, green': 'the word "Cafe" in green in a bold serif font',
+        'a sign reading "open"': 'the word "open"',
+    }
+    for typed, want in cases.items():
+        res = pe.expand(typed, "t2i")
+        assert (res.prompt, res.budget) == (want, REWRITE), typed
+        assert pe.expand(res.prompt, "t2i").budget == PASSTHROUGH
+    res = pe.expand('the word "open" in red on a yellow background', "t2i")
+    assert res.prompt == 'the word "open" in red'
+    assert any("yellow background" in n for n in res.notes), res.notes
 
 
 def test_passthrough_reports_storyboard_panels_and_compose_references(pe, icons):

@@ -38,7 +38,7 @@ def expected_prompts(row: dict, vocab: Vocabulary) -> list[str]:
     if kind == "shapes":
         return [vc.scene_caption([tuple(o) for o in row["objects"]])]
     if kind == "word":
-        return [vc.word_caption(row["text"])]
+        return [vc.text_caption(row["text"], row.get("color", "black"), row.get("font", "default"))]
     if kind == "chart":
         return [vc.chart_caption(row["values"])]
     if kind in ("compose", "edit", "inpaint", "style"):

@@ -30,6 +30,7 @@ from seedling.model.prompt_expansion.parse import (
     parse_chart,
     parse_shapes,
     split_subjects,
+    strip_quotes,
     word_to_render,
 )
 from seedling.model.prompt_expansion.recognize import Recognizer
@@ -55,6 +56,36 @@ _STYLE_PHRASES = re.compile(
     r"(?:reference|style)|styled\s+like\s+the\s+reference|the\s+same\s+way)\b",
     re.IGNORECASE,
 )
+
+
+_BACKGROUND_WORDS = frozenset({"background", "backdrop", "ground", "paper", "page"})
+
+
+def word_look(typed: str) -> tuple[str, str, str | None]:
+    """(ink colour among the training word colours, training font key, the background phrase or
+    None) a word prompt asks for, read outside its quotes: '"SALE" in big crimson bold letters' ->
+    ("red", "dejavu-sans-bold", None). A colour said of the background ("on a yellow background")
+    is not the ink's; no ink colour said: black."""
+    from seedling.model.data.glyphs import font_in_prompt
+    from seedling.model.data.knowledge import WORD_COLORS
+
+    text = strip_quotes(typed)
+    tokens = lx.tokenize(text)
+    color, background, i = None, None, 0
+    while i < len(tokens):
+        found = lx.color_at(tokens, i)
+        if found is None:
+            i += 1
+            continue
+        name, used = found
+        i += used
+        if i < len(tokens) and tokens[i] in _BACKGROUND_WORDS:
+            background = background or " ".join(tokens[i - used : i + 1])
+        elif color is None:
+            color = lx.nearest_color(name, sorted(set(WORD_COLORS)))
+    low = f" {text.lower()} "
+    font = font_in_prompt(low.replace(" monospace ", " typewriter ").replace(" monospaced ", " typewriter "))
+    return color or "black", font, background
 
 
 class GroundedExpander(MultiImagePlans):
@@ -243,13 +274,19 @@ class GroundedExpander(MultiImagePlans):
             notes.append("The model was trained on single words; several words may not be readable.")
         elif len(word) > MAX_WORD_LETTERS:
             notes.append(f"The model was trained on words of up to {MAX_WORD_LETTERS} letters.")
+        color, font, background = word_look(typed)
+        if background:
+            notes.append(f"The model draws words on white: '{background}' was left out.")
+        matches = [Match(word, "text", word, 1.0)]
+        if color != "black":
+            matches.append(Match(color, "color", color, 1.0))
         return ExpansionResult(
             typed,
-            vc.word_caption(word),
+            vc.text_caption(word, color, font),
             "t2i",
             REWRITE,
             True,
-            matches=[Match(word, "text", word, 1.0)],
+            matches=matches,
             notes=notes,
         )
 

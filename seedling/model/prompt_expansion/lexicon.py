@@ -108,6 +108,11 @@ def _nearest(rgb, names: list[str]) -> str:
     return min(names, key=lambda n: color_distance(rgb, COLOR_RGB[n]))
 
 
+def nearest_color(color: str, names: list[str]) -> str:
+    """The colour among `names` nearest to a colour name ("crimson" -> "red")."""
+    return color if color in names else _nearest(COLOR_RGB[color], names)
+
+
 def to_palette(color: str) -> str:
     """The shape/ink colour (a key of kn.PALETTE) nearest to a colour name."""
     if color in kn.PALETTE:

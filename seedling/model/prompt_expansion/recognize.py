@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from seedling.model.data import captions as cap
 from seedling.model.data import knowledge as kn
 from seedling.model.data import tasks as tk
+from seedling.model.data.glyphs import FONT_WORDS
 from seedling.model.prompt_expansion.vocab import CELL_PHRASES, SLOT_PHRASES, Vocabulary
 
 FAMILY_TASK = {
@@ -93,7 +94,11 @@ _TERSE_BODY = re.compile(rf"{_TERSE_PART}(?:, {_TERSE_PART})*")
 _SCENE_HEAD = re.compile(rf"(?:a white image with |(?P<n>{NUM_ANY}) shapes?: )?(?P<body>.+)")
 
 _QUOTED = r'[^"]+'  # a word or text inside the caption's quotes
-_WORD = _templates(cap.WORD_PHRASINGS, text=_QUOTED)
+# The text task's captions (captions.text_caption): a word caption, then its ink and its font.
+_INK = _alt(kn.WORD_COLORS)
+_WORD_LOOK = (rf"(?: in (?:{_INK})| in (?:{_INK}) letters|, (?:{_INK}) ink)?"
+              rf"(?: (?:{_alt(phrase for _, phrase in FONT_WORDS.values())}))?")
+_WORD = [re.compile(p.pattern + _WORD_LOOK) for p in _templates(cap.WORD_PHRASINGS, text=_QUOTED)]
 _CHART = [
     re.compile(rf"a bar chart with values {V}(?:, {V})*"),
     re.compile(rf"a bar chart of {V}(?:, {V})* and {V}"),

@@ -13,6 +13,7 @@ from functools import cached_property
 from seedling.model.data import captions as cap
 from seedling.model.data import knowledge as kn
 from seedling.model.data import tasks as tk
+from seedling.model.data.glyphs import FONT_WORDS
 
 
 class _FirstChoice:
@@ -109,6 +110,17 @@ def scene_caption(objects: list[tuple[str, str, str]]) -> str:
 
 def word_caption(text: str) -> str:
     return cap.word_caption(text, FIRST, phrasing=0)
+
+
+def text_caption(text: str, color: str = "black", font: str = "default") -> str:
+    """The text task's caption (captions.text_caption) in its first phrasing, the ink said only
+    when it is not black: 'the word "SALE" in red in bold letters'."""
+    out = word_caption(text)
+    if color != "black":
+        out += f" in {color}"
+    if font in FONT_WORDS:
+        out += " " + FONT_WORDS[font][1]
+    return out
 
 
 def chart_caption(values: list[int], colors: list[str] | None = None) -> str:
