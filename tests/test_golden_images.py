@@ -47,11 +47,12 @@ def _mask(size=(128, 128)) -> Image.Image:
 
 
 def cases() -> dict[str, dict]:
-    """name -> pipeline arguments (without use_ref_cache)."""
+    """name -> pipeline arguments (without use_ref_cache). The t2i prompts run as typed: these
+    cases pin the model's numbers, the expander's rewrites are tests/test_prompt_expansion.py's."""
     return {
-        "t2i": {"prompt": "a red circle", "task": "t2i", "seed": 0},
+        "t2i": {"prompt": "a red circle", "task": "t2i", "seed": 0, "expand_prompt": False},
         "t2i_guided_x2": {"prompt": "a blue square above a star", "task": "t2i", "seed": 1, "num_outputs": 2,
-                              "guidance": 3.0, "width": 160, "height": 96},
+                              "guidance": 3.0, "width": 160, "height": 96, "expand_prompt": False},
         "edit": {"prompt": "make the background yellow", "task": "edit", "images": [_source(0)], "seed": 2,
                      "guidance": 2.0, "image_guidance": 1.5},
         "inpaint": {"prompt": "a green triangle", "task": "inpaint", "images": [_source(1)], "mask": _mask(), "seed": 3},

@@ -262,3 +262,29 @@ def test_a_task_the_model_was_not_trained_for_is_a_sentence(pipe):
     old = SeedlingPipeline(six, pipe.autoencoder, pipe.text_encoder)
     with pytest.raises(ValueError, match="this model was not trained for the 'sketch' task"):
         old(prompt="a fox", task="sketch", images=[rgb(0)], height=64, width=64, steps=1)
+
+
+def test_t2i_prompts_are_expanded_when_the_config_says_so(pipe, monkeypatch):
+    """`expand_prompts: ["t2i"]` (pipeline.json) runs a t2i prompt through the grounded expander
+    first and says so in the parameters; `expand_prompt=False` runs it as typed; a prompt the
+    expander cannot ground runs as typed; other tasks refuse with a sentence."""
+    from seedling.model.pipeline import PipelineConfig
+    from seedling.model.prompt_expansion.grounded import GroundedExpander
+
+    monkeypatch.setattr(pipe, "_expander", GroundedExpander())  # MiniLM: the tiny encoder grounds nothing
+    monkeypatch.setattr(pipe.settings, "expand_prompts", ["t2i"])
+    typed = "could you draw a fox for me"
+    out = pipe(typed, seed=1, height=64, width=64)
+    assert (out.parameters["prompt"], out.parameters["typed_prompt"]) == ("a fox", typed)
+    assert out.parameters["prompt_expansion"]["grounded"] is True
+    ran = pipe("a fox", seed=1, height=64, width=64, expand_prompt=False)
+    assert np.array_equal(arr(out.images[0]), arr(ran.images[0]))  # what ran is the expanded prompt
+    raw = pipe(typed, seed=1, height=64, width=64, expand_prompt=False)
+    assert raw.parameters["prompt"] == typed and "typed_prompt" not in raw.parameters
+    lost = "quantum entanglement of the vacuum"
+    kept = pipe(lost, seed=1, height=64, width=64)
+    assert kept.parameters["prompt"] == lost and kept.parameters["prompt_expansion"]["grounded"] is False
+    with pytest.raises(ValueError, match="expand_prompt is for"):
+        pipe("make it red", task="edit", images=[rgb(0)], expand_prompt=True)
+    with pytest.raises(ValueError, match="expand_prompts names the task 'edit'"):
+        PipelineConfig(expand_prompts=["edit"])

@@ -75,7 +75,9 @@ def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict
     set_adapters(pipe.dit, adapters)  # merged for this job only; the exact weights come back after
     try:
         sampling = {name: getattr(spec, name, None) for name in PIPELINE_ARGS}
-        result = pipe(images=images, mask=mask, callback=on_step, **sampling)
+        # the studio expands prompts itself, visibly (the Prompt expansion toggle): a job runs its
+        # prompt as the job says
+        result = pipe(images=images, mask=mask, callback=on_step, expand_prompt=False, **sampling)
     except Exception:
         if stop_asked:  # the pipeline raised GenerationCancelled because we asked it to stop
             raise JobCancelled() from None

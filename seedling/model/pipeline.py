@@ -82,6 +82,9 @@ def shared_task_adapters(task_adapters: dict[str, Adapter]) -> list[tuple[list[s
     return list(groups.values())
 
 
+EXPANDED_TASKS = ("t2i",)  # what `PipelineConfig.expand_prompts` may name
+
+
 @dataclass
 class PipelineConfig:
     default_steps: int = 4
@@ -108,8 +111,17 @@ class PipelineConfig:
     # painted by an edit after (`storyboard_panels`). For a DiT whose compose task was trained so
     # (seedling-train --reference-boxes --storyboard-panels).
     storyboard_by_panels: bool = False
+    # Tasks whose prompts the pipeline runs through the grounded prompt expander first
+    # (prompt_expansion/): "could you make a fox for me" is drawn as "a fox". Only t2i: the
+    # studio's tabs expand the others, visibly, with their Prompt expansion toggle.
+    expand_prompts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.expand_prompts = list(self.expand_prompts)
+        for task in self.expand_prompts:
+            if task not in EXPANDED_TASKS:
+                raise ValueError(f"expand_prompts names the task {task!r}; the pipeline expands prompts of "
+                                 f"{list(EXPANDED_TASKS)} only")
         for task, value in self.task_guidance.items():
             if task not in TASKS:
                 raise ValueError(f"task_guidance names the task {task!r}; the task table has {list(TASKS)}")
@@ -175,7 +187,7 @@ class SeedlingPipeline(DiffusionPipeline):
 
             text_encoder = TextEncoder(max_length=dit.config.text_len)
         self.text_encoder = text_encoder
-        self._expander = None  # the grounded prompt expander, made on the first compose/storyboard that needs it
+        self._expander = None  # the grounded prompt expander, made on the first call that needs it
         self.quantization = "none"
         if dit.config.latent_channels != autoencoder.config.latent_channels:
             raise ValueError("the DiT and the autoencoder disagree on the number of latent channels")
@@ -368,7 +380,7 @@ class SeedlingPipeline(DiffusionPipeline):
                  guidance_scale: float | None = None, image_guidance_scale: float | None = None,
                  num_images_per_prompt: int | None = None, generator: torch.Generator | None = None,
                  callback_on_step_end: Callable | None = None, output_type: str = "pil",
-                 return_dict: bool = True) -> PipelineOutput:
+                 return_dict: bool = True, expand_prompt: bool | None = None) -> PipelineOutput:
         """One generation. diffusers' names and the studio's name the same things:
         num_inference_steps = steps, guidance_scale = guidance, image_guidance_scale = image_guidance,
         num_images_per_prompt = num_outputs (panels for a storyboard); `generator` instead of `seed`
@@ -377,6 +389,9 @@ class SeedlingPipeline(DiffusionPipeline):
         `pipe._interrupt = True` in it to cancel). output_type: "pil", "np" (floats in [0, 1]) or
         "latent". `boxes`: one (x0, y0, x1, y1) box (fractions of the output) or None per input
         image: where that reference goes (layout-aware positions; None: free, as without boxes).
+        `expand_prompt`: run a t2i prompt through the grounded prompt expander first (None: as
+        pipeline.json's `expand_prompts` says); the result's parameters then hold `typed_prompt`
+        and `prompt_expansion` (budget, grounded, notes). A prompt it cannot ground runs as typed.
         Bad input raises ValueError with a sentence."""
         steps = _alias("steps", steps, "num_inference_steps", num_inference_steps)
         guidance = _alias("guidance", guidance, "guidance_scale", guidance_scale)
@@ -386,6 +401,9 @@ class SeedlingPipeline(DiffusionPipeline):
             raise ValueError(f"output_type must be 'pil', 'np' or 'latent', got {output_type!r}")
         if generator is not None and seed is not None:
             raise ValueError("give a seed or a generator, not both")
+        if expand_prompt and task not in EXPANDED_TASKS:
+            raise ValueError(f"expand_prompt is for {' and '.join(EXPANDED_TASKS)} prompts; for {task!r}, expand "
+                             "the prompt first (seedling.model.prompt_expansion.load_expander) and pass its result")
         self._interrupt = False
         t_start = time.perf_counter()
         prompt = "" if prompt is None else str(prompt)
@@ -425,6 +443,11 @@ class SeedlingPipeline(DiffusionPipeline):
                 return self.edit_words(prompt, source, word_edit, num_outputs=outputs_asked, steps=steps,
                                        guidance=guidance, seed=seed, generator=generator, callback=callback,
                                        previews=previews, output_type=output_type, return_dict=return_dict)
+        typed, expansion = prompt, None
+        if task in EXPANDED_TASKS and (task in self.settings.expand_prompts if expand_prompt is None else expand_prompt):
+            expansion = self._expand(prompt, task)  # 'could you make a fox for me' -> 'a fox'
+            if expansion.grounded:
+                prompt = expansion.prompt
         glyph = None
         if task == "t2i" and "text" in self.dit.dims.tasks:  # quoted text: drawn, then restyled by the text task
             glyph = prompt_glyph(prompt, width, height)
@@ -536,6 +559,10 @@ class SeedlingPipeline(DiffusionPipeline):
         timings["decode"] = time.perf_counter() - t0
         params = {"prompt": prompt, "task": task, "num_outputs": num_outputs, "steps": steps, "guidance": guidance,
                       "image_guidance": image_guidance, "seed": int(seed), "height": height, "width": width}
+        if expansion is not None:
+            params["typed_prompt"] = typed
+            params["prompt_expansion"] = {"budget": expansion.budget, "grounded": expansion.grounded,
+                                          "notes": list(expansion.notes)}
         if glyph is not None:
             params["glyph"] = True  # the text task drew the prompt's quoted text (data/glyphs.py)
         if task == "colourise":
