@@ -143,6 +143,39 @@ def test_adapters_for_known_tasks_with_boxes_export_onto_one_folder(tmp_path, mo
                     "full", "--init", str(tmp_path / "init"), "--adapt-tasks", "upscale", "--max-steps", "1"])
 
 
+def test_an_export_onto_a_base_that_added_a_task_keeps_that_task(tmp_path, monkeypatch):
+    """A run that added a task (upscale: its new embedding row) is exported; a second run from the
+    same init, which never heard of that task, exports onto it (--base): the folder keeps the
+    added task's row and adapter beside the second run's. Writing onto the base itself is refused
+    before anything is deleted."""
+    init = _tiny_pipeline(WITH_TEXT)
+    init.save_pretrained(tmp_path / "init", dtype=torch.float16)
+    runs = {}
+    for task in ("upscale", "text"):
+        tasks = iter([task] * 10)
+        monkeypatch.setattr(train, "draw_task", lambda rng, progress, weights=None, tasks=tasks: next(tasks))
+        zeros = ",".join(f"{t}=0" for t in WITH_TEXT if t != task)
+        adapt = ["--adapt-tasks", task] if task in WITH_TEXT else []
+        train.main(["--ae", str(tmp_path / "init" / "autoencoder"), "--token-budget", "600", "--max-steps", "10",
+                    "--threads", "1", "--out", str(tmp_path / task), "--no-curriculum", "--task-adapter", "full",
+                    "--lr", "1e-3", "--init", str(tmp_path / "init"), "--stop-after", "2", *adapt,
+                    "--task-weights", f"{task}=1,{zeros}"])
+        runs[task] = tmp_path / task
+    first = export_task_adapter(runs["upscale"], tmp_path / "first")
+    with pytest.raises(SystemExit, match="which it would delete first"):
+        export_task_adapter(runs["text"], first, base=first)
+    assert (first / "dit" / "config.json").exists()
+    both = export_task_adapter(runs["text"], tmp_path / "both", base=first)
+    pipe = SeedlingPipeline.from_pretrained(both)
+    assert pipe.dit.dims.tasks == (*WITH_TEXT, "upscale")
+    kept = load_file(str(weights_path(first / "dit")))["task_embed.weight"][-1]
+    assert torch.equal(load_file(str(weights_path(both / "dit")))["task_embed.weight"][-1], kept)
+    assert sorted(p.name for p in (both / TASK_ADAPTERS).glob("*.safetensors")) == ["text.safetensors",
+                                                                                    "upscale.safetensors"]
+    up = pipe("", task="upscale", images=[_control()], **KW).images
+    assert np.array_equal(up, SeedlingPipeline.from_pretrained(first)("", task="upscale", images=[_control()], **KW).images)
+
+
 def test_a_run_goes_on_from_the_inits_adapter_and_its_export_replaces_it(tmp_path, monkeypatch):
     """--adapt-tasks compose,storyboard over a folder whose compose adapter exists: the run starts
     from the DiT with that adapter merged, and the export ships one adapter for both tasks in

@@ -250,7 +250,26 @@ def test_control_tasks_take_their_picture_at_the_output_size(pipe):
     res = pipe(prompt="a fox", task="edges", images=[rgb(6, (64, 48))], steps=2, seed=0)
     assert res.images[0].size == (64, 48)  # keeps the control's size
     res = pipe(prompt="", task="upscale", images=[small], steps=2, seed=0, height=64, width=64)
-    assert res.images[0].size == (64, 64)
+    assert res.images[0].size == (64, 64) and res.parameters["input_kept"] is False
+
+
+def test_an_upscale_keeps_its_small_input_when_the_config_says_so(pipe, monkeypatch):
+    """upscale_keeps_input: the output, area-averaged down to the small input's size, is near the
+    small input (back-projection after the model), and nearer than the model's own output; an
+    input as large as the output has no small picture to keep."""
+    small = rgb(3, (16, 16))
+    own = np.asarray(pipe(prompt="", task="upscale", images=[small], steps=2, seed=0, height=64, width=64).images[0])
+    monkeypatch.setattr(pipe.settings, "upscale_keeps_input", True)
+    res = pipe(prompt="", task="upscale", images=[small], steps=2, seed=0, height=64, width=64)
+    kept = np.asarray(res.images[0])
+    assert res.parameters["input_kept"] is True
+
+    def off(x):  # mean distance of the 4x4 block means from the small input
+        return np.abs(x.astype(np.float32).reshape(16, 4, 16, 4, 3).mean((1, 3)) - np.asarray(small, np.float32)).mean()
+
+    assert off(kept) < 0.3 * off(own), (off(kept), off(own))
+    same = pipe(prompt="", task="upscale", images=[small.resize((64, 64))], steps=2, seed=0, height=64, width=64)
+    assert same.parameters["input_kept"] is False
 
 
 def test_a_task_the_model_was_not_trained_for_is_a_sentence(pipe):

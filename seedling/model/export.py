@@ -70,10 +70,19 @@ def export_task_adapter(checkpoint: str | Path, out: str | Path, ema: bool = Tru
         raise SystemExit(f"{ck} is not a checkpoint of a --task-adapter run (no task_adapter.json); export it without --task-adapter")
     info = json.loads(info_file.read_text())
     init, out = Path(base or info["init"]), Path(out)
+    if out.resolve() == init.resolve():
+        start = "--base" if base else "the run's --init"
+        raise SystemExit(f"--out {out} is the folder the export starts from ({start}), which it would delete "
+                         "first: write to another folder")
     cfg = json.loads((ck / "config.json").read_text())
     trained = load_file(str(ck / ("ema-model.safetensors" if ema else "model.safetensors")))
     if base is not None:
         _check_same_base(Path(info["init"]), init)
+        base_tasks = json.loads((init / "dit" / "config.json").read_text())["tasks"]
+        if len(base_tasks) > len(cfg["tasks"]):  # the base added tasks of its own run after the init: keep them
+            if base_tasks[: len(cfg["tasks"])] != cfg["tasks"]:
+                raise SystemExit(f"--base {init}: its tasks {base_tasks} do not begin with the run's {cfg['tasks']}")
+            cfg = {**cfg, "tasks": base_tasks, "num_tasks": len(base_tasks)}
     if out.exists():
         shutil.rmtree(out)
     # the init's evaluation and contact sheet describe the init, not this model: left out

@@ -31,11 +31,12 @@ from seedling.kernels.packed import LINEAR_KERNELS, set_linear_kernel  # noqa: F
 from seedling.model.adapters import Adapter, added_adapters, load_adapter, low_rank, save_adapter
 from seedling.model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor, tensor_to_images
 from seedling.model.convert import write_pipeline_metadata
+from seedling.model.data.controls import model_view
 from seedling.model.data.glyphs import prompt_glyph
 from seedling.model.data.word_edit import composite as word_edit_composite
 from seedling.model.data.word_edit import plan_word_edit
 from seedling.model.dit import DiT_configs, UnifiedDiT
-from seedling.model.postprocess import feather_mask, keep_luminance, transfer_detail
+from seedling.model.postprocess import feather_mask, keep_low_resolution, keep_luminance, transfer_detail
 from seedling.model.rope import reference_positions
 from seedling.model.sampler import Branch, euler_sample, make_schedule, step_pairs
 from seedling.model.task_table import TASK_NAMES, TASKS, check_size, task_spec
@@ -106,6 +107,9 @@ class PipelineConfig:
     # Colourise: the output keeps the gray input's luminance, the model gives the colours
     # (`keep_luminance`); False returns the model's own picture.
     colourise_keeps_luminance: bool = True
+    # Upscale: the output, area-averaged down to the small input's size, gives back the small
+    # input (`keep_low_resolution`); only when the input is smaller than the output by a whole factor.
+    upscale_keeps_input: bool = False
     # Storyboards: one picture of the character (the reference given, else a t2i of the caption's
     # character), then each panel a composition of it in the panel's box, on white, its background
     # painted by an edit after (`storyboard_panels`). For a DiT whose compose task was trained so
@@ -143,12 +147,15 @@ class PipelineOutput:
 def control_input(task: str, image: Image.Image, width: int, height: int) -> Image.Image:
     """A control picture as the model was trained on it, at the output's size: a low-resolution
     picture bicubic-upsampled (upscale), a colour one turned gray (colourise; gray stays gray);
-    edges and sketches as given (white edges on black, dark strokes on white), resized."""
+    sketches (dark strokes on white) resized; edges (white lines on black) resized and then
+    inverted, dark on white, as training gave them (`controls.model_view`)."""
     if task == "colourise":
         image = image.convert("L").convert("RGB")
-    if image.size == (width, height):
-        return image
-    return image.resize((width, height), Image.BICUBIC if task == "upscale" else Image.LANCZOS)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.BICUBIC if task == "upscale" else Image.LANCZOS)
+    if task == "edges":
+        image = Image.fromarray(model_view(task, np.asarray(image.convert("RGB"))))
+    return image
 
 
 def default_scheduler(shift: float = 1.0) -> FlowMatchEulerDiscreteScheduler:
@@ -456,6 +463,11 @@ class SeedlingPipeline(DiffusionPipeline):
         if guidance is None:  # after the task is known: quoted text runs the text task, with its own default
             guidance = self.settings.task_guidance.get(task, self.settings.guidance)
         self._check(task, images, mask, num_outputs, steps, guidance, image_guidance, height, width)
+        small = None  # upscale: the small picture given, and by what factor the output is larger
+        if task == "upscale" and images and self.settings.upscale_keeps_input:
+            w0, h0 = images[0].size
+            if (w0, h0) != (width, height) and width % w0 == 0 and width // w0 == height // h0 and height % h0 == 0:
+                small = (np.asarray(images[0], np.float32), width // w0)
         if task_spec(task).control:
             images = [control_input(task, im, width, height) for im in images]
         placement = None
@@ -551,6 +563,9 @@ class SeedlingPipeline(DiffusionPipeline):
         if task == "colourise" and self.settings.colourise_keeps_luminance:
             gray = np.asarray(images[0].convert("L"), dtype=np.float32)
             out = [Image.fromarray(np.round(keep_luminance(gray, np.asarray(o, np.float32))).astype(np.uint8)) for o in out]
+        if small is not None:
+            out = [Image.fromarray(np.round(keep_low_resolution(small[0], np.asarray(o, np.float32), small[1]))
+                                   .astype(np.uint8)) for o in out]
         if pix_mask is not None:
             wgt = feather_mask(pix_mask, self.settings.feather_px)[..., None]
             src = np.asarray(images[0], dtype=np.float32)
@@ -567,6 +582,8 @@ class SeedlingPipeline(DiffusionPipeline):
             params["glyph"] = True  # the text task drew the prompt's quoted text (data/glyphs.py)
         if task == "colourise":
             params["luminance_kept"] = self.settings.colourise_keeps_luminance
+        if task == "upscale":
+            params["input_kept"] = small is not None  # the small input's block means, back-projected
         if placement is not None:  # boxes the pipeline read from the prompt (none were given)
             params["boxes"] = [list(b) for b in boxes] if boxes is not None else None
             params["placement_notes"] = placement.notes

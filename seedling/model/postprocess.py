@@ -1,6 +1,7 @@
 """What the pipeline does to decoded images before returning them: put back the source's detail
-where an instruction edit changed nothing, paste a masked edit back into its source, and give a
-colourised picture its gray input's luminance."""
+where an instruction edit changed nothing, paste a masked edit back into its source, give a
+colourised picture its gray input's luminance, and give an upscaled picture its small input's
+low frequencies."""
 
 from __future__ import annotations
 
@@ -56,3 +57,20 @@ def keep_luminance(gray: np.ndarray, out: np.ndarray) -> np.ndarray:
         room = np.where(chroma > 0, (255.0 - y) / chroma, np.where(chroma < 0, y / -chroma, np.inf))
     scale = np.clip(room.min(-1, keepdims=True), 0.0, 1.0)
     return np.clip(y + scale * chroma, 0, 255)
+
+
+def keep_low_resolution(small: np.ndarray, out: np.ndarray, factor: int, rounds: int = 10) -> np.ndarray:
+    """An upscaled picture that, area-averaged down by `factor`, gives back the small picture it
+    was made from (iterative back-projection): `rounds` times, the difference between `small` and
+    `out` area-averaged down is upsampled (bicubic) and added. The model draws the edges and the
+    detail; the small picture, which is all the user gave, fixes every block's mean colour.
+    small: (H / factor, W / factor, 3) and out: (H, W, 3), floats in 0..255."""
+    x = torch.from_numpy(np.asarray(out, np.float32)).permute(2, 0, 1)[None]
+    s = torch.from_numpy(np.asarray(small, np.float32)).permute(2, 0, 1)[None]
+    if x.shape[-2] != s.shape[-2] * factor or x.shape[-1] != s.shape[-1] * factor:
+        raise ValueError(f"the output {tuple(x.shape[-2:])} is not the small picture {tuple(s.shape[-2:])} "
+                         f"times {factor}")
+    for _ in range(rounds):
+        residual = s - F.avg_pool2d(x, factor)
+        x = (x + F.interpolate(residual, size=x.shape[-2:], mode="bicubic", align_corners=False)).clamp(0, 255)
+    return x[0].permute(1, 2, 0).numpy()

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from seedling.model.autoencoder import Autoencoder, images_to_tensor
+from seedling.model.data.controls import model_view
 
 TASK_WEIGHTS = {"t2i": 0.34, "edit": 0.2, "inpaint": 0.1, "compose": 0.12, "storyboard": 0.12, "style": 0.12}
 # The control tasks (task_table.CONTROL_TASKS) are drawn only when a run gives them a weight.
@@ -133,10 +134,12 @@ def keep_arrays(batch: dict) -> dict:
 
 
 def stack_samples(samples) -> dict:
-    """Samples of one layout -> uint8 arrays: refs (B, N, H, W, 3), outputs (B, M, H, W, 3), mask
-    (B, H, W) or None, and the prompts."""
+    """Samples of one layout -> uint8 arrays: refs (B, N, H, W, 3) as the model sees them
+    (`controls.model_view`: an edge map dark on white), outputs (B, M, H, W, 3), mask (B, H, W) or
+    None, and the prompts."""
     B, N = len(samples), len(samples[0].refs)
-    refs = np.stack([np.stack(s.refs) for s in samples]) if N else np.zeros((B, 0, 1, 1, 3), np.uint8)
+    refs = (np.stack([np.stack([model_view(s.task, r) for r in s.refs]) for s in samples]) if N
+            else np.zeros((B, 0, 1, 1, 3), np.uint8))
     outputs = np.stack([np.stack(s.outputs) for s in samples])
     mask = np.stack([s.mask for s in samples]) if samples[0].mask is not None else None
     return {"refs": refs, "outputs": outputs, "mask": mask, "prompts": [s.prompt for s in samples],

@@ -2,7 +2,8 @@
 model has those tasks.
 
 Each case is one evaluated icon on white: the control made from it (model/data/controls.py) is
-the one reference, the icon is the target, the prompt is the icon's canonical caption ("a fox")
+the one reference (for upscale the 32 px picture itself, which the pipeline upsamples to the
+training control), the icon is the target, the prompt is the icon's canonical caption ("a fox")
 for edges, sketch and colourise, and empty for upscale (the pixels say what to draw). Judged:
 
   control_edges       retrieval of the source icon (top-1, top-5 among the evaluated icons), edge
@@ -51,9 +52,12 @@ def control_cases(ctx: EvalContext, suite: str, n: int) -> list[tk.Sample]:
         truth = tk.composite(icon.rgba)
         prompt = "" if task == "upscale" else cap.icon_caption(icon.name, icon.group, None, phrasing=1)
         meta = {"kind": kind, "name": icon.name}
+        control = ctl.CONTROLS[kind](truth)
         if task == "upscale":
-            meta["small"] = ctl.downsample(truth, 4)
-        cases.append(tk.Sample(task, prompt, [ctl.CONTROLS[kind](truth)], None, [truth], meta))
+            # the small picture, as a user gives it; the pipeline upsamples it bicubic to the
+            # output's size, which is exactly CONTROLS["upscale_4x"](truth), the training control
+            meta["small"] = control = ctl.downsample(truth, 4)
+        cases.append(tk.Sample(task, prompt, [control], None, [truth], meta))
     return cases
 
 
