@@ -131,7 +131,7 @@ def test_control_tasks_are_model_side_tasks_of_the_table():
         assert name not in TAB_FOR_KIND
     assert task_spec("edges").keeps_source_size and not task_spec("upscale").keeps_source_size
     assert "upscale" not in {a.name for a in offered_actions()}
-    # the shipped model knows the six studio tasks, text and three control tasks (not upscale yet); a
-    # model folder's DiT config says which it has
+    # the shipped model knows the six studio tasks, text and the four control tasks; a model
+    # folder's DiT config says which it has
     shipped = json.loads(Path("assets/default/dit/config.json").read_text())["tasks"]
-    assert shipped == [*STUDIO_TASKS, "text", "edges", "sketch", "colourise"]
+    assert shipped == [*STUDIO_TASKS, "text", "edges", "sketch", "colourise", "upscale"]
