@@ -33,10 +33,6 @@ def _white_lines(x: np.ndarray) -> np.ndarray:
     return x[..., 0] > 127
 
 
-def _dark_lines(x: np.ndarray) -> np.ndarray:
-    return x[..., 0] < 128
-
-
 def _dilated(edges: np.ndarray) -> np.ndarray:
     """The white lines grown to 2 px: each line pixel also lights its right, lower and lower-right
     neighbours (a 2x2 dilation)."""
@@ -48,12 +44,13 @@ def _dilated(edges: np.ndarray) -> np.ndarray:
     return np.repeat((grown * 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
-# row name -> (make the picture from an icon image, read its lines off a picture)
+# row name -> (make the picture from an icon image, read its lines off a picture: dark lines as a
+# sketch's are read)
 ROWS = {
     "edges, white on black (as given)": (ctl.edges_control, _white_lines),
-    "edges, dark on white (model_view)": (lambda im: ctl.model_view("edges", ctl.edges_control(im)), _dark_lines),
+    "edges, dark on white (model_view)": (lambda im: ctl.model_view("edges", ctl.edges_control(im)), sketch_lines),
     "edges dilated to 2 px, white on black": (lambda im: _dilated(ctl.edges_control(im)), _white_lines),
-    "sketch, dark on white": (ctl.sketch_control, lambda x: sketch_lines(x)),
+    "sketch, dark on white": (ctl.sketch_control, sketch_lines),
 }
 
 

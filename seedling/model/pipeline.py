@@ -466,8 +466,9 @@ class SeedlingPipeline(DiffusionPipeline):
         small = None  # upscale: the small picture given, and by what factor the output is larger
         if task == "upscale" and images and self.settings.upscale_keeps_input:
             w0, h0 = images[0].size
-            if (w0, h0) != (width, height) and width % w0 == 0 and width // w0 == height // h0 and height % h0 == 0:
-                small = (np.asarray(images[0], np.float32), width // w0)
+            factor = width // w0
+            if factor > 1 and (w0 * factor, h0 * factor) == (width, height):
+                small = (np.asarray(images[0], np.float32), factor)
         if task_spec(task).control:
             images = [control_input(task, im, width, height) for im in images]
         placement = None

@@ -244,16 +244,23 @@ def word_caption(text: str, rng: np.random.Generator, phrasing: int | None = Non
     return phrase(WORD_PHRASINGS, rng, phrasing, text=text)
 
 
+INK_FORMS = (" in {}", " in {} letters", ", {} ink")  # how a text caption says its ink
+
+
+def look_words(color: str | None, font: str, ink_form: int = 0) -> str:
+    """A text caption's tail: the ink in INK_FORMS[ink_form] (None: not said), then the font's
+    words (none for the plain font): ' in red in bold letters'."""
+    out = INK_FORMS[ink_form].format(color) if color else ""
+    return out + (" " + FONT_WORDS[font][1] if font in FONT_WORDS else "")
+
+
 def text_caption(text: str, color: str, font: str, rng: np.random.Generator, phrasing: int | None = None) -> str:
     """The text task's prompt: the word's caption plus its look, said whenever it is not the plain
     default (colour unless black, font unless the plain one), so that a prompt fixes the ink and
     the letter style and the model has one answer to learn."""
     out = word_caption(text, rng, phrasing)
-    if color != "black" or rng.random() < 0.3:
-        out += pick(rng, (f" in {color}", f" in {color} letters", f", {color} ink"), None)
-    if font in FONT_WORDS:
-        out += " " + FONT_WORDS[font][1]
-    return out
+    said = color != "black" or rng.random() < 0.3
+    return out + look_words(color if said else None, font, int(rng.integers(len(INK_FORMS))) if said else 0)
 
 
 def chart_caption(spec: ChartSpec, rng: np.random.Generator, phrasing: int | None = None) -> str:

@@ -158,8 +158,9 @@ def model_view(task: str, image: np.ndarray) -> np.ndarray:
     `edges_control` draws) enters inverted, dark lines on white; every other control as it is.
 
     Why: the autoencoder learnt pictures on white. A 1 px white-on-black edge map of an icon comes
-    back from its round trip with line F1 0.15 (0.36 within 1 px); the same lines dark on white
-    come back with 0.78 (0.96 within 1 px), measured on 40 icons (docs/data.md, "Edges"). Training
+    back from its round trip with line F1 0.16 (0.37 within 1 px); the same lines dark on white
+    come back with 0.76 (0.95 within 1 px), measured on 40 icons (bench/bench_control_roundtrip.py;
+    docs/data.md, "Edges"). Training
     (`train_data.stack_samples`) and sampling (`pipeline.control_input`) both call this."""
     x = _check(image)
     return 255 - x if task == "edges" else x

@@ -52,11 +52,12 @@ def control_cases(ctx: EvalContext, suite: str, n: int) -> list[tk.Sample]:
         truth = tk.composite(icon.rgba)
         prompt = "" if task == "upscale" else cap.icon_caption(icon.name, icon.group, None, phrasing=1)
         meta = {"kind": kind, "name": icon.name}
-        control = ctl.CONTROLS[kind](truth)
         if task == "upscale":
             # the small picture, as a user gives it; the pipeline upsamples it bicubic to the
             # output's size, which is exactly CONTROLS["upscale_4x"](truth), the training control
             meta["small"] = control = ctl.downsample(truth, 4)
+        else:
+            control = ctl.CONTROLS[kind](truth)
         cases.append(tk.Sample(task, prompt, [control], None, [truth], meta))
     return cases
 

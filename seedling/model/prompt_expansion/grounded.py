@@ -13,6 +13,8 @@ import re
 import time
 
 from seedling.model.data.captions import with_article
+from seedling.model.data.glyphs import font_in_prompt
+from seedling.model.data.knowledge import WORD_COLORS
 from seedling.model.prompt_expansion import lexicon as lx
 from seedling.model.prompt_expansion import vocab as vc
 from seedling.model.prompt_expansion.edits import plan_edit
@@ -59,6 +61,7 @@ _STYLE_PHRASES = re.compile(
 
 
 _BACKGROUND_WORDS = frozenset({"background", "backdrop", "ground", "paper", "page"})
+_INK_COLORS = sorted(set(WORD_COLORS))  # the colours a training word is drawn in
 
 
 def word_look(typed: str) -> tuple[str, str, str | None]:
@@ -66,9 +69,6 @@ def word_look(typed: str) -> tuple[str, str, str | None]:
     None) a word prompt asks for, read outside its quotes: '"SALE" in big crimson bold letters' ->
     ("red", "dejavu-sans-bold", None). A colour said of the background ("on a yellow background")
     is not the ink's; no ink colour said: black."""
-    from seedling.model.data.glyphs import font_in_prompt
-    from seedling.model.data.knowledge import WORD_COLORS
-
     text = strip_quotes(typed)
     tokens = lx.tokenize(text)
     color, background, i = None, None, 0
@@ -82,7 +82,7 @@ def word_look(typed: str) -> tuple[str, str, str | None]:
         if i < len(tokens) and tokens[i] in _BACKGROUND_WORDS:
             background = background or " ".join(tokens[i - used : i + 1])
         elif color is None:
-            color = lx.nearest_color(name, sorted(set(WORD_COLORS)))
+            color = lx.nearest_color(name, _INK_COLORS)
     low = f" {text.lower()} "
     font = font_in_prompt(low.replace(" monospace ", " typewriter ").replace(" monospaced ", " typewriter "))
     return color or "black", font, background

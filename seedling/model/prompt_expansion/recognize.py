@@ -96,8 +96,8 @@ _SCENE_HEAD = re.compile(rf"(?:a white image with |(?P<n>{NUM_ANY}) shapes?: )?(
 _QUOTED = r'[^"]+'  # a word or text inside the caption's quotes
 # The text task's captions (captions.text_caption): a word caption, then its ink and its font.
 _INK = _alt(kn.WORD_COLORS)
-_WORD_LOOK = (rf"(?: in (?:{_INK})| in (?:{_INK}) letters|, (?:{_INK}) ink)?"
-              rf"(?: (?:{_alt(phrase for _, phrase in FONT_WORDS.values())}))?")
+_INK_SAID = "|".join(re.escape(form).replace(r"\{\}", f"(?:{_INK})") for form in cap.INK_FORMS)
+_WORD_LOOK = rf"(?:{_INK_SAID})?(?: (?:{_alt(phrase for _, phrase in FONT_WORDS.values())}))?"
 _WORD = [re.compile(p.pattern + _WORD_LOOK) for p in _templates(cap.WORD_PHRASINGS, text=_QUOTED)]
 _CHART = [
     re.compile(rf"a bar chart with values {V}(?:, {V})*"),

@@ -13,7 +13,6 @@ from functools import cached_property
 from seedling.model.data import captions as cap
 from seedling.model.data import knowledge as kn
 from seedling.model.data import tasks as tk
-from seedling.model.data.glyphs import FONT_WORDS
 
 
 class _FirstChoice:
@@ -115,12 +114,7 @@ def word_caption(text: str) -> str:
 def text_caption(text: str, color: str = "black", font: str = "default") -> str:
     """The text task's caption (captions.text_caption) in its first phrasing, the ink said only
     when it is not black: 'the word "SALE" in red in bold letters'."""
-    out = word_caption(text)
-    if color != "black":
-        out += f" in {color}"
-    if font in FONT_WORDS:
-        out += " " + FONT_WORDS[font][1]
-    return out
+    return word_caption(text) + cap.look_words(None if color == "black" else color, font)
 
 
 def chart_caption(values: list[int], colors: list[str] | None = None) -> str:
