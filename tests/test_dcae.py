@@ -106,6 +106,65 @@ def test_trainer_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert back.config.latent_scale != 1.0  # the export measured the latent statistics
 
 
+def test_crop_workers_deliver_every_step_in_order_whatever_their_number(icons):
+    """The batches of steps 3..8 are the same drawn in this process or by 2 or 3 worker
+    processes: each is a function of (seed, step) alone."""
+    train = an.split_icons(icons)[0]
+
+    def drawn(workers):
+        loader = torch.utils.data.DataLoader(an.CropBatches(7, 3, 9, train, 2, 32, 128), batch_size=None,
+                                             num_workers=workers, collate_fn=lambda b: b)
+        return list(loader)
+
+    alone = drawn(0)
+    assert [s for s, _ in alone] == list(range(3, 9))
+    assert all(np.array_equal(c, an.step_crops(7, s, train, 2, 32, 128)) for s, c in alone)
+    assert not np.array_equal(alone[0][1], alone[1][1])
+    for workers in (2, 3):
+        got = drawn(workers)
+        assert [s for s, _ in got] == list(range(3, 9))
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(alone, got))
+
+
+def test_trainer_with_crop_workers_resumes_exactly(tmp_path):
+    """With --workers the run's numbers do not depend on the worker count, and 2 + 2 steps with a
+    stop in between log what 4 steps in one go log."""
+    from seedling.model import train_dcae
+
+    args = ["--config", "tiny-f32", "--batch", "2", "--crop", "32", "--size", "128", "--warmup", "2"]
+    assert train_dcae.main(args + ["--workers", "1", "--out", str(tmp_path / "a"), "--stop-after", "2"]) == 2
+    assert train_dcae.main(args + ["--workers", "1", "--out", str(tmp_path / "a"), "--stop-after", "2"]) == 4
+    assert train_dcae.main(args + ["--workers", "2", "--out", str(tmp_path / "b"), "--stop-after", "4"]) == 4
+    a, b = _rows(tmp_path / "a" / "loss.csv"), _rows(tmp_path / "b" / "loss.csv")
+    assert [r[0] for r in a] == ["1", "2", "3", "4"]
+    assert a == b
+
+
+def test_decoder_only_keeps_the_encoder_and_its_latent_statistics(tmp_path):
+    from seedling.model import train_dcae
+
+    args = ["--config", "tiny-f32", "--batch", "2", "--crop", "32", "--size", "128", "--warmup", "2"]
+    train_dcae.main(args + ["--out", str(tmp_path / "a"), "--stop-after", "2"])
+    first = DCAutoencoder.from_pretrained(tmp_path / "a" / "model")
+    train_dcae.main(args + ["--init", str(tmp_path / "a" / "model"), "--decoder-only",
+                            "--out", str(tmp_path / "d"), "--stop-after", "2"])
+    tuned = DCAutoencoder.from_pretrained(tmp_path / "d" / "model")
+    enc0, enc1 = first.encoder.state_dict(), tuned.encoder.state_dict()
+    assert all(torch.equal(enc0[k], enc1[k]) for k in enc0)
+    dec0, dec1 = first.decoder.state_dict(), tuned.decoder.state_dict()
+    assert any(not torch.equal(dec0[k], dec1[k]) for k in dec0)
+    assert (tuned.config.latent_shift, tuned.config.latent_scale) == (first.config.latent_shift,
+                                                                      first.config.latent_scale)
+
+
+def test_decoder_only_without_a_model_to_start_from_says_what_to_add(tmp_path, capsys):
+    from seedling.model import train_dcae
+
+    with pytest.raises(SystemExit):
+        train_dcae.main(["--config", "tiny-f32", "--decoder-only", "--out", str(tmp_path / "x")])
+    assert "--init FOLDER" in capsys.readouterr().err
+
+
 def test_scene_at_512_is_drawn_natively_not_upscaled():
     """A native 512 px render keeps aliased palette colours and steps its slanted edges one pixel
     at a time; a 4x upscale of the 128 px render has 4 px stair steps (nearest) or blended colours."""
@@ -151,3 +210,8 @@ def test_random_crops_have_content(icons):
     crops = an.random_crops(np.random.default_rng(0), an.split_icons(icons)[0], 12, 64, size=256)
     assert crops.shape == (12, 64, 64, 3) and crops.dtype == np.uint8
     assert sum(c.std() > 0 for c in crops) >= 10
+
+
+def test_whole_image_crops_are_all_different_images(icons):
+    crops = an.random_crops(np.random.default_rng(0), an.split_icons(icons)[0], 4, 128, size=128)
+    assert all(not np.array_equal(crops[i], crops[j]) for i in range(4) for j in range(i + 1, 4))

@@ -7,7 +7,17 @@ fraction of the cost; the model is then used at 512 or 1024 px. A recipe on mode
 its checkpoints (every `--ckpt-every` steps; rerunning the same command resumes exactly), its
 diffusers learning-rate schedule and progress. Each checkpoint also exports `model/`
 (save_pretrained, with the latent shift/scale measured on fresh images) for the benchmark to read
-while training goes on. `--init FOLDER` starts from an exported model (weights only).
+while training goes on. `--init FOLDER` starts from an exported model (weights only);
+`--init FOLDER --decoder-only` then trains the decoder alone (the encoder and its latent
+statistics stay fixed), the last phase of DC-AE's recipe.
+
+On a GPU the rendering must keep up: `--workers N` draws each step's crops in N processes from a
+generator seeded by (seed, step) (`ae_native.CropBatches`), so a run's batches do not depend on
+the number of workers and a resumed run sees exactly the batches it would have seen. With
+`--workers 0` (the default) the crops come from the trainer's own random stream.
+
+    python -m seedling.model.train_dcae --config f32c32 --device cuda --workers 12 --batch 64 --crop 256 \
+        --max-steps 20000 --out runs/ae512/f32
 
 Loss: L1 + L2 on pixels, an L1 on image gradients (edges and letter strokes are where a blurry
 reconstruction loses, and no downloaded perceptual network is needed), and a small L2 on the
@@ -26,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from seedling.model.autoencoder import images_to_tensor
-from seedling.model.data.ae_native import random_crops, split_icons
+from seedling.model.data.ae_native import CropBatches, random_crops, split_icons
 from seedling.model.data.icons import load_icons
 from seedling.model.dcae import DCAE_CONFIGS, DCAutoencoder
 from seedling.model.training import Trainer, add_run_arguments
@@ -50,8 +60,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def export(model: DCAutoencoder, folder: Path, icons, size: int, device) -> dict:
-    """save_pretrained with the latent shift/scale measured on fresh training images."""
+def export(model: DCAutoencoder, folder: Path, icons, size: int, device, measure: bool = True) -> dict:
+    """save_pretrained with the latent shift/scale measured on fresh training images (kept as
+    they are with `measure=False`: a fixed encoder keeps its statistics)."""
+    if not measure:
+        model.save_pretrained(folder)
+        return {"latent_shift": model.config.latent_shift, "latent_scale": model.config.latent_scale}
     model.eval()
     crops = random_crops(np.random.default_rng(12345), icons, 8, min(size, 256), size, per_image=1)
     x = images_to_tensor(list(crops), device)
@@ -75,13 +89,23 @@ def main(argv=None):
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--size", type=int, default=512, help="size the images are rendered at before cropping")
     p.add_argument("--grad-weight", type=float, default=1.0, help="weight of the image-gradient L1")
+    p.add_argument("--workers", type=int, default=0,
+                   help="render the crops in this many processes, each step's from (seed, step) (see above)")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="train the decoder alone: the encoder and its latent shift/scale stay fixed (needs --init)")
     args = p.parse_args(argv)
+    if args.decoder_only and not args.init:
+        p.error("--decoder-only fine-tunes a trained autoencoder: give it with --init FOLDER")
+    if args.workers < 0:
+        p.error("--workers must be 0 (render in this process) or more")
 
     icons = split_icons(load_icons())[0]  # the held-out icons never reach training
     torch.manual_seed(args.seed)
     model = DCAutoencoder.from_pretrained(args.init) if args.init else DCAutoencoder.from_named(args.config)
     if args.crop % model.factor:
         p.error(f"--crop {args.crop} must be a multiple of the autoencoder's factor {model.factor}")
+    if args.decoder_only:
+        model.encoder.requires_grad_(False)
     out = Path(args.out)
     # ckpt_every=0: the loop below saves, and exports model/ with each checkpoint
     trainer = Trainer.from_args(out, args, ckpt_every=0, desc="dc-autoencoder")
@@ -90,11 +114,24 @@ def main(argv=None):
     if trainer.resume():
         trainer.acc.print(f"resumed {trainer.latest_checkpoint()} at step {trainer.step_count}")
     raw = trainer.unwrap("dcae")
+    planned = None
+    if args.workers:
+        planned = iter(torch.utils.data.DataLoader(
+            CropBatches(args.seed + 1000 * trainer.acc.process_index, trainer.step_count, args.max_steps, icons,
+                        args.batch, args.crop, args.size),
+            batch_size=None, num_workers=args.workers, prefetch_factor=2, collate_fn=lambda b: b,
+            generator=torch.Generator().manual_seed(args.seed)))  # not the global RNG: resume stays exact
     cpu0 = time.process_time()
     while trainer.running() and not (args.cpu_minutes and time.process_time() - cpu0 >= args.cpu_minutes * 60):
-        crops = random_crops(trainer.rng, icons, args.batch, args.crop, args.size)
+        if planned is not None:
+            step, crops = next(planned)
+            if step != trainer.step_count:
+                raise RuntimeError(f"crop worker delivered step {step}, expected {trainer.step_count}")
+        else:
+            crops = random_crops(trainer.rng, icons, args.batch, args.crop, args.size)
         x = images_to_tensor(list(crops), trainer.device)
-        z = raw.encode_raw(x)
+        with torch.set_grad_enabled(not args.decoder_only):
+            z = raw.encode_raw(x)
         # Latent noise on half the batch: the decoder must tolerate the imperfect latents a DiT makes.
         noisy = (torch.rand(z.shape[0], 1, 1, 1, device=z.device) < 0.5).float()
         rec = raw.decode_raw(z + 0.1 * z.detach().std() * torch.randn_like(z) * noisy)
@@ -106,9 +143,9 @@ def main(argv=None):
         trainer.log_row({"step": trainer.step_count, "loss": loss.item(), "psnr": psnr(rec.detach(), x), "lr": lr})
         if trainer.step_count % args.ckpt_every == 0:
             trainer.save()
-            export(raw, out / "model", icons, args.size, trainer.device)
+            export(raw, out / "model", icons, args.size, trainer.device, measure=not args.decoder_only)
     trainer.finish()
-    stats = export(raw, out / "model", icons, args.size, trainer.device)
+    stats = export(raw, out / "model", icons, args.size, trainer.device, measure=not args.decoder_only)
     trainer.acc.print(f"step {trainer.step_count}: checkpoint {trainer.latest_checkpoint()}, "
                       f"model {out / 'model'} {stats}")
     return trainer.step_count

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 from PIL import Image
 
 from seedling.model.data import knowledge as kn
@@ -102,6 +103,8 @@ def random_crops(rng: np.random.Generator, icons: list[Icon], n: int, crop: int,
     """
     if not 0 < crop <= size:
         raise ValueError(f"crop {crop} must be between 1 and the image size {size}")
+    if crop == size:
+        per_image = 1  # a whole image has one crop: no batch of copies
     cats, probs = zip(*TRAIN_MIX.items())
     out = []
     while len(out) < n:
@@ -116,6 +119,29 @@ def random_crops(rng: np.random.Generator, icons: list[Icon], n: int, crop: int,
                     break
             out.append(patch)
     return np.stack(out[:n])
+
+
+def step_crops(seed: int, step: int, icons: list[Icon], n: int, crop: int, size: int = 512) -> np.ndarray:
+    """The crops of training step `step`: `random_crops` from a generator seeded by (seed, step)
+    alone, so a step's batch is the same whichever process draws it and whenever."""
+    return random_crops(np.random.default_rng([seed, step]), icons, n, crop, size)
+
+
+class CropBatches(torch.utils.data.IterableDataset):
+    """`step_crops` for steps start, start+1, ... < max_steps as (step, crops), split
+    round-robin over a DataLoader's workers, whose in-order delivery gives the steps back in
+    order: rendering (10-30 ms of one core per 512 px image) runs beside the training step,
+    and the batches do not depend on the number of workers."""
+
+    def __init__(self, seed: int, start: int, max_steps: int, icons: list[Icon], n: int, crop: int, size: int = 512):
+        self.seed, self.start, self.max_steps = seed, start, max_steps
+        self.icons, self.n, self.crop, self.size = icons, n, crop, size
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        for step in range(self.start + wid, self.max_steps, nw):
+            yield step, step_crops(self.seed, step, self.icons, self.n, self.crop, self.size)
 
 
 @dataclass(frozen=True)
