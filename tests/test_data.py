@@ -285,3 +285,81 @@ def test_style_pairs_share_the_style(sampler):
             for im in (s.refs[0], s.outputs[0]):
                 assert (im[..., 0] == im[..., 1]).all() and (im[..., 1] == im[..., 2]).all()
     assert seen == set(STYLES)
+
+
+# -- native sizes -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sampler_512(icons):
+    return TaskSampler(icons, seed=0, size=512)
+
+
+def _area_down(x: np.ndarray, k: int) -> np.ndarray:
+    h, w = x.shape[:2]
+    return x.reshape(h // k, k, w // k, k, -1).astype(float).mean((1, 3))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_512_sample_is_the_128_sample_drawn_natively(icons, task):
+    """The same random draws give the same prompt and the same picture: the 512 px sample,
+    averaged down to 128, lies close to the 128 px one (it is drawn, not upscaled: icons from the
+    vector font, shapes and words on the larger canvas)."""
+    small, big = TaskSampler(icons, seed=4, storyboard_panels=True), TaskSampler(icons, seed=4, size=512,
+                                                                                 storyboard_panels=True)
+    for _ in range(4):
+        a, b = small.sample(task), big.sample(task)
+        assert a.prompt == b.prompt and len(a.refs) == len(b.refs) and len(a.outputs) == len(b.outputs)
+        # an upscale control is the picture at 1/factor of the size asked for: 128 px from 512
+        refs = (a.refs, b.refs) if task != "upscale" else ([], [])
+        if task == "upscale":
+            assert b.meta["small"].shape == (512 // a.meta["factor"],) * 2 + (3,)
+        for x, y in zip(a.outputs + refs[0], b.outputs + refs[1]):
+            assert y.shape == (512, 512, 3) and y.dtype == np.uint8
+            # edge maps stay 1 px at 512 (Canny at the picture's resolution): averaged they are fainter
+            limit = 30 if task == "edges" else 16
+            assert np.abs(_area_down(y, 4) - x).mean() < limit, (task, a.prompt)
+        if a.mask is not None:
+            assert b.mask.shape == (512, 512)
+        for (ra, box_a), (rb, box_b) in zip(a.meta.get("slots", []), b.meta.get("slots", [])):
+            assert ra == rb and tuple(4 * v for v in box_a) == tuple(box_b)
+
+
+@pytest.mark.parametrize("kind", EDIT_KINDS)
+def test_edits_at_512_change_only_their_region(sampler_512, kind):
+    rng = np.random.default_rng(1)
+    for _ in range(6):
+        s = sampler_512.edit(rng, kind)
+        src, tgt, region = s.refs[0], s.outputs[0], s.meta["region"]
+        assert region.shape == (512, 512) and region.dtype == bool
+        changed = (src != tgt).any(-1)
+        assert changed.any() and not (changed & ~region).any(), (kind, s.prompt)
+
+
+def test_inpaint_at_512_changes_only_inside_the_mask(sampler_512):
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        s = sampler_512.inpaint(rng)
+        changed = (s.refs[0] != s.outputs[0]).any(-1)
+        assert changed.any() and not (changed & ~(s.mask == 255)).any()
+
+
+def test_icons_at_512_are_drawn_not_upscaled(icons):
+    """A 512 px icon sample has far more fine detail (gradient energy) than its 128 px picture
+    upscaled: it is rasterised from the vector font."""
+    from PIL import Image
+
+    def gradient_energy(a):
+        g = a.astype(np.float32).mean(-1)
+        return float((np.diff(g, axis=0) ** 2).mean() + (np.diff(g, axis=1) ** 2).mean())
+
+    small, big = (TaskSampler(icons, seed=0, size=n).t2i_icon(np.random.default_rng(5)) for n in (128, 512))
+    upscaled = np.asarray(Image.fromarray(small.outputs[0]).resize((512, 512), Image.BICUBIC))
+    assert big.meta["name"] == small.meta["name"]
+    assert gradient_energy(big.outputs[0]) > 1.5 * gradient_energy(upscaled)
+
+
+@pytest.mark.parametrize("size", [64, 200, 500])
+def test_sizes_that_are_no_multiple_of_128_are_refused(icons, size):
+    with pytest.raises(ValueError, match="multiple"):
+        TaskSampler(icons, seed=0, size=size)

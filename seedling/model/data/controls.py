@@ -152,6 +152,16 @@ CONTROLS = {
 }
 
 
+def control_at(kind: str, image: np.ndarray, scale: int = 1) -> np.ndarray:
+    """`CONTROLS[kind](image)` for a picture drawn at `scale` times the 128 px geometry: a
+    sketch's blur widens and its strength threshold falls by that factor, so its strokes keep
+    their width relative to the picture. Edges stay 1 px (Canny at the picture's own resolution,
+    as ControlNet's edge maps are); the others do not depend on the scale."""
+    if kind == "sketch" and scale != 1:
+        return sketch_control(image, sigma=float(scale), full=24.0 / scale)
+    return CONTROLS[kind](image)
+
+
 def model_view(task: str, image: np.ndarray) -> np.ndarray:
     """The picture a control task's model is given for its control, (H, W, 3) uint8: an edge map
     (white lines on black, ControlNet's convention, which is what users give and what

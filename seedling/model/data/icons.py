@@ -47,6 +47,11 @@ class Icon:
     group: str  # coarse category for balanced sampling, e.g. "animal"
     rgba: np.ndarray = field(repr=False)  # (128, 128, 4) uint8, transparent background
 
+    def rgba_at(self, size: int) -> np.ndarray:
+        """(size, size, 4) uint8: the cached picture at 128 px, else rasterised natively from the
+        vector font (never an upscale)."""
+        return self.rgba if size == ICON_SIZE else render_icon(self.char, size)
+
     def on_background(self, color=(255, 255, 255), size: int = ICON_SIZE) -> Image.Image:
         """The icon composited on a flat background, resized to `size` if needed."""
         im = Image.fromarray(self.rgba, "RGBA")

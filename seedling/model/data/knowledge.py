@@ -56,11 +56,12 @@ CELLS = (
 )  # fmt: skip
 
 
-def cell_box(cell: str) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) of a grid cell, x1/y1 exclusive; cells tile the canvas exactly."""
+def cell_box(cell: str, size: int = SIZE) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a grid cell on a `size` px canvas, x1/y1 exclusive; cells tile the
+    canvas exactly."""
     i = CELLS.index(cell)
     r, c = divmod(i, 3)
-    edges = [round(k * SIZE / 3) for k in range(4)]  # 0, 43, 85, 128
+    edges = [round(k * size / 3) for k in range(4)]  # 0, 43, 85, 128 at 128 px
     return edges[c], edges[r], edges[c + 1], edges[r + 1]
 
 
@@ -169,10 +170,12 @@ def render_scene(scene: ShapeScene, size: int = SIZE) -> np.ndarray:
     return np.asarray(im).copy()
 
 
-def object_mask(obj: ShapeObject, pad: int = 1) -> np.ndarray:
-    """(128, 128) bool: the object's bounding box grown by `pad` px (the region an edit touches)."""
-    m = np.zeros((SIZE, SIZE), bool)
-    x0, y0, x1, y1 = obj.box()
+def object_mask(obj: ShapeObject, pad: int = 1, size: int = SIZE) -> np.ndarray:
+    """(size, size) bool: the object's bounding box as `render_scene` draws it at `size`, grown by
+    `pad` px of the 128 px canvas (the region an edit touches)."""
+    m = np.zeros((size, size), bool)
+    x0, y0, x1, y1 = _scaled_box(obj.box(), size)
+    pad = -(-pad * size // SIZE)
     m[max(0, y0 - pad) : y1 + pad + 1, max(0, x0 - pad) : x1 + pad + 1] = True
     return m
 
@@ -318,10 +321,11 @@ def render_word(spec: WordSpec, size: int = SIZE) -> np.ndarray:
     return out
 
 
-def word_mask(spec: WordSpec, pad: int = 1) -> np.ndarray:
-    """(128, 128) bool: the word's ink box grown by `pad` px."""
-    m = np.zeros((SIZE, SIZE), bool)
-    x0, y0, x1, y1 = word_box(spec)
+def word_mask(spec: WordSpec, pad: int = 1, size: int = SIZE) -> np.ndarray:
+    """(size, size) bool: the word's ink box at `size` grown by `pad` px of the 128 px canvas."""
+    m = np.zeros((size, size), bool)
+    x0, y0, x1, y1 = word_box(spec, size)
+    pad = -(-pad * size // SIZE)
     m[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad] = True
     return m
 

@@ -6,8 +6,13 @@ prompt, the reference images, an optional inpainting mask, the target output ima
 compose slots, storyboard panels).
 
 Edits and inpaints render source and target from the same spec with one thing changed, so every
-pixel outside the edited region is identical; `meta["region"]` is that region as a (128, 128)
+pixel outside the edited region is identical; `meta["region"]` is that region as a (size, size)
 bool mask (PSNR outside it is the preservation metric).
+
+Samples are 128 px unless `TaskSampler(size=...)` asks for a multiple of it (256, 512, 1024):
+the same draws of the random stream (the same prompts, scenes and places) rendered natively at
+that size, icons from the vector font and shapes, words and charts drawn on the larger canvas;
+boxes in `meta` are in that size's pixels.
 """
 
 from __future__ import annotations
@@ -39,9 +44,9 @@ SIZE = kn.SIZE
 class Sample:
     task: str  # one of TASKS
     prompt: str
-    refs: list[np.ndarray]  # reference images, each (128, 128, 3) uint8
-    mask: np.ndarray | None  # (128, 128) uint8, 255 = region to change; only for "inpaint"
-    outputs: list[np.ndarray]  # target images, each (128, 128, 3) uint8
+    refs: list[np.ndarray]  # reference images, each (size, size, 3) uint8
+    mask: np.ndarray | None  # (size, size) uint8, 255 = region to change; only for "inpaint"
+    outputs: list[np.ndarray]  # target images, each (size, size, 3) uint8
     meta: dict = field(default_factory=dict)
 
 
@@ -50,9 +55,10 @@ class Sample:
 # --------------------------------------------------------------------------------------------
 
 
-def scaled_rgba(icon: Icon, size: int, angle: float = 0.0) -> np.ndarray:
-    """The icon resized to (size, size) and rotated by `angle` degrees, transparent outside."""
-    im = Image.fromarray(icon.rgba, "RGBA")
+def scaled_rgba(icon: Icon, size: int, angle: float = 0.0, native: bool = False) -> np.ndarray:
+    """The icon at (size, size) and rotated by `angle` degrees, transparent outside: the 128 px
+    picture resized, or with `native` rasterised at `size` from the vector font."""
+    im = Image.fromarray(icon.rgba_at(size) if native else icon.rgba, "RGBA")
     if size != im.width:
         im = im.resize((size, size), Image.LANCZOS)
     if angle:
@@ -68,8 +74,8 @@ def paste(canvas: np.ndarray, rgba: np.ndarray, x0: int, y0: int) -> None:
     region[:] = ((rgba[..., :3] * a + region * (255 - a) + 127) // 255).astype(np.uint8)
 
 
-def canvas(color=kn.WHITE) -> np.ndarray:
-    out = np.empty((SIZE, SIZE, 3), np.uint8)
+def canvas(color=kn.WHITE, size: int = SIZE) -> np.ndarray:
+    out = np.empty((size, size, 3), np.uint8)
     out[:] = color
     return out
 
@@ -110,28 +116,29 @@ PANEL_POSITIONS = (
 MAX_PANELS = 6
 
 
-def panel_origin(position: str, size: int, margin: int = 4) -> tuple[int, int]:
-    """Top-left corner of a `size` px icon placed at `position` inside a 128 px panel."""
-    lo, mid, hi = margin, (SIZE - size) // 2, SIZE - margin - size
+def panel_origin(position: str, size: int, margin: int = 4, panel: int = SIZE) -> tuple[int, int]:
+    """Top-left corner of a `size` px icon placed at `position` inside a `panel` px panel."""
+    lo, mid, hi = margin, (panel - size) // 2, panel - margin - size
     col = lo if "left" in position else hi if "right" in position else mid
     row = lo if "top" in position else hi if "bottom" in position else mid
     return col, row
 
 
-def render_panel(icon: Icon, panel: dict) -> np.ndarray:
-    """One storyboard panel from its scene dict (background, position, size, angle)."""
-    out = canvas(kn.BACKGROUNDS[panel["background"]])
-    size = PANEL_SIZES[panel["size"]]
-    x0, y0 = panel_origin(panel["position"], size)
-    paste(out, scaled_rgba(icon, size, panel["angle"]), x0, y0)
+def render_panel(icon: Icon, panel: dict, size: int = SIZE) -> np.ndarray:
+    """One `size` px storyboard panel from its scene dict (background, position, size, angle)."""
+    out = canvas(kn.BACKGROUNDS[panel["background"]], size)
+    x0, y0, x1, _ = panel_box(panel, size)
+    paste(out, scaled_rgba(icon, x1 - x0, panel["angle"], native=size != SIZE), x0, y0)
     return out
 
 
-def panel_box(panel: dict) -> tuple[int, int, int, int]:
-    """The (x0, y0, x1, y1) px square a panel's character occupies (before its tilt)."""
-    size = PANEL_SIZES[panel["size"]]
-    x0, y0 = panel_origin(panel["position"], size)
-    return x0, y0, x0 + size, y0 + size
+def panel_box(panel: dict, size: int = SIZE) -> tuple[int, int, int, int]:
+    """The (x0, y0, x1, y1) px square a panel's character occupies (before its tilt) in a
+    `size` px panel (the 128 px geometry scaled)."""
+    k = size // SIZE
+    side = PANEL_SIZES[panel["size"]] * k
+    x0, y0 = panel_origin(panel["position"], side, 4 * k, size)
+    return x0, y0, x0 + side, y0 + side
 
 
 def panel_phrase(panel: dict) -> str:
@@ -166,7 +173,10 @@ class TaskSampler:
         max_panels: int = 4,
         captions: str = "rich",
         storyboard_panels: bool = False,
+        size: int = SIZE,
     ):
+        if size < SIZE or size % SIZE:
+            raise ValueError(f"TaskSampler draws at {SIZE} px or a multiple of it (256, 512, 1024), not {size}")
         if len(icons) < 4:
             raise ValueError("TaskSampler needs at least 4 icons (compose uses up to 4 distinct ones)")
         if not 2 <= max_panels <= MAX_PANELS:
@@ -188,6 +198,7 @@ class TaskSampler:
         self.max_panels = max_panels
         # half of the "compose" draws are storyboard panels: one reference on a scene (storyboard_panel)
         self.storyboard_panels = storyboard_panels
+        self.size = size
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -231,38 +242,41 @@ class TaskSampler:
         else:
             prompt = cap.icon_caption(icon.name, icon.group, rng, phrasing)
         meta = {"kind": "icon", "name": icon.name, "group": icon.group}
-        return Sample("t2i", prompt, [], None, [composite(icon.rgba)], meta)
+        return Sample("t2i", prompt, [], None, [composite(icon.rgba_at(self.size))], meta)
 
     def t2i_shapes(
         self, rng: np.random.Generator, n_objects: int | None = None, phrasing: int | None = None
     ) -> Sample:
         scene = kn.random_scene(rng, n_objects)
         prompt = cap.scene_caption(scene, rng, phrasing)
-        return Sample("t2i", prompt, [], None, [kn.render_scene(scene)], {"kind": "shapes", "scene": scene})
+        return Sample("t2i", prompt, [], None, [kn.render_scene(scene, self.size)], {"kind": "shapes", "scene": scene})
 
     def t2i_word(
         self, rng: np.random.Generator, phrasing: int | None = None, p_random_letters: float = 0.15
     ) -> Sample:
         word = kn.random_word(rng, p_random_letters)
         prompt = cap.word_caption(word.text, rng, phrasing)
-        return Sample("t2i", prompt, [], None, [kn.render_word(word)], {"kind": "word", "word": word})
+        return Sample("t2i", prompt, [], None, [kn.render_word(word, self.size)], {"kind": "word", "word": word})
 
     def t2i_chart(self, rng: np.random.Generator, phrasing: int | None = None) -> Sample:
         chart = kn.random_chart(rng)
         prompt = cap.chart_caption(chart, rng, phrasing)
-        return Sample("t2i", prompt, [], None, [kn.render_chart(chart)], {"kind": "chart", "chart": chart})
+        return Sample("t2i", prompt, [], None, [kn.render_chart(chart, self.size)], {"kind": "chart", "chart": chart})
 
     # -- instruction edits --------------------------------------------------------------------
 
     def edit(self, rng: np.random.Generator, kind: str | None = None) -> Sample:
-        """refs=[source], outputs=[target]; meta["region"] = (128, 128) bool, the edited pixels."""
+        """refs=[source], outputs=[target]; meta["region"] = (size, size) bool, the edited pixels."""
         kind = kind or EDIT_KINDS[rng.integers(len(EDIT_KINDS))]
         prompt, src, tgt, meta = self._maker("_edit_", kind, EDIT_KINDS, "edit kind")(rng)
         return Sample("edit", prompt, [src], None, [tgt], {"kind": kind, **meta})
 
     def _scene_edit(self, src: kn.ShapeScene, tgt: kn.ShapeScene, region: np.ndarray, prompt: str):
         meta = {"source": src, "target": tgt, "region": region}
-        return prompt, kn.render_scene(src), kn.render_scene(tgt), meta
+        return prompt, kn.render_scene(src, self.size), kn.render_scene(tgt, self.size), meta
+
+    def _mask(self, obj: kn.ShapeObject, pad: int = 1) -> np.ndarray:
+        return kn.object_mask(obj, pad, self.size)
 
     def _edit_recolor(self, rng):
         src = kn.random_scene(rng)
@@ -270,21 +284,21 @@ class TaskSampler:
         new_color = rng.choice([c for c in kn.COLORS if c != obj.color])
         tgt = src.replace_object(obj, replace(obj, color=str(new_color)))
         prompt = cap.recolor_instruction(cap.object_ref(obj, src), str(new_color), rng)
-        return self._scene_edit(src, tgt, kn.object_mask(obj), prompt)
+        return self._scene_edit(src, tgt, self._mask(obj), prompt)
 
     def _edit_add(self, rng):
         src = kn.random_scene(rng, int(rng.integers(1, 4)))
         free = [c for c in kn.CELLS if src.object_at(c) is None]
         new = kn.random_object(rng, free[rng.integers(len(free))])
         tgt = src.add_object(new)
-        return self._scene_edit(src, tgt, kn.object_mask(new), cap.add_instruction(new, rng))
+        return self._scene_edit(src, tgt, self._mask(new), cap.add_instruction(new, rng))
 
     def _edit_remove(self, rng):
         src = kn.random_scene(rng, int(rng.integers(2, 5)))
         obj = src.objects[rng.integers(len(src.objects))]
         tgt = src.replace_object(obj, None)
         prompt = cap.remove_instruction(cap.object_ref(obj, src), rng)
-        return self._scene_edit(src, tgt, kn.object_mask(obj), prompt)
+        return self._scene_edit(src, tgt, self._mask(obj), prompt)
 
     def _edit_move(self, rng):
         src = kn.random_scene(rng, int(rng.integers(1, 4)))
@@ -293,22 +307,18 @@ class TaskSampler:
         moved = replace(obj, cell=free[rng.integers(len(free))], dx=0, dy=0)
         tgt = src.replace_object(obj, moved)
         prompt = cap.move_instruction(cap.object_ref(obj, src), moved.cell, rng)
-        return self._scene_edit(src, tgt, kn.object_mask(obj) | kn.object_mask(moved), prompt)
+        return self._scene_edit(src, tgt, self._mask(obj) | self._mask(moved), prompt)
 
     def _edit_background(self, rng):
         icon = self._icon(rng)
         names = list(kn.BACKGROUNDS)
         old, new = (names[i] for i in rng.choice(len(names), size=2, replace=False))
+        rgba = icon.rgba_at(self.size)
         # Only pixels the icon does not fully cover change (anti-aliased edges included).
-        region = icon.rgba[..., 3] < 255
+        region = rgba[..., 3] < 255
         meta = {"name": icon.name, "source_background": old, "target_background": new, "region": region}
         prompt = cap.background_instruction(new, rng)
-        return (
-            prompt,
-            composite(icon.rgba, kn.BACKGROUNDS[old]),
-            composite(icon.rgba, kn.BACKGROUNDS[new]),
-            meta,
-        )
+        return prompt, composite(rgba, kn.BACKGROUNDS[old]), composite(rgba, kn.BACKGROUNDS[new]), meta
 
     def _edit_word(self, rng):
         src = kn.random_word(rng, p_random_letters=0.0)
@@ -318,10 +328,10 @@ class TaskSampler:
         # Keep the source's letter case so that only the word changes.
         text = text.upper() if src.text.isupper() else text.capitalize() if src.text[0].isupper() else text
         tgt = replace(src, text=text)
-        region = kn.word_mask(src) | kn.word_mask(tgt)
+        region = kn.word_mask(src, size=self.size) | kn.word_mask(tgt, size=self.size)
         meta = {"source": src, "target": tgt, "region": region}
         prompt = cap.word_change_instruction(src.text, tgt.text, rng)
-        return prompt, kn.render_word(src), kn.render_word(tgt), meta
+        return prompt, kn.render_word(src, self.size), kn.render_word(tgt, self.size), meta
 
     # -- masked edit --------------------------------------------------------------------------
 
@@ -339,12 +349,12 @@ class TaskSampler:
             new = kn.random_object(rng, cell)
         tgt = src.replace_object(old, new) if old is not None else src.add_object(new)
         if mask_kind == "cell":
-            x0, y0, x1, y1 = kn.cell_box(cell)
-            region = np.zeros((SIZE, SIZE), bool)
+            x0, y0, x1, y1 = kn.cell_box(cell, self.size)
+            region = np.zeros((self.size, self.size), bool)
             region[y0:y1, x0:x1] = True
         elif mask_kind == "blob":
-            changed = kn.object_mask(new, pad=2) | (kn.object_mask(old, pad=2) if old else False)
-            region = _ellipse_around(changed, extra=float(rng.uniform(0, 4)))
+            changed = self._mask(new, pad=2) | (self._mask(old, pad=2) if old else False)
+            region = _ellipse_around(changed, extra=float(rng.uniform(0, 4)) * self.size / SIZE)
         else:
             raise ValueError(f"unknown mask kind {mask_kind!r}; known: cell, blob")
         mask = np.where(region, 255, 0).astype(np.uint8)
@@ -352,9 +362,9 @@ class TaskSampler:
         return Sample(
             "inpaint",
             cap.inpaint_prompt(new, rng),
-            [kn.render_scene(src)],
+            [kn.render_scene(src, self.size)],
             mask,
-            [kn.render_scene(tgt)],
+            [kn.render_scene(tgt, self.size)],
             meta,
         )
 
@@ -371,10 +381,12 @@ class TaskSampler:
         icons = self._distinct_icons(rng, n)
         layout = LAYOUTS_BY_COUNT[n][rng.integers(len(LAYOUTS_BY_COUNT[n]))]
         boxes, phrases = LAYOUTS[layout]
+        k = self.size // SIZE
+        boxes = [tuple(v * k for v in box) for box in boxes]
         assignment = [int(i) for i in rng.permutation(n)]  # assignment[slot] = reference index
-        out = canvas()
+        out = canvas(size=self.size)
         for (x0, y0, x1, y1), r in zip(boxes, assignment):
-            paste(out, scaled_rgba(icons[r], x1 - x0), x0, y0)
+            paste(out, scaled_rgba(icons[r], x1 - x0, native=k > 1), x0, y0)
         nouns = [self._noun(i, rng, phrasing, definite=True) for i in icons]
         prompt = cap.compose_prompt(nouns, phrases, assignment, rng, phrasing)
         meta = {
@@ -382,7 +394,7 @@ class TaskSampler:
             "names": [i.name for i in icons],
             "slots": [(r, box) for r, box in zip(assignment, boxes)],
         }
-        return Sample("compose", prompt, [composite(i.rgba) for i in icons], None, [out], meta)
+        return Sample("compose", prompt, [composite(i.rgba_at(self.size)) for i in icons], None, [out], meta)
 
     # -- storyboard ---------------------------------------------------------------------------
 
@@ -399,7 +411,7 @@ class TaskSampler:
             panels.append(self._panel_scene(rng, panels[-1] if panels else None))
         noun = self._noun(icon, rng, phrasing)
         prompt = cap.storyboard_prompt(noun, [panel_phrase(p) for p in panels], rng, phrasing)
-        outputs = [render_panel(icon, p) for p in panels]
+        outputs = [render_panel(icon, p, self.size) for p in panels]
         return Sample("storyboard", prompt, [], None, outputs, {"character": icon.name, "panels": panels})
 
     @staticmethod
@@ -430,8 +442,9 @@ class TaskSampler:
         # mangled after 200 steps; the pipeline paints the scene's background with an edit after.
         panel = {**self._panel_scene(rng, None), "angle": 0.0, "background": "white"}
         prompt = cap.storyboard_panel_prompt(self._noun(icon, rng, phrasing), panel_phrase(panel))
-        meta = {"character": icon.name, "panels": [panel], "slots": [(0, panel_box(panel))]}
-        return Sample("compose", prompt, [composite(icon.rgba)], None, [render_panel(icon, panel)], meta)
+        meta = {"character": icon.name, "panels": [panel], "slots": [(0, panel_box(panel, self.size))]}
+        return Sample("compose", prompt, [composite(icon.rgba_at(self.size))], None,
+                      [render_panel(icon, panel, self.size)], meta)
 
     # -- style transfer -----------------------------------------------------------------------
 
@@ -447,9 +460,9 @@ class TaskSampler:
         return Sample(
             "style",
             cap.style_prompt(self._noun(b, rng, phrasing), rng, phrasing),
-            [STYLES[style](a)],
+            [STYLES[style](a, self.size)],
             None,
-            [STYLES[style](b)],
+            [STYLES[style](b, self.size)],
             meta,
         )
 
@@ -460,17 +473,19 @@ class TaskSampler:
         output = the word in the font and ink the prompt names. meta: "word", "kind" = "word"."""
         word = kn.random_word(rng, p_random_letters)
         prompt = cap.text_caption(word.text, word.color, word.font, rng, phrasing)
-        return Sample("text", prompt, [word_glyph(word)], None, [kn.render_word(word)], {"kind": "word", "word": word})
+        return Sample("text", prompt, [word_glyph(word, self.size)], None, [kn.render_word(word, self.size)],
+                      {"kind": "word", "word": word})
 
     # -- geometric control: every t2i image yields one sample of each ------------------------
 
     def _control(self, task: str, kind: str, rng: np.random.Generator, source: Sample | None) -> Sample:
-        """ref = the control made from a t2i image (controls.CONTROLS[kind]), output = that image;
+        """ref = the control made from a t2i image (controls.control_at), output = that image;
         the prompt is the image's caption. meta: the t2i sample's, plus "control" = `kind`."""
         source = source or self.t2i(rng)
         truth = source.outputs[0]
         meta = {**source.meta, "control": kind, "t2i_prompt": source.prompt}
-        return Sample(task, source.prompt, [ctl.CONTROLS[kind](truth)], None, [truth], meta)
+        control = ctl.control_at(kind, truth, self.size // SIZE)
+        return Sample(task, source.prompt, [control], None, [truth], meta)
 
     def edges(self, rng: np.random.Generator, source: Sample | None = None) -> Sample:
         return self._control("edges", "edges", rng, source)
@@ -507,5 +522,5 @@ def _ellipse_around(region: np.ndarray, extra: float = 0.0) -> np.ndarray:
     cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
     ay = (ys.max() - ys.min() + 1) / 2 * np.sqrt(2) + extra
     ax = (xs.max() - xs.min() + 1) / 2 * np.sqrt(2) + extra
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    yy, xx = np.mgrid[0 : region.shape[0], 0 : region.shape[1]]
     return ((yy - cy) / ay) ** 2 + ((xx - cx) / ax) ** 2 <= 1.0
