@@ -236,3 +236,36 @@ def test_planned_batches_follow_the_runs_task_weights():
     assert "edges" not in plain and weighted.count("edges") >= 8
     ds = train_data.PlannedBatches(3, 60, 64, 900, 16, 16, 8, icons, weights={"edges": 20.0})
     assert [b["task"] for b in ds] == weighted[:4]
+
+
+def test_a_native_512_run_on_a_deep_compression_autoencoder_starts_from_a_128_dit(tmp_path):
+    """--size draws the samples at that size; --ae may be a DCAutoencoder (f32) with another
+    latent width: --init keeps every DiT weight that fits and starts the latent projections
+    afresh; the export draws at its native size by default; resuming at another size is refused."""
+    from seedling.model.autoencoder import load_autoencoder
+    from seedling.model.dcae import DCAutoencoder
+    from seedling.model.pipeline import SeedlingPipeline
+
+    torch.manual_seed(0)
+    Autoencoder(AE_CONFIGS["tiny"]).save_pretrained(tmp_path / "ae8")
+    common = ["--config", "tiny", "--token-budget", "300", "--max-steps", "100", "--threads", "1", "--seed", "0",
+              "--ckpt-every", "1000", "--max-batch", "4"]
+    train.main(common + ["--ae", str(tmp_path / "ae8"), "--out", str(tmp_path / "base"), "--stop-after", "1",
+                         "--export", str(tmp_path / "init")])
+    DCAutoencoder.from_named("tiny-f32").save_pretrained(tmp_path / "ae32")
+    assert isinstance(load_autoencoder(tmp_path / "ae32"), DCAutoencoder)
+    run = ["--ae", str(tmp_path / "ae32"), "--size", "256", "--init", str(tmp_path / "init"),
+           "--out", str(tmp_path / "big"), "--no-curriculum"]
+    train.main(common + run + ["--stop-after", "1", "--export", str(tmp_path / "export")])
+    cfg = json.loads((latest_checkpoint(tmp_path / "big") / "config.json").read_text())
+    assert cfg["latent_channels"] == 8 and json.loads((latest_checkpoint(tmp_path / "big") / "data.json")
+                                                      .read_text()) == {"size": 256}
+    start = load_file(str(weights_path(tmp_path / "init" / "dit")))
+    fitted = train.load_fitting(train.UnifiedDiT(train.DiTConfig.from_dict(cfg)), start)
+    assert fitted and len(fitted) <= 6  # only the latent in/out projections start afresh
+    assert all("block" not in k for k in fitted)
+    pipe = SeedlingPipeline.from_pretrained(tmp_path / "export")
+    assert isinstance(pipe.autoencoder, DCAutoencoder) and pipe.settings.default_size == 256
+    assert pipe(prompt="a fox", steps=1, seed=0).images[0].size == (256, 256)
+    with pytest.raises(SystemExit, match="--size 256"):
+        train.main(common + run[:2] + ["--size", "128"] + run[4:] + ["--stop-after", "1"])

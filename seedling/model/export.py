@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from seedling.atomic import write_atomic
-from seedling.model.autoencoder import Autoencoder
+from seedling.model.autoencoder import load_autoencoder
 from seedling.model.dit import DiTConfig, UnifiedDiT
 from seedling.model.pipeline import PipelineConfig, SeedlingPipeline, adapter_tasks
 from seedling.model.training import STATE_NAME, latest_checkpoint
@@ -42,7 +42,7 @@ def export(
     ema_file = ck / "ema-model.safetensors" if (ck / "ema-model.safetensors").exists() else ck / "ema.safetensors"
     dit.load_state_dict(load_file(str(ema_file if ema else ck / "model.safetensors")))
     pcfg = PipelineConfig(text_len=cfg.text_len, **(pipeline_config or {}))
-    pipe = SeedlingPipeline(dit.eval(), Autoencoder.from_pretrained(ae), pipeline_config=pcfg)
+    pipe = SeedlingPipeline(dit.eval(), load_autoencoder(ae), pipeline_config=pcfg)
     pipe.save_pretrained(out, dtype=torch.float16 if fp16 else torch.float32)
     state = ck / STATE_NAME
     if state.exists():

@@ -29,7 +29,13 @@ from PIL import Image
 from seedling.kernels.executor import get_executor
 from seedling.kernels.packed import LINEAR_KERNELS, set_linear_kernel  # noqa: F401  (LINEAR_KERNELS: re-exported)
 from seedling.model.adapters import Adapter, added_adapters, load_adapter, low_rank, save_adapter
-from seedling.model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor, tensor_to_images
+from seedling.model.autoencoder import (
+    AE_CONFIGS,
+    Autoencoder,
+    images_to_tensor,
+    load_autoencoder,
+    tensor_to_images,
+)
 from seedling.model.convert import write_pipeline_metadata
 from seedling.model.data.controls import model_view
 from seedling.model.data.glyphs import prompt_glyph
@@ -229,7 +235,7 @@ class SeedlingPipeline(DiffusionPipeline):
         else:
             raise FileNotFoundError(f"{folder} is not a Seedling model folder (no model_index.json or pipeline.json)")
         dit = UnifiedDiT.from_pretrained(folder / "dit", **kwargs)
-        ae = Autoencoder.from_pretrained(folder / "autoencoder", **kwargs)
+        ae = load_autoencoder(folder / "autoencoder", **kwargs)
         pipe = cls(dit, ae, text_encoder, PipelineConfig(**settings) if settings else None, scheduler=scheduler)
         for path in sorted((folder / TASK_ADAPTERS).glob("*.safetensors")):
             adapter = load_adapter(path)

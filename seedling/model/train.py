@@ -25,6 +25,15 @@ model card):
 
     python -m seedling.model.train --ae runs/ae/final --out runs/gpu --init runs/export --no-curriculum --bf16 \
         --workers 13 --token-budget 49152 --max-batch 512 --max-steps 5000 --lr 3e-4 --export runs/gpu/export
+
+Native sizes: `--size 512` draws every sample at 512 px (`TaskSampler(size=...)`: rendered, not
+upscaled). With the f32 autoencoder (`--ae` an exported `train_dcae` model) a 512 px image is a
+16x16 latent, the token count of a 128 px image under the f8 one. `--init` from a DiT trained on
+another latent space keeps every weight whose shape fits (the blocks, text and task parts) and
+starts the latent in/out projections afresh:
+
+    python -m seedling.model.train --ae runs/ae512/f32/model --size 512 --init assets/default --out runs/dit512 \
+        --no-curriculum --workers 12 --bf16 --export runs/dit512/export
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from seedling.model.autoencoder import Autoencoder
+from seedling.model.autoencoder import load_autoencoder
 from seedling.model.dit import DiT_configs, DiTConfig, UnifiedDiT
 from seedling.model.flow import shortcut_flow_loss
 from seedling.model.modeling import weights_path
@@ -63,6 +72,16 @@ def _task_weights(text: str) -> dict[str, float]:
             raise argparse.ArgumentTypeError(f"{part!r}: write task=weight with a task of {list(TASK_NAMES)}")
         out[name] = float(value)
     return out
+
+
+def load_fitting(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load every tensor of `state` whose name and shape `model` has (a DiT from one trained on
+    another latent space: the blocks fit, the latent in/out projections do not). Returns the
+    names of the model's tensors left as initialised."""
+    own = model.state_dict()
+    fits = {k: v.float() for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fits, strict=False)
+    return sorted(k for k in own if k not in fits)
 
 
 def _merge_init_adapters(model: UnifiedDiT, init: Path, tasks: list[str]) -> list[str]:
@@ -156,6 +175,8 @@ def main(argv=None):
                         "(others keep their weights)")
     p.add_argument("--reference-boxes", action="store_true",
                    help="compose references sit in their layout's boxes (rope.box_positions); new runs and --init only")
+    p.add_argument("--size", type=int, default=128,
+                   help="the samples' size in px (128 or a multiple of it), drawn natively; fixed for a run")
     p.add_argument("--init", default="",
                    help="a pipeline folder whose DiT weights start a new run (model and EMA); ignored on resume")
     p.add_argument("--task-adapter", choices=("lora", "full"), default=None,
@@ -176,6 +197,8 @@ def main(argv=None):
         p.error("--workers must be >= 0 and --max-batch >= 2")
     if args.lora_rank < 1:
         p.error("--lora-rank must be a whole number >= 1")
+    if args.size < 128 or args.size % 128:
+        p.error(f"--size {args.size}: the data is drawn at 128 px or a multiple of it (256, 512, 1024)")
 
     from seedling.model.data.icons import load_icons
     from seedling.model.data.tasks import TaskSampler
@@ -184,15 +207,25 @@ def main(argv=None):
     out = Path(args.out)
     trainer = Trainer.from_args(out, args, bf16=args.bf16, desc="dit")
     acc, dev = trainer.acc, trainer.device
-    ae = Autoencoder.from_pretrained(args.ae).to(dev).requires_grad_(False)
+    ae = load_autoencoder(args.ae).to(dev).requires_grad_(False)
+    if args.size % (ae.factor * 2):
+        raise SystemExit(f"--size {args.size} is no multiple of {ae.factor * 2} (the f{ae.factor} autoencoder's "
+                         "factor times the patch): choose a larger size")
     ck = latest_checkpoint(out)
+    new_latents = False
     if ck is not None:
         cfg = DiTConfig.from_dict(json.loads((ck / "config.json").read_text()))
+        data = json.loads((ck / "data.json").read_text()) if (ck / "data.json").exists() else {"size": 128}
+        if data["size"] != args.size:
+            raise SystemExit(f"this run draws its samples at {data['size']} px: resume it with --size {data['size']}")
     elif args.init:
         cfg = DiTConfig.from_dict(json.loads((Path(args.init) / "dit" / "config.json").read_text()))
         if cfg.latent_channels != ae.config.latent_channels:
-            raise SystemExit(f"--init {args.init}: its DiT has {cfg.latent_channels} latent channels, "
-                             f"the autoencoder {ae.config.latent_channels}")
+            if args.task_adapter:
+                raise SystemExit(f"--init {args.init}: its DiT has {cfg.latent_channels} latent channels, the "
+                                 f"autoencoder {ae.config.latent_channels}; a task adapter needs the init's autoencoder")
+            new_latents = True
+            cfg.latent_channels = ae.config.latent_channels
     else:
         cfg = DiT_configs[args.config]()
         cfg.latent_channels = ae.config.latent_channels
@@ -207,13 +240,18 @@ def main(argv=None):
     model = UnifiedDiT(cfg)
     if args.init and ck is None:
         init = load_file(str(weights_path(Path(args.init) / "dit")))
-        model.load_state_dict({k: v.float() for k, v in init.items()})
-        acc.print(f"initialised from {args.init}")
+        if new_latents:
+            fresh = load_fitting(model, init)
+            acc.print(f"initialised from {args.init} but for the latent projections {fresh} (new latent space)")
+        else:
+            model.load_state_dict({k: v.float() for k, v in init.items()})
+            acc.print(f"initialised from {args.init}")
         if missing:  # new tasks start from the edit task's embedding (UnifiedDiT.with_tasks)
             model = model.with_tasks(missing)
             cfg = model.dims
             acc.print(f"added the tasks {missing} (task embedding of {cfg.num_tasks} rows)")
     trainer.files["config.json"] = json.dumps(cfg.to_dict(), indent=2)
+    trainer.files["data.json"] = json.dumps({"size": args.size})
     if ck is not None and not args.task_adapter and (ck / "task_adapter.json").exists():
         kind = json.loads((ck / "task_adapter.json").read_text())["kind"]
         raise SystemExit(f"this run trains a task adapter: resume it with --task-adapter {kind}")
@@ -229,9 +267,10 @@ def main(argv=None):
     rng = trainer.rng
 
     icons = load_icons()
-    sampler = TaskSampler(icons, seed=args.seed, captions=args.captions, storyboard_panels=args.storyboard_panels)
+    sampler = TaskSampler(icons, seed=args.seed, captions=args.captions, storyboard_panels=args.storyboard_panels,
+                          size=args.size)
     te = TextEncoder(max_length=cfg.text_len, device=dev, cache_size=200000)
-    tpi = (128 // ae.factor // cfg.patch) ** 2
+    tpi = (args.size // ae.factor // cfg.patch) ** 2
     maker = BatchMaker(sampler, rng, args.token_budget, cfg.text_len, tpi, args.max_batch, cfg.reference_boxes)
     planned = None
     if args.workers:
@@ -240,7 +279,8 @@ def main(argv=None):
             PlannedBatches(args.seed + 1000 * acc.process_index, trainer.step_count, args.max_steps,
                            args.token_budget, cfg.text_len, tpi, args.max_batch, icons,
                            curriculum=not args.no_curriculum, captions=args.captions, boxes=cfg.reference_boxes,
-                           weights=args.task_weights or None, storyboard_panels=args.storyboard_panels),
+                           weights=args.task_weights or None, storyboard_panels=args.storyboard_panels,
+                           size=args.size),
             batch_size=None, num_workers=args.workers, prefetch_factor=2, persistent_workers=False,
             pin_memory=dev.type == "cuda", collate_fn=keep_arrays,
             generator=torch.Generator().manual_seed(args.seed)))  # not the global RNG: resume stays exact
@@ -291,7 +331,8 @@ def main(argv=None):
     if args.export and acc.is_main_process:
         from seedling.model.export import export
 
-        export(ck, args.ae, args.export, fp16=True, ema=True, extra_info={"config": cfg.to_dict(), "args": vars(args)})
+        export(ck, args.ae, args.export, fp16=True, ema=True, pipeline_config={"default_size": args.size},
+               extra_info={"config": cfg.to_dict(), "args": vars(args)})
         acc.print(f"exported pipeline to {args.export}")
 
 

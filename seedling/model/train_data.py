@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seedling.model.autoencoder import Autoencoder, images_to_tensor
+from seedling.model.autoencoder import images_to_tensor
 from seedling.model.data.controls import model_view
 
 TASK_WEIGHTS = {"t2i": 0.34, "edit": 0.2, "inpaint": 0.1, "compose": 0.12, "storyboard": 0.12, "style": 0.12}
@@ -105,8 +105,9 @@ class PlannedBatches(torch.utils.data.IterableDataset):
 
     def __init__(self, seed: int, start: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
                  max_batch: int, icons=None, curriculum: bool = True, captions: str = "rich", boxes: bool = False,
-                 weights: dict[str, float] | None = None, storyboard_panels: bool = False):
+                 weights: dict[str, float] | None = None, storyboard_panels: bool = False, size: int = 128):
         self.args = (seed, start, max_steps, token_budget, text_len, tpi, max_batch)
+        self.size = size
         self.storyboard_panels = storyboard_panels
         self.boxes = boxes
         self.weights = weights
@@ -122,7 +123,8 @@ class PlannedBatches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         icons = self.icons if self.icons is not None else load_icons()
-        sampler = TaskSampler(icons, seed=seed, captions=self.captions, storyboard_panels=self.storyboard_panels)
+        sampler = TaskSampler(icons, seed=seed, captions=self.captions, storyboard_panels=self.storyboard_panels,
+                              size=self.size)
         for step in range(start + wid, max_steps, nw):
             yield planned_batch(sampler, seed, step, max_steps, token_budget, text_len, tpi, max_batch, self.curriculum,
                                 self.boxes, self.weights)
@@ -173,9 +175,10 @@ class Throughput:
 
 
 @torch.no_grad()
-def encode_batch(samples, ae: Autoencoder, device):
+def encode_batch(samples, ae, device):
     """-> refs: list of N (B, C, h, w); masks: list of N (B, 1, h, w) or None; x0: (B, M, C, h, w).
-    `samples`: a list of `Sample`s of one layout, or their `stack_samples` dict."""
+    `samples`: a list of `Sample`s of one layout, or their `stack_samples` dict; `ae`: any
+    autoencoder of `autoencoder.load_autoencoder` (f8 or a deep-compression one)."""
     st = samples if isinstance(samples, dict) else stack_samples(samples)
     refs_u8, out_u8 = torch.as_tensor(st["refs"]), torch.as_tensor(st["outputs"])
     B, N, M = refs_u8.shape[0], refs_u8.shape[1], out_u8.shape[1]
