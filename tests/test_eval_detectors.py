@@ -295,3 +295,30 @@ def test_cli_writes_metrics_and_contact_sheet(tmp_path):
     assert len((out / "cases.jsonl").read_text().splitlines()) == 6
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.width > 128 * 2 and sheet.height > 128 * 3
+
+
+def test_the_pipeline_generator_draws_at_the_models_size_and_judges_at_128():
+    """A model whose native size is 256 generates its cases at 256 (the pipeline resizes the
+    128 px references); the outputs come back at 128 for the judges. `size` overrides it."""
+    from dataclasses import replace as dc_replace
+
+    from seedling.model.pipeline import SeedlingPipeline
+
+    class Recording:  # the pipeline, with each call's size noted
+        def __init__(self, pipe):
+            self.pipe, self.dit, self.settings, self.sizes = pipe, pipe.dit, pipe.settings, []
+
+        def __call__(self, **kw):
+            self.sizes.append((kw["height"], kw["width"]))
+            res = self.pipe(**kw)
+            self.sizes.append(res.images[0].size)
+            return res
+
+    pipe = SeedlingPipeline.from_config("tiny", seed=0)
+    pipe.settings = dc_replace(pipe.settings, default_size=256)
+    sample = TaskSampler(load_icons(limit=8), seed=0).sample("edit", np.random.default_rng(0))
+    for size, drawn in ((None, 256), (128, 128)):
+        rec = Recording(pipe)
+        outs = gn.PipelineGenerator(rec, steps=1, size=size)(sample, seed=0)
+        assert rec.sizes == [(drawn, drawn), (drawn, drawn)]
+        assert [o.shape for o in outs] == [(128, 128, 3)]

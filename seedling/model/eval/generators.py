@@ -41,7 +41,11 @@ class AutoencoderGenerator:
 
 
 class PipelineGenerator:
-    """Generates each case with a `SeedlingPipeline` (None = the model's default for a setting)."""
+    """Generates each case with a `SeedlingPipeline` (None = the model's default for a setting).
+
+    `size`: the output's side in px, by default the model's native size (`default_size`). The
+    cases and their judges are 128 px: the pipeline resizes the references to `size` itself, and
+    each output is resized to 128 before it is judged."""
 
     name = "model"
 
@@ -51,8 +55,10 @@ class PipelineGenerator:
         steps: int | None = None,
         guidance: float | None = None,
         image_guidance: float | None = None,
+        size: int | None = None,
     ):
         self.pipe, self.steps, self.guidance, self.image_guidance = pipe, steps, guidance, image_guidance
+        self.size = size or pipe.settings.default_size
         self.tasks = tuple(pipe.dit.dims.tasks)  # the harness skips suites of other tasks
 
     def __call__(self, sample: tk.Sample, seed: int) -> list[np.ndarray]:
@@ -66,8 +72,8 @@ class PipelineGenerator:
             guidance=self.guidance,
             image_guidance=self.image_guidance,
             seed=seed,
-            height=tk.SIZE,
-            width=tk.SIZE,
+            height=self.size,
+            width=self.size,
         )
         outs = []
         for im in res.images:

@@ -47,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--n-icons", type=int, default=200, help="icons evaluated for t2i (and compose/storyboard pool)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=None,
+                   help="generate at this size in px (default: the model's native size); judged at 128")
     p.add_argument("--limit", type=int, default=None, help="at most this many cases per suite")
     p.add_argument("--suites", nargs="+", default=None, choices=list(ALL_SUITES), help="run only these suites")
     p.add_argument("--n-shapes", type=int, default=50)
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
         pipe = SeedlingPipeline.from_pretrained(args.model)
         if args.quantize:
             pipe.quantize(args.quantize)
-        generate = gn.PipelineGenerator(pipe, args.steps, args.guidance, args.image_guidance)
+        generate = gn.PipelineGenerator(pipe, args.steps, args.guidance, args.image_guidance, args.size)
     # the options named like EvalConfig's fields set them
     cfg = build_from(hs.EvalConfig, args, suites=tuple(args.suites) if args.suites else None)
     t0 = time.perf_counter()
