@@ -16,7 +16,7 @@ generator seeded by (seed, step) (`ae_native.CropBatches`), so a run's batches d
 the number of workers and a resumed run sees exactly the batches it would have seen. With
 `--workers 0` (the default) the crops come from the trainer's own random stream.
 
-    python -m seedling.model.train_dcae --config f32c32 --device cuda --workers 12 --batch 64 --crop 256 \
+    python -m seedling.model.train_dcae --config f32c32 --workers 12 --batch 64 --crop 256 \
         --max-steps 20000 --out runs/ae512/f32
 
 Loss: L1 + L2 on pixels, an L1 on image gradients (edges and letter strokes are where a blurry
