@@ -231,6 +231,17 @@ def test_ocr_reads_rendered_words():
     assert ocr.normalize_text(ocr.ocr_word(np.full((128, 128, 3), 255, np.uint8))) == ""
 
 
+@needs_tesseract
+@pytest.mark.parametrize("ground, ink", [((140, 40, 190), "black"), ((220, 30, 30), "black"), ((30, 30, 45), "yellow"),
+                                         (kn.WHITE, "red")])
+def test_ocr_reads_ink_on_any_ground_by_which_side_the_ink_is_on(ground, ink):
+    """Black ink on a purple ground (grey ~90) is dark on light: the judge must not invert it
+    because the ground is darker than mid-grey."""
+    for text in ("Five", "under", "CORN"):
+        spec = kn.WordSpec(text, color=ink, background=ground)
+        assert ocr.normalize_text(ocr.ocr_word(kn.render_word(spec, 256))) == text.lower(), (text, ground, ink)
+
+
 def test_ocr_reports_why_it_cannot_run(monkeypatch):
     monkeypatch.setattr(ocr.shutil, "which", lambda name: None)
     assert "tesseract-ocr" in ocr.tesseract_missing_reason()

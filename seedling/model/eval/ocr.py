@@ -23,7 +23,8 @@ def tesseract_missing_reason() -> str | None:
 
 
 def _text_line_image(image, height: int = 40, pad: int = 20) -> Image.Image:
-    """Grey, dark-on-light, cropped to the ink and scaled to `height` px with a white margin.
+    """Grey, dark-on-light at full contrast, cropped to the ink and scaled to `height` px with a
+    white margin.
 
     Tesseract reads best at ~40 px line height; our words range from 24 to 48 px of ink.
     """
@@ -34,11 +35,15 @@ def _text_line_image(image, height: int = 40, pad: int = 20) -> Image.Image:
             np.concatenate([grey[:2].ravel(), grey[-2:].ravel(), grey[:, :2].ravel(), grey[:, -2:].ravel()])
         )
     )
-    if bg < 128:  # light text on a dark background
-        grey, bg = 255 - grey, 255 - bg
     ink = np.abs(grey - bg) > 48
+    # The ink's side of the background decides the polarity, not the background's brightness:
+    # black ink on a purple ground (grey ~90) is dark on light.
+    if ink.any() and float(np.median(grey[ink])) > bg:  # light text on a darker background
+        grey, bg = 255 - grey, 255 - bg
+    level = float(np.median(grey[ink])) if ink.any() else 0.0
     rows, cols = np.flatnonzero(ink.sum(1) >= 2), np.flatnonzero(ink.sum(0) >= 2)
-    im = Image.fromarray(np.clip(grey + (255 - bg), 0, 255).astype(np.uint8))  # background -> white
+    # background -> white, ink -> black: full contrast whatever the two colours were
+    im = Image.fromarray(np.clip(255 - (bg - grey) * (255 / max(bg - level, 1.0)), 0, 255).astype(np.uint8))
     if len(rows) and len(cols):
         im = im.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
     scale = height / im.height
