@@ -242,8 +242,7 @@ def test_a_native_512_run_on_a_deep_compression_autoencoder_starts_from_a_128_di
     """--size draws the samples at that size; --ae may be a DCAutoencoder (f32) with another
     latent width: --init keeps every DiT weight that fits and starts the latent projections
     afresh; the export draws at its native size by default; resuming at another size is refused."""
-    from seedling.model.autoencoder import load_autoencoder
-    from seedling.model.dcae import DCAutoencoder
+    from seedling.model.dcae import DCAutoencoder, load_autoencoder
     from seedling.model.pipeline import SeedlingPipeline
 
     torch.manual_seed(0)

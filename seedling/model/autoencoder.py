@@ -153,24 +153,6 @@ def autoencoder_folder(path: str | Path) -> Path:
     return path / "autoencoder" if (path / "autoencoder" / "config.json").exists() else path
 
 
-def load_autoencoder(path: str | Path, **kwargs):
-    """The autoencoder saved in `path` (itself or a pipeline folder holding `autoencoder/`), of the
-    class its config.json names: the f8 `Autoencoder` or the deep-compression `DCAutoencoder`.
-    Both give encode/decode of normalised latents and `factor`."""
-    import json
-
-    from seedling.model.dcae import DCAutoencoder
-
-    folder = autoencoder_folder(path)
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"{path}: no autoencoder there (expected config.json and its weights)")
-    name = json.loads((folder / "config.json").read_text()).get("_class_name", "Autoencoder")
-    classes = {"Autoencoder": Autoencoder, "DCAutoencoder": DCAutoencoder}
-    if name not in classes:
-        raise ValueError(f"{folder}: an autoencoder of class {name!r}; Seedling loads {sorted(classes)}")
-    return classes[name].from_pretrained(folder, **kwargs)
-
-
 def images_to_tensor(images, device="cpu") -> torch.Tensor:
     """List of PIL/uint8 HxWx3 arrays, or a uint8 (B, H, W, 3) tensor -> (B, 3, H, W) float in [-1, 1]."""
     import numpy as np

@@ -20,7 +20,9 @@ are pixel (un)shuffles, so no convolution runs at full resolution. The latent is
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from seedling.configs import JsonConfig
-from seedling.model.autoencoder import NormalisedLatents
+from seedling.model.autoencoder import Autoencoder, NormalisedLatents, autoencoder_folder
 from seedling.model.modeling import SeedlingModelMixin
 
 
@@ -206,6 +208,20 @@ class DCAutoencoder(NormalisedLatents, SeedlingModelMixin):
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
+
+
+def load_autoencoder(path: str | Path, **kwargs):
+    """The autoencoder saved in `path` (itself or a pipeline folder holding `autoencoder/`), of the
+    class its config.json names: the f8 `Autoencoder` or the deep-compression `DCAutoencoder`.
+    Both give encode/decode of normalised latents and `factor`."""
+    folder = autoencoder_folder(path)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{path}: no autoencoder there (expected config.json and its weights)")
+    name = json.loads((folder / "config.json").read_text()).get("_class_name", "Autoencoder")
+    classes = {"Autoencoder": Autoencoder, "DCAutoencoder": DCAutoencoder}
+    if name not in classes:
+        raise ValueError(f"{folder}: an autoencoder of class {name!r}; Seedling loads {sorted(classes)}")
+    return classes[name].from_pretrained(folder, **kwargs)
 
 
 def compression_ratio(model) -> float:

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from seedling.atomic import write_atomic
-from seedling.model.autoencoder import load_autoencoder
+from seedling.model.dcae import load_autoencoder
 from seedling.model.dit import DiTConfig, UnifiedDiT
 from seedling.model.pipeline import PipelineConfig, SeedlingPipeline, adapter_tasks
 from seedling.model.training import STATE_NAME, latest_checkpoint

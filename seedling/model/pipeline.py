@@ -29,18 +29,13 @@ from PIL import Image
 from seedling.kernels.executor import get_executor
 from seedling.kernels.packed import LINEAR_KERNELS, set_linear_kernel  # noqa: F401  (LINEAR_KERNELS: re-exported)
 from seedling.model.adapters import Adapter, added_adapters, load_adapter, low_rank, save_adapter
-from seedling.model.autoencoder import (
-    AE_CONFIGS,
-    Autoencoder,
-    images_to_tensor,
-    load_autoencoder,
-    tensor_to_images,
-)
+from seedling.model.autoencoder import AE_CONFIGS, Autoencoder, images_to_tensor, tensor_to_images
 from seedling.model.convert import write_pipeline_metadata
 from seedling.model.data.controls import model_view
 from seedling.model.data.glyphs import prompt_glyph
 from seedling.model.data.word_edit import composite as word_edit_composite
 from seedling.model.data.word_edit import plan_word_edit
+from seedling.model.dcae import load_autoencoder
 from seedling.model.dit import DiT_configs, UnifiedDiT
 from seedling.model.postprocess import feather_mask, keep_low_resolution, keep_luminance, transfer_detail
 from seedling.model.rope import reference_positions

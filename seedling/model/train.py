@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from seedling.model.autoencoder import load_autoencoder
+from seedling.model.dcae import load_autoencoder
 from seedling.model.dit import DiT_configs, DiTConfig, UnifiedDiT
 from seedling.model.flow import shortcut_flow_loss
 from seedling.model.modeling import weights_path
