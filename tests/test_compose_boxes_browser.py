@@ -102,7 +102,7 @@ def references(tmp_path):
 def test_boxes_placed_on_the_canvas_run_and_come_back_with_the_image(app, browser, references):  # noqa: F811
     ARTIFACTS.mkdir(exist_ok=True)
     page = _new_page(browser, app)
-    assert "Free: the prompt places the references" in page.locator("#compose-canvas").inner_text()
+    _wait_text(page, "compose-canvas", "Free: the prompt places the references")  # the script fills it after load
     for i, path in enumerate(references):
         page.locator(f"#compose-ref-{i} input[type=file]").set_input_files(str(path))
         page.locator(f"#compose-ref-{i} img").wait_for()
