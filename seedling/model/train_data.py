@@ -178,7 +178,7 @@ class Throughput:
 def encode_batch(samples, ae, device):
     """-> refs: list of N (B, C, h, w); masks: list of N (B, 1, h, w) or None; x0: (B, M, C, h, w).
     `samples`: a list of `Sample`s of one layout, or their `stack_samples` dict; `ae`: any
-    autoencoder of `autoencoder.load_autoencoder` (f8 or a deep-compression one)."""
+    autoencoder of `dcae.load_autoencoder` (f8 or a deep-compression one)."""
     st = samples if isinstance(samples, dict) else stack_samples(samples)
     refs_u8, out_u8 = torch.as_tensor(st["refs"]), torch.as_tensor(st["outputs"])
     B, N, M = refs_u8.shape[0], refs_u8.shape[1], out_u8.shape[1]

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from seedling.model.autoencoder import images_to_tensor
-from seedling.model.data.ae_native import CropBatches, random_crops, split_icons
+from seedling.model.data.ae_native import CropBatches, as_delivered, random_crops, split_icons
 from seedling.model.data.icons import load_icons
 from seedling.model.dcae import DCAE_CONFIGS, DCAutoencoder
 from seedling.model.training import Trainer, add_run_arguments
@@ -119,7 +119,7 @@ def main(argv=None):
         planned = iter(torch.utils.data.DataLoader(
             CropBatches(args.seed + 1000 * trainer.acc.process_index, trainer.step_count, args.max_steps, icons,
                         args.batch, args.crop, args.size),
-            batch_size=None, num_workers=args.workers, prefetch_factor=2, collate_fn=lambda b: b,
+            batch_size=None, num_workers=args.workers, prefetch_factor=2, collate_fn=as_delivered,
             generator=torch.Generator().manual_seed(args.seed)))  # not the global RNG: resume stays exact
     cpu0 = time.process_time()
     while trainer.running() and not (args.cpu_minutes and time.process_time() - cpu0 >= args.cpu_minutes * 60):

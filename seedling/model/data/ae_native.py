@@ -127,6 +127,12 @@ def step_crops(seed: int, step: int, icons: list[Icon], n: int, crop: int, size:
     return random_crops(np.random.default_rng([seed, step]), icons, n, crop, size)
 
 
+def as_delivered(item):
+    """DataLoader collate for `CropBatches`: the (step, crops) pair as it is (a module function,
+    not a lambda, so that workers started by spawn or forkserver can unpickle it)."""
+    return item
+
+
 class CropBatches(torch.utils.data.IterableDataset):
     """`step_crops` for steps start, start+1, ... < max_steps as (step, crops), split
     round-robin over a DataLoader's workers, whose in-order delivery gives the steps back in
