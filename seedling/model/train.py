@@ -197,20 +197,20 @@ def main(argv=None):
         p.error("--workers must be >= 0 and --max-batch >= 2")
     if args.lora_rank < 1:
         p.error("--lora-rank must be a whole number >= 1")
-    if args.size < 128 or args.size % 128:
-        p.error(f"--size {args.size}: the data is drawn at 128 px or a multiple of it (256, 512, 1024)")
 
     from seedling.model.data.icons import load_icons
-    from seedling.model.data.tasks import TaskSampler
+    from seedling.model.data.tasks import TaskSampler, check_sample_size
     from seedling.model.text_encoder import TextEncoder
+
+    try:
+        check_sample_size(args.size)
+    except ValueError as e:
+        p.error(f"--size {args.size}: {e}")
 
     out = Path(args.out)
     trainer = Trainer.from_args(out, args, bf16=args.bf16, desc="dit")
     acc, dev = trainer.acc, trainer.device
     ae = load_autoencoder(args.ae).to(dev).requires_grad_(False)
-    if args.size % (ae.factor * 2):
-        raise SystemExit(f"--size {args.size} is no multiple of {ae.factor * 2} (the f{ae.factor} autoencoder's "
-                         "factor times the patch): choose a larger size")
     ck = latest_checkpoint(out)
     new_latents = False
     if ck is not None:
@@ -231,6 +231,9 @@ def main(argv=None):
         cfg.latent_channels = ae.config.latent_channels
     if args.reference_boxes and ck is None:
         cfg.reference_boxes = True
+    if args.size % (ae.factor * cfg.patch):
+        raise SystemExit(f"--size {args.size} is no multiple of {ae.factor * cfg.patch} (the f{ae.factor} "
+                         f"autoencoder's factor times the DiT's patch {cfg.patch}): choose a larger size")
     weighted = [t for t, w in (args.task_weights or {}).items() if w > 0]
     missing = [t for t in weighted if t not in cfg.tasks]
     if missing and (ck is not None or not args.init):

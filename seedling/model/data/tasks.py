@@ -156,6 +156,13 @@ def panel_phrase(panel: dict) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def check_sample_size(size: int) -> None:
+    """ValueError unless samples can be drawn at `size` px: 128 or a multiple of it."""
+    if size < SIZE or size % SIZE:
+        raise ValueError(f"samples are drawn at {SIZE} px or a multiple of it (256, 512, 1024), not {size}")
+
+
+
 class TaskSampler:
     """Draws `Sample`s for every task from the icons and the procedural knowledge images.
 
@@ -175,8 +182,7 @@ class TaskSampler:
         storyboard_panels: bool = False,
         size: int = SIZE,
     ):
-        if size < SIZE or size % SIZE:
-            raise ValueError(f"TaskSampler draws at {SIZE} px or a multiple of it (256, 512, 1024), not {size}")
+        check_sample_size(size)
         if len(icons) < 4:
             raise ValueError("TaskSampler needs at least 4 icons (compose uses up to 4 distinct ones)")
         if not 2 <= max_panels <= MAX_PANELS:
