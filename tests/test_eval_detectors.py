@@ -196,6 +196,32 @@ def test_storyboard_identity_kept_is_consistency_not_naming(icons):
     assert switched >= 10
 
 
+def test_storyboard_scene_judge(icons):
+    """Ground-truth panels follow their scene words; the first panel repeated in place of the
+    others (perfect identity) does not, wherever the scene changed; at 256 px the same."""
+    s = TaskSampler(icons[::8], seed=3)
+    s256 = TaskSampler(icons[::8], seed=3, size=256)
+    rng, rng256 = np.random.default_rng(8), np.random.default_rng(8)
+    moved = 0
+    for _ in range(30):
+        sb, big = s.storyboard(rng), s256.storyboard(rng256)
+        for panel, scene in zip(sb.outputs, sb.meta["panels"]):
+            assert det.storyboard_scene(panel, scene) == (True, True), scene
+        for panel, scene in zip(big.outputs, big.meta["panels"]):
+            assert det.storyboard_scene(panel, scene) == (True, True), scene
+        first, *rest = sb.meta["panels"]
+        for scene in rest:
+            background, position = det.storyboard_scene(sb.outputs[0], scene)
+            assert background == (scene["background"] == first["background"])
+            if scene["position"] != first["position"] or scene["size"] != first["size"]:
+                moved += 1
+                assert not position or scene["position"] == first["position"], (first, scene)
+    assert moved >= 10
+    # a panel with nothing on it has no character to place
+    blank = np.full((128, 128, 3), 255, np.uint8)
+    assert det.storyboard_scene(blank, {"background": "white", "position": "left", "size": "small", "angle": 0.0}) == (True, False)
+
+
 # -- PSNR ---------------------------------------------------------------------------------------
 
 

@@ -414,6 +414,31 @@ def storyboard_identity_kept(panels, index: IconIndex, among=None) -> tuple[bool
     return all(index.is_match(t, top[0]) for t in top[1:]), top
 
 
+def storyboard_scene(panel, scene: dict) -> tuple[bool, bool]:
+    """Does a panel follow its scene words? (background right, character where asked).
+
+    `scene`: one of a storyboard sample's meta["panels"] (background, position, size, angle).
+    The background is the border colour's nearest name; the character is every pixel more than
+    60 from the border colour (the panel's own background, right or wrong), and its centroid must lie within 16 px (at 128 px;
+    scaled with the panel) of the centre of the box `tasks.panel_box` gives the scene: the
+    nearest other position's box centre is at least 30 px away. Without this, a storyboard that
+    repeats one picture keeps its identity perfectly."""
+    from seedling.model.data.tasks import SIZE, panel_box
+
+    x = as_array(panel)
+    side = x.shape[0]
+    ground = border_color(x)
+    background_ok = _nearest_name(ground, kn.BACKGROUNDS) == scene["background"]
+    ink = np.linalg.norm(x.astype(np.float32) - ground, axis=-1) > 60  # off the panel's own background
+    if ink.sum() < 20 * (side / SIZE) ** 2:
+        return background_ok, False
+    k = side / SIZE
+    x0, y0, x1, y1 = panel_box(scene)  # the 128 px geometry, scaled
+    cy, cx = np.argwhere(ink).mean(axis=0)
+    position_ok = bool(np.hypot(cy - k * (y0 + y1) / 2, cx - k * (x0 + x1) / 2) < 16 * k)
+    return background_ok, position_ok
+
+
 # --------------------------------------------------------------------------------------------
 # Preservation
 # --------------------------------------------------------------------------------------------
