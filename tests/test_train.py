@@ -268,3 +268,24 @@ def test_a_native_512_run_on_a_deep_compression_autoencoder_starts_from_a_128_di
     assert pipe(prompt="a fox", steps=1, seed=0).images[0].size == (256, 256)
     with pytest.raises(SystemExit, match="--size 256"):
         train.main(common + run[:2] + ["--size", "128"] + run[4:] + ["--stop-after", "1"])
+
+
+def test_t2i_mix_sets_what_t2i_samples_show_in_process_and_in_workers():
+    """--t2i-mix: icon=1 makes every t2i sample an icon (in the trainer's sampler and in the data
+    workers' PlannedBatches); a kind not in T2I_KINDS, or every weight 0, is a sentence."""
+    from seedling.model.data.icon_names import icon_names
+    from seedling.model.data.icons import load_icons
+
+    assert train._t2i_mix("icon=0.8, shapes=0.2") == {"icon": 0.8, "shapes": 0.2}
+    for bad in ("fox=1", "icon=0,shapes=0", "icon=lots"):
+        with pytest.raises(SystemExit):
+            train.main(["--t2i-mix", bad, "--out", "/nonexistent"])
+    icons = load_icons(limit=40)
+    ds = train_data.PlannedBatches(3, 60, 72, 900, 16, 16, 8, icons, weights={"t2i": 50.0}, t2i_mix={"icon": 1.0})
+    batches = [b for b in ds if b["task"] == "t2i"]
+    assert len(batches) >= 4
+    # every t2i prompt names one of the icons (by any of its names)
+    names = [n.lower() for ns in icon_names(icons).values() for n in ns]
+    assert all(any(n in p.lower() for n in names) for b in batches for p in b["prompts"])
+    plain = train_data.PlannedBatches(3, 60, 72, 900, 16, 16, 8, icons, weights={"t2i": 50.0})
+    assert [b["prompts"] for b in plain if b["task"] == "t2i"] != [b["prompts"] for b in batches]

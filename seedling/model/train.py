@@ -74,6 +74,20 @@ def _task_weights(text: str) -> dict[str, float]:
     return out
 
 
+def _t2i_mix(text: str) -> dict[str, float]:
+    from seedling.model.data.tasks import T2I_KINDS
+
+    out = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        name, _, value = part.partition("=")
+        if name not in T2I_KINDS or not value.replace(".", "", 1).isdigit():
+            raise argparse.ArgumentTypeError(f"{part!r}: write kind=weight with a t2i kind of {list(T2I_KINDS)}")
+        out[name] = float(value)
+    if out and not any(out.values()):
+        raise argparse.ArgumentTypeError("--t2i-mix needs at least one kind with a weight above 0")
+    return out
+
+
 def load_fitting(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     """Load every tensor of `state` whose name and shape `model` has (a DiT from one trained on
     another latent space: the blocks fit, the latent in/out projections do not). Returns the
@@ -173,6 +187,9 @@ def main(argv=None):
     p.add_argument("--task-weights", default="", type=_task_weights,
                    help="change the task mix, e.g. 'compose=0.5,t2i=0.2' or add a control task, 'edges=0.1' "
                         "(others keep their weights)")
+    p.add_argument("--t2i-mix", default="", type=_t2i_mix,
+                   help="what t2i samples show, e.g. icon=0.8,shapes=0.1,chart=0.1 (kinds left out are not drawn; "
+                        "default icon=0.5,shapes=0.25,word=0.15,chart=0.1)")
     p.add_argument("--reference-boxes", action="store_true",
                    help="compose references sit in their layout's boxes (rope.box_positions); new runs and --init only")
     p.add_argument("--size", type=int, default=128,
@@ -271,7 +288,7 @@ def main(argv=None):
 
     icons = load_icons()
     sampler = TaskSampler(icons, seed=args.seed, captions=args.captions, storyboard_panels=args.storyboard_panels,
-                          size=args.size)
+                          size=args.size, t2i_mix=args.t2i_mix or None)
     te = TextEncoder(max_length=cfg.text_len, device=dev, cache_size=200000)
     tpi = (args.size // ae.factor // cfg.patch) ** 2
     maker = BatchMaker(sampler, rng, args.token_budget, cfg.text_len, tpi, args.max_batch, cfg.reference_boxes)
@@ -283,7 +300,7 @@ def main(argv=None):
                            args.token_budget, cfg.text_len, tpi, args.max_batch, icons,
                            curriculum=not args.no_curriculum, captions=args.captions, boxes=cfg.reference_boxes,
                            weights=args.task_weights or None, storyboard_panels=args.storyboard_panels,
-                           size=args.size),
+                           size=args.size, t2i_mix=args.t2i_mix or None),
             batch_size=None, num_workers=args.workers, prefetch_factor=2, persistent_workers=False,
             pin_memory=dev.type == "cuda", collate_fn=keep_arrays,
             generator=torch.Generator().manual_seed(args.seed)))  # not the global RNG: resume stays exact

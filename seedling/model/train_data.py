@@ -105,9 +105,11 @@ class PlannedBatches(torch.utils.data.IterableDataset):
 
     def __init__(self, seed: int, start: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
                  max_batch: int, icons=None, curriculum: bool = True, captions: str = "rich", boxes: bool = False,
-                 weights: dict[str, float] | None = None, storyboard_panels: bool = False, size: int = 128):
+                 weights: dict[str, float] | None = None, storyboard_panels: bool = False, size: int = 128,
+                 t2i_mix: dict[str, float] | None = None):
         self.args = (seed, start, max_steps, token_budget, text_len, tpi, max_batch)
         self.size = size
+        self.t2i_mix = t2i_mix
         self.storyboard_panels = storyboard_panels
         self.boxes = boxes
         self.weights = weights
@@ -124,7 +126,7 @@ class PlannedBatches(torch.utils.data.IterableDataset):
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         icons = self.icons if self.icons is not None else load_icons()
         sampler = TaskSampler(icons, seed=seed, captions=self.captions, storyboard_panels=self.storyboard_panels,
-                              size=self.size)
+                              size=self.size, t2i_mix=self.t2i_mix)
         for step in range(start + wid, max_steps, nw):
             yield planned_batch(sampler, seed, step, max_steps, token_budget, text_len, tpi, max_batch, self.curriculum,
                                 self.boxes, self.weights)
