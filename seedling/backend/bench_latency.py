@@ -3,6 +3,8 @@ process (warm model), file store. Prints a table and writes JSON.
 
     python -m seedling.backend.bench_latency --model assets/default --jobs 10 --out runs/latency.json
     python -m seedling.backend.bench_latency --config tiny      # random weights, when no folder exists yet
+
+Jobs are generated at the model's default size (pipeline.json's `default_size`) unless `--size` says.
 """
 
 from __future__ import annotations
@@ -38,6 +40,22 @@ def _wait_for_png(services, job_id: int, timeout_s: float) -> float:
     raise TimeoutError(f"job {job_id} took more than {timeout_s} s")
 
 
+def _final_timings(services, job_id: int, timeout_s: float = 5.0) -> dict[str, float]:
+    """The job's stage timings. The worker commits the outputs (the job reads SUCCEEDED, the PNG
+    is there) before it writes the timings, so wait for them a moment."""
+    start = time.perf_counter()
+    while True:
+        timings = services.jobs.get(job_id).timings
+        if "submit_to_saved" in timings or time.perf_counter() - start > timeout_s:
+            return timings
+        time.sleep(0.002)
+
+
+def _default_size(model: Path) -> int:
+    config = Path(model) / "pipeline.json"
+    return int(json.loads(config.read_text()).get("default_size", 128)) if config.exists() else 128
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=None, help="model folder")
@@ -46,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--jobs", type=int, default=10)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own)")
+    p.add_argument("--size", type=int, default=None, help="image side in px (default: the model's default size)")
     p.add_argument("--quantize", default="none")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -57,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         model = tmp / f"{args.config or 'tiny'}-random"
         SeedlingPipeline.from_config(args.config or "tiny", seed=0).save_pretrained(model)
+    size = args.size or _default_size(model)
     settings = Settings(data_dir=tmp / "data", model_path=model, quantize=args.quantize)
     services = build_services(settings)
     worker = WorkerSupervisor(settings.worker_args())
@@ -73,12 +93,12 @@ def main(argv: list[str] | None = None) -> dict:
                     prompt=f"a red fox number {i}",
                     seed=i,
                     steps=args.steps,
-                    height=128,
-                    width=128,
+                    height=size,
+                    width=size,
                 )
             )
             t1 = _wait_for_png(services, job.id, timeout_s=120)
-            timings = services.jobs.get(job.id).timings
+            timings = _final_timings(services, job.id)
             rows.append({"submit_to_png": t1 - t0, **timings})
     finally:
         worker.stop()
@@ -86,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
     keys = ["submit_to_png", "queue_wait", "encode_text", "encode_context", "sample", "decode", "save"]
-    print(f"model: {model}  steps: {args.steps or 'model default'}  size: 128x128  jobs: {args.jobs}  quantize: {args.quantize}")
+    print(f"model: {model}  steps: {args.steps or 'model default'}  size: {size}x{size}  jobs: {args.jobs}  quantize: {args.quantize}")
     print(f"{'stage':<16}{'median s':>10}{'min s':>10}{'max s':>10}")
     summary = {}
     for key in keys:
@@ -96,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(
                 f"{key:<16}{summary[key]['median']:>10.3f}{summary[key]['min']:>10.3f}{summary[key]['max']:>10.3f}"
             )
-    result = {"model": str(model), "steps": args.steps, "jobs": rows, "summary": summary}
+    result = {"model": str(model), "steps": args.steps, "size": size, "jobs": rows, "summary": summary}
     if args.out:
         write_atomic(args.out, json.dumps(result, indent=2))
     return result
