@@ -8,6 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from seedling.model.data import controls as ctl
+from seedling.model.data import tasks as tk
 from seedling.model.data.icons import load_icons
 from seedling.model.data.styles import composite
 from seedling.model.eval import control_detectors as cdet
@@ -208,7 +209,7 @@ def test_control_suites_run_after_the_harness_and_only_for_models_with_their_tas
 
     assert list(ALL_SUITES)[: len(hs.SUITES)] == list(hs.SUITES) and set(cs.CONTROL_SUITES) <= set(ALL_SUITES)
     assert [t for t, _ in cs.CONTROL_TASKS.values()] == ["edges", "sketch", "colourise", "upscale"]
-    assert [s.task for s in cs.CONTROL_SUITES.values()] == ["edges", "sketch", "colourise", "upscale"]
+    assert [s.task for s in cs.CONTROL_SUITES.values()] == ["edges", "sketch", "colourise", "upscale", "upscale"]
 
     oracle = gn.OracleGenerator()
     oracle.tasks = ("t2i", "edges")  # as PipelineGenerator says for a model trained with edges only
@@ -223,6 +224,12 @@ def test_control_suites_run_after_the_harness_and_only_for_models_with_their_tas
 def test_oracle_scores_every_control_suite(ctx, name):
     res = hs.run_suite(ctx, cs.CONTROL_SUITES[name], gn.OracleGenerator())
     m = hs.aggregate(res)
+    if name == "control_upscale_512":  # judged at 512 px, by PSNR alone (no icon to retrieve in a chart)
+        assert m["n"] == cs.N_LARGE and res[0].outputs[0].shape == (512, 512, 3)
+        assert {r.sample.meta["content"] for r in res} == {"icon", "shapes", "word", "chart"}
+        # back-projection alone (no model) gains on bicubic; the truth gains far more
+        assert 0.5 < m["backprojection_over_bicubic"] < 5 and m["psnr_over_bicubic"] > 20
+        return
     assert m["n"] == 40 and m["top1"] == 1.0
     primary = cs.CONTROL_SUITES[name].primary
     assert m[primary] == 1.0
@@ -242,7 +249,7 @@ def test_returning_the_control_fails(ctx, name):
         return [sample.refs[0].copy()]
 
     res = hs.run_suite(ctx, cs.CONTROL_SUITES[name], copy_control)
-    if name == "control_upscale_4x":
+    if name in ("control_upscale_4x", "control_upscale_512"):
         assert abs(hs.aggregate(res)["psnr_over_bicubic"]) < 1e-9  # the control is the bicubic upsampling
         return
     passed = [r for r in res if r.scores["success"]]
@@ -316,3 +323,24 @@ def test_the_autoencoder_keeps_edges_dark_on_white_not_white_on_black(icon_image
         light.append(cdet.line_agreement(round_trip(e)[..., 0] > 127, want, 1)["f1"])
         dark.append(cdet.line_agreement(round_trip(ctl.model_view("edges", e))[..., 0] < 128, want, 1)["f1"])
     assert np.mean(dark) > 0.9 and np.mean(light) < 0.6, (dark, light)
+
+
+def test_the_pipeline_generator_asks_for_a_cases_output_size_and_judges_at_the_truths():
+    """A 128 -> 512 upscale case asks the pipeline for 512 px and keeps the output at 512; every
+    other case is generated at the model's size and judged at 128 px, as before."""
+    asked = []
+
+    class FakePipe:
+        settings = type("S", (), {"default_size": 256})()
+        dit = type("D", (), {"dims": type("M", (), {"tasks": ("t2i", "upscale")})()})()
+
+        def __call__(self, **kw):
+            asked.append((kw["height"], kw["width"]))
+            return type("R", (), {"images": [Image.new("RGB", (kw["width"], kw["height"]))]})()
+
+    gen = gn.PipelineGenerator(FakePipe())
+    small = np.zeros((128, 128, 3), np.uint8)
+    big = tk.Sample("upscale", "", [small], None, [np.zeros((512, 512, 3), np.uint8)], {"output_size": 512})
+    plain = tk.Sample("t2i", "a fox", [], None, [np.zeros((128, 128, 3), np.uint8)], {})
+    assert gen(big, 0)[0].shape == (512, 512, 3) and gen(plain, 0)[0].shape == (128, 128, 3)
+    assert asked == [(512, 512), (256, 256)]

@@ -324,11 +324,13 @@ def applied_adapters(dit: nn.Module, adapters: Sequence[tuple[Adapter, float]]):
 def added_adapters(dit: nn.Module, extra: Sequence[tuple[Adapter, float]]):
     """`extra` on top of whatever adapters are applied now, for the duration of the block; then
     exactly those again (the same weights bit for bit). The pipeline adds a task's own adapter
-    this way, over the user's adapters of the job."""
+    this way, over the user's adapters of the job. An adapter already applied (the same object)
+    is not added again: a caller may hold a task's adapter over many calls that each add it."""
+    before = list(_state(dit).applied)
+    extra = [(a, s) for a, s in extra if not any(a is b for b, _ in before)]
     if not extra:
         yield dit
         return
-    before = list(_state(dit).applied)
     set_adapters(dit, before + list(extra))
     try:
         yield dit

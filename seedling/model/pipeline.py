@@ -37,10 +37,17 @@ from seedling.model.data.word_edit import composite as word_edit_composite
 from seedling.model.data.word_edit import plan_word_edit
 from seedling.model.dcae import load_autoencoder
 from seedling.model.dit import DiT_configs, UnifiedDiT
-from seedling.model.postprocess import feather_mask, keep_low_resolution, keep_luminance, transfer_detail
+from seedling.model.postprocess import (
+    feather_mask,
+    keep_low_resolution,
+    keep_luminance,
+    tile_starts,
+    tile_weight,
+    transfer_detail,
+)
 from seedling.model.rope import reference_positions
 from seedling.model.sampler import Branch, euler_sample, make_schedule, step_pairs
-from seedling.model.task_table import TASK_NAMES, TASKS, check_size, task_spec
+from seedling.model.task_table import TASK_NAMES, TASKS, UPSCALE_FACTORS, check_size, task_spec
 
 # (min, max) number of input images per task (compatibility name; the task table is the source)
 TASK_IMAGES = {name: (int(t.references.lo), int(t.references.hi)) for name, t in TASKS.items()}
@@ -111,6 +118,10 @@ class PipelineConfig:
     # Upscale: the output, area-averaged down to the small input's size, gives back the small
     # input (`keep_low_resolution`); only when the input is smaller than the output by a whole factor.
     upscale_keeps_input: bool = False
+    # Upscale to a size larger than `default_size` (the native one): drawn in overlapping tiles of
+    # the native size, each from its part of the small input, cross-faded (`upscale_tiled`); the
+    # model was trained on whole pictures at its native size. False: the whole output in one pass.
+    upscale_tiled: bool = False
     # Storyboards: one picture of the character (the reference given, else a t2i of the caption's
     # character), then each panel a composition of it in the panel's box, on white, its background
     # painted by an edit after (`storyboard_panels`). For a DiT whose compose task was trained so
@@ -464,6 +475,15 @@ class SeedlingPipeline(DiffusionPipeline):
         if guidance is None:  # after the task is known: quoted text runs the text task, with its own default
             guidance = self.settings.task_guidance.get(task, self.settings.guidance)
         self._check(task, images, mask, num_outputs, steps, guidance, image_guidance, height, width)
+        native = self.settings.default_size
+        if task == "upscale" and images and self.settings.upscale_tiled and max(height, width) > native:
+            if output_type == "latent":
+                raise ValueError("an upscale drawn in tiles returns pictures: use output_type 'pil' or 'np'")
+            if generator is not None:
+                seed = generator.initial_seed()
+            return self.upscale_tiled(images[0], width, height, prompt=prompt, num_outputs=num_outputs, steps=steps,
+                                      guidance=guidance, image_guidance=image_guidance, seed=seed, callback=callback,
+                                      previews=previews, output_type=output_type, return_dict=return_dict)
         small = None  # upscale: the small picture given, and by what factor the output is larger
         if task == "upscale" and images and self.settings.upscale_keeps_input:
             w0, h0 = images[0].size
@@ -667,6 +687,81 @@ class SeedlingPipeline(DiffusionPipeline):
         if output_type == "np":
             panels = np.stack([np.asarray(o, dtype=np.float32) / 255.0 for o in panels])
         return self._output(panels, seed, timings, t_start, return_dict, params)
+
+    def upscale_tiled(self, image: Image.Image, width: int, height: int, *, prompt: str = "", num_outputs: int = 1,
+                      seed: int | None = None, callback: Callable | None = None, previews: bool = True,
+                      output_type: str = "pil", return_dict: bool = True, **sampling) -> PipelineOutput:
+        """An upscale to more than the native size (`default_size`), drawn in overlapping tiles of
+        the native size: each tile is the upscale task on its part of the small input (the task as
+        trained: a whole native-size output from 1/factor of it), the tiles are cross-faded over a
+        quarter of their side (`tile_starts`, `tile_weight`), and with `upscale_keeps_input` the
+        whole picture is back-projected onto the small input (`keep_low_resolution`). The output must
+        be the input times a trained factor (2 or 4) on both sides. `sampling`: steps, guidance,
+        image_guidance. Tile k of output i has the seed `seed + i * tiles + k`."""
+        t_start = time.perf_counter()
+        w0, h0 = image.size
+        factor = width // w0
+        if factor not in UPSCALE_FACTORS or (w0 * factor, h0 * factor) != (width, height):
+            sizes = " or ".join(f"{w0 * f}x{h0 * f}" for f in UPSCALE_FACTORS)
+            raise ValueError(f"an upscale larger than the model's native {self.settings.default_size} px is drawn in "
+                             f"tiles and makes the output {' or '.join(map(str, UPSCALE_FACTORS))} times the input: "
+                             f"for this {w0}x{h0} picture ask {sizes}, not {width}x{height}")
+        native = self.settings.default_size
+        tw, th = min(native, width), min(native, height)  # a tile of the output, in px
+        xs = tile_starts(w0, tw // factor)  # in the small picture's px
+        ys = tile_starts(h0, th // factor)
+        weight = tile_weight(th, tw, native // 8)
+        small = np.asarray(image.convert("RGB"))
+        n_tiles = len(xs) * len(ys)
+        if seed is None:
+            seed = random.randrange(2**31)
+        steps = sampling.get("steps") or self.settings.default_steps
+        total, done = num_outputs * n_tiles * steps, 0
+        timings: dict[str, float] = {}
+        outs = []
+        adapter = self.task_adapters.get("upscale")
+        t0 = time.perf_counter()
+        # the task's adapter applied once for every tile: each tile's call finds it applied already
+        with added_adapters(self.dit, [(adapter, 1.0)] if adapter is not None else []):
+            timings["task_adapter"] = time.perf_counter() - t0
+            for i in range(num_outputs):
+                acc = np.zeros((height, width, 3), np.float32)
+                wsum = np.zeros((height, width, 1), np.float32)
+                for k, (y, x) in enumerate((y, x) for y in ys for x in xs):
+                    crop = Image.fromarray(small[y : y + th // factor, x : x + tw // factor])
+
+                    def progress(step, steps_of_tile, _preview, acc=acc, wsum=wsum, before=done):
+                        if callback is None:
+                            return None
+                        canvas = None  # the picture so far: the tiles drawn, bicubic where none is yet
+                        if previews and step == steps_of_tile:
+                            bicubic = np.asarray(image.convert("RGB").resize((width, height), Image.BICUBIC),
+                                                 np.float32)
+                            canvas = Image.fromarray(np.where(wsum > 0, acc / np.maximum(wsum, 1e-6), bicubic)
+                                                     .round().clip(0, 255).astype(np.uint8))
+                        return callback(before + step, total, canvas)
+
+                    tile = self(prompt=prompt, task="upscale", images=[crop], num_outputs=1,
+                                seed=seed + i * n_tiles + k, height=th, width=tw, callback=progress, previews=False,
+                                **sampling)
+                    y1, x1 = y * factor, x * factor
+                    acc[y1 : y1 + th, x1 : x1 + tw] += weight * np.asarray(tile.images[0], np.float32)
+                    wsum[y1 : y1 + th, x1 : x1 + tw] += weight
+                    done += steps
+                    for key, value in tile.timings.items():
+                        if key not in ("total", "task_adapter"):
+                            timings[key] = timings.get(key, 0.0) + value
+                out = acc / wsum
+                if self.settings.upscale_keeps_input:
+                    out = keep_low_resolution(small.astype(np.float32), out, factor)
+                outs.append(Image.fromarray(np.round(out).clip(0, 255).astype(np.uint8)))
+        params = {"prompt": prompt, "task": "upscale", "num_outputs": num_outputs, "steps": steps,
+                  "guidance": tile.parameters["guidance"], "image_guidance": tile.parameters["image_guidance"],
+                  "seed": int(seed), "height": height, "width": width, "input_kept": self.settings.upscale_keeps_input,
+                  "tiles": {"count": n_tiles, "width": tw, "height": th}}
+        if output_type == "np":
+            outs = np.stack([np.asarray(o, dtype=np.float32) / 255.0 for o in outs])
+        return self._output(outs, seed, timings, t_start, return_dict, params)
 
     def edit_words(self, prompt: str, picture: Image.Image, edit, *, output_type: str = "pil",
                    return_dict: bool = True, **sampling) -> PipelineOutput:

@@ -1,7 +1,7 @@
 """What the pipeline does to decoded images before returning them: put back the source's detail
 where an instruction edit changed nothing, paste a masked edit back into its source, give a
 colourised picture its gray input's luminance, and give an upscaled picture its small input's
-low frequencies."""
+low frequencies; and the tiles of an upscale larger than the model's native size."""
 
 from __future__ import annotations
 
@@ -74,3 +74,26 @@ def keep_low_resolution(small: np.ndarray, out: np.ndarray, factor: int, rounds:
         residual = s - F.avg_pool2d(x, factor)
         x = (x + F.interpolate(residual, size=x.shape[-2:], mode="bicubic", align_corners=False)).clamp(0, 255)
     return x[0].permute(1, 2, 0).numpy()
+
+
+def tile_starts(length: int, tile: int, overlap: float = 0.25) -> list[int]:
+    """Where tiles of side `tile` start along an axis of `length` so that they cover it, each
+    overlapping the one before by about `overlap` of a tile, the last one flush with the end."""
+    if tile >= length:
+        return [0]
+    stride = max(1, round(tile * (1 - overlap)))
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] != length - tile:
+        starts.append(length - tile)
+    return starts
+
+
+def tile_weight(height: int, width: int, ramp: int) -> np.ndarray:
+    """(height, width, 1) blending weight of one tile: 1 inside, falling linearly to 1/`ramp` (not
+    0: a pixel only one tile covers keeps its value) over `ramp` px at each side, so overlapping
+    tiles cross-fade."""
+    def axis(n: int) -> np.ndarray:
+        i = np.arange(n, dtype=np.float32)
+        return np.minimum(1.0, np.minimum(i + 1, n - i) / max(ramp, 1))
+
+    return (axis(height)[:, None] * axis(width)[None, :])[..., None]

@@ -14,7 +14,13 @@ for edges, sketch and colourise, and empty for upscale (the pixels say what to d
   control_colourise   retrieval, luminance PSNR against the gray control, colourfulness; success =
                       retrieved (top-1), luminance kept (>= GRAY_KEPT_DB) and coloured
   control_upscale_4x  PSNR over bicubic (dB) and retrieval; the target is the 128 px icon from a
-                      32 px input until the data renders natively at 512 px (issue #19: 128 -> 512)
+                      32 px input
+  control_upscale_512 128 -> 512 (issue #19's upscale row): pictures of every t2i kind (icons,
+                      shapes, words, charts) rendered natively at 512 px, area-averaged down 4x as
+                      the input, the output asked at 512 px and judged there: PSNR over bicubic, and
+                      beside it what back-projection alone (bicubic made to average down to the
+                      input, `postprocess.keep_low_resolution`, no model) gains, so the model's own
+                      part is the difference
 
 They run through PipelineGenerator, which passes `sample.task` and the references:
 `seedling-eval --suites control_edges ...` (eval/run.py adds them to the harness's suites, after
@@ -31,10 +37,13 @@ from seedling.model.data import controls as ctl
 from seedling.model.data import tasks as tk
 from seedling.model.eval import control_detectors as cdet
 from seedling.model.eval.harness import EvalContext, Suite
+from seedling.model.postprocess import keep_low_resolution
 
 LINES_KEPT = 0.5  # line F1 at or above which the drawing follows the control's lines
 GRAY_KEPT_DB = 25.0  # luminance PSNR above which the drawing kept the control's shading
 COLOURED = 0.5  # share of the source's colourfulness the output must reach (gray = 0)
+LARGE = 512  # control_upscale_512: the output's side
+N_LARGE = 32  # its cases (each output is 16 times a 128 px one)
 
 # suite name -> (task, control kind in controls.CONTROLS)
 CONTROL_TASKS = {
@@ -94,9 +103,34 @@ def _suite(name: str, primary: str) -> Suite:
     )
 
 
+def upscale_large_cases(ctx: EvalContext, rng: np.random.Generator, n: int) -> list[tk.Sample]:
+    """128 -> 512 upscale cases: t2i pictures of every kind drawn at 512 px (the sampler's mix),
+    the input their 4x area average; meta "output_size" asks the generator for 512 px."""
+    sampler = tk.TaskSampler(ctx.icons, seed=ctx.cfg.seed, size=LARGE)
+    cases = []
+    for _ in range(n):
+        truth = sampler.t2i(rng)
+        small = ctl.downsample(truth.outputs[0], 4)
+        meta = {"kind": "upscale_4x", "content": truth.meta["kind"], "small": small, "output_size": LARGE}
+        cases.append(tk.Sample("upscale", "", [small], None, [truth.outputs[0]], meta))
+    return cases
+
+
+def upscale_large_score(ctx: EvalContext, s: tk.Sample, outputs: list[np.ndarray]):
+    small, truth = s.meta["small"], s.outputs[0]
+    bicubic = ctl.upsample_bicubic(small, truth.shape[1::-1]).astype(np.float32)
+    backprojected = np.round(keep_low_resolution(small.astype(np.float32), bicubic, 4)).clip(0, 255).astype(np.uint8)
+    scores = {"psnr_over_bicubic": cdet.psnr_over_bicubic(outputs[0], small, truth),
+              "backprojection_over_bicubic": cdet.psnr_over_bicubic(backprojected, small, truth)}
+    scores["over_backprojection"] = scores["psnr_over_bicubic"] - scores["backprojection_over_bicubic"]
+    return scores, {"content": s.meta["content"]}
+
+
 CONTROL_SUITES: dict[str, Suite] = {
     "control_edges": _suite("control_edges", "success"),
     "control_sketch": _suite("control_sketch", "success"),
     "control_colourise": _suite("control_colourise", "success"),
     "control_upscale_4x": _suite("control_upscale_4x", "top1"),
+    "control_upscale_512": Suite("control_upscale_512", lambda c: N_LARGE,
+                                 upscale_large_cases, upscale_large_score, "psnr_over_bicubic", task="upscale"),
 }

@@ -43,9 +43,10 @@ class AutoencoderGenerator:
 class PipelineGenerator:
     """Generates each case with a `SeedlingPipeline` (None = the model's default for a setting).
 
-    `size`: the output's side in px, by default the model's native size (`default_size`). The
-    cases and their judges are 128 px: the pipeline resizes the references to `size` itself, and
-    each output is resized to 128 before it is judged."""
+    `size`: the output's side in px, by default the model's native size (`default_size`); a case
+    whose meta names an "output_size" (the 128 -> 512 upscale) is generated at that size. Each
+    output is judged at its ground truth's size (128 px for every case but those): the pipeline
+    resizes the references to the output's size itself, and the output is resized to the truth's."""
 
     name = "model"
 
@@ -62,6 +63,7 @@ class PipelineGenerator:
         self.tasks = tuple(pipe.dit.dims.tasks)  # the harness skips suites of other tasks
 
     def __call__(self, sample: tk.Sample, seed: int) -> list[np.ndarray]:
+        size = sample.meta.get("output_size", self.size)
         res = self.pipe(
             prompt=sample.prompt,
             task=sample.task,
@@ -72,13 +74,14 @@ class PipelineGenerator:
             guidance=self.guidance,
             image_guidance=self.image_guidance,
             seed=seed,
-            height=self.size,
-            width=self.size,
+            height=size,
+            width=size,
         )
         outs = []
+        truth_h, truth_w = sample.outputs[0].shape[:2]
         for im in res.images:
             im = im.convert("RGB")
-            if im.size != (tk.SIZE, tk.SIZE):
-                im = im.resize((tk.SIZE, tk.SIZE), Image.LANCZOS)
+            if im.size != (truth_w, truth_h):
+                im = im.resize((truth_w, truth_h), Image.LANCZOS)
             outs.append(np.asarray(im))
         return outs
