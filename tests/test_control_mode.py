@@ -72,13 +72,17 @@ def test_an_edges_job_from_a_picture_draws_on_its_traced_lines(services):
 def test_the_edit_tab_offers_the_modes_the_model_has(services, tmp_path):
     with gr.Blocks():
         radio = edit_tab._mode(FieldContext(services, "edit"))  # the tiny model knows every task
-    assert [v for _, v in radio.choices] == ["", "edges", "sketch", "colourise"] and radio.visible
+    assert [v for _, v in radio.choices] == ["", "edges", "sketch", "colourise", "upscale_2x", "upscale_4x"]
+    assert radio.visible
     (tmp_path / "dit").mkdir()
     (tmp_path / "dit" / "config.json").write_text('{"tasks": ["t2i", "edit", "sketch"]}')
     older = dataclasses.replace(services, settings=dataclasses.replace(services.settings, model_path=tmp_path))
     with gr.Blocks():
         radio = edit_tab._mode(FieldContext(older, "edit"))
     assert [v for _, v in radio.choices] == ["", "sketch"]
+    (tmp_path / "dit" / "config.json").write_text('{"tasks": ["t2i", "edit", "upscale"]}')
+    with gr.Blocks():
+        assert [v for _, v in edit_tab._mode(FieldContext(older, "edit")).choices] == ["", "upscale_2x", "upscale_4x"]
     (tmp_path / "dit" / "config.json").write_text('{"tasks": ["t2i", "edit"]}')
     with gr.Blocks():
         assert not edit_tab._mode(FieldContext(older, "edit")).visible  # nothing to choose: no radio
@@ -96,6 +100,42 @@ def test_the_edit_tab_offers_the_modes_the_model_has(services, tmp_path):
     text = "a fox\nSteps: 2, Seed: 1, Size: 128x128, Task: sketch, Kind: edit"
     assert values_from_params(edit_tab.ROWS, vars(restore_parameters(text)), ctx)["control"] == "sketch"
     assert values_from_params(edit_tab.ROWS, {"kind": "edit", "prompt": "x"}, ctx)["control"] == ""
+
+
+def test_an_upscale_job_makes_the_source_larger_by_its_factor_and_needs_no_instruction(services):
+    """The Edit tab's Upscale modes: the job's size is the source's times 2 or 4, its prompt may be
+    empty (with prompt expansion on too), the source is the control parent, and the PNG's
+    parameters bring the mode back (Task says upscale, Control which one)."""
+    from seedling.ui.fields import Upload
+
+    ctx = FieldContext(services, "edit", extras={"sizes": _AnySize()})
+    source = Upload(Image.fromarray(_icon(2)).resize((64, 48)))
+    kind, fields = edit_tab._draft(ctx, {}, {"source_image_id": source, "mask_image_id": None, "control": "upscale_4x"})
+    assert kind == "edit" and (fields["width"], fields["height"]) == (256, 192)
+    assert (edit_tab._draft(ctx, {}, {"source_image_id": source, "control": "upscale_2x"})[1]["width"]) == 128
+    big = Upload(Image.new("RGB", (320, 320)))
+    with pytest.raises(gr.Error, match="choose Upscale ×2, or a smaller source"):
+        edit_tab._draft(ctx, {}, {"source_image_id": big, "control": "upscale_4x"})
+    assert services.expansion.resolve("", True, None, "t2i").prompt == ""  # nothing typed: nothing to expand
+    upload = services.history.store_input(source.image)
+    job = services.jobs.submit(make_spec("edit", prompt="", source_image_id=upload.id, control="upscale_4x",
+                                         width=256, height=192, steps=1))
+    execute_next(services.huey)
+    view = services.jobs.view(job.id)
+    assert view.job.status == JobStatus.SUCCEEDED, view.job.error
+    (image,) = view.images
+    assert image.task == "upscale" and (image.width, image.height) == (256, 192)
+    assert [(r.image.id, r.role) for r in services.history.lineage(image.id).parents] == [(upload.id, "control")]
+    restored = services.history.parameters_from_png(services.settings.files_dir / image.file_path)
+    assert (restored.kind, restored.control) == ("edit", "upscale_4x")
+    # a size that is not the source's times the factor fails with what to ask instead
+    job = services.jobs.submit(make_spec("edit", prompt="", source_image_id=upload.id, control="upscale_4x",
+                                         width=256, height=256, steps=1))
+    execute_next(services.huey)
+    failed = services.jobs.view(job.id).job
+    assert failed.status == JobStatus.FAILED and "is 256x192, not 256x256: ask that size" in failed.error
+    with pytest.raises(InvalidJob, match="a prompt is required"):
+        make_spec("edit", prompt="", source_image_id=upload.id, control="edges")
 
 
 class _AnySize:

@@ -62,6 +62,7 @@ def parameters_text(
         "Size": f"{spec.width}x{spec.height}",
         "Task": spec.task,
         "Kind": spec.kind,  # type: ignore[attr-defined]
+        "Control": getattr(spec, "control", None),  # the Edit tab's mode (upscale_4x: Task says upscale)
         "Outputs": spec.num_outputs,
         "Output": output_index,
         "Model": model,
@@ -88,7 +89,7 @@ class RestoredParameters:
     adapters: tuple[tuple[int, float], ...] = ()  # (adapter id, strength)
     typed_prompt: str | None = None  # set when prompt expansion rewrote `prompt`
     boxes: list | None = None  # compose: each reference's box (or None), as the spec holds them
-    control: str | None = None  # an edit that drew from the source's edges, sketch or gray (its Task)
+    control: str | None = None  # an edit that drew from the source's edges, sketch or gray, or upscaled it
 
 
 def _int(fields: dict[str, str], key: str) -> int | None:
@@ -103,6 +104,17 @@ def _float(fields: dict[str, str], key: str) -> float | None:
         return float(fields[key])
     except (KeyError, ValueError):
         return None
+
+
+def _control(fields: dict[str, str]) -> str | None:
+    """An edit's mode: its Control field; before that field, the Task of an edges, sketch or
+    colourise edit."""
+    if fields.get("Kind") != "edit":
+        return None
+    for key in ("Control", "Task"):
+        if fields.get(key) in CONTROL_KINDS:
+            return fields[key]
+    return None
 
 
 def restore_parameters(text: str) -> RestoredParameters:
@@ -127,5 +139,5 @@ def restore_parameters(text: str) -> RestoredParameters:
         adapters=tuple(parse_adapters(fields.get("Adapters"))),
         typed_prompt=fields.get("Typed prompt"),
         boxes=parse_boxes(fields.get("Boxes")),
-        control=fields.get("Task") if fields.get("Kind") == "edit" and fields.get("Task") in CONTROL_KINDS else None,
+        control=_control(fields),
     )

@@ -123,12 +123,12 @@ class PromptExpansionService:
         num_outputs: int | None = None,
         n_refs: int | None = None,
     ) -> Resolved:
-        """What a job runs. Expansion off: the typed prompt. On: the expanded prompt as shown (and
+        """What a job runs. Expansion off, or nothing typed: the typed prompt. On: the expanded prompt as shown (and
         possibly edited) in the UI, or, when none is shown yet, a fresh expansion; a fresh
         expansion that is not grounded raises NotGrounded instead of queueing a noisy job."""
         typed = (typed or "").strip()
-        if not enabled:
-            return Resolved(typed, None)
+        if not enabled or not (typed or (edited or "").strip()):
+            return Resolved(typed, None)  # nothing typed: nothing to expand (an upscale needs no prompt)
         if edited and edited.strip():
             return Resolved(edited.strip(), typed)
         result = self.expand(typed, task, num_outputs=num_outputs, n_refs=n_refs)

@@ -11,7 +11,7 @@ from seedling.backend.context import JobContext, OutputImage, Stopwatch
 from seedling.backend.errors import JobCancelled
 from seedling.backend.model_host import ModelHost
 from seedling.backend.parameters import parameters_text
-from seedling.backend.specs import IMAGE_JOB_KINDS, ImageJobSpec
+from seedling.backend.specs import IMAGE_JOB_KINDS, UPSCALE_KINDS, ImageJobSpec
 from seedling.storage.images_common import ParentLink
 
 # (context, spec, model host) -> timings in seconds
@@ -40,11 +40,14 @@ def load_adapters(ctx: JobContext, spec: ImageJobSpec) -> tuple[list[tuple[Any, 
 def prepare_control(kind: str, picture) -> tuple[list, bool]:
     """The control a `kind` job runs on, from its source picture: an edge map or a sketch as it is,
     any other picture traced the way training traced its controls (model/data/controls.as_control);
-    and whether it was traced (the image's params say so)."""
+    and whether it was traced (the image's params say so). An upscale's control is the picture."""
     import numpy as np
     from PIL import Image
 
     from seedling.model.data.controls import as_control
+
+    if kind in UPSCALE_KINDS:
+        return [picture.convert("RGB")], False
 
     control, traced = as_control(kind, np.asarray(picture.convert("RGB")))
     return [Image.fromarray(control)], traced
@@ -59,6 +62,11 @@ def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict
     images = [ctx.load_image(image_id) for image_id, _ in inputs] or None
     traced = None
     if getattr(spec, "control", None) is not None:  # an ordinary picture is traced first (edges, sketch)
+        factor = UPSCALE_KINDS.get(spec.control)
+        w0, h0 = images[0].size
+        if factor is not None and (w0 * factor, h0 * factor) != (spec.width, spec.height):
+            raise ValueError(f"an upscale {factor}x of this {w0}x{h0} picture is {w0 * factor}x{h0 * factor}, "
+                             f"not {spec.width}x{spec.height}: ask that size")
         images, traced = prepare_control(spec.control, images[0])
     mask = ctx.load_image(spec.mask_id, mode="L") if spec.mask_id is not None else None
     steps = spec.steps or pipe.default_steps

@@ -187,24 +187,39 @@ class GenerateSpec(ImageJobSpec):
     kind: Literal["generate"] = "generate"
 
 
-# Geometric control (issue 19 §4): a picture drawn from the source's lines or its gray shading.
-# The job kind stays "edit" (the Edit tab's modes); the task it runs is the control's.
-ControlKind = Literal["edges", "sketch", "colourise"]
+# Geometric control (issue 19 §4): a picture drawn from the source's lines or its gray shading,
+# or the source upscaled 2x or 4x. The job kind stays "edit" (the Edit tab's modes); the task it
+# runs is the control's ("upscale" for both upscale kinds).
+ControlKind = Literal["edges", "sketch", "colourise", "upscale_2x", "upscale_4x"]
 CONTROL_KINDS: tuple[str, ...] = ControlKind.__args__  # type: ignore[attr-defined]
+UPSCALE_KINDS = {"upscale_2x": 2, "upscale_4x": 4}  # control kind -> factor
+
+
+def control_task(kind: str) -> str:
+    """The pipeline task a control kind runs."""
+    return "upscale" if kind in UPSCALE_KINDS else kind
 
 
 class EditSpec(ImageJobSpec):
     """Instruction edit of one source image; with `control`, a new picture the prompt describes,
-    drawn on the source's edges or sketch lines, or the source coloured (the source is the control)."""
+    drawn on the source's edges or sketch lines, or the source coloured or upscaled (the source is
+    the control; an upscale's height and width are the source's times its factor, and its prompt
+    may be empty: the pixels say what to draw)."""
 
     kind: Literal["edit"] = "edit"
     source_image_id: RowId
     image_guidance: float | None = Field(None, ge=0.0, le=30.0, allow_inf_nan=False)
     control: ControlKind | None = None
 
+    @model_validator(mode="after")
+    def _prompt_given(self) -> EditSpec:
+        if not self.prompt and self.control not in UPSCALE_KINDS:
+            raise ValueError("a prompt is required")
+        return self
+
     @property
     def task(self) -> str:
-        return self.control or self.kind
+        return control_task(self.control) if self.control else self.kind
 
     def inputs(self) -> list[tuple[int, Role]]:
         return [(self.source_image_id, "control" if self.control else "source")]

@@ -1,6 +1,8 @@
 """Edit tab: instruction edit of a source image, or a masked edit where the user painted; or, in
 the modes the model has, a new picture drawn on the source's edges or sketch lines, or the source
-coloured (geometric control: the source is the control, the instruction box describes the picture)."""
+coloured (geometric control: the source is the control, the instruction box describes the picture),
+or the source upscaled 2x or 4x (no instruction needed; above the model's native size the
+pipeline draws it in tiles)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from seedling.backend.specs import MAX_SIDE, UPSCALE_KINDS, control_task
 from seedling.ui.common import SafeImageEditor
 from seedling.ui.fields import (
     NOT_RESTORED,
@@ -126,13 +129,16 @@ MODES = (
     ("Picture from its edges", "edges"),
     ("Picture from a sketch", "sketch"),
     ("Colourise", "colourise"),
+    ("Upscale ×2", "upscale_2x"),
+    ("Upscale ×4", "upscale_4x"),
 )
-MODE_INFO = "Other than an edit: the source's lines (any picture is traced) or gray; the instruction describes the picture."
+MODE_INFO = ("Other than an edit: the source's lines (any picture is traced) or gray, and the instruction describes "
+             "the picture; or the source upscaled (no instruction needed).")
 
 
 def _mode(ctx):
     known = ctx.services.settings.model_tasks()
-    choices = [(label, kind) for label, kind in MODES if not kind or known is None or kind in known]
+    choices = [(label, kind) for label, kind in MODES if not kind or known is None or control_task(kind) in known]
     return gr.Radio(choices, value="", label="Mode", info=MODE_INFO, visible=len(choices) > 1, elem_id="edit-mode")
 
 
@@ -145,7 +151,12 @@ def _draft(ctx, values, fields):
         label = {kind: label for label, kind in MODES}[fields["control"]]
         raise gr.Error(f"'{label}' draws from the whole source and takes no mask: clear the painted mask "
                        "(and the mask box), or choose 'Edit by instruction' for a masked edit.")
-    fields = {**fields, "width": source.width, "height": source.height}
+    factor = UPSCALE_KINDS.get(fields.get("control") or "", 1)
+    width, height = source.width * factor, source.height * factor
+    if max(width, height) > MAX_SIDE:
+        raise gr.Error(f"Upscaled {factor}x, this {source.width}x{source.height} source would be {width}x{height}, "
+                       f"more than the {MAX_SIDE} px this app makes: choose Upscale ×2, or a smaller source.")
+    fields = {**fields, "width": width, "height": height}
     return ("inpaint" if fields.get("mask_image_id") is not None else "edit"), fields
 
 
