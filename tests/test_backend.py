@@ -25,7 +25,10 @@ def _generate(services, **fields):
     return services.jobs.view(job.id)
 
 
-def test_generate_stores_files_rows_parameters_and_timings(services):
+def test_generate_stores_files_rows_parameters_and_timings(services, monkeypatch):
+    from seedling.backend import runners
+
+    monkeypatch.setattr(runners, "PREVIEW_EVERY_S", True)  # a preview at every step but the last
     view = _generate(services, num_outputs=2, steps=2)
     assert view.job.status == JobStatus.SUCCEEDED, view.job.error
     assert [im.output_index for im in view.images] == [0, 1]

@@ -100,9 +100,35 @@ def test_edit_puts_back_source_detail_where_the_model_changed_nothing(pipe):
 def test_storyboard_panels_and_callback_previews(pipe):
     seen = []
     res = pipe(prompt="a fox: at the beach; in the snow; at night", task="storyboard", num_outputs=3, seed=0,
-               height=64, width=64, steps=2, callback=lambda i, n, prev: seen.append((i, n, prev.size)))
+               height=64, width=64, steps=2, callback=lambda i, n, prev: seen.append((i, n, prev and prev.size)))
     assert len(res.images) == 3
-    assert seen == [(1, 2, (64, 64)), (2, 2, (64, 64))]
+    # a preview at every step but the last (its picture is the result, decoded right after)
+    assert seen == [(1, 2, (64, 64)), (2, 2, None)]
+
+
+def test_previews_every_so_many_seconds_skip_a_fast_generation(pipe, monkeypatch):
+    """previews=<seconds>: at most one preview that often, the first that long in; a generation
+    done sooner decodes none. A clock that jumps a second per step gives one at every step but the
+    last; False gives none; a bad value is a sentence."""
+    from seedling.model import pipeline as pl
+
+    seen = []
+    pipe(prompt="x", steps=4, height=64, width=64, seed=0, previews=60.0,
+         callback=lambda i, n, prev: seen.append(prev is not None))
+    assert seen == [False] * 4
+    ticks = iter(range(1000))
+    monkeypatch.setattr(pl.time, "perf_counter", lambda: float(next(ticks)))
+    seen.clear()
+    pipe(prompt="x", steps=4, height=64, width=64, seed=0, previews=0.5,
+         callback=lambda i, n, prev: seen.append(prev is not None))
+    assert seen == [True, True, True, False]
+    monkeypatch.undo()
+    seen.clear()
+    pipe(prompt="x", steps=3, height=64, width=64, seed=0, previews=False,
+         callback=lambda i, n, prev: seen.append(prev is not None))
+    assert seen == [False] * 3
+    with pytest.raises(ValueError, match="previews must be True, False or a number of seconds"):
+        pipe(prompt="x", steps=1, height=64, width=64, previews=-1.0, callback=lambda *a: None)
 
 
 def test_callback_can_cancel(pipe):

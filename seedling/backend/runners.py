@@ -37,6 +37,11 @@ def load_adapters(ctx: JobContext, spec: ImageJobSpec) -> tuple[list[tuple[Any, 
     return loaded, names
 
 
+# At most one progress preview this often (seconds), the first this long into the job: a preview
+# costs a decode and a stored PNG, and a job done sooner shows its result instead.
+PREVIEW_EVERY_S = 0.5
+
+
 def prepare_control(kind: str, picture) -> tuple[list, bool]:
     """The control a `kind` job runs on, from its source picture: an edge map or a sketch as it is,
     any other picture traced the way training traced its controls (model/data/controls.as_control);
@@ -85,7 +90,8 @@ def run_image_job(ctx: JobContext, spec: ImageJobSpec, model: ModelHost) -> dict
         sampling = {name: getattr(spec, name, None) for name in PIPELINE_ARGS}
         # the studio expands prompts itself, visibly (the Prompt expansion toggle): a job runs its
         # prompt as the job says
-        result = pipe(images=images, mask=mask, callback=on_step, expand_prompt=False, **sampling)
+        result = pipe(images=images, mask=mask, callback=on_step, expand_prompt=False, previews=PREVIEW_EVERY_S,
+                      **sampling)
     except Exception:
         if stop_asked:  # the pipeline raised GenerationCancelled because we asked it to stop
             raise JobCancelled() from None

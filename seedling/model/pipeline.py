@@ -148,6 +148,30 @@ class PipelineConfig:
         return asdict(self)
 
 
+class PreviewClock:
+    """When a step's preview is due. `previews`: True, every step but the last (whose picture is
+    the result, decoded right after); False, none; a number of seconds, at most one preview that
+    often, the first that long after the clock starts, so a job done sooner decodes none (the
+    studio's worker passes one: a preview costs a decode and a stored PNG)."""
+
+    def __init__(self, previews: bool | float):
+        if not isinstance(previews, bool) and not (isinstance(previews, (int, float)) and previews >= 0):
+            raise ValueError(f"previews must be True, False or a number of seconds >= 0, got {previews!r}")
+        self.previews = previews
+        self.last = time.perf_counter()
+
+    def due(self, step: int, total: int) -> bool:
+        if self.previews is False or step >= total:
+            return False
+        if self.previews is True:
+            return True
+        now = time.perf_counter()
+        if now - self.last < float(self.previews):
+            return False
+        self.last = now
+        return True
+
+
 @dataclass
 class PipelineOutput:
     images: list[Image.Image]
@@ -393,7 +417,7 @@ class SeedlingPipeline(DiffusionPipeline):
                  mask: Image.Image | None = None, num_outputs: int | None = None, steps: int | None = None,
                  guidance: float | None = None, image_guidance: float | None = None, seed: int | None = None,
                  height: int | None = None, width: int | None = None, use_ref_cache: bool = True,
-                 callback: Callable | None = None, previews: bool = True,
+                 callback: Callable | None = None, previews: bool | float = True,
                  schedule: str | list | None = None, *, boxes: Sequence | None = None,
                  num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, image_guidance_scale: float | None = None,
@@ -404,7 +428,8 @@ class SeedlingPipeline(DiffusionPipeline):
         num_inference_steps = steps, guidance_scale = guidance, image_guidance_scale = image_guidance,
         num_images_per_prompt = num_outputs (panels for a storyboard); `generator` instead of `seed`
         (the result's seed is its initial seed). `callback(step, total, preview)` may return False to
-        cancel; `callback_on_step_end(pipe, step, t, {"latents": ...})` is diffusers' form (set
+        cancel; `previews` says which steps decode a preview for it (`PreviewClock`: True, every
+        step but the last; False, none; seconds, at most one that often); `callback_on_step_end(pipe, step, t, {"latents": ...})` is diffusers' form (set
         `pipe._interrupt = True` in it to cancel). output_type: "pil", "np" (floats in [0, 1]) or
         "latent". `boxes`: one (x0, y0, x1, y1) box (fractions of the output) or None per input
         image: where that reference goes (layout-aware positions; None: free, as without boxes).
@@ -554,6 +579,8 @@ class SeedlingPipeline(DiffusionPipeline):
                 def project(x, t):  # hold the known region on the source's noising path
                     return x * (1 - keep) + keep * ((1 - t) * z_src + t * noise)
 
+            clock = PreviewClock(previews)
+
             def on_step(i, total, x, x0_pred):
                 if callback_on_step_end is not None:
                     callback_on_step_end(self, i - 1, times[i - 1], {"latents": x, "x0_pred": x0_pred})
@@ -562,7 +589,7 @@ class SeedlingPipeline(DiffusionPipeline):
                 if callback is None:
                     return
                 preview = None
-                if previews:
+                if clock.due(i, total):
                     preview = tensor_to_images(self.autoencoder.decode(x0_pred[0, :1]))[0]
                 if callback(i, total, preview) is False:
                     raise GenerationCancelled(f"cancelled at step {i} of {total}")
@@ -689,7 +716,7 @@ class SeedlingPipeline(DiffusionPipeline):
         return self._output(panels, seed, timings, t_start, return_dict, params)
 
     def upscale_tiled(self, image: Image.Image, width: int, height: int, *, prompt: str = "", num_outputs: int = 1,
-                      seed: int | None = None, callback: Callable | None = None, previews: bool = True,
+                      seed: int | None = None, callback: Callable | None = None, previews: bool | float = True,
                       output_type: str = "pil", return_dict: bool = True, **sampling) -> PipelineOutput:
         """An upscale to more than the native size (`default_size`), drawn in overlapping tiles of
         the native size: each tile is the upscale task on its part of the small input (the task as
@@ -720,6 +747,7 @@ class SeedlingPipeline(DiffusionPipeline):
         timings: dict[str, float] = {}
         outs = []
         adapter = self.task_adapters.get("upscale")
+        clock = PreviewClock(previews)
         t0 = time.perf_counter()
         # the task's adapter applied once for every tile: each tile's call finds it applied already
         with added_adapters(self.dit, [(adapter, 1.0)] if adapter is not None else []):
@@ -734,7 +762,7 @@ class SeedlingPipeline(DiffusionPipeline):
                         if callback is None:
                             return None
                         canvas = None  # the picture so far: the tiles drawn, bicubic where none is yet
-                        if previews and step == steps_of_tile:
+                        if step == steps_of_tile and clock.due(before + step, total):
                             bicubic = np.asarray(image.convert("RGB").resize((width, height), Image.BICUBIC),
                                                  np.float32)
                             canvas = Image.fromarray(np.where(wsum > 0, acc / np.maximum(wsum, 1e-6), bicubic)
