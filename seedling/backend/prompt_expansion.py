@@ -123,9 +123,10 @@ class PromptExpansionService:
         num_outputs: int | None = None,
         n_refs: int | None = None,
     ) -> Resolved:
-        """What a job runs. Expansion off, or nothing typed: the typed prompt. On: the expanded prompt as shown (and
-        possibly edited) in the UI, or, when none is shown yet, a fresh expansion; a fresh
-        expansion that is not grounded raises NotGrounded instead of queueing a noisy job."""
+        """What a job runs. Expansion off, or nothing typed: the typed prompt. On: the expanded
+        prompt as shown (and possibly edited) in the UI, or, when none is shown yet, a fresh
+        expansion; a fresh expansion that is not grounded raises NotGrounded instead of queueing a
+        noisy job."""
         typed = (typed or "").strip()
         if not enabled or not (typed or (edited or "").strip()):
             return Resolved(typed, None)  # nothing typed: nothing to expand (an upscale needs no prompt)

@@ -429,7 +429,8 @@ class SeedlingPipeline(DiffusionPipeline):
         num_images_per_prompt = num_outputs (panels for a storyboard); `generator` instead of `seed`
         (the result's seed is its initial seed). `callback(step, total, preview)` may return False to
         cancel; `previews` says which steps decode a preview for it (`PreviewClock`: True, every
-        step but the last; False, none; seconds, at most one that often); `callback_on_step_end(pipe, step, t, {"latents": ...})` is diffusers' form (set
+        step but the last; False, none; seconds, at most one that often);
+        `callback_on_step_end(pipe, step, t, {"latents": ...})` is diffusers' form (set
         `pipe._interrupt = True` in it to cancel). output_type: "pil", "np" (floats in [0, 1]) or
         "latent". `boxes`: one (x0, y0, x1, y1) box (fractions of the output) or None per input
         image: where that reference goes (layout-aware positions; None: free, as without boxes).
