@@ -266,3 +266,33 @@ def test_the_edit_tabs_sketch_mode_draws_from_the_source(app, page, tiny_model_d
         assert [r.role for r in services.history.lineage(image.id).parents] == ["control"]
     finally:
         services.close()
+
+
+def test_the_edit_tabs_upscale_mode_makes_the_source_four_times_larger(app, page, tiny_model_dir):
+    """Edit's 'Upscale ×4' in a real browser, with no instruction typed: a 128 px generation
+    becomes a 512 px upscale-task image whose source is its 'control' parent."""
+    from seedling.backend.services import build_services
+    from seedling.backend.settings import Settings
+    from seedling.storage.jobs_sqlite import SqliteJobStore
+
+    page.locator("#gen-prompt textarea").fill("a blue square")
+    page.locator("#gen-run").click()
+    _wait_text(page, "gen-status", "done")
+    page.locator("#gen-use-edit").click()
+    page.locator("#edit-instruction textarea").wait_for(state="visible")
+    page.wait_for_timeout(1000)  # the editor loads its background
+    page.locator("#edit-mode").get_by_label("Upscale ×4").check()
+    page.locator("#edit-instruction textarea").fill("")
+    page.locator("#edit-run").click()
+    _wait_text(page, "edit-status", "done")
+    page.screenshot(path=ARTIFACTS / "loop-7-edit-upscale-mode.png", full_page=True)
+
+    services = build_services(Settings(data_dir=app.data_dir, model_path=tiny_model_dir))
+    try:
+        job = max(SqliteJobStore(services.db).list(), key=lambda j: j.id)
+        assert job.kind == "edit" and job.spec["control"] == "upscale_4x" and job.spec["prompt"] == ""
+        (image,) = services.jobs.view(job.id).images
+        assert image.task == "upscale" and (image.width, image.height) == (512, 512)
+        assert [r.role for r in services.history.lineage(image.id).parents] == ["control"]
+    finally:
+        services.close()
