@@ -237,62 +237,52 @@ def test_every_tabs_main_button_is_seen_without_scrolling(app, browser):
     page.close()
 
 
-def test_the_edit_tabs_sketch_mode_draws_from_the_source(app, page, tiny_model_dir):
-    """Edit's Mode in a real browser: a generated picture used as the edit source, 'Picture from a
-    sketch' chosen, Edit pressed. The job is an edit job with control 'sketch'; its image is a
-    sketch-task image whose source is its 'control' parent, and it says whether it was traced."""
-    from seedling.backend.services import build_services
-    from seedling.backend.settings import Settings
-    from seedling.storage.jobs_sqlite import SqliteJobStore
-
-    page.locator("#gen-prompt textarea").fill("a red fox")
+def _edit_in_mode(page, prompt: str, mode: str, instruction: str, shot: str) -> None:
+    """Generate `prompt`, send the picture to Edit, choose `mode`, type `instruction`, press Edit."""
+    page.locator("#gen-prompt textarea").fill(prompt)
     page.locator("#gen-run").click()
     _wait_text(page, "gen-status", "done")
     page.locator("#gen-use-edit").click()
     page.locator("#edit-instruction textarea").wait_for(state="visible")
     page.wait_for_timeout(1000)  # the editor loads its background
-    page.locator("#edit-mode").get_by_label("Picture from a sketch").check()
-    page.locator("#edit-instruction textarea").fill("a red fox")
+    page.locator("#edit-mode").get_by_label(mode).check()
+    page.locator("#edit-instruction textarea").fill(instruction)
     page.locator("#edit-run").click()
     _wait_text(page, "edit-status", "done")
-    page.screenshot(path=ARTIFACTS / "loop-6-edit-sketch-mode.png", full_page=True)
+    page.screenshot(path=ARTIFACTS / shot, full_page=True)
 
-    services = build_services(Settings(data_dir=app.data_dir, model_path=tiny_model_dir))
+
+def _last_job_and_image(app, model_dir):
+    """(the newest job, its one image, its image's parent roles), read from the app's data folder."""
+    from seedling.backend.services import build_services
+    from seedling.backend.settings import Settings
+    from seedling.storage.jobs_sqlite import SqliteJobStore
+
+    services = build_services(Settings(data_dir=app.data_dir, model_path=model_dir))
     try:
         job = max(SqliteJobStore(services.db).list(), key=lambda j: j.id)
-        assert job.kind == "edit" and job.spec["control"] == "sketch"
         (image,) = services.jobs.view(job.id).images
-        assert image.task == "sketch" and isinstance(image.params["control_traced"], bool)
-        assert [r.role for r in services.history.lineage(image.id).parents] == ["control"]
+        return job, image, [r.role for r in services.history.lineage(image.id).parents]
     finally:
         services.close()
+
+
+def test_the_edit_tabs_sketch_mode_draws_from_the_source(app, page, tiny_model_dir):
+    """Edit's Mode in a real browser: a generated picture used as the edit source, 'Picture from a
+    sketch' chosen, Edit pressed. The job is an edit job with control 'sketch'; its image is a
+    sketch-task image whose source is its 'control' parent, and it says whether it was traced."""
+    _edit_in_mode(page, "a red fox", "Picture from a sketch", "a red fox", "loop-6-edit-sketch-mode.png")
+    job, image, roles = _last_job_and_image(app, tiny_model_dir)
+    assert job.kind == "edit" and job.spec["control"] == "sketch"
+    assert image.task == "sketch" and isinstance(image.params["control_traced"], bool)
+    assert roles == ["control"]
 
 
 def test_the_edit_tabs_upscale_mode_makes_the_source_four_times_larger(app, page, tiny_model_dir):
     """Edit's 'Upscale ×4' in a real browser, with no instruction typed: a 128 px generation
     becomes a 512 px upscale-task image whose source is its 'control' parent."""
-    from seedling.backend.services import build_services
-    from seedling.backend.settings import Settings
-    from seedling.storage.jobs_sqlite import SqliteJobStore
-
-    page.locator("#gen-prompt textarea").fill("a blue square")
-    page.locator("#gen-run").click()
-    _wait_text(page, "gen-status", "done")
-    page.locator("#gen-use-edit").click()
-    page.locator("#edit-instruction textarea").wait_for(state="visible")
-    page.wait_for_timeout(1000)  # the editor loads its background
-    page.locator("#edit-mode").get_by_label("Upscale ×4").check()
-    page.locator("#edit-instruction textarea").fill("")
-    page.locator("#edit-run").click()
-    _wait_text(page, "edit-status", "done")
-    page.screenshot(path=ARTIFACTS / "loop-7-edit-upscale-mode.png", full_page=True)
-
-    services = build_services(Settings(data_dir=app.data_dir, model_path=tiny_model_dir))
-    try:
-        job = max(SqliteJobStore(services.db).list(), key=lambda j: j.id)
-        assert job.kind == "edit" and job.spec["control"] == "upscale_4x" and job.spec["prompt"] == ""
-        (image,) = services.jobs.view(job.id).images
-        assert image.task == "upscale" and (image.width, image.height) == (512, 512)
-        assert [r.role for r in services.history.lineage(image.id).parents] == ["control"]
-    finally:
-        services.close()
+    _edit_in_mode(page, "a blue square", "Upscale ×4", "", "loop-7-edit-upscale-mode.png")
+    job, image, roles = _last_job_and_image(app, tiny_model_dir)
+    assert job.kind == "edit" and job.spec["control"] == "upscale_4x" and job.spec["prompt"] == ""
+    assert image.task == "upscale" and (image.width, image.height) == (512, 512)
+    assert roles == ["control"]
