@@ -116,6 +116,8 @@ def test_an_upscale_job_makes_the_source_larger_by_its_factor_and_needs_no_instr
     big = Upload(Image.new("RGB", (320, 320)))
     with pytest.raises(gr.Error, match="choose Upscale ×2, or a smaller source"):
         edit_tab._draft(ctx, {}, {"source_image_id": big, "control": "upscale_4x"})
+    with pytest.raises(gr.Error, match="1280x1280, more than the 1024 px this app makes: choose a smaller source"):
+        edit_tab._draft(ctx, {}, {"source_image_id": Upload(Image.new("RGB", (640, 640))), "control": "upscale_2x"})
     assert services.expansion.resolve("", True, None, "t2i").prompt == ""  # nothing typed: nothing to expand
     upload = services.history.store_input(source.image)
     job = services.jobs.submit(make_spec("edit", prompt="", source_image_id=upload.id, control="upscale_4x",

@@ -154,8 +154,9 @@ def _draft(ctx, values, fields):
     factor = UPSCALE_KINDS.get(fields.get("control") or "", 1)
     width, height = source.width * factor, source.height * factor
     if max(width, height) > MAX_SIDE:
+        instead = "choose Upscale ×2, or a smaller source" if factor == 4 else "choose a smaller source"
         raise gr.Error(f"Upscaled {factor}x, this {source.width}x{source.height} source would be {width}x{height}, "
-                       f"more than the {MAX_SIDE} px this app makes: choose Upscale ×2, or a smaller source.")
+                       f"more than the {MAX_SIDE} px this app makes: {instead}.")
     fields = {**fields, "width": width, "height": height}
     return ("inpaint" if fields.get("mask_image_id") is not None else "edit"), fields
 

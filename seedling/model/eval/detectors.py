@@ -419,10 +419,10 @@ def storyboard_scene(panel, scene: dict) -> tuple[bool, bool]:
 
     `scene`: one of a storyboard sample's meta["panels"] (background, position, size, angle).
     The background is the border colour's nearest name; the character is every pixel more than
-    60 from the border colour (the panel's own background, right or wrong), and its centroid must lie within 16 px (at 128 px;
-    scaled with the panel) of the centre of the box `tasks.panel_box` gives the scene: the
-    nearest other position's box centre is at least 30 px away. Without this, a storyboard that
-    repeats one picture keeps its identity perfectly."""
+    60 from the border colour (the panel's own background, right or wrong), and its centroid
+    must lie within 16 px (at 128 px; scaled with the panel) of the centre of the box
+    `tasks.panel_box` gives the scene: the nearest other position's box centre is at least 30 px
+    away. Without this, a storyboard that repeats one picture keeps its identity perfectly."""
     from seedling.model.data.tasks import SIZE, panel_box
 
     x = as_array(panel)
