@@ -721,8 +721,8 @@ class SeedlingPipeline(DiffusionPipeline):
                       output_type: str = "pil", return_dict: bool = True, **sampling) -> PipelineOutput:
         """An upscale to more than the native size (`default_size`), drawn in overlapping tiles of
         the native size: each tile is the upscale task on its part of the small input (the task as
-        trained: a whole native-size output from 1/factor of it), the tiles are cross-faded over a
-        quarter of their side (`tile_starts`, `tile_weight`), and with `upscale_keeps_input` the
+        trained: a whole native-size output from 1/factor of it), the tiles overlap by a quarter of
+        their side and cross-fade over an eighth (`tile_starts`, `tile_weight`), and with `upscale_keeps_input` the
         whole picture is back-projected onto the small input (`keep_low_resolution`). The output must
         be the input times a trained factor (2 or 4) on both sides. `sampling`: steps, guidance,
         image_guidance. Tile k of output i has the seed `seed + i * tiles + k`."""
