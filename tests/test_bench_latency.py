@@ -18,6 +18,8 @@ def test_the_bench_reports_every_stage_at_the_models_default_size(tmp_path):
 
 
 def test_the_default_size_is_the_models_own(tmp_path):
-    assert bench_latency._default_size(tmp_path) == 128  # no pipeline.json: the v1 size
+    from seedling.model.task_table import native_size_of
+
+    assert native_size_of(tmp_path) == 128  # no pipeline.json: the v1 size
     (tmp_path / "pipeline.json").write_text(json.dumps({"default_size": 512}))
-    assert bench_latency._default_size(tmp_path) == 512
+    assert native_size_of(tmp_path) == 512

@@ -22,6 +22,7 @@ from seedling.backend.services import build_services
 from seedling.backend.settings import Settings
 from seedling.backend.specs import make_spec
 from seedling.backend.supervisor import WorkerSupervisor
+from seedling.model.task_table import native_size_of
 from seedling.storage.jobs_common import JobStatus
 
 
@@ -51,11 +52,6 @@ def _final_timings(services, job_id: int, timeout_s: float = 5.0) -> dict[str, f
         time.sleep(0.002)
 
 
-def _default_size(model: Path) -> int:
-    config = Path(model) / "pipeline.json"
-    return int(json.loads(config.read_text()).get("default_size", 128)) if config.exists() else 128
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=None, help="model folder")
@@ -76,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         model = tmp / f"{args.config or 'tiny'}-random"
         SeedlingPipeline.from_config(args.config or "tiny", seed=0).save_pretrained(model)
-    size = args.size or _default_size(model)
+    size = args.size or native_size_of(model)
     settings = Settings(data_dir=tmp / "data", model_path=model, quantize=args.quantize)
     services = build_services(settings)
     worker = WorkerSupervisor(settings.worker_args())

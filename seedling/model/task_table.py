@@ -139,6 +139,13 @@ def size_grid_of(folder: str | Path) -> int:
     return size_grid(ae, dit)
 
 
+def native_size_of(folder: str | Path) -> int:
+    """The size a saved model folder was trained at: pipeline.json's `default_size` (128, the
+    pipeline's own default, where the folder has no pipeline.json). Unreadable JSON raises."""
+    config = Path(folder) / "pipeline.json"
+    return int(json.loads(config.read_text()).get("default_size", 128)) if config.exists() else 128
+
+
 def check_size(height, width, grid: int, limits: Limits = Limits()) -> None:
     """ValueError with a sentence unless both sides are whole multiples of `grid` within the limits."""
     lo, hi = max(grid, int(limits.side.lo)), int(limits.side.hi)

@@ -9,11 +9,10 @@ sentence.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from seedling.model.task_table import check_size, size_grid_of
+from seedling.model.task_table import check_size, native_size_of, size_grid_of
 
 ASPECTS = {
     "1:1": (1, 1),
@@ -57,7 +56,7 @@ class ModelSizes:
 def model_sizes(model_path: str | Path) -> ModelSizes:
     folder = Path(model_path)
     try:
-        side = int(json.loads((folder / "pipeline.json").read_text()).get("default_size", FALLBACK_SIDE))
+        side = native_size_of(folder)
     except (OSError, ValueError):
         side = FALLBACK_SIDE
     try:
