@@ -165,9 +165,12 @@ class ImageJobSpec(_Spec):
 
     @model_validator(mode="after")
     def _prompt_given(self) -> ImageJobSpec:
-        if self.PROMPT_REQUIRED and not self.prompt:
+        if self.prompt_required() and not self.prompt:
             raise ValueError("a prompt is required")
         return self
+
+    def prompt_required(self) -> bool:
+        return self.PROMPT_REQUIRED
 
     @property
     def task(self) -> str:
@@ -211,11 +214,8 @@ class EditSpec(ImageJobSpec):
     image_guidance: float | None = Field(None, ge=0.0, le=30.0, allow_inf_nan=False)
     control: ControlKind | None = None
 
-    @model_validator(mode="after")
-    def _prompt_given(self) -> EditSpec:
-        if not self.prompt and self.control not in UPSCALE_KINDS:
-            raise ValueError("a prompt is required")
-        return self
+    def prompt_required(self) -> bool:
+        return self.control not in UPSCALE_KINDS  # an upscale's pixels say what to draw
 
     @property
     def task(self) -> str:
