@@ -162,7 +162,6 @@ def check_sample_size(size: int) -> None:
         raise ValueError(f"samples are drawn at {SIZE} px or a multiple of it (256, 512, 1024), not {size}")
 
 
-
 class TaskSampler:
     """Draws `Sample`s for every task from the icons and the procedural knowledge images.
 
