@@ -175,6 +175,26 @@ def test_storyboard_judge(icons):
         assert kept and len(top) == len(sb.outputs)
 
 
+def test_storyboard_named_top5_is_looser_than_nearest_but_still_a_judge(icons):
+    sub = [icons[i] for i in range(0, len(icons), 8)]
+    crop_index = det.IconIndex(sub, framing="crop", angles=(-10, -5, 0, 5, 10))
+    s = TaskSampler(sub, seed=3)
+    rng = np.random.default_rng(8)
+    right_nearest = right_top5 = wrong_in_top5 = panels = 0
+    for _ in range(20):
+        sb = s.storyboard(rng)
+        nearest = det.check_storyboard(sb.outputs, sb.meta["character"], crop_index)
+        top5 = det.check_storyboard(sb.outputs, sb.meta["character"], crop_index, k=5)
+        assert all(t or not n for t, n in zip(top5, nearest))  # top-5 contains the nearest
+        right_nearest, right_top5, panels = right_nearest + sum(nearest), right_top5 + sum(top5), panels + len(top5)
+        other = s.storyboard(rng)
+        if other.meta["character"] != sb.meta["character"]:
+            wrong_in_top5 += sum(det.check_storyboard(other.outputs, sb.meta["character"], crop_index, k=5))
+    assert right_top5 >= right_nearest >= 0.8 * panels  # the true panels name their character
+    assert right_top5 >= 0.95 * panels
+    assert wrong_in_top5 <= 0.1 * panels  # another character's panels rarely list this one
+
+
 def test_storyboard_identity_kept_is_consistency_not_naming(icons):
     sub = [icons[i] for i in range(0, len(icons), 8)]
     crop_index = det.IconIndex(sub, framing="crop", angles=(-10, -5, 0, 5, 10))

@@ -395,12 +395,13 @@ def check_compose(image, slots, ref_names: list[str], index: IconIndex, distract
     return ok
 
 
-def check_storyboard(panels, character: str, index: IconIndex, among=None) -> list[bool]:
-    """Per panel: is the nearest icon (on the panel's own background colour) the character?
+def check_storyboard(panels, character: str, index: IconIndex, among=None, k: int = 1) -> list[bool]:
+    """Per panel: is the character among the `k` nearest icons (on the panel's own background
+    colour)? k = 1: the panel's nearest icon is the character.
 
     Build `index` with framing="crop" and `angles` covering the panels' tilt (e.g. -10..10 step 5).
     """
-    return [index.is_match(index.rank(p, k=1, among=among)[0], character) for p in panels]
+    return [any(index.is_match(r, character) for r in index.rank(p, k=k, among=among)) for p in panels]
 
 
 def storyboard_identity_kept(panels, index: IconIndex, among=None) -> tuple[bool, list[str]]:

@@ -19,7 +19,8 @@ Suites and their judges (model/eval/detectors.py):
   compose            per-slot retrieval among the references and distractors
   compose_unnamed    the same judge, references placed by order ("image 2 on the left ...") or
                      arranged ("side by side", "in a grid"), never named (compose_unnamed.py)
-  storyboard         per-panel identity of the character (the named icon in every panel), and
+  storyboard         per-panel identity of the character (the named icon in every panel; and
+                     named_top5: the named icon among each panel's 5 nearest), and
                      identity_kept: every panel shows the same icon as the first, whichever it is;
                      scene_background / scene_position: each panel's scene words followed
                      (det.storyboard_scene), and identity_and_scenes: both, in every panel
@@ -268,11 +269,13 @@ def _storyboard_build(ctx, rng, n):
 
 def _storyboard_score(ctx, s, out):
     ok = det.check_storyboard(out, s.meta["character"], ctx.index_crop)
+    named5 = det.check_storyboard(out, s.meta["character"], ctx.index_crop, k=5)
     kept, top = det.storyboard_identity_kept(out, ctx.index_crop)
     scenes = [det.storyboard_scene(o, p) for o, p in zip(out, s.meta["panels"])]
     background = [b for b, _ in scenes]
     position = [q for _, q in scenes]
     return ({"panel_accuracy": float(np.mean(ok)), "all_panels": all(ok), "identity_kept": kept,
+             "named_top5": float(np.mean(named5)), "named_top5_all_panels": all(named5),
              "scene_background": float(np.mean(background)), "scene_position": float(np.mean(position)),
              "identity_and_scenes": kept and all(background) and all(position)},
             {"panels_ok": ok, "panel_nearest": top, "background_ok": background, "position_ok": position})
