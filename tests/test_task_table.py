@@ -56,6 +56,27 @@ def test_size_grid_from_config():
     assert size_ok(1024, 16, 16) and not size_ok(1040, 16, 16)
 
 
+def test_size_grid_of_a_deep_compression_folder(tmp_path):
+    """A folder with the f32 autoencoder (its stages are `enc_channels`) has a 64 px grid at patch 2,
+    and the tabs offer its native size on that grid."""
+    import json
+
+    from seedling.model.dcae import DCAutoencoder
+    from seedling.ui.sizes import model_sizes
+
+    DCAutoencoder.from_named("tiny-f32").save_pretrained(tmp_path / "autoencoder")
+    (tmp_path / "dit").mkdir()
+    (tmp_path / "dit" / "config.json").write_text(json.dumps({"patch": 2}))
+    (tmp_path / "pipeline.json").write_text(json.dumps({"default_size": 512}))
+    assert size_grid_of(tmp_path) == 64
+    sizes = model_sizes(tmp_path)
+    assert sizes.grid == 64 and sizes.sizes["1:1"] == (512, 512)
+    assert all(w % 64 == 0 and h % 64 == 0 for w, h in sizes.sizes.values())
+    assert "multiple of 64" in sizes.refusal(528, 512)
+    with pytest.raises(KeyError, match="names no stages"):
+        size_grid({"latent_channels": 8}, {"patch": 2})
+
+
 def test_job_specs_agree_with_the_table():
     """The job specs users submit and the table give the same limits (a field's bounds per task)."""
     from seedling.backend import specs

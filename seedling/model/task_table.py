@@ -126,9 +126,12 @@ def max_outputs() -> int:
 # -- the size grid ------------------------------------------------------------------------------
 def size_grid(autoencoder_config: dict, dit_config: dict) -> int:
     """Image sides must be multiples of this: one DiT token covers `patch` latent cells and one
-    latent cell covers the autoencoder's factor (2 ** number of down-sampling stages) pixels."""
-    factor = 2 ** len(autoencoder_config["channels"])
-    return factor * int(dit_config["patch"])
+    latent cell covers the autoencoder's factor (2 ** number of down-sampling stages) pixels.
+    The f8 autoencoder lists its stages as `channels`, the deep-compression one as `enc_channels`."""
+    stages = autoencoder_config.get("enc_channels", autoencoder_config.get("channels"))
+    if stages is None:
+        raise KeyError("the autoencoder config names no stages ('channels' or 'enc_channels')")
+    return 2 ** len(stages) * int(dit_config["patch"])
 
 
 def size_grid_of(folder: str | Path) -> int:
