@@ -139,6 +139,11 @@ def random_scene(rng: np.random.Generator, n_objects: int | None = None) -> Shap
     return ShapeScene(tuple(random_object(rng, CELLS[c]) for c in sorted(cells)))
 
 
+def _scaled_pad(pad: int, size: int) -> int:
+    """`pad` px of the 128 px canvas at `size` px, rounded up (a margin never shrinks to nothing)."""
+    return -(-pad * size // SIZE)
+
+
 def _scaled_box(box: tuple[int, int, int, int], size: int) -> tuple[int, int, int, int]:
     """An inclusive 128-px box drawn on a `size` px canvas: the same area, edges at native pixels."""
     if size == SIZE:
@@ -175,7 +180,7 @@ def object_mask(obj: ShapeObject, pad: int = 1, size: int = SIZE) -> np.ndarray:
     `pad` px of the 128 px canvas (the region an edit touches)."""
     m = np.zeros((size, size), bool)
     x0, y0, x1, y1 = _scaled_box(obj.box(), size)
-    pad = -(-pad * size // SIZE)
+    pad = _scaled_pad(pad, size)
     m[max(0, y0 - pad) : y1 + pad + 1, max(0, x0 - pad) : x1 + pad + 1] = True
     return m
 
@@ -324,8 +329,8 @@ def render_word(spec: WordSpec, size: int = SIZE) -> np.ndarray:
 def word_mask(spec: WordSpec, pad: int = 1, size: int = SIZE) -> np.ndarray:
     """(size, size) bool: the word's ink box at `size` grown by `pad` px of the 128 px canvas."""
     m = np.zeros((size, size), bool)
-    x0, y0, x1, y1 = word_box(spec, size)
-    pad = -(-pad * size // SIZE)
+    x0, y0, x1, y1 = word_box(spec, size)  # exclusive of x1, y1 (the box `_scaled_box` gives is inclusive)
+    pad = _scaled_pad(pad, size)
     m[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad] = True
     return m
 
