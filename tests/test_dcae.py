@@ -12,7 +12,7 @@ from PIL import Image
 from seedling.model.data import ae_native as an
 from seedling.model.data import knowledge as kn
 from seedling.model.data.icons import load_icons, render_icon
-from seedling.model.dcae import DCAE_CONFIGS, DCAutoencoder
+from seedling.model.dcae import DCAE_CONFIGS, DCAutoencoder, compression_ratio
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +48,21 @@ def test_a_size_that_is_no_multiple_is_refused_with_what_to_do(tiny):
 
 
 def test_named_configs_have_the_factor_their_name_says():
-    for name in ("f8c8", "f16c16", "f32c32"):
+    names = [n for n in DCAE_CONFIGS if not n.startswith("tiny")]
+    assert {"f8c8", "f16c16", "f32c32", "f32c64"} <= set(names)
+    for name in names:
         cfg = DCAE_CONFIGS[name]
         assert 2 ** len(cfg.enc_channels) == int(name[1:].split("c")[0])
         assert cfg.latent_channels == int(name.split("c")[-1])
+
+
+def test_f32c64_keeps_the_16x16_grid_with_twice_the_channels():
+    model = DCAutoencoder.from_named("f32c64").eval()
+    with torch.no_grad():
+        z = model.encode_raw(torch.zeros(1, 3, 512, 512))
+        assert z.shape == (1, 64, 16, 16)  # 64 tokens at patch 2, as f32c32
+        assert model.decode_raw(z).shape == (1, 3, 512, 512)
+    assert compression_ratio(model) == 48
 
 
 def test_widths_the_shortcuts_cannot_group_are_refused():

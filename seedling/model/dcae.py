@@ -55,6 +55,9 @@ DCAE_CONFIGS = {
     "f16c16": DCAEConfig(latent_channels=16, enc_channels=(32, 64, 128, 256), enc_depth=(1, 1, 1, 2),
                          dec_channels=(16, 32, 128, 256), dec_depth=(0, 1, 1, 2)),
     "f32c32": DCAEConfig(),
+    # The same f32 network with twice the latent channels: 48x compression, a 16x16 latent at 512 px
+    # still (64 tokens at patch 2), each token 4x4x64 = 256 numbers.
+    "f32c64": DCAEConfig(latent_channels=64),
 }
 
 
