@@ -59,8 +59,6 @@ def test_size_grid_from_config():
 def test_size_grid_of_a_deep_compression_folder(tmp_path):
     """A folder with the f32 autoencoder (its stages are `enc_channels`) has a 64 px grid at patch 2,
     and the tabs offer its native size on that grid."""
-    import json
-
     from seedling.model.dcae import DCAutoencoder
     from seedling.ui.sizes import model_sizes
 

@@ -23,7 +23,7 @@ ASPECTS = {
     "16:9": (16, 9),
     "9:16": (9, 16),
 }
-FALLBACK_SIDE = 128  # a model folder without default_size: the pipeline's own default
+FALLBACK_SIDE = 128  # a pipeline.json that cannot be read (a missing one or key: native_size_of's 128)
 FALLBACK_GRID = 16
 
 
