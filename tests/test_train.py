@@ -220,6 +220,49 @@ def test_a_run_from_init_adds_the_control_tasks_it_weights(tmp_path, monkeypatch
         train.main(args + ["--task-weights", "sketch=1", "--stop-after", "1"])
 
 
+@pytest.mark.parametrize("task,boxes,panels", [("compose", False, False), ("compose", True, False),
+                                                ("compose", True, True), ("storyboard", False, False)])
+def test_planned_batches_render_only_the_samples_they_keep(task, boxes, panels):
+    """Compose and storyboards come in several layouts: a batch picks its layout from the draws
+    alone and renders only the samples it keeps, and over many steps each layout's share of the
+    samples is its share of the sampler's draws (with boxes too, where racing whole samples to a
+    full bucket gave compose batches of 2 references almost only)."""
+    import collections
+
+    import numpy as np
+
+    from seedling.model.data.icons import load_icons
+    from seedling.model.data.tasks import TaskSampler
+
+    icons = load_icons(limit=40)
+    sampler = TaskSampler(icons, seed=3, storyboard_panels=panels)
+    rendered = collections.Counter()
+    render = sampler._render
+    sampler._render = lambda plan: rendered.update([plan["kind"]]) or render(plan)
+    args = {"seed": 3, "max_steps": 100, "token_budget": 900, "text_len": 16, "tpi": 16, "max_batch": 8,
+            "boxes": boxes, "weights": {t: float(t == task) for t in ("t2i", "edit", "inpaint", "compose", "storyboard",
+                                                                       "style")}}
+    shares = collections.Counter()
+    for step in range(60):
+        before = sum(rendered.values())
+        b = train_data.planned_batch(sampler, step=step, curriculum=False, **args)
+        assert b["task"] == task and sum(rendered.values()) - before == len(b["prompts"])
+        shares[(b["refs"].shape[1], b["outputs"].shape[1])] += len(b["prompts"])
+    # the sampler's own shares, from its draws alone
+    natural = collections.Counter(sampler.layout_of(task, np.random.default_rng(i), boxes)[0][1:3] for i in range(600))
+    assert set(shares) == set(natural)
+    total = sum(shares.values())
+    for layout, n in natural.items():
+        assert abs(shares[layout] / total - n / 600) < 0.12, (layout, shares, natural)
+    # a sample drawn with a layout kept has that layout's key
+    for seed in range(20):
+        key, layout = sampler.layout_of(task, np.random.default_rng(seed), boxes)
+        assert train_data.batch_key(sampler.sample(task, np.random.default_rng(seed + 99), layout=layout), boxes) == key
+    assert sampler.layout_of("t2i", np.random.default_rng(0)) is None
+    with pytest.raises(ValueError, match="one layout"):
+        sampler.sample("t2i", np.random.default_rng(0), layout={"kind": "compose", "n_refs": 2})
+
+
 def test_planned_batches_follow_the_runs_task_weights():
     """Data workers draw the run's mix too, so a GPU run (which needs workers) can train the
     control tasks: with edges weighted high, most planned steps are edges batches."""

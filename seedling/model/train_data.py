@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from seedling.model.autoencoder import images_to_tensor
 from seedling.model.data.controls import model_view
+from seedling.model.data.tasks import PLANNED_TASKS
 
 TASK_WEIGHTS = {"t2i": 0.34, "edit": 0.2, "inpaint": 0.1, "compose": 0.12, "storyboard": 0.12, "style": 0.12}
 # The control tasks (task_table.CONTROL_TASKS) are drawn only when a run gives them a weight.
@@ -76,9 +77,7 @@ class BatchMaker:
     def next(self, task: str):
         while True:
             s = self.sampler.sample(task, self.rng)
-            key = (task, len(s.refs), len(s.outputs))
-            if self.boxes and "slots" in s.meta:
-                key += tuple((r, tuple(box)) for r, box in s.meta["slots"])
+            key = batch_key(s, self.boxes)
             b = self.buckets[key]
             b.append(s)
             if len(b) >= self.batch_size(key[1], key[2]):
@@ -86,16 +85,42 @@ class BatchMaker:
                 return b
 
 
+def batch_key(sample, boxes: bool = False) -> tuple:
+    """(task, #refs, #outputs), and with `boxes` the slots too: the samples of one batch share it."""
+    key = (sample.task, len(sample.refs), len(sample.outputs))
+    if boxes and "slots" in sample.meta:
+        key += tuple((r, tuple(box)) for r, box in sample.meta["slots"])
+    return key
+
+
 def planned_batch(sampler, seed: int, step: int, max_steps: int, token_budget: int, text_len: int, tpi: int,
                   max_batch: int, curriculum: bool = True, boxes: bool = False,
                   weights: dict[str, float] | None = None) -> dict:
     """The batch of training step `step`, drawn from an rng seeded by (seed, step) alone: the
-    task from the curriculum at that step (and the run's task `weights`), then samples until one
-    (#refs, #outputs) layout has a full batch (the others are dropped). Returned stacked
-    (`stack_samples`) with "step" and "task"."""
+    task from the curriculum at that step (and the run's task `weights`), then a full batch of
+    samples of one layout (`batch_key`). Returned stacked (`stack_samples`) with "step" and "task".
+
+    Compose and storyboards come in several layouts (compose with `boxes` in dozens). Drawing
+    whole samples until one layout filled a batch rendered 2.5-5x the pictures the batch kept (at
+    512 px most of a data worker's time), and the race was won by the layouts with the fewest
+    keys: with `boxes`, compose batches were almost always of 2 references. Instead the layout is
+    drawn from the draws alone (`TaskSampler.layout_of`, nothing rendered) and kept with chance
+    2 / (its batch size), so that over many steps each layout's share of the samples is its share
+    of the sampler's draws (as with `BatchMaker`'s buckets); then only the batch's own samples
+    are rendered, each drawn with that layout kept."""
     rng = np.random.default_rng([seed, step, 0x5EED])
     task = draw_task(rng, step / max_steps if curriculum else 1.0, weights)
-    samples = BatchMaker(sampler, rng, token_budget, text_len, tpi, max_batch, boxes).next(task)  # fresh buckets
+    if task not in PLANNED_TASKS:  # one layout: nothing to choose
+        samples = BatchMaker(sampler, rng, token_budget, text_len, tpi, max_batch, boxes).next(task)
+        return {"step": step, "task": task, **stack_samples(samples)}
+    while True:
+        key, layout = sampler.layout_of(task, rng, boxes)
+        size = batch_size_for(key[1], key[2], token_budget, text_len, tpi, max_batch)
+        if rng.random() * size < 2:  # batch_size_for is never below 2
+            break
+    samples = [sampler.sample(task, rng, layout=layout) for _ in range(size)]
+    if any(batch_key(x, boxes) != key for x in samples):
+        raise RuntimeError(f"{task}: a sample's layout differs from the batch's ({key})")
     return {"step": step, "task": task, **stack_samples(samples)}
 
 

@@ -114,6 +114,9 @@ PANEL_POSITIONS = (
     "bottom right",
 )
 MAX_PANELS = 6
+# Tasks whose samples come in several batch layouts (#refs, #outputs, slots): their draws are
+# planned apart from the rendering, so a batch can pick its layout before it renders (layout_of).
+PLANNED_TASKS = ("compose", "storyboard")
 
 
 def panel_origin(position: str, size: int, margin: int = 4, panel: int = SIZE) -> tuple[int, int]:
@@ -207,10 +210,13 @@ class TaskSampler:
 
     # -- dispatch -----------------------------------------------------------------------------
 
-    def sample(self, task: str, rng: np.random.Generator | None = None) -> Sample:
+    def sample(self, task: str, rng: np.random.Generator | None = None, layout: dict | None = None) -> Sample:
+        """`layout`: one of `layout_of` (compose and storyboards only): the sample keeps it."""
         rng = rng if rng is not None else self.rng
-        if task == "compose" and self.storyboard_panels and rng.random() < 0.5:
-            return self.storyboard_panel(rng)
+        if task in PLANNED_TASKS:  # drawn first, rendered after: see layout_of
+            return self._render(self._plan(task, rng, layout))
+        if layout is not None:
+            raise ValueError(f"{task} samples all have one layout; a layout is for {PLANNED_TASKS}")
         make = self._maker("", task, TASKS, "task")  # one method per task, named after it
         return make(rng)
 
@@ -380,18 +386,23 @@ class TaskSampler:
     ) -> Sample:
         """2-4 icon references placed into a named layout; the slot order is shuffled so the
         prompt, not the reference order, decides where each goes."""
+        return self._render(self._compose_plan(rng, n_refs, phrasing))
+
+    def _compose_plan(self, rng: np.random.Generator, n_refs: int | None = None, phrasing: int | None = None,
+                      layout: str | None = None, assignment: list[int] | None = None) -> dict:
+        """Every draw of a compose sample, nothing rendered: `_render` draws the pictures. A given
+        `layout` and `assignment` (of `n_refs` references) are kept instead of drawn."""
         n = int(n_refs if n_refs is not None else rng.integers(2, 5))
         if n not in LAYOUTS_BY_COUNT:
             raise ValueError(f"compose takes 2..4 references, got {n}")
         icons = self._distinct_icons(rng, n)
-        layout = LAYOUTS_BY_COUNT[n][rng.integers(len(LAYOUTS_BY_COUNT[n]))]
+        if layout is None:
+            layout = LAYOUTS_BY_COUNT[n][rng.integers(len(LAYOUTS_BY_COUNT[n]))]
         boxes, phrases = LAYOUTS[layout]
         k = self.size // SIZE
         boxes = [tuple(v * k for v in box) for box in boxes]
-        assignment = [int(i) for i in rng.permutation(n)]  # assignment[slot] = reference index
-        out = canvas(size=self.size)
-        for (x0, y0, x1, y1), r in zip(boxes, assignment):
-            paste(out, scaled_rgba(icons[r], x1 - x0, native=k > 1), x0, y0)
+        if assignment is None:
+            assignment = [int(i) for i in rng.permutation(n)]  # assignment[slot] = reference index
         nouns = [self._noun(i, rng, phrasing, definite=True) for i in icons]
         prompt = cap.compose_prompt(nouns, phrases, assignment, rng, phrasing)
         meta = {
@@ -399,7 +410,56 @@ class TaskSampler:
             "names": [i.name for i in icons],
             "slots": [(r, box) for r, box in zip(assignment, boxes)],
         }
-        return Sample("compose", prompt, [composite(i.rgba_at(self.size)) for i in icons], None, [out], meta)
+        return {"kind": "compose", "prompt": prompt, "icons": icons, "n_refs": n, "n_outputs": 1, "meta": meta}
+
+    def _render(self, plan: dict) -> Sample:
+        """The Sample of a `_compose_plan`, `_storyboard_plan` or `_storyboard_panel_plan`."""
+        kind, meta = plan["kind"], plan["meta"]
+        if kind == "compose":
+            icons, k = plan["icons"], self.size // SIZE
+            out = canvas(size=self.size)
+            for r, (x0, y0, x1, y1) in meta["slots"]:
+                paste(out, scaled_rgba(icons[r], x1 - x0, native=k > 1), x0, y0)
+            refs = [composite(i.rgba_at(self.size)) for i in icons]
+            return Sample("compose", plan["prompt"], refs, None, [out], meta)
+        icon = plan["icons"][0]
+        outputs = [render_panel(icon, p, self.size) for p in meta["panels"]]
+        if kind == "storyboard":
+            return Sample("storyboard", plan["prompt"], [], None, outputs, meta)
+        return Sample("compose", plan["prompt"], [composite(icon.rgba_at(self.size))], None, outputs, meta)
+
+    def layout_of(self, task: str, rng: np.random.Generator, boxes: bool = False) -> tuple[tuple, dict] | None:
+        """(key, layout) of the sample `sample(task, rng)` would give, from its draws alone (no
+        picture rendered): the batch key (task, #refs, #outputs[, slots with `boxes`]) and the
+        layout that `sample(task, rng, layout=...)` keeps, so that every such sample has the same
+        key. None for a task whose samples all share one layout."""
+        if task not in PLANNED_TASKS:
+            return None
+        plan = self._plan(task, rng)
+        key = (task, plan["n_refs"], plan["n_outputs"])
+        kind, meta = plan["kind"], plan["meta"]
+        if kind == "storyboard":
+            return key, {"kind": kind, "n_panels": plan["n_outputs"]}
+        layout = {"kind": kind, "n_refs": plan["n_refs"]}
+        if boxes:
+            key += tuple((r, tuple(box)) for r, box in meta["slots"])
+            if kind == "compose":
+                layout.update(layout=meta["layout"], assignment=[r for r, _ in meta["slots"]])
+            else:
+                layout.update(size=meta["panels"][0]["size"], position=meta["panels"][0]["position"])
+        return key, layout
+
+    def _plan(self, task: str, rng: np.random.Generator, layout: dict | None = None) -> dict:
+        if layout is not None:
+            if layout["kind"] == "storyboard_panel":
+                return self._storyboard_panel_plan(rng, size=layout.get("size"), position=layout.get("position"))
+            if layout["kind"] == "compose":
+                return self._compose_plan(rng, layout["n_refs"], layout=layout.get("layout"),
+                                          assignment=layout.get("assignment"))
+            return self._storyboard_plan(rng, layout["n_panels"])
+        if task == "compose" and self.storyboard_panels and rng.random() < 0.5:
+            return self._storyboard_panel_plan(rng)
+        return self._compose_plan(rng) if task == "compose" else self._storyboard_plan(rng)
 
     # -- storyboard ---------------------------------------------------------------------------
 
@@ -407,6 +467,11 @@ class TaskSampler:
         self, rng: np.random.Generator, n_panels: int | None = None, phrasing: int | None = None
     ) -> Sample:
         """One character in M panels whose scene (background, place, size, tilt) changes."""
+        return self._render(self._storyboard_plan(rng, n_panels, phrasing))
+
+    def _storyboard_plan(
+        self, rng: np.random.Generator, n_panels: int | None = None, phrasing: int | None = None
+    ) -> dict:
         m = int(n_panels if n_panels is not None else rng.integers(2, self.max_panels + 1))
         if not 1 <= m <= MAX_PANELS:
             raise ValueError(f"storyboards have 1..{MAX_PANELS} panels, got {m}")
@@ -416,8 +481,8 @@ class TaskSampler:
             panels.append(self._panel_scene(rng, panels[-1] if panels else None))
         noun = self._noun(icon, rng, phrasing)
         prompt = cap.storyboard_prompt(noun, [panel_phrase(p) for p in panels], rng, phrasing)
-        outputs = [render_panel(icon, p, self.size) for p in panels]
-        return Sample("storyboard", prompt, [], None, outputs, {"character": icon.name, "panels": panels})
+        meta = {"character": icon.name, "panels": panels}
+        return {"kind": "storyboard", "prompt": prompt, "icons": [icon], "n_refs": 0, "n_outputs": m, "meta": meta}
 
     @staticmethod
     def _panel_scene(rng: np.random.Generator, previous: dict | None) -> dict:
@@ -440,16 +505,23 @@ class TaskSampler:
         storyboard panel by panel from one picture, so the character stays the same (the
         pipeline's storyboard_by_panels); compose's own training already taught it to copy a
         reference into a box."""
+        return self._render(self._storyboard_panel_plan(rng, phrasing))
+
+    def _storyboard_panel_plan(self, rng: np.random.Generator, phrasing: int | None = None,
+                               size: str | None = None, position: str | None = None) -> dict:
+        """A given panel `size` and `position` are kept (the scene's draws are made all the same)."""
         icon = self._icon(rng)
         # Upright: the caption does not say the tilt, and a copy at an unsaid random angle is
         # learned as a blur of all of them. On white: a copy onto a coloured scene must redraw
         # every edge token (at 16 px a token, a 56-100 px icon is nearly all edges), and came out
         # mangled after 200 steps; the pipeline paints the scene's background with an edit after.
         panel = {**self._panel_scene(rng, None), "angle": 0.0, "background": "white"}
+        if size is not None:
+            panel.update(size=size, position=position)
         prompt = cap.storyboard_panel_prompt(self._noun(icon, rng, phrasing), panel_phrase(panel))
         meta = {"character": icon.name, "panels": [panel], "slots": [(0, panel_box(panel, self.size))]}
-        return Sample("compose", prompt, [composite(icon.rgba_at(self.size))], None,
-                      [render_panel(icon, panel, self.size)], meta)
+        return {"kind": "storyboard_panel", "prompt": prompt, "icons": [icon], "n_refs": 1, "n_outputs": 1,
+                "meta": meta}
 
     # -- style transfer -----------------------------------------------------------------------
 
