@@ -32,7 +32,7 @@ def test_the_chain_runs_on_tiny_settings_and_evaluates_at_the_native_size(tmp_pa
     runs = tmp_path / "runs"
     env = {"RUNS": str(runs), "INIT": str(tmp_path / "init"), "SIZE": "256", "WORKERS": "1",
            "AE_ARGS": "--config tiny-f32 --batch 2 --crop 32 --size 128 --stop-after 2 --threads 1",
-           "DIT_ARGS": "--token-budget 300 --max-batch 4 --stop-after 1 --threads 1",
+           "DIT_ARGS": "--token-budget 300 --max-batch 4 --stop-after 1 --threads 1 --no-icon-rasters",
            "EVAL_ARGS": "--suites shapes_1 --limit 2 --steps 1"}
     done = _run(env)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,6 +1,7 @@
 """The trainers run end to end on tiny configs and resume exactly."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -281,12 +282,19 @@ def test_planned_batches_follow_the_runs_task_weights():
     assert [b["task"] for b in ds] == weighted[:4]
 
 
-def test_a_native_512_run_on_a_deep_compression_autoencoder_starts_from_a_128_dit(tmp_path):
+def test_a_native_512_run_on_a_deep_compression_autoencoder_starts_from_a_128_dit(tmp_path, monkeypatch):
     """--size draws the samples at that size; --ae may be a DCAutoencoder (f32) with another
     latent width: --init keeps every DiT weight that fits and starts the latent projections
-    afresh; the export draws at its native size by default; resuming at another size is refused."""
+    afresh; the export draws at its native size by default; resuming at another size is refused.
+    The icons are rasterised once at the run's size (here: recorded, not written; a 256 px file of
+    every icon is 0.4 GB)."""
+    from seedling.model.data import icons as ic
     from seedling.model.dcae import DCAutoencoder, load_autoencoder
     from seedling.model.pipeline import SeedlingPipeline
+
+    rasters = []
+    monkeypatch.setattr(ic, "ensure_rasters", lambda icons, size, folder, processes=1: rasters.append(
+        (len(icons), size, Path(folder).name)) or True)
 
     torch.manual_seed(0)
     Autoencoder(AE_CONFIGS["tiny"]).save_pretrained(tmp_path / "ae8")
@@ -298,7 +306,9 @@ def test_a_native_512_run_on_a_deep_compression_autoencoder_starts_from_a_128_di
     assert isinstance(load_autoencoder(tmp_path / "ae32"), DCAutoencoder)
     run = ["--ae", str(tmp_path / "ae32"), "--size", "256", "--init", str(tmp_path / "init"),
            "--out", str(tmp_path / "big"), "--no-curriculum"]
+    assert rasters == []  # 128 px: the icon cache is already at that size
     train.main(common + run + ["--stop-after", "1", "--export", str(tmp_path / "export")])
+    assert rasters == [(len(ic.load_icons()), side, "icon_rasters") for side in (84, 112, 152, 200, 256)]
     cfg = json.loads((latest_checkpoint(tmp_path / "big") / "config.json").read_text())
     assert cfg["latent_channels"] == 8 and json.loads((latest_checkpoint(tmp_path / "big") / "data.json")
                                                       .read_text()) == {"size": 256}

@@ -30,7 +30,9 @@ Native sizes: `--size 512` draws every sample at 512 px (`TaskSampler(size=...)`
 upscaled). With the f32 autoencoder (`--ae` an exported `train_dcae` model) a 512 px image is a
 16x16 latent, the token count of a 128 px image under the f8 one. `--init` from a DiT trained on
 another latent space keeps every weight whose shape fits (the blocks, text and task parts) and
-starts the latent in/out projections afresh:
+starts the latent in/out projections afresh. The icons are rasterised once per size they are drawn
+at, into <cache>/icon_rasters (4.3 GB for 512 px; `--no-icon-rasters` draws them from the font
+each time), and the data workers map those files:
 
     python -m seedling.model.train --ae runs/ae512/f32/model --size 512 --init assets/default --out runs/dit512 \
         --no-curriculum --workers 12 --bf16 --export runs/dit512/export
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -194,6 +197,9 @@ def main(argv=None):
                    help="compose references sit in their layout's boxes (rope.box_positions); new runs and --init only")
     p.add_argument("--size", type=int, default=128,
                    help="the samples' size in px (128 or a multiple of it), drawn natively; fixed for a run")
+    p.add_argument("--no-icon-rasters", action="store_true",
+                   help="at a --size other than 128, rasterise every icon from the font each time it is drawn, "
+                        "instead of once per size into <cache>/icon_rasters (4.3 GB for 512 px; the same pixels)")
     p.add_argument("--init", default="",
                    help="a pipeline folder whose DiT weights start a new run (model and EMA); ignored on resume")
     p.add_argument("--task-adapter", choices=("lora", "full"), default=None,
@@ -215,8 +221,8 @@ def main(argv=None):
     if args.lora_rank < 1:
         p.error("--lora-rank must be a whole number >= 1")
 
-    from seedling.model.data.icons import load_icons
-    from seedling.model.data.tasks import TaskSampler, check_sample_size
+    from seedling.model.data.icons import ensure_rasters, load_icons
+    from seedling.model.data.tasks import TaskSampler, check_sample_size, icon_sizes
     from seedling.model.text_encoder import TextEncoder
 
     try:
@@ -287,6 +293,12 @@ def main(argv=None):
     rng = trainer.rng
 
     icons = load_icons()
+    if not args.no_icon_rasters:
+        folder = Path(os.environ.get("SEEDLING_CACHE", "cache")) / "icon_rasters"
+        with acc.main_process_first():  # one process writes them, the others then map them
+            for side in icon_sizes(args.size):
+                if ensure_rasters(icons, side, folder, processes=max(1, args.workers)):
+                    acc.print(f"rasterised {len(icons)} icons at {side} px into {folder}")
     sampler = TaskSampler(icons, seed=args.seed, captions=args.captions, storyboard_panels=args.storyboard_panels,
                           size=args.size, t2i_mix=args.t2i_mix or None)
     te = TextEncoder(max_length=cfg.text_len, device=dev, cache_size=200000)

@@ -9,6 +9,7 @@ other size from the vector font (the 512 px autoencoder data), never by resizing
 
 from __future__ import annotations
 
+import json
 import os
 import unicodedata
 from dataclasses import dataclass, field
@@ -109,13 +110,118 @@ def _font_at(px: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(openmoji_font_path()), px)
 
 
-def render_icon(char: str, size: int) -> np.ndarray:
-    """(size, size, 4) uint8 RGBA: the glyph rasterised natively at `size` px, framed as the cache's
-    128 px icons are (the same fraction of the canvas)."""
+def _rasterise(char: str, size: int) -> np.ndarray:
     arr = _render(_font_at(round(_FONT_PX * size / ICON_SIZE)), char, size)
     if arr is None:
         raise ValueError(f"the OpenMoji font draws nothing for {char!r}")
     return arr
+
+
+def render_icon(char: str, size: int) -> np.ndarray:
+    """(size, size, 4) uint8 RGBA: the glyph rasterised natively at `size` px, framed as the cache's
+    128 px icons are (the same fraction of the canvas). Read from the rasters of `use_rasters`
+    where they hold this glyph at this size (the same pixels, without the font's ~12 ms at 512 px)."""
+    found = _rasters().get(size)
+    if found is not None and char in found[1]:
+        return np.array(found[0][found[1][char]])
+    return _rasterise(char, size)
+
+
+# -- icon rasters at a training size --------------------------------------------------------------
+# A 512 px DiT run draws every icon at 512 px, and FreeType rasterises an OpenMoji glyph that large
+# in ~12 ms: most of what a 512 px sample costs. `write_rasters` draws every icon once into one
+# uint8 file per size; `use_rasters` maps those files (read-only, shared by every data worker
+# through the page cache). The folder is named by $SEEDLING_ICON_RASTERS, so that a worker
+# process, forked or spawned, finds the same files.
+
+RASTERS_ENV = "SEEDLING_ICON_RASTERS"
+_mapped: dict[str, dict[int, tuple[np.ndarray, dict[str, int]]]] = {}
+
+
+def _font_stamp() -> dict:
+    path = openmoji_font_path()
+    return {"font": path.name, "font_bytes": path.stat().st_size, "font_px": _FONT_PX, "icon_size": ICON_SIZE}
+
+
+def raster_file(folder: str | os.PathLike, size: int) -> Path:
+    return Path(folder) / f"openmoji_rgba{size}.npy"
+
+
+def write_rasters(icons: list[Icon], size: int, folder: str | os.PathLike, processes: int = 1) -> Path:
+    """Every icon of `icons` rasterised at `size` px into `folder`/openmoji_rgba{size}.npy, shape
+    (N, size, size, 4) uint8, and the glyphs and font it came from in a .json beside it. Written to
+    a temporary name and renamed, so that a reader never maps half a file. `processes` > 1 draws in
+    that many processes. Returns the .npy's path."""
+    import multiprocessing as mp
+
+    out = raster_file(folder, size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + f".tmp{os.getpid()}.npy")
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(icons), size, size, 4))
+    chars = [i.char for i in icons]
+    if processes > 1:
+        # fork where there is one: the children only rasterise with Pillow (no torch threads)
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(processes) as pool:
+            for k, a in enumerate(pool.imap(_rasterise_args, [(c, size) for c in chars], chunksize=16)):
+                arr[k] = a
+    else:
+        for k, c in enumerate(chars):
+            arr[k] = _rasterise(c, size)
+    arr.flush()
+    del arr
+    meta = {**_font_stamp(), "size": size, "chars": chars}
+    out.with_suffix(".json").write_text(json.dumps(meta))
+    os.replace(tmp, out)
+    return out
+
+
+def _rasterise_args(args: tuple[str, int]) -> np.ndarray:
+    return _rasterise(*args)
+
+
+def use_rasters(folder: str | os.PathLike | None) -> list[int]:
+    """Draw icons from the rasters in `folder` (None: stop). Returns the sizes found there. A file
+    written from another font, or that does not match its .json, is left unused with a warning."""
+    if folder is None:
+        os.environ.pop(RASTERS_ENV, None)
+        return []
+    os.environ[RASTERS_ENV] = str(folder)
+    _mapped.pop(str(folder), None)  # look again: files may have been written since
+    return sorted(_rasters())
+
+
+def ensure_rasters(icons: list[Icon], size: int, folder: str | os.PathLike, processes: int = 1) -> bool:
+    """`use_rasters(folder)`, after writing the rasters of `size` there if they are missing or stale
+    (~20 s on one core for 512 px; a 1.7 GB file). Returns whether they were written now."""
+    if size in use_rasters(folder) and {i.char for i in icons} <= _rasters()[size][1].keys():
+        return False
+    write_rasters(icons, size, folder, processes)
+    use_rasters(folder)
+    return True
+
+
+def _rasters() -> dict[int, tuple[np.ndarray, dict[str, int]]]:
+    folder = os.environ.get(RASTERS_ENV)
+    if not folder:
+        return {}
+    if folder not in _mapped:
+        import warnings
+
+        found, stamp = {}, _font_stamp()
+        for path in sorted(Path(folder).glob("openmoji_rgba*.npy")):
+            if ".tmp" in path.name or not path.with_suffix(".json").exists():
+                continue
+            meta = json.loads(path.with_suffix(".json").read_text())
+            arr = np.load(path, mmap_mode="r")
+            if any(meta.get(k) != v for k, v in stamp.items()) or arr.shape != (len(meta["chars"]),) + (
+                    meta["size"], meta["size"], 4):
+                warnings.warn(f"{path}: icon rasters from another font or an unfinished write; drawing those "
+                              f"icons from the font instead (delete the file to rebuild it)", stacklevel=3)
+                continue
+            found[int(meta["size"])] = (arr, {c: k for k, c in enumerate(meta["chars"])})
+        _mapped[folder] = found
+    return _mapped[folder]
 
 
 def _cmap(font_path: Path) -> set[int]:

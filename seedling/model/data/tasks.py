@@ -119,6 +119,17 @@ MAX_PANELS = 6
 PLANNED_TASKS = ("compose", "storyboard")
 
 
+def icon_sizes(size: int) -> list[int]:
+    """The sides in px at which a `size` px sampler rasterises icons from the font: the whole
+    frame, the compose boxes and the storyboard characters (before their tilt). At 128 px none:
+    the icon cache is drawn at 128 and resized."""
+    if size == SIZE:
+        return []
+    k = size // SIZE
+    boxes = {(x1 - x0) * k for boxes, _ in LAYOUTS.values() for x0, _, x1, _ in boxes}
+    return sorted(({size} | boxes | {side * k for side in PANEL_SIZES.values()}) - {SIZE})  # 128: the cache
+
+
 def panel_origin(position: str, size: int, margin: int = 4, panel: int = SIZE) -> tuple[int, int]:
     """Top-left corner of a `size` px icon placed at `position` inside a `panel` px panel."""
     lo, mid, hi = margin, (panel - size) // 2, panel - margin - size
