@@ -18,28 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
+from bench_dcae import cpu_name  # bench/ is the script's folder
+
 from seedling.model.data.icons import ICON_SIZE, load_icons
+from seedling.model.dit import DiTConfig
 from seedling.model.data.tasks import TaskSampler, icon_sizes
 from seedling.model.task_table import TASK_NAMES
 from seedling.model.train_data import planned_batch
 
-TEXT_LEN = 77  # DiTConfig's text length: the batch size depends on it through the token budget
+TEXT_LEN = DiTConfig().text_len  # the batch size depends on it through the token budget
 TOKENS_PER_IMAGE = 64  # a 16x16 latent at patch 2: 128 px under f8, 512 px under f32
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores visible)"
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def time_task(sampler, task: str, batches: int, seed: int, token_budget: int, max_batch: int) -> tuple[int, int, float]:
