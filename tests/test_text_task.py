@@ -252,7 +252,7 @@ def test_a_quantized_model_runs_the_text_task_through_a_low_rank_form_of_its_ada
 
 def test_the_text_task_has_its_own_default_guidance():
     """PipelineConfig.task_guidance: a prompt quoting text runs the text task at its own default
-    guidance (the shipped model: 3, where the glyphs read back best); other prompts keep the
+    guidance (the shipped model: 3.5, where the glyphs read back best); other prompts keep the
     model's; a guidance the call gives wins; a config naming an unknown task says so."""
     from seedling.model.pipeline import PipelineConfig
 
@@ -267,4 +267,4 @@ def test_the_text_task_has_its_own_default_guidance():
     with pytest.raises(ValueError, match="from 0 to 30"):
         PipelineConfig(task_guidance={"text": 99})
     shipped = SeedlingPipeline.from_pretrained("assets/default")
-    assert shipped.settings.task_guidance["text"] == 3.0
+    assert shipped.settings.task_guidance["text"] == 3.5
