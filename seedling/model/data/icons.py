@@ -193,7 +193,7 @@ def use_rasters(folder: str | os.PathLike | None) -> list[int]:
 
 def ensure_rasters(icons: list[Icon], size: int, folder: str | os.PathLike, processes: int = 1) -> bool:
     """`use_rasters(folder)`, after writing the rasters of `size` there if they are missing or stale
-    (~20 s on one core for 512 px; a 1.7 GB file). Returns whether they were written now."""
+    (512 px: a 1.7 GB file, under a minute in one process). Returns whether they were written now."""
     if size in use_rasters(folder) and {i.char for i in icons} <= _rasters()[size][1].keys():
         return False
     write_rasters(icons, size, folder, processes)
