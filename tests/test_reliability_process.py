@@ -48,6 +48,7 @@ def assert_nothing_lost(result: dict, submitted: int) -> None:
 
 
 # -- fast: the default run -------------------------------------------------------------------------
+@pytest.mark.slow  # the default run kills a job mid-way in test_app and at every commit point in test_crash_points
 def test_worker_killed_mid_job_twice_every_job_completes(app):
     result = rel.check_worker_kill(app, kills=2, poison=False, size=rel.MEDIUM)
     assert_nothing_lost(result, 2)

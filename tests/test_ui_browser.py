@@ -119,6 +119,7 @@ def test_generate_history_send_to_edit_lineage(tmp_path, tiny_model_dir):
     db.dispose()
 
 
+@pytest.mark.slow  # ~40 s; test_finetune_backend covers the job and the adapter in the default run
 def test_finetune_tab_trains_an_adapter_that_generate_can_use(tmp_path, tiny_model_dir):
     """Upload pictures with .txt sidecars, train a few steps, watch the loss curve and samples,
     then pick the new adapter on the Generate tab."""

@@ -89,6 +89,7 @@ def _assert_whole(page, gallery_id: str) -> None:
         assert fraction > 0.99, f"#{gallery_id} image {i}: only {fraction:.0%} of the picture is visible"
 
 
+@pytest.mark.slow  # ~40 s of generate, history and edit in the browser, as the lineage test does
 def test_a_single_wide_result_is_shown_whole_in_every_gallery(page):
     """A 16:9 result (224x128) in Generate, Edit, History's gallery and Parents: all of it visible."""
     page.locator("#gen-prompt textarea").fill("a wide red fox")
