@@ -48,14 +48,6 @@ def assert_nothing_lost(result: dict, submitted: int) -> None:
 
 
 # -- fast: the default run -------------------------------------------------------------------------
-@pytest.mark.slow  # the default run kills a job mid-way in test_app and at every commit point in test_crash_points
-def test_worker_killed_mid_job_twice_every_job_completes(app):
-    result = rel.check_worker_kill(app, kills=2, poison=False, size=rel.MEDIUM)
-    assert_nothing_lost(result, 2)
-    assert result["completed"] == result["client_done"] == 2, result
-    assert result["attempts"] == [2, 2]  # each killed once in its middle, then re-run to the end
-
-
 def test_clients_in_parallel_all_complete_and_see_queue_positions(app):
     result = rel.check_load(app, clients=3, jobs=2)
     assert result["completed"] == result["client_done"] == 6, result["client_errors"]
@@ -188,6 +180,14 @@ def test_one_worker_per_data_folder(tmp_path):
 
 
 # -- slow: the counts of the issue ----------------------------------------------------------------
+@pytest.mark.slow  # the default run kills a job mid-way in test_app and at every commit point in test_crash_points
+def test_worker_killed_mid_job_twice_every_job_completes(app):
+    result = rel.check_worker_kill(app, kills=2, poison=False, size=rel.MEDIUM)
+    assert_nothing_lost(result, 2)
+    assert result["completed"] == result["client_done"] == 2, result
+    assert result["attempts"] == [2, 2]  # each killed once in its middle, then re-run to the end
+
+
 @pytest.mark.slow
 def test_worker_kill_twenty_times(tmp_path, tiny_model_dir):
     with rel.running_app(tmp_path / "data", tiny_model_dir) as app:
