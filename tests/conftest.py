@@ -9,6 +9,50 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# The default run is spread over pytest-xdist processes (pyproject's addopts). Each process, and
+# every app or worker it starts, computes on one thread: with two processes on two cores, two
+# OpenMP threads each would wait on each other whenever one is descheduled.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+# The modules that take longest in the default run, longest first (each 45 s or more under two
+# processes; measured with --durations=0). pytest-xdist hands out whole modules in collection order
+# (pyproject: --dist loadscope --no-loadscope-reorder), so the long ones start at once and the short
+# ones fill in around them, instead of one process waiting alone on a long module at the end. A
+# name missing or out of date here only costs time.
+LONG_MODULES_FIRST = (
+    "test_ui_loop_browser",
+    "test_crash_points",
+    "test_app",
+    "test_ui_actions_browser",
+    "test_history_browser",
+    "test_default_model",
+    "test_compose_boxes_browser",
+    "test_reliability_process",
+    "test_ui_browser",
+    "test_install",
+    "test_captions",
+    "test_train",
+    "test_prompt_expansion_app",
+    "test_eval_detectors",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_MODULES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each module keeps its order
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's addopts): two processes, or fewer where fewer cores are ours;
+    SEEDLING_TEST_PROCESSES sets another count (0: run in this process alone)."""
+    if "SEEDLING_TEST_PROCESSES" in os.environ:
+        return int(os.environ["SEEDLING_TEST_PROCESSES"])
+    return min(2, len(os.sched_getaffinity(0)))
+
 from seedling.backend.context import STEP_DELAY_ENV
 from seedling.backend.huey_app import make_memory_huey
 from seedling.backend.services import Services, build_services

@@ -70,6 +70,32 @@ def page(app, browser):
     page.close()
 
 
+# Every text an element has shown, kept in the page from now on. A tab's status line is written by
+# each of its jobs' streams, so a line such as "Job 3: cancelled" may be replaced by job 1's next
+# step within a second; under load a poll can miss it, the record does not.
+RECORD_TEXTS = """
+id => {
+  const seen = (window.__seen = window.__seen || {});
+  const texts = (seen[id] = seen[id] || []);
+  const note = () => {
+    const t = document.getElementById(id)?.innerText || '';
+    if (texts[texts.length - 1] !== t) texts.push(t);
+  };
+  note();
+  new MutationObserver(note).observe(document.body, {subtree: true, childList: true, characterData: true});
+}
+"""
+
+
+def _wait_shown(page, elem_id: str, text: str) -> None:
+    """Wait until the element has shown `text` at some moment since RECORD_TEXTS began on it."""
+    page.wait_for_function(
+        "([id, text]) => (window.__seen?.[id] || []).some(t => t.includes(text))",
+        arg=[elem_id, text],
+        timeout=TIMEOUT_MS,
+    )
+
+
 def _loaded_images(page, gallery_id: str, count: int = 1):
     images = page.locator(f"#{gallery_id} img")
     images.nth(count - 1).wait_for()
@@ -145,8 +171,9 @@ def test_each_click_is_a_job_listed_with_its_place_and_a_cancel(browser, tmp_pat
         _wait_text(page, "gen-job-1", "Job 1: running")
         _wait_text(page, "gen-job-3", "Job 3: waiting in the queue (position 2)")
         page.screenshot(path=ARTIFACTS / "loop-3-queued.png", full_page=True)
+        page.evaluate(RECORD_TEXTS, "gen-status")
         page.locator("#gen-cancel-3").click()
-        _wait_text(page, "gen-status", "Job 3: cancelled")
+        _wait_shown(page, "gen-status", "Job 3: cancelled")
         page.locator("#gen-job-3").wait_for(state="detached")
         _wait_text(page, "gen-status", "Job 2: done")
         page.locator("#gen-jobs").wait_for(state="detached")
