@@ -47,10 +47,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_xdist_auto_num_workers(config):
-    """`-n auto` (pyproject's addopts): two processes, or fewer where fewer cores are ours;
-    SEEDLING_TEST_PROCESSES sets another count (0: run in this process alone)."""
+    """`-n auto` (pyproject's addopts): two processes, or fewer where fewer cores are ours. The slow
+    checks (`-m slow`) run in this process alone: their load, memory and soak measurements assume
+    the machine to themselves. SEEDLING_TEST_PROCESSES sets another count (0: this process alone)."""
     if "SEEDLING_TEST_PROCESSES" in os.environ:
         return int(os.environ["SEEDLING_TEST_PROCESSES"])
+    marks = config.getoption("markexpr") or ""
+    if "slow" in marks and "not slow" not in marks:
+        return 0
     return min(2, len(os.sched_getaffinity(0)))
 
 from seedling.backend.context import STEP_DELAY_ENV
