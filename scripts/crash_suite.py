@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from seedling.backend import worker_status
 from seedling.backend.context import STEP_DELAY_ENV
 from seedling.backend.faults import CRASH_AT_ENV, CRASH_LOG_ENV, CRASH_POINTS, MAX_BACKOFF_ENV
 from seedling.backend.services import build_services
@@ -130,6 +131,17 @@ def _redis(work: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("redis-server did not start")
 
 
+def _wait_ready(data: Path, worker_ids: list[str], procs: list[subprocess.Popen], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(worker_status.phase(data, w) != worker_status.READY for w in worker_ids):
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"a worker exited before it was ready (exit codes {[p.poll() for p in procs]})")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workers not ready after {timeout_s:.0f} s: "
+                               f"{ {w: worker_status.phase(data, w) for w in worker_ids} }")  # fmt: skip
+        time.sleep(0.1)
+
+
 def _worker(
     data: Path, model: Path, url: str, worker_id: str, log: Path, env: dict, step_delay_s: float
 ) -> subprocess.Popen:
@@ -162,6 +174,9 @@ def run_redis_suite(
             victim["proc"] = _worker(data, model, url, f"victim-{victim['n']}", log, victim_env, step_delay_s)
 
     try:
+        # Jobs only once all three take them: the tiny model's jobs take well under a second, so
+        # two workers that start first (a loaded machine) could run every job before the victim does.
+        _wait_ready(data, ["steady-1", "steady-2", "victim-0"], [*workers.values(), victim["proc"]], timeout_s)
         settings = Settings(data_dir=data, model_path=model, redis_url=url, max_queue=max(32, n_jobs))
         ids = submit(settings, n_jobs)
         wait_done(data, ids, timeout_s, on_poll=restart_victim)

@@ -334,8 +334,11 @@ def test_waiting_jobs_are_told_what_start_up_is_doing(tmp_path, tiny_model_dir):
     assert why.startswith("loading the model tiny (for ")
     job = JobRecord(id=4, kind="generate", status=JobStatus.QUEUED, spec={}, created_at=0.0)
     assert _status_line(job, 1, why).startswith("Job 4: waiting in the queue (position 1); the worker is loading")
+    assert worker_status.phase(tmp_path, "w2") is None  # not reported yet
     worker_status.report(tmp_path, "w2", worker_status.READY)
     assert worker_status.waiting_because(tmp_path) is None  # one worker takes jobs: nothing to explain
+    assert worker_status.phase(tmp_path, "w2") == worker_status.READY
+    assert worker_status.phase(tmp_path, "w1") == "loading the model tiny"
     # a worker that died while loading is not reported (its file is removed)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / "workers" / "w2.json").unlink()

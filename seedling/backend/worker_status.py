@@ -31,6 +31,14 @@ def report(data_dir: Path, worker_id: str, phase: str) -> None:
         pass
 
 
+def phase(data_dir: Path, worker_id: str) -> str | None:
+    """The phase this worker last reported (READY: it takes jobs); None before its first report."""
+    try:
+        return str(json.loads(_path(data_dir, worker_id).read_text())["phase"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
