@@ -340,7 +340,7 @@ def test_waiting_jobs_are_told_what_start_up_is_doing(tmp_path, tiny_model_dir):
     assert worker_status.phase(tmp_path, "w2") == worker_status.READY
     assert worker_status.phase(tmp_path, "w1") == "loading the model tiny"
     # a worker that died while loading is not reported (its file is removed)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True)
     (tmp_path / "workers" / "w2.json").unlink()
     status = tmp_path / "workers" / "w1.json"
     status.write_text(status.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {dead.stdout.strip()}'))
