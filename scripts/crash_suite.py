@@ -35,7 +35,7 @@ from seedling.backend.settings import Settings
 from seedling.backend.specs import make_spec
 from seedling.storage.jobs_common import JobStatus
 from tests.conftest import AppProcess, free_port
-from tests.helpers import file_report, open_stores
+from tests.helpers import file_report, open_stores, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NUM_OUTPUTS = 2
@@ -131,15 +131,10 @@ def _redis(work: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("redis-server did not start")
 
 
-def _wait_ready(data: Path, worker_ids: list[str], procs: list[subprocess.Popen], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while any(worker_status.phase(data, w) != worker_status.READY for w in worker_ids):
-        if any(p.poll() is not None for p in procs):
-            raise RuntimeError(f"a worker exited before it was ready (exit codes {[p.poll() for p in procs]})")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"workers not ready after {timeout_s:.0f} s: "
-                               f"{ {w: worker_status.phase(data, w) for w in worker_ids} }")  # fmt: skip
-        time.sleep(0.1)
+def _ready(data: Path, worker_ids: list[str], procs: list[subprocess.Popen]) -> bool:
+    if any(p.poll() is not None for p in procs):
+        raise RuntimeError(f"a worker exited before it was ready (exit codes {[p.poll() for p in procs]})")
+    return all(worker_status.phase(data, w) == worker_status.READY for w in worker_ids)
 
 
 def _worker(
@@ -176,7 +171,9 @@ def run_redis_suite(
     try:
         # Jobs only once all three take them: the tiny model's jobs take well under a second, so
         # two workers that start first (a loaded machine) could run every job before the victim does.
-        _wait_ready(data, ["steady-1", "steady-2", "victim-0"], [*workers.values(), victim["proc"]], timeout_s)
+        first = ["steady-1", "steady-2", "victim-0"]
+        wait_for(lambda: _ready(data, first, [*workers.values(), victim["proc"]]), timeout_s,
+                 f"workers {first} to say they are ready (their log: {log})", poll_s=0.1)  # fmt: skip
         settings = Settings(data_dir=data, model_path=model, redis_url=url, max_queue=max(32, n_jobs))
         ids = submit(settings, n_jobs)
         wait_done(data, ids, timeout_s, on_poll=restart_victim)

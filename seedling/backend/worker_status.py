@@ -31,12 +31,19 @@ def report(data_dir: Path, worker_id: str, phase: str) -> None:
         pass
 
 
-def phase(data_dir: Path, worker_id: str) -> str | None:
-    """The phase this worker last reported (READY: it takes jobs); None before its first report."""
+def _read(path: Path) -> tuple[int, str, float] | None:
+    """A status file's (pid, phase, since); None if it is missing or unreadable."""
     try:
-        return str(json.loads(_path(data_dir, worker_id).read_text())["phase"])
+        state = json.loads(path.read_text())
+        return int(state["pid"]), str(state["phase"]), float(state["since"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def phase(data_dir: Path, worker_id: str) -> str | None:
+    """The phase this worker last reported (READY: it takes jobs); None before its first report."""
+    state = _read(_path(data_dir, worker_id))
+    return state[1] if state else None
 
 
 def _alive(pid: int) -> bool:
@@ -55,11 +62,9 @@ def waiting_because(data_dir: Path) -> str | None:
     folder = Path(data_dir) / FOLDER
     phases: list[tuple[float, str]] = []
     for path in folder.glob("*.json") if folder.exists() else []:
-        try:
-            state = json.loads(path.read_text())
-            pid, phase, since = int(state["pid"]), str(state["phase"]), float(state["since"])
-        except (OSError, ValueError, KeyError, TypeError):
+        if (state := _read(path)) is None:
             continue
+        pid, phase, since = state
         if not _alive(pid):
             path.unlink(missing_ok=True)
             continue
