@@ -206,8 +206,9 @@ def test_trash_view_restores_and_empties_only_after_a_confirmation(page, seeded)
     _wait_gallery(page, ["paper boat", "paper kite"])
 
     page.locator(f"#history-gallery img[alt*='#{ids['trash']} ·']").click()
-    # the click's selection reaches the server before Restore reads it (under load a Restore sent
-    # first found nothing selected, said "Select an image first." and the status stayed empty)
+    # the click's selection reaches the server before Restore reads it: a Restore handled first
+    # finds nothing selected, says "Select an image first." in a toast and leaves the status as it
+    # was (the likely cause of a CI timeout under two processes)
     _wait_text(page, "history-details", f"Image #{ids['trash']}")
     page.locator("#history-restore").click()
     _wait_text(page, "history-status", f"Restored image #{ids['trash']} to history")
