@@ -226,3 +226,40 @@ def test_random_crops_have_content(icons):
 def test_whole_image_crops_are_all_different_images(icons):
     crops = an.random_crops(np.random.default_rng(0), an.split_icons(icons)[0], 4, 128, size=128)
     assert all(not np.array_equal(crops[i], crops[j]) for i in range(4) for j in range(i + 1, 4))
+
+
+def test_parse_mix_normalises_and_says_what_to_write():
+    assert an.parse_mix("icons=3, words=1") == {"icons": 0.75, "words": 0.25}
+    for bad, says in [("fonts=1", "category=weight"), ("icons", "category=weight"), ("icons=a", "a number"),
+                      ("icons=0", "positive weight"), ("icons=1,words=-1", "none negative")]:
+        with pytest.raises(ValueError, match=says):
+            an.parse_mix(bad)
+
+
+def test_crops_follow_the_mix_given(icons, monkeypatch):
+    drawn = []
+    real = an.render_image
+
+    def spy(category, rng, icons_, size=512):
+        drawn.append(category)
+        return real(category, rng, icons_, size)
+
+    monkeypatch.setattr(an, "render_image", spy)
+    train = an.split_icons(icons)[0]
+    an.random_crops(np.random.default_rng(0), train, 6, 64, size=128, per_image=1, mix=an.parse_mix("icons=1"))
+    assert set(drawn) == {"icons"}
+    drawn.clear()
+    an.step_crops(3, 2, train, 40, 64, 128, mix=an.parse_mix("words=1,charts=1"))
+    assert set(drawn) == {"words", "charts"}
+    drawn.clear()
+    an.random_crops(np.random.default_rng(0), train, 40, 64, size=128, per_image=1)  # the default mix
+    assert set(drawn) == set(an.TRAIN_MIX)
+
+
+def test_train_dcae_refuses_a_mix_it_cannot_draw(tmp_path, capsys):
+    from seedling.model import train_dcae
+
+    with pytest.raises(SystemExit):
+        train_dcae.main(["--out", str(tmp_path / "r"), "--mix", "fonts=1"])
+    assert "category=weight" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from seedling.model.autoencoder import images_to_tensor
-from seedling.model.data.ae_native import CropBatches, as_delivered, random_crops, split_icons
+from seedling.model.data.ae_native import CropBatches, as_delivered, parse_mix, random_crops, split_icons
 from seedling.model.data.icons import load_icons
 from seedling.model.dcae import DCAE_CONFIGS, DCAutoencoder
 from seedling.model.training import Trainer, add_run_arguments
@@ -90,6 +90,9 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--size", type=int, default=512, help="size the images are rendered at before cropping")
+    p.add_argument("--mix", default="",
+                   help="what the crops show, e.g. icons=0.55,shapes=0.1,words=0.2,charts=0.15 "
+                        "(normalised; a category left out is not drawn; default: ae_native.TRAIN_MIX)")
     p.add_argument("--grad-weight", type=float, default=1.0, help="weight of the image-gradient L1")
     p.add_argument("--workers", type=int, default=0,
                    help="render the crops in this many processes, each step's from (seed, step) (see above)")
@@ -100,6 +103,10 @@ def main(argv=None):
         p.error("--decoder-only fine-tunes a trained autoencoder: give it with --init FOLDER")
     if args.workers < 0:
         p.error("--workers must be 0 (render in this process) or more")
+    try:
+        mix = parse_mix(args.mix) if args.mix else None
+    except ValueError as e:
+        p.error(str(e))
 
     icons = split_icons(load_icons())[0]  # the held-out icons never reach training
     torch.manual_seed(args.seed)
@@ -120,7 +127,7 @@ def main(argv=None):
     if args.workers:
         planned = iter(torch.utils.data.DataLoader(
             CropBatches(args.seed + 1000 * trainer.acc.process_index, trainer.step_count, args.max_steps, icons,
-                        args.batch, args.crop, args.size),
+                        args.batch, args.crop, args.size, mix),
             batch_size=None, num_workers=args.workers, prefetch_factor=2, collate_fn=as_delivered,
             generator=torch.Generator().manual_seed(args.seed)))  # not the global RNG: resume stays exact
     cpu0 = time.process_time()
@@ -130,7 +137,7 @@ def main(argv=None):
             if step != trainer.step_count:
                 raise RuntimeError(f"crop worker delivered step {step}, expected {trainer.step_count}")
         else:
-            crops = random_crops(trainer.rng, icons, args.batch, args.crop, args.size)
+            crops = random_crops(trainer.rng, icons, args.batch, args.crop, args.size, mix=mix)
         x = images_to_tensor(list(crops), trainer.device)
         with torch.set_grad_enabled(not args.decoder_only):
             z = raw.encode_raw(x)

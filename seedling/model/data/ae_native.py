@@ -95,9 +95,29 @@ def render_image(category: str, rng: np.random.Generator, icons: list[Icon], siz
     raise ValueError(f"unknown category {category!r}; choose one of {CATEGORIES}")
 
 
+def parse_mix(text: str) -> dict[str, float]:
+    """"icons=0.55,words=0.2,..." -> the training mix, normalised to sum 1. Every category named
+    must be one of `TRAIN_MIX`'s; one left out is not drawn."""
+    mix = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or name.strip() not in TRAIN_MIX:
+            raise ValueError(f"mix entry {part!r}: write category=weight with a category among "
+                             f"{', '.join(TRAIN_MIX)}, e.g. icons=0.55,words=0.2")
+        try:
+            mix[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"mix entry {part!r}: the weight must be a number") from None
+    if not mix or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+        raise ValueError(f"mix {text!r}: give at least one category a positive weight, none negative")
+    total = sum(mix.values())
+    return {k: w / total for k, w in mix.items()}
+
+
 def random_crops(rng: np.random.Generator, icons: list[Icon], n: int, crop: int, size: int = 512,
-                 per_image: int = 4, p_style: float = 0.1) -> np.ndarray:
-    """(n, crop, crop, 3) uint8 crops of freshly rendered `size` px images of the training mix.
+                 per_image: int = 4, p_style: float = 0.1, mix: dict[str, float] | None = None) -> np.ndarray:
+    """(n, crop, crop, 3) uint8 crops of freshly rendered `size` px images of the training mix
+    (`mix`, default `TRAIN_MIX`).
 
     A crop that is one flat colour teaches nothing, so up to 3 positions are tried for content.
     """
@@ -105,7 +125,7 @@ def random_crops(rng: np.random.Generator, icons: list[Icon], n: int, crop: int,
         raise ValueError(f"crop {crop} must be between 1 and the image size {size}")
     if crop == size:
         per_image = 1  # a whole image has one crop: no batch of copies
-    cats, probs = zip(*TRAIN_MIX.items())
+    cats, probs = zip(*(mix or TRAIN_MIX).items())
     out = []
     while len(out) < n:
         img = render_image(str(rng.choice(cats, p=probs)), rng, icons, size)
@@ -121,10 +141,11 @@ def random_crops(rng: np.random.Generator, icons: list[Icon], n: int, crop: int,
     return np.stack(out[:n])
 
 
-def step_crops(seed: int, step: int, icons: list[Icon], n: int, crop: int, size: int = 512) -> np.ndarray:
+def step_crops(seed: int, step: int, icons: list[Icon], n: int, crop: int, size: int = 512,
+               mix: dict[str, float] | None = None) -> np.ndarray:
     """The crops of training step `step`: `random_crops` from a generator seeded by (seed, step)
     alone, so a step's batch is the same whichever process draws it and whenever."""
-    return random_crops(np.random.default_rng([seed, step]), icons, n, crop, size)
+    return random_crops(np.random.default_rng([seed, step]), icons, n, crop, size, mix=mix)
 
 
 def as_delivered(item):
@@ -139,15 +160,16 @@ class CropBatches(torch.utils.data.IterableDataset):
     order: rendering (10-30 ms of one core per 512 px image) runs beside the training step,
     and the batches do not depend on the number of workers."""
 
-    def __init__(self, seed: int, start: int, max_steps: int, icons: list[Icon], n: int, crop: int, size: int = 512):
+    def __init__(self, seed: int, start: int, max_steps: int, icons: list[Icon], n: int, crop: int, size: int = 512,
+                 mix: dict[str, float] | None = None):
         self.seed, self.start, self.max_steps = seed, start, max_steps
-        self.icons, self.n, self.crop, self.size = icons, n, crop, size
+        self.icons, self.n, self.crop, self.size, self.mix = icons, n, crop, size, mix
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         for step in range(self.start + wid, self.max_steps, nw):
-            yield step, step_crops(self.seed, step, self.icons, self.n, self.crop, self.size)
+            yield step, step_crops(self.seed, step, self.icons, self.n, self.crop, self.size, self.mix)
 
 
 @dataclass(frozen=True)
