@@ -12,7 +12,13 @@ from PIL import Image
 from seedling.model.data import ae_native as an
 from seedling.model.data import knowledge as kn
 from seedling.model.data.icons import load_icons, render_icon
-from seedling.model.dcae import DCAE_CONFIGS, DCAutoencoder, compression_ratio
+from seedling.model.dcae import (
+    DCAE_CONFIGS,
+    DCAutoencoder,
+    compression_ratio,
+    reference_decode,
+    reference_encode,
+)
 
 
 @pytest.fixture(scope="module")
@@ -263,3 +269,34 @@ def test_train_dcae_refuses_a_mix_it_cannot_draw(tmp_path, capsys):
         train_dcae.main(["--out", str(tmp_path / "r"), "--mix", "fonts=1"])
     assert "category=weight" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", ["tiny-f32", "f32c32"])
+def test_shortcuts_folded_into_conv_taps_are_the_same_function_and_gradient(name):
+    torch.manual_seed(0)
+    model = DCAutoencoder.from_named(name)
+    with torch.no_grad():  # trained-like: residual branches on, so the taps are not all that runs
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    z_ref = reference_encode(model, x)
+    rec_ref = reference_decode(model, z_ref)
+    z = model.encode_raw(x)
+    rec = model.decode_raw(z)
+    assert torch.allclose(z, z_ref, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(rec, rec_ref, atol=1e-4, rtol=1e-4)
+    # the same gradients: the taps are constants beside the weights
+    g_ref = torch.autograd.grad(rec_ref.square().mean(), list(model.parameters()))
+    g = torch.autograd.grad(model.decode_raw(model.encode_raw(x)).square().mean(), list(model.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-3) for a, b in zip(g, g_ref))
+    # the taps are not weights: nothing new is saved
+    assert not any("shortcut" in k for k in model.state_dict())
+
+
+def test_folded_shortcuts_follow_the_model_to_half_precision(tmp_path):
+    model = DCAutoencoder.from_named("tiny-f32")
+    model.save_pretrained(tmp_path / "m")
+    loaded = DCAutoencoder.from_pretrained(tmp_path / "m").to(torch.float16)
+    assert loaded.decoder.in_shortcut.dtype == torch.float16
+    z = torch.randn(1, loaded.config.latent_channels, 2, 2, dtype=torch.float16)
+    assert loaded.decode_raw(z).dtype == torch.float16
