@@ -130,7 +130,8 @@ def main(argv=None):
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    cols = ["model", "latent", "compression", "decoder_params_M", "decode_ms", "decode_ms_min", "decode_ms_unfolded",
+    cols = ["model", "latent", "compression", "decoder_params_M", "decode_ms", "decode_ms_min",
+            "decode_ms_unfolded",
             *(f"psnr_{c}" for c in CATEGORIES), "psnr_mean", "ocr_original", "ocr_roundtrip"]
     print()
     print("| " + " | ".join(cols) + " |")

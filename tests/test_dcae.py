@@ -252,7 +252,8 @@ def test_crops_follow_the_mix_given(icons, monkeypatch):
 
     monkeypatch.setattr(an, "render_image", spy)
     train = an.split_icons(icons)[0]
-    an.random_crops(np.random.default_rng(0), train, 6, 64, size=128, per_image=1, mix=an.parse_mix("icons=1"))
+    icons_only = an.parse_mix("icons=1")
+    an.random_crops(np.random.default_rng(0), train, 6, 64, size=128, per_image=1, mix=icons_only)
     assert set(drawn) == {"icons"}
     drawn.clear()
     an.step_crops(3, 2, train, 40, 64, 128, mix=an.parse_mix("words=1,charts=1"))

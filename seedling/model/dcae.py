@@ -127,8 +127,8 @@ class DownBlock(nn.Module):
         self.register_buffer("shortcut", taps, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, Cin, H, W)
-        # = self.conv(x) + pixel_unshuffle(x, 2).unflatten(1, (-1, group)).mean(2)
-        return F.conv2d(x, self.conv.weight + self.shortcut, self.conv.bias, stride=2, padding=1)  # (B, Cout, H/2, W/2)
+        # = self.conv(x) + pixel_unshuffle(x, 2).unflatten(1, (-1, group)).mean(2); (B, Cout, H/2, W/2)
+        return F.conv2d(x, self.conv.weight + self.shortcut, self.conv.bias, stride=2, padding=1)
 
 
 class UpBlock(nn.Module):
@@ -173,8 +173,8 @@ class DCEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) in [-1, 1]
         h = self.stages(self.stem(F.pixel_unshuffle(x, 2)))  # (B, C, H/f, W/f)
-        # = self.out(h) + h.unflatten(1, (-1, out_group)).mean(2)
-        return F.conv2d(h, self.out.weight + self.out_shortcut, self.out.bias, padding=1)  # (B, latent, H/f, W/f)
+        # = self.out(h) + h.unflatten(1, (-1, out_group)).mean(2); (B, latent, H/f, W/f)
+        return F.conv2d(h, self.out.weight + self.out_shortcut, self.out.bias, padding=1)
 
 
 class DCDecoder(nn.Module):
@@ -257,7 +257,8 @@ def _reference_stage(seq: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
         if isinstance(block, DownBlock):
             h = block.conv(h) + F.pixel_unshuffle(h, 2).unflatten(1, (-1, block.group)).mean(2)
         elif isinstance(block, UpBlock):
-            h = F.pixel_shuffle(block.conv(h), 2) + F.pixel_shuffle(h.repeat_interleave(block.repeats, dim=1), 2)
+            shortcut = F.pixel_shuffle(h.repeat_interleave(block.repeats, dim=1), 2)
+            h = F.pixel_shuffle(block.conv(h), 2) + shortcut
         else:
             h = block(h)
     return h

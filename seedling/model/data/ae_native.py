@@ -160,8 +160,8 @@ class CropBatches(torch.utils.data.IterableDataset):
     order: rendering (10-30 ms of one core per 512 px image) runs beside the training step,
     and the batches do not depend on the number of workers."""
 
-    def __init__(self, seed: int, start: int, max_steps: int, icons: list[Icon], n: int, crop: int, size: int = 512,
-                 mix: dict[str, float] | None = None):
+    def __init__(self, seed: int, start: int, max_steps: int, icons: list[Icon], n: int, crop: int,
+                 size: int = 512, mix: dict[str, float] | None = None):
         self.seed, self.start, self.max_steps = seed, start, max_steps
         self.icons, self.n, self.crop, self.size, self.mix = icons, n, crop, size, mix
 
