@@ -238,15 +238,23 @@ def test_history_search_finds_word_forms(page):
     _wait_text(page, "gen-status", "done")
     _wait_text(page, "gen-status", "· seed ")  # the random seed it used, to keep or vary
     page.get_by_role("tab", name="History").click()
+    thumbs = page.locator("#history-gallery button.thumbnail-item")
+    # The gallery fills after the tab opens, so an empty gallery before that is not the search's.
+    # One run clicked "Thumbnail 1 of 3" (the unfiltered gallery, it seems) and timed out as the
+    # search result replaced it: wait for the history, then for the one result.
+    thumbs.first.wait_for()
     search = page.locator("#history-search textarea, #history-search input").first
     search.fill("zebras")
     search.press("Enter")
     page.wait_for_function("() => !document.querySelector('#history-gallery button.thumbnail-item')")
     search.fill("lone foxes")
     search.press("Enter")
-    page.locator("#history-gallery button.thumbnail-item").first.click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#history-gallery button.thumbnail-item').length == 1"
+    )
+    thumbs.first.click()
     _wait_text(page, "history-details", "a lone fox")
-    assert page.locator("#history-gallery button.thumbnail-item").count() == 1
+    assert thumbs.count() == 1
 
 
 def test_every_tabs_main_button_is_seen_without_scrolling(app, browser):
