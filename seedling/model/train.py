@@ -62,30 +62,19 @@ from seedling.model.train_data import (
     keep_arrays,
     stack_samples,
 )
-from seedling.model.training import Trainer, add_run_arguments, latest_checkpoint
-
-
-def _weights(text: str, known, what: str) -> dict[str, float]:
-    """'a=1,b=0.5' -> {"a": 1.0, "b": 0.5}, every name one of `known` (a sentence otherwise)."""
-    out = {}
-    for part in filter(None, (x.strip() for x in text.split(","))):
-        name, _, value = part.partition("=")
-        if name not in known or not value.replace(".", "", 1).isdigit():
-            raise argparse.ArgumentTypeError(f"{part!r}: write {what.split()[-1]}=weight with a {what} of {list(known)}")
-        out[name] = float(value)
-    return out
+from seedling.model.training import Trainer, add_run_arguments, latest_checkpoint, parse_weights
 
 
 def _task_weights(text: str) -> dict[str, float]:
     from seedling.model.task_table import TASK_NAMES
 
-    return _weights(text, TASK_NAMES, "task")
+    return parse_weights(text, TASK_NAMES, "task")
 
 
 def _t2i_mix(text: str) -> dict[str, float]:
     from seedling.model.data.tasks import T2I_KINDS
 
-    out = _weights(text, T2I_KINDS, "t2i kind")
+    out = parse_weights(text, T2I_KINDS, "t2i kind")
     if out and not any(out.values()):
         raise argparse.ArgumentTypeError("--t2i-mix needs at least one kind with a weight above 0")
     return out

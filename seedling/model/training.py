@@ -89,6 +89,25 @@ def format_eta(seconds: float | None) -> str:
     return f"{s} s"
 
 
+class WeightsError(argparse.ArgumentTypeError, ValueError):
+    """A weight list that cannot be read. An ArgumentTypeError, so that an option whose `type=`
+    parses one shows its sentence; a ValueError for every other caller."""
+
+
+def parse_weights(text: str, known, what: str) -> dict[str, float]:
+    """'a=1,b=0.5' -> {"a": 1.0, "b": 0.5}, every name one of `known` and every weight a plain
+    number, none negative (`WeightsError`, a sentence that says what to write, otherwise)."""
+    out = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or name not in known:
+            raise WeightsError(f"{part!r}: write {what.split()[-1]}=weight with a {what} of {list(known)}")
+        if not value.replace(".", "", 1).isdigit():
+            raise WeightsError(f"{part!r}: the weight must be a number, none negative (like 0.5)")
+        out[name] = float(value)
+    return out
+
+
 def add_run_arguments(
     p: argparse.ArgumentParser,
     *,

@@ -19,6 +19,7 @@ from PIL import Image
 from seedling.model.data import knowledge as kn
 from seedling.model.data.ae_images import _stylise
 from seedling.model.data.icons import Icon, render_icon
+from seedling.model.training import parse_weights
 
 CATEGORIES = ("icons", "shapes", "words", "charts")
 # Icons dominate the pixels the studio shows; words carry the finest detail an f32 latent must keep.
@@ -98,17 +99,8 @@ def render_image(category: str, rng: np.random.Generator, icons: list[Icon], siz
 def parse_mix(text: str) -> dict[str, float]:
     """"icons=0.55,words=0.2,..." -> the training mix, normalised to sum 1. Every category named
     must be one of `TRAIN_MIX`'s; one left out is not drawn."""
-    mix = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        if not sep or name.strip() not in TRAIN_MIX:
-            raise ValueError(f"mix entry {part!r}: write category=weight with a category among "
-                             f"{', '.join(TRAIN_MIX)}, e.g. icons=0.55,words=0.2")
-        try:
-            mix[name.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"mix entry {part!r}: the weight must be a number") from None
-    if not mix or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+    mix = parse_weights(text, TRAIN_MIX, "category")
+    if sum(mix.values()) <= 0:
         raise ValueError(f"mix {text!r}: give at least one category a positive weight, none negative")
     total = sum(mix.values())
     return {k: w / total for k, w in mix.items()}
