@@ -46,20 +46,15 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     generate = gn.PipelineGenerator(SeedlingPipeline.from_pretrained(args.model))  # the model's defaults
     base = hs.SUITES["t2i_icons"]
-    names = phrasing_names()
-    registry = {}
-    for k in range(len(names)):
+    ctx = hs.EvalContext.build(load_icons(), hs.EvalConfig(n_icons=args.n_icons, seed=args.seed))  # once
+    rows = []
+    for k, name in enumerate(phrasing_names()):
         def build(ctx, rng, n, k=k):
             return [ctx.sampler.t2i_icon(rng, icon, phrasing=k) for icon in ctx.icons[:n]]
 
         # the name keeps t2i_icons' seeds (run_suite seeds a suite by its name's place in SUITES)
-        registry[k] = replace(base, build=build)
-    cfg = hs.EvalConfig(n_icons=args.n_icons, seed=args.seed)
-    rows = []
-    for k, suite in registry.items():
-        res = hs.evaluate(load_icons(), generate, cfg, registry={"t2i_icons": suite})
-        m = res.metrics["suites"]["t2i_icons"]
-        rows.append({"phrasing": names[k], **{key: m[key] for key in ("n", "top1", "top5", "top1_all")}})
+        m = hs.aggregate(hs.run_suite(ctx, replace(base, build=build), generate))
+        rows.append({"phrasing": name, **{key: m[key] for key in ("n", "top1", "top5", "top1_all")}})
         print(json.dumps(rows[-1]), flush=True)
     print("\n| phrasing | n | top-1 | top-5 | top-1 among all icons |\n|---|---|---|---|---|")
     for r in rows:
